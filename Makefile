@@ -1,0 +1,35 @@
+# Set-up is part of every target: a fresh clone needs only Python 3.10+ and this Makefile.
+# TORCH_SPEC picks the torch build; the default is the CPU build. A GPU user can run e.g.
+#   make test TORCH_SPEC="torch==2.13.0" TORCH_INDEX="--index-url https://<your CUDA wheel index>"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+OUT ?= runs/demo
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.transferkit-installed
+export HF_HUB_OFFLINE := 1
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)" $(TORCH_INDEX)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/transferkit demo --out $(OUT)
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/core.py $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

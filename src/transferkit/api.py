@@ -1,0 +1,221 @@
+"""The public Python API: pretrain a source model, transfer it, evaluate and predict."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from transferkit.data import ArrayDataset, align_classes, kshot, load_dataset, split
+from transferkit.engine.config import TrainConfig
+from transferkit.engine.features import DEFAULT_CACHE, FeatureCache
+from transferkit.errors import ConfigError
+from transferkit.evaluation.evaluate import evaluate_model, source_accuracy, source_test_split
+from transferkit.models import ModelSpec, TransferModel, build_model
+from transferkit.report import write_report
+from transferkit.runs import LoadedRun, RunDir, load_run
+from transferkit.strategies import STRATEGIES, TransferContext, make_strategy, run_strategy
+
+SPLIT = {"val": 0.15, "test": 0.3}
+
+
+@dataclass
+class RunResult:
+    """What :func:`pretrain` and :func:`transfer` return."""
+
+    model: TransferModel
+    metrics: dict[str, Any]
+    run_dir: Path | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _tensors(ds: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(np.ascontiguousarray(ds.x)), torch.from_numpy(ds.require_labels().astype(np.int64))
+
+
+def _config(seed: int, overrides: dict[str, Any]) -> TrainConfig:
+    unknown = set(overrides) - set(TrainConfig.field_help())
+    if unknown:
+        raise ConfigError(f"unknown training option '{sorted(unknown)[0]}'")
+    return TrainConfig(**{**overrides, "seed": seed})
+
+
+def _finish(run: RunDir | None, model: TransferModel, metrics: dict[str, Any], history: list[dict[str, Any]],
+            extra: dict[str, torch.Tensor] | None = None) -> None:
+    if run is None:
+        return
+    run.save_model(model, extra)
+    run.write("history.json", history)
+    run.write("metrics.json", metrics)
+    write_report(run.path)
+    run.complete()
+
+
+def pretrain(data: str, model: str = "small_cnn", out: str | Path | None = None, *, seed: int = 0,
+             model_kwargs: dict[str, Any] | None = None, overwrite: bool = False, **train: Any) -> RunResult:
+    """Train ``model`` from scratch on ``data`` (a built-in name or a path): the source model."""
+    train.setdefault("epochs", 8)
+    cfg = _config(seed, train)
+    ds = load_dataset(data, seed=seed)
+    sp = split(ds, seed=seed, **SPLIT)
+    spec = ModelSpec(model, ds.input_shape, ds.class_names, dict(model_kwargs or {}), ds.modality)
+    net = build_model(spec, seed)
+    config = {"command": "pretrain", "data": data, "model": model, "model_kwargs": spec.kwargs, "seed": seed,
+              "split": {**SPLIT, "seed": seed}, "train": asdict(cfg)}
+    run = RunDir.create(out, "pretrain", config, overwrite) if out is not None else None
+    try:
+        t0 = time.perf_counter()
+        ctx = TransferContext(net, {}, _tensors(sp.train), _tensors(sp.val), cfg, lambda: build_model(spec, seed))
+        results = run_strategy(make_strategy("scratch"), ctx, run.checkpoints if run else None)
+        net = ctx.model
+        test = evaluate_model(net, sp.test, spec.num_classes)
+        metrics = {"source": test, "train_seconds": time.perf_counter() - t0, "n_train": len(sp.train),
+                   "phases": [_phase_summary(r) for r in results]}
+        _finish(run, net, metrics, [asdict(r) for r in results])
+    except BaseException as e:
+        if run is not None:
+            run.fail(e)
+        raise
+    return RunResult(net, metrics, run.path if run else None, [asdict(r) for r in results])
+
+
+def _phase_summary(r: Any) -> dict[str, Any]:
+    return {"name": r.name, "epochs": r.epochs_run, "best_epoch": r.best_epoch, "best_val_acc": r.best_val_acc,
+            "seconds": r.seconds, **r.placement}
+
+
+def _load_source(source: str | Path | LoadedRun | TransferModel) -> tuple[TransferModel, dict[str, Any]]:
+    if isinstance(source, TransferModel):
+        return source, {}
+    loaded = source if isinstance(source, LoadedRun) else load_run(source)
+    return loaded.model, loaded.config
+
+
+def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strategy: str = "lp_ft",
+             shots: int | None = None, seed: int = 0, out: str | Path | None = None,
+             options: dict[str, str] | None = None, head: str = "auto", source_data: str | None = None,
+             compare_scratch: bool = False, overwrite: bool = False, cache: FeatureCache | None = None,
+             **train: Any) -> RunResult:
+    """Initialise a target model from ``source`` and adapt it to ``data`` with ``strategy``.
+
+    Args:
+        source: a run directory from :func:`pretrain`, a loaded run, or a :class:`TransferModel`.
+        data: target data, a built-in name or a path; converted to the source's input shape.
+        shots: labelled examples per class for training (and at most as many for validation);
+            ``None`` uses the whole training split.
+        head: ``auto`` keeps the source head when the class names match, ``new`` always
+            replaces it, ``keep`` insists on keeping it.
+        source_data: the source data set; when given, source accuracy before and after is measured.
+        compare_scratch: also train ``scratch`` on the same data and budget and report the gain.
+        train: :class:`TrainConfig` fields (``epochs``, ``lr``, ``precision`` ...).
+    """
+    if head not in ("auto", "new", "keep"):
+        raise ConfigError(f"head={head!r} is not one of auto, new, keep")
+    strat = make_strategy(strategy, options)
+    cfg = _config(seed, train)
+    src_model, src_config = _load_source(source)
+    model = copy.deepcopy(src_model)
+    spec_src = copy.deepcopy(model.spec)
+    ds = load_dataset(data, shape=spec_src.input_shape, seed=seed)
+    sp = split(ds, seed=seed, **SPLIT)
+    train_ds, val_ds = sp.train, sp.val
+    if shots is not None:
+        train_ds = kshot(sp.train, shots, seed=seed)
+        val_ds = kshot(sp.val, min(shots, int(np.bincount(sp.val.require_labels()).min())), seed=seed)
+    notes: list[str] = []
+    keep = ds.class_names == spec_src.class_names
+    if head == "keep" and not keep:
+        raise ConfigError(f"--head keep: source has {spec_src.num_classes} classes, {data} has {ds.num_classes} "
+                          f"({', '.join(ds.class_names[:5])}...)")
+    source_head = copy.deepcopy(model.head)
+    metrics: dict[str, Any] = {"strategy": strategy, "shots": shots, "seed": seed, "data": data}
+    src_eval = None
+    if source_data is not None:
+        src_eval = source_test_split(source_data, src_config, spec_src.input_shape, spec_src.class_names)
+        metrics["source_before"] = source_accuracy(model, source_head, src_eval)
+    if keep and head != "new":
+        notes.append("target classes match the source: the source head is kept as the starting head")
+    else:
+        model.reset_head(ds.class_names)
+        notes.append(f"new head for {ds.num_classes} target classes (source had {spec_src.num_classes})")
+    model.spec.name = spec_src.name
+    config = {"command": "transfer", "source": str(source) if isinstance(source, (str, Path)) else type(source).__name__,
+              "data": data, "strategy": strategy, "options": dict(options or {}), "shots": shots, "seed": seed,
+              "head": head, "source_data": source_data, "split": {**SPLIT, "seed": seed}, "train": asdict(cfg)}
+    run = RunDir.create(out, "transfer", config, overwrite) if out is not None else None
+    try:
+        t0 = time.perf_counter()
+        ctx = TransferContext(model, {k: v.clone() for k, v in model.state_dict().items()}, _tensors(train_ds),
+                              _tensors(val_ds), cfg, lambda: _fresh_like(model, seed), cache=cache or DEFAULT_CACHE)
+        results = run_strategy(strat, ctx, run.checkpoints if run else None)
+        model = ctx.model
+        metrics["target"] = evaluate_model(model, sp.test, ds.num_classes)
+        metrics.update(train_seconds=time.perf_counter() - t0, n_train=len(train_ds), n_val=len(val_ds),
+                       phases=[_phase_summary(r) for r in results], strategy_info=ctx.info, notes=notes)
+        if src_eval is not None and strategy != "scratch":
+            after = source_accuracy(model, source_head, src_eval)
+            metrics["source_after"] = after
+            metrics["forgetting"] = metrics["source_before"]["accuracy"] - after["accuracy"]
+        if compare_scratch and strategy != "scratch":
+            base = transfer(src_model, data, strategy="scratch", shots=shots, seed=seed, cache=cache, **train)
+            metrics["scratch"] = {"accuracy": base.metrics["target"]["accuracy"], "train_seconds": base.metrics["train_seconds"]}
+            metrics["gain_vs_scratch"] = metrics["target"]["accuracy"] - base.metrics["target"]["accuracy"]
+        history = [asdict(r) for r in results]
+        extra = {f"source_head.{k}": v for k, v in source_head.state_dict().items()}
+        _finish(run, model, metrics, history, extra)
+    except BaseException as e:
+        if run is not None:
+            run.fail(e)
+        raise
+    return RunResult(model, metrics, run.path if run else None, history, notes)
+
+
+def _fresh_like(model: TransferModel, seed: int) -> TransferModel:
+    """A randomly initialised model with ``model``'s architecture and head."""
+    fresh = build_model(ModelSpec.from_json(model.spec.to_json()), seed)
+    return fresh.to(next(model.parameters()).device)
+
+
+def evaluate(run: str | Path, data: str, source_data: str | None = None, save: bool = True) -> dict[str, Any]:
+    """Score a saved run on ``data`` (its test split when ``data`` is what it trained on) and,
+    with ``source_data``, the source task through the saved source head."""
+    loaded = load_run(run)
+    spec = loaded.spec
+    ds = load_dataset(data, shape=spec.input_shape, seed=int(loaded.config.get("seed", 0)))
+    if data == loaded.config.get("data") and ds.y is not None:
+        s = loaded.config.get("split", {})
+        ds = split(ds, val=s.get("val", 0.15), test=s.get("test", 0.3), seed=int(s.get("seed", 0))).test
+    ds = align_classes(ds, spec.class_names)
+    out: dict[str, Any] = {"target": evaluate_model(loaded.model, ds, spec.num_classes)}
+    if source_data is not None:
+        head = loaded.source_head() or loaded.model.head
+        src_cfg = _source_config(loaded)
+        src_names = src_cfg.get("class_names") or spec.class_names
+        src = source_test_split(source_data, src_cfg, spec.input_shape, list(src_names))
+        out["source"] = source_accuracy(loaded.model, head, src)
+    if save:
+        metrics = dict(loaded.metrics)
+        metrics.setdefault("evaluations", {})[data] = out
+        RunDir(loaded.path).write("metrics.json", metrics)
+    return out
+
+
+def _source_config(loaded: LoadedRun) -> dict[str, Any]:
+    """The config of the run a transferred model came from (for its source split), if reachable."""
+    src = loaded.config.get("source")
+    if loaded.config.get("command") == "pretrain":
+        return {**loaded.config, "class_names": loaded.spec.class_names}
+    if isinstance(src, str) and Path(src, "config.json").exists():
+        cfg = load_run(src)
+        return {**cfg.config, "class_names": cfg.spec.class_names}
+    return {}
+
+
+def list_strategies() -> list[tuple[str, str]]:
+    return [(e.name, e.summary) for e in STRATEGIES.list()]

@@ -1,0 +1,171 @@
+"""The command line: parse, call the public API, print. Errors a user can cause end in one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import MISSING, fields
+from typing import Any
+
+from transferkit.errors import TransferkitError
+
+LISTINGS = ("datasets", "strategies", "models")
+
+
+def _kv(items: Sequence[str] | None, flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise TransferkitError(f"{flag} expects key=value, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from transferkit.engine.config import TrainConfig
+
+    g = p.add_argument_group("training")
+    for f in fields(TrainConfig):
+        if f.name == "seed":
+            continue
+        typ = {"int": int, "float": float}.get(str(f.type), str)
+        default = f.default if f.default is not MISSING else None
+        g.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=None,
+                       help=f"{f.metadata.get('help', '')} (default: {default})")
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from transferkit.engine.config import TrainConfig
+
+    return {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+            if f.name != "seed" and getattr(args, f.name, None) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="transferkit", description="Transfer learning, fast and measured.")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pre = sub.add_parser("pretrain", help="train a source model from scratch on source data")
+    pre.add_argument("--data", required=True, help="built-in dataset name or a path (image folder, .npz, .csv, IDX)")
+    pre.add_argument("--model", default="small_cnn", help="registered backbone (see `transferkit models`)")
+    pre.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help="backbone option, repeatable")
+    pre.add_argument("--out", required=True, help="run directory to create")
+    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--overwrite", action="store_true", help="replace a complete run in --out")
+    _add_train_args(pre)
+
+    tr = sub.add_parser("transfer", help="initialise from a source run and adapt to target data")
+    tr.add_argument("--source", required=True, help="source run directory")
+    tr.add_argument("--data", required=True, help="target dataset name or path")
+    tr.add_argument("--strategy", default="lp_ft", help="see `transferkit strategies`")
+    tr.add_argument("--option", action="append", metavar="KEY=VALUE", help="strategy option, repeatable")
+    tr.add_argument("--shots", type=int, default=None, help="labelled examples per class (default: all)")
+    tr.add_argument("--head", default="auto", choices=("auto", "new", "keep"), help="keep the source head when classes match")
+    tr.add_argument("--source-data", default=None, help="source data: measure source accuracy before/after (forgetting)")
+    tr.add_argument("--compare-scratch", action="store_true", help="also train scratch on the same budget; report the gain")
+    tr.add_argument("--out", required=True, help="run directory to create")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--overwrite", action="store_true", help="replace a complete run in --out")
+    _add_train_args(tr)
+
+    ev = sub.add_parser("evaluate", help="score a run on labelled data (and on the source task)")
+    ev.add_argument("run")
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--source-data", default=None)
+
+    pr = sub.add_parser("predict", help="predict classes for images / .npz inputs with a run's model")
+    pr.add_argument("run")
+    pr.add_argument("inputs", help="an image, a folder of images, or an .npz with 'x'")
+    pr.add_argument("--out", default=None, help="write predictions as CSV here")
+
+    for name in LISTINGS:
+        ls = sub.add_parser(name, help=f"list the registered {name}")
+        ls.add_argument("pattern", nargs="?", default="*", help="glob filter")
+
+    demo = sub.add_parser("demo", help="pretrain on mnist5k, transfer to digits8 with every strategy, print a table")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--shots", default="1,5,10", help="comma-separated shots per class")
+    demo.add_argument("--strategies", default="*", help="glob over strategy names")
+    demo.add_argument("--seeds", default="0", help="comma-separated seeds")
+    return p
+
+
+def _listing(kind: str, pattern: str) -> None:
+    if kind == "datasets":
+        from transferkit.data import DATASETS as reg
+    elif kind == "strategies":
+        from transferkit.strategies import STRATEGIES as reg  # type: ignore[assignment]
+    else:
+        from transferkit.models import MODELS as reg  # type: ignore[assignment]
+    entries = reg.list(pattern)
+    width = max((len(e.name) for e in entries), default=0)
+    for e in entries:
+        print(f"{e.name.ljust(width)}  {e.summary}")
+
+
+def run(args: argparse.Namespace) -> int:
+    import transferkit as tk
+
+    if args.command in LISTINGS:
+        _listing(args.command, args.pattern)
+        return 0
+    if args.command == "pretrain":
+        res = tk.pretrain(args.data, args.model, args.out, seed=args.seed, model_kwargs=_kv(args.model_opt, "--model-opt"),
+                          overwrite=args.overwrite, **_train_overrides(args))
+        print(f"source accuracy {100 * res.metrics['source']['accuracy']:.2f}% on {args.data} (test split); run: {res.run_dir}")
+        return 0
+    if args.command == "transfer":
+        res = tk.transfer(args.source, args.data, strategy=args.strategy, shots=args.shots, seed=args.seed,
+                          out=args.out, options=_kv(args.option, "--option"), head=args.head,
+                          source_data=args.source_data, compare_scratch=args.compare_scratch,
+                          overwrite=args.overwrite, **_train_overrides(args))
+        for note in res.notes:
+            print(f"note: {note}")
+        m = res.metrics
+        line = f"target accuracy {100 * m['target']['accuracy']:.2f}% (macro-F1 {100 * m['target']['macro_f1']:.2f}%)"
+        if "forgetting" in m:
+            line += f"; source {100 * m['source_before']['accuracy']:.2f}% -> {100 * m['source_after']['accuracy']:.2f}%"
+        if "gain_vs_scratch" in m:
+            line += f"; gain vs scratch {100 * m['gain_vs_scratch']:+.2f} pt"
+        print(f"{line}; run: {res.run_dir}")
+        return 0
+    if args.command == "evaluate":
+        out = tk.evaluate(args.run, args.data, args.source_data)
+        print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "confusion"} for k, v in out.items()}, indent=2))
+        return 0
+    if args.command == "predict":
+        from transferkit.predict import predict_to_csv
+
+        print(predict_to_csv(args.run, args.inputs, args.out), end="")
+        return 0
+    if args.command == "demo":
+        from transferkit.demo import run_demo
+
+        run_demo(args.out, shots=[int(s) for s in args.shots.split(",")], pattern=args.strategies,
+                 seeds=[int(s) for s in args.seeds.split(",")])
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except TransferkitError as e:
+        if args.debug:
+            raise
+        print(f"transferkit: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("transferkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

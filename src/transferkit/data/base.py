@@ -1,0 +1,137 @@
+"""The in-memory dataset every loader returns, plus seeded splits and k-shot sampling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from transferkit.errors import ConfigError, DataError
+
+
+@dataclass
+class ArrayDataset:
+    """Images (or other inputs) as one float32 array plus integer labels.
+
+    Attributes:
+        x: inputs, float32. Images are ``[N, C, H, W]`` with values in ``[0, 1]``.
+        y: int64 labels ``[N]`` in ``0..len(class_names)-1``, or ``None`` when unlabelled.
+        class_names: the name of each class index.
+        name: where the data came from (a built-in name or a path), for messages and run records.
+        modality: ``"image"`` for now; other modalities plug in later.
+    """
+
+    x: np.ndarray
+    y: np.ndarray | None
+    class_names: list[str]
+    name: str
+    modality: str = "image"
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.x.ndim < 2:
+            raise DataError(f"{self.name}: inputs must have a sample axis, got shape {self.x.shape}")
+        if len(self.x) == 0:
+            raise DataError(f"{self.name}: dataset is empty")
+        if self.y is not None:
+            if len(self.y) != len(self.x):
+                raise DataError(f"{self.name}: {len(self.x)} inputs but {len(self.y)} labels")
+            if len(self.y) and (self.y.min() < 0 or self.y.max() >= len(self.class_names)):
+                raise DataError(
+                    f"{self.name}: label {int(self.y.max())} out of range for "
+                    f"{len(self.class_names)} classes"
+                )
+        if not np.isfinite(self.x).all():
+            raise DataError(f"{self.name}: inputs contain NaN or inf values")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def subset(self, idx: np.ndarray, suffix: str = "") -> ArrayDataset:
+        y = None if self.y is None else self.y[idx]
+        return replace(self, x=self.x[idx], y=y, name=self.name + suffix)
+
+    def require_labels(self) -> np.ndarray:
+        if self.y is None:
+            raise DataError(f"{self.name}: this step needs labels but the data has none")
+        return self.y
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: ArrayDataset
+    val: ArrayDataset
+    test: ArrayDataset
+
+
+def split(ds: ArrayDataset, *, val: float = 0.15, test: float = 0.3, seed: int = 0) -> Splits:
+    """Seeded stratified train/val/test split (each class split in the same proportions).
+
+    The same ``(dataset, seed, fractions)`` always gives the same split, so a source run's test
+    split can be rebuilt later to measure forgetting.
+    """
+    if not (0 < val < 1 and 0 < test < 1 and val + test < 1):
+        raise ConfigError(f"split fractions val={val}, test={test} must be in (0, 1) and sum below 1")
+    y = ds.require_labels()
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for c in range(ds.num_classes):
+        idx = np.flatnonzero(y == c)
+        if len(idx) == 0:
+            raise DataError(f"{ds.name}: class '{ds.class_names[c]}' has no examples")
+        idx = rng.permutation(idx)
+        n_test = max(1, round(len(idx) * test)) if len(idx) >= 3 else 0
+        n_val = max(1, round(len(idx) * val)) if len(idx) >= 3 else 0
+        parts[2].append(idx[:n_test])
+        parts[1].append(idx[n_test : n_test + n_val])
+        parts[0].append(idx[n_test + n_val :])
+    tr, va, te = (np.sort(np.concatenate(p)) for p in parts)
+    if len(va) == 0 or len(te) == 0:
+        raise DataError(f"{ds.name}: too few examples per class to split (need at least 3)")
+    return Splits(ds.subset(tr, ":train"), ds.subset(va, ":val"), ds.subset(te, ":test"))
+
+
+def kshot(ds: ArrayDataset, k: int, *, seed: int = 0) -> ArrayDataset:
+    """Sample ``k`` labelled examples per class (seeded). Raises if a class has fewer than ``k``."""
+    if k < 1:
+        raise ConfigError(f"shots must be at least 1, got {k}")
+    y = ds.require_labels()
+    rng = np.random.default_rng(seed + 7919)
+    picked = []
+    for c in range(ds.num_classes):
+        idx = np.flatnonzero(y == c)
+        if len(idx) < k:
+            raise ConfigError(
+                f"shots={k} is larger than class '{ds.class_names[c]}' of {ds.name} ({len(idx)} examples)"
+            )
+        picked.append(rng.choice(idx, size=k, replace=False))
+    return ds.subset(np.sort(np.concatenate(picked)), f":{k}shot")
+
+
+def align_classes(ds: ArrayDataset, class_names: list[str]) -> ArrayDataset:
+    """Re-index ``ds``'s labels to ``class_names`` (a model's classes), matching by name.
+
+    Raises a :class:`DataError` naming the first class of ``ds`` the model does not know.
+    """
+    if ds.class_names == class_names:
+        return ds
+    index = {n: i for i, n in enumerate(class_names)}
+    missing = [n for n in ds.class_names if n not in index]
+    if missing:
+        raise DataError(
+            f"{ds.name}: class '{missing[0]}' is not one of the model's {len(class_names)} classes "
+            f"({', '.join(class_names[:10])}{'...' if len(class_names) > 10 else ''})"
+        )
+    y = None
+    if ds.y is not None:
+        lut = np.array([index[n] for n in ds.class_names], dtype=np.int64)
+        y = lut[ds.y]
+    return replace(ds, y=y, class_names=list(class_names))

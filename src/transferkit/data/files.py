@@ -1,0 +1,358 @@
+"""Loaders for user data: image folders, ``.npz``, CSV and MNIST-style IDX files.
+
+Each loader returns an :class:`ArrayDataset` named by the path and raises a one-line
+:class:`DataError` that names the path (or the exact file) and the problem. :func:`load_path`
+picks the loader from what the path is.
+
+Labels: integer labels become the sorted distinct values, named ``str(value)`` (so a subset with
+labels {3, 5} has two classes "3" and "5"); string labels become their sorted distinct values.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from transferkit.data.base import ArrayDataset
+from transferkit.data.transforms import check_shape, resize_plane, scale_images, to_channels
+from transferkit.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def _reason(err: BaseException) -> str:
+    """An exception as one short line (for wrapping library errors into a DataError)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text[:200]
+
+
+def labels_to_classes(raw: np.ndarray, where: str, names: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Turn raw labels (ints, integral floats or strings) into int64 indices and class names.
+
+    With ``names`` given, integer labels index into it and string labels are looked up in it.
+    """
+    raw = np.asarray(raw).ravel()
+    if raw.dtype.kind in "fc":
+        if not np.all(np.isfinite(raw)) or not np.all(raw == np.round(raw)):
+            raise DataError(f"{where}: labels must be integers or strings, found non-integer numbers")
+        raw = raw.astype(np.int64)
+    if raw.dtype.kind in "iub":
+        raw = raw.astype(np.int64)
+        if names is not None:
+            if raw.min() < 0 or raw.max() >= len(names):
+                raise DataError(f"{where}: label {int(raw.max())} out of range for {len(names)} class names")
+            return raw, list(names)
+        values, y = np.unique(raw, return_inverse=True)
+        return y.astype(np.int64), [str(int(v)) for v in values]
+    if raw.dtype.kind not in "USO":
+        raise DataError(f"{where}: labels must be integers or strings, got dtype {raw.dtype}")
+    text = np.array([str(v) for v in raw])
+    classes = list(names) if names is not None else sorted(set(text.tolist()))
+    index = {n: i for i, n in enumerate(classes)}
+    unknown = [t for t in text.tolist() if t not in index]
+    if unknown:
+        raise DataError(f"{where}: label '{unknown[0]}' is not in class_names")
+    return np.array([index[t] for t in text.tolist()], dtype=np.int64), classes
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+def _decode(path: Path) -> tuple[np.ndarray, bool]:
+    """One image file as float32 ``[C, H, W]`` in ``[0, 1]`` plus whether it is greyscale."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            grey = img.mode in GREY_MODES
+            if img.mode.startswith("I") or img.mode == "F":  # 16/32-bit grey
+                raw = np.asarray(img, dtype=np.float32)[..., None]
+                arr = raw / (65535.0 if raw.max() > 255 else 255.0)
+            elif grey:
+                arr = np.asarray(img.convert("L"), dtype=np.float32)[..., None] / 255.0
+            else:
+                rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+                # a palette image whose colours are all greys counts as greyscale
+                grey = img.mode == "P" and bool((rgb[..., :1] == rgb).all())
+                arr = rgb[..., :1] if grey else rgb
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"{path}: cannot read image ({_reason(err)})") from None
+    chw = np.clip(arr, 0.0, 1.0).transpose(2, 0, 1)
+    return chw, grey
+
+
+def load_image_folder(path: str | Path, *, shape: tuple[int, ...] | None = None) -> ArrayDataset:
+    """Images in one sub-folder per class (class names = sorted sub-folder names).
+
+    PNG/JPEG/BMP/GIF files are decoded with Pillow (other files and hidden entries are ignored).
+    Channels are 1 when every image is greyscale (grey modes, or a palette of greys), else 3;
+    the size is the most common one. ``shape=(C, H, W)`` overrides both. Values are scaled to
+    ``[0, 1]``. A folder holding MNIST IDX files instead of class folders is read by
+    :func:`load_idx_folder`.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    if find_idx_images(root):
+        return load_idx_folder(root)
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subdirs:
+        loose = [p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        problem = "images must be in one sub-folder per class" if loose else "empty folder"
+        raise DataError(f"{root}: {problem}")
+    images: list[np.ndarray] = []
+    greys: list[bool] = []
+    labels: list[int] = []
+    for label, sub in enumerate(subdirs):
+        files = sorted(
+            p
+            for p in sub.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not files:
+            raise DataError(f"{sub}: empty class folder (no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} images)")
+        for file in files:
+            arr, grey = _decode(file)
+            images.append(arr)
+            greys.append(grey)
+            labels.append(label)
+    if shape is not None:
+        channels, h, w = check_shape(shape)
+        size = (h, w)
+    else:
+        channels = 1 if all(greys) else 3
+        size = Counter(a.shape[1:] for a in images).most_common(1)[0][0]
+    x = np.empty((len(images), channels, size[0], size[1]), dtype=np.float32)
+    for i, arr in enumerate(images):
+        arr = to_channels(arr[None], channels, name=str(root))[0]
+        for c in range(channels):
+            x[i, c] = resize_plane(arr[c], size, resample=Image.Resampling.BICUBIC)
+    np.clip(x, 0.0, 1.0, out=x)
+    return ArrayDataset(
+        x=x, y=np.array(labels, dtype=np.int64), class_names=[p.name for p in subdirs], name=str(root), modality="image"
+    )
+
+
+# --------------------------------------------------------------------------- npz
+
+
+def _as_nchw(x: np.ndarray, where: str) -> np.ndarray:
+    """``[N,H,W]``, ``[N,C,H,W]`` or channels-last ``[N,H,W,C]`` (C in 1, 3) as ``[N,C,H,W]``."""
+    if x.ndim == 3:
+        return x[:, None]
+    first, last = x.shape[1] in (1, 3), x.shape[3] in (1, 3)
+    if first:
+        return x
+    if last:
+        return x.transpose(0, 3, 1, 2)
+    raise DataError(f"{where}: images {tuple(x.shape)} need 1 or 3 channels, first or last")
+
+
+def load_npz(path: str | Path) -> ArrayDataset:
+    """A ``.npz`` archive with arrays ``x`` and ``y`` and optionally ``class_names``.
+
+    ``x`` is ``[N, H, W]`` (grey), ``[N, C, H, W]``, ``[N, H, W, C]`` (C in 1, 3; detected) or
+    ``[N, D]`` (tabular rows, kept as they are). Images in 0..255 (or uint8) are scaled to 0..1.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    try:
+        with np.load(p, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{p}: cannot read .npz archive ({_reason(err)})") from None
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise DataError(f"{p}: no array '{key}' (arrays: {', '.join(sorted(arrays)) or 'none'})")
+    x, raw_y = arrays["x"], arrays["y"]
+    names = [str(n) for n in arrays["class_names"].ravel()] if "class_names" in arrays else None
+    y, classes = labels_to_classes(raw_y, str(p), names)
+    if x.ndim == 2:
+        if x.dtype.kind not in "iufb":
+            raise DataError(f"{p}: array 'x' must be numeric, got dtype {x.dtype}")
+        return ArrayDataset(x=x.astype(np.float32), y=y, class_names=classes, name=str(p), modality="tabular")
+    if x.ndim not in (3, 4):
+        raise DataError(f"{p}: array 'x' has shape {tuple(x.shape)}; expected [N,H,W], [N,C,H,W], [N,H,W,C] or [N,D]")
+    x = np.ascontiguousarray(scale_images(_as_nchw(x, str(p)), str(p)))
+    return ArrayDataset(x=x, y=y, class_names=classes, name=str(p), modality="image")
+
+
+# --------------------------------------------------------------------------- csv
+
+
+def load_csv(path: str | Path, *, label_column: str | None = None) -> ArrayDataset:
+    """A CSV file with a header row, a label column and numeric feature columns.
+
+    The label column is ``label_column`` or the one named ``label`` (any case). When the number
+    of features is a perfect square of at least 64 (8x8) and no value is negative, rows are grey
+    square images (divided by 255 when the maximum exceeds 1); otherwise tabular ``[N, D]``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    try:
+        with p.open(newline="", encoding="utf-8-sig") as fh:
+            rows = [(n, r) for n, r in enumerate(csv.reader(fh), start=1) if any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{p}: cannot read CSV ({_reason(err)})") from None
+    if not rows:
+        raise DataError(f"{p}: empty file")
+    header = [h.strip() for h in rows[0][1]]
+    wanted = label_column if label_column is not None else "label"
+    matches = [i for i, h in enumerate(header) if h.lower() == wanted.lower()]
+    if not matches:
+        shown = ", ".join(header[:8]) + (f", ... ({len(header)} columns)" if len(header) > 8 else "")
+        raise DataError(f"{p}: no label column '{wanted}' (columns: {shown})")
+    li = matches[0]
+    feature_cols = [i for i in range(len(header)) if i != li]
+    if not feature_cols:
+        raise DataError(f"{p}: no feature columns besides '{header[li]}'")
+    if len(rows) == 1:
+        raise DataError(f"{p}: no data rows after the header")
+    for line, row in rows[1:]:
+        if len(row) != len(header):
+            raise DataError(f"{p}: line {line} has {len(row)} cells, the header has {len(header)}")
+    cells = [[row[i].strip() for i in feature_cols] for _, row in rows[1:]]
+    try:
+        x = np.array(cells, dtype=np.float32)
+    except ValueError:
+        for (line, _), values in zip(rows[1:], cells, strict=True):
+            for j, cell in enumerate(values):
+                try:
+                    float(cell)
+                except ValueError:
+                    raise DataError(
+                        f"{p}: line {line}, column '{header[feature_cols[j]]}': '{cell}' is not a number"
+                    ) from None
+        raise
+    labels = np.array([row[li].strip() for _, row in rows[1:]])
+    try:
+        raw_y: np.ndarray = labels.astype(np.int64)
+    except ValueError:
+        raw_y = labels
+    y, classes = labels_to_classes(raw_y, str(p))
+    side = math.isqrt(x.shape[1])
+    if side * side == x.shape[1] and side >= 8 and np.isfinite(x).all() and x.min() >= 0:
+        images = scale_images(x.reshape(-1, 1, side, side), str(p))
+        return ArrayDataset(x=images, y=y, class_names=classes, name=str(p), modality="image")
+    return ArrayDataset(x=x, y=y, class_names=classes, name=str(p), modality="tabular")
+
+
+# --------------------------------------------------------------------------- IDX
+
+
+def is_idx(path: Path) -> bool:
+    """Whether a file name looks like an MNIST IDX file (``*-idx3-ubyte``, ``*.idx1-ubyte.gz``...)."""
+    name = path.name.lower().removesuffix(".gz")
+    return "idx" in name and name.endswith("ubyte")
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Parse one IDX file (optionally gzipped): magic ``0 0 dtype ndim``, big-endian int32 dims, data."""
+    p = Path(path)
+    try:
+        data = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise DataError(f"{p}: cannot read IDX file ({_reason(err)})") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_DTYPES:
+        raise DataError(f"{p}: not an IDX file (bad magic number)")
+    ndim, dtype = data[3], np.dtype(IDX_DTYPES[data[2]])
+    if ndim < 1 or len(data) < 4 + 4 * ndim:
+        raise DataError(f"{p}: truncated IDX header")
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    expected = math.prod(dims) * dtype.itemsize
+    body = len(data) - 4 - 4 * ndim
+    if body < expected:
+        raise DataError(f"{p}: truncated IDX file ({body} of {expected} data bytes for shape {dims})")
+    return np.frombuffer(data, dtype=dtype, count=math.prod(dims), offset=4 + 4 * ndim).reshape(dims)
+
+
+def _labels_path(images: Path) -> Path:
+    base = images.name.removesuffix(".gz")
+    name = base.replace("images-idx3", "labels-idx1").replace("images.idx3", "labels.idx1")
+    if name == base:
+        raise DataError(f"{images}: cannot derive the labels file name (expected '*-images-idx3-ubyte')")
+    for candidate in (name, name + ".gz"):
+        if (images.parent / candidate).is_file():
+            return images.parent / candidate
+    raise DataError(f"{images}: no labels file '{name}' (or '{name}.gz') beside it")
+
+
+def load_idx(path: str | Path) -> ArrayDataset:
+    """An MNIST-style IDX images file plus the labels file beside it.
+
+    ``x-images-idx3-ubyte[.gz]`` pairs with ``x-labels-idx1-ubyte[.gz]`` (``images.idx3`` with
+    ``labels.idx1``). Passing the labels file finds the images file the same way.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    low = p.name.lower()
+    if "labels-idx1" in low or "labels.idx1" in low:
+        base = p.name.removesuffix(".gz")
+        img = base.replace("labels-idx1", "images-idx3").replace("labels.idx1", "images.idx3")
+        found = [p.parent / n for n in (img, img + ".gz") if (p.parent / n).is_file()]
+        if not found:
+            raise DataError(f"{p}: this is a labels file and no images file '{img}' is beside it")
+        p = found[0]
+    images, lpath = read_idx(p), _labels_path(p)
+    labels = read_idx(lpath)
+    if images.ndim not in (3, 4):
+        raise DataError(f"{p}: IDX images must have 3 dimensions [N, H, W], got shape {images.shape}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(f"{lpath}: {labels.shape} labels do not match {len(images)} images in {p.name}")
+    x = np.ascontiguousarray(scale_images(_as_nchw(images, str(p)), str(p)))
+    y, classes = labels_to_classes(labels, str(lpath))
+    return ArrayDataset(x=x, y=y, class_names=classes, name=str(p), modality="image")
+
+
+def find_idx_images(folder: Path) -> list[Path]:
+    """IDX images files in ``folder`` (sorted by name)."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and is_idx(p) and ("images-idx3" in p.name.lower() or "images.idx3" in p.name.lower())
+    )
+
+
+def load_idx_folder(path: str | Path) -> ArrayDataset:
+    """A folder of IDX files: its only images file, or the one whose name contains ``train``."""
+    root = Path(path)
+    found = find_idx_images(root)
+    if len(found) > 1:
+        found = [p for p in found if "train" in p.name.lower()] or found
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none"
+        raise DataError(f"{root}: expected one IDX images file (or one named '*train*'), found: {names}")
+    return load_idx(found[0])
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def load_path(
+    path: str | Path, *, shape: tuple[int, ...] | None = None, label_column: str | None = None
+) -> ArrayDataset:
+    """Load a folder, ``.npz``, ``.csv`` or IDX file, choosing the loader by what ``path`` is."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return load_image_folder(p, shape=shape)
+    if not p.exists():
+        raise DataError(f"{p}: no such file or folder")
+    suffix = p.suffix.lower()
+    if suffix == ".npz":
+        return load_npz(p)
+    if suffix == ".csv":
+        return load_csv(p, label_column=label_column)
+    if is_idx(p):
+        return load_idx(p)
+    raise DataError(f"{p}: unsupported file type (expected a folder, .npz, .csv or an MNIST IDX file)")

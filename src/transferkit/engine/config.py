@@ -1,0 +1,56 @@
+"""The training configuration: a typed dataclass whose field help text the CLI reuses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from transferkit.errors import ConfigError
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": ("adamw", "sgd"),
+    "schedule": ("cosine", "onecycle", "constant"),
+    "precision": ("auto", "fp32", "bf16"),
+    "channels_last": ("auto", "on", "off"),
+    "progress": ("auto", "on", "off"),
+}
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """How one training phase runs. Strategies may scale ``lr`` and ``epochs`` per phase."""
+
+    epochs: int = _f(40, "maximum epochs per phase (early stopping may end sooner)")
+    batch_size: int = _f(64, "mini-batch size")
+    lr: float = _f(1e-3, "peak learning rate of the backbone (heads and probes scale it per strategy)")
+    weight_decay: float = _f(1e-4, "decoupled weight decay (AdamW) or L2 (SGD)")
+    optimizer: str = _f("adamw", "adamw | sgd (momentum 0.9, Nesterov)")
+    schedule: str = _f("cosine", "cosine (5%% linear warm-up) | onecycle | constant")
+    patience: int = _f(10, "early stopping: epochs without validation improvement (0 = off)")
+    grad_clip: float = _f(1.0, "clip the gradient norm to this value (0 = off)")
+    precision: str = _f("auto", "auto | fp32 | bf16 (autocast); auto = bf16 where measured faster")
+    channels_last: str = _f("auto", "auto | on | off; auto = on for convolutional models")
+    device: str = _f("auto", "auto | cpu | cuda | cuda:N")
+    seed: int = _f(0, "random seed (data sampling, initialisation, shuffling)")
+    progress: str = _f("auto", "auto | on | off: progress bar (auto = only on a terminal)")
+
+    def __post_init__(self) -> None:
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{name} must be positive, got {value}")
+        for name in ("weight_decay", "patience", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be zero or positive, got {getattr(self, name)}")
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}

@@ -1,0 +1,204 @@
+"""The one training loop. Strategies describe a :class:`Phase`; :func:`fit` runs it."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from transferkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from transferkit.engine.config import TrainConfig
+from transferkit.engine.precision import Placement, predict_logits, resolve_placement
+from transferkit.errors import TransferkitError
+
+
+class DivergenceError(TransferkitError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Phase:
+    """What to train: the module, its data, parameter groups and optional hooks.
+
+    ``param_groups`` are dicts with ``params`` and an optional ``lr_scale`` (multiplied into the
+    phase's learning rate) and ``weight_decay``. Parameters outside them are not updated.
+    """
+
+    name: str
+    module: nn.Module
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor] | None
+    param_groups: list[dict[str, Any]]
+    epochs: int | None = None
+    lr: float | None = None
+    extra_loss: Callable[[], torch.Tensor] | None = None
+    on_epoch_start: Callable[[int], None] | None = None
+    placement: Placement | None = None
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_acc: float = float("nan")
+    seconds: float = 0.0
+    epochs_run: int = 0
+    placement: dict[str, object] = field(default_factory=dict)
+
+
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """Multiplier of the peak learning rate at optimizer ``step`` of ``total``."""
+    t = step / max(1, total)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "onecycle":  # 30% cosine warm-up from 1/25, then cosine down to 1/1e4
+        if t < 0.3:
+            return 1 / 25 + (1 - 1 / 25) * (1 - math.cos(math.pi * t / 0.3)) / 2
+        return 1e-4 + (1 - 1e-4) * (1 + math.cos(math.pi * (t - 0.3) / 0.7)) / 2
+    warm = 0.05
+    if t < warm:
+        return (step + 1) / max(1, warm * total)
+    return 0.5 * (1 + math.cos(math.pi * (t - warm) / (1 - warm)))
+
+
+def make_optimizer(groups: list[dict[str, Any]], cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    pg = []
+    for g in groups:
+        params = [p for p in g["params"] if p.requires_grad or g.get("toggled", False)]
+        if params:
+            pg.append({"params": params, "lr": lr * g.get("lr_scale", 1.0),
+                       "weight_decay": g.get("weight_decay", cfg.weight_decay), "peak_lr": lr * g.get("lr_scale", 1.0)})
+    if not pg:
+        raise ValueError("phase has no trainable parameters")
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(pg, lr=lr, momentum=0.9, nesterov=True)
+    return torch.optim.AdamW(pg, lr=lr)
+
+
+def _freeze_bn_stats(module: nn.Module) -> None:
+    """BatchNorm layers whose affine parameters are frozen keep their running statistics too."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            params = list(m.parameters())
+            if params and not any(p.requires_grad for p in params):
+                m.eval()
+
+
+def evaluate_arrays(module: nn.Module, x: torch.Tensor, y: torch.Tensor, place: Placement) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``module`` on ``(x, y)``."""
+    logits = predict_logits(module, x, place)
+    loss = nn.functional.cross_entropy(logits, y.cpu()).item()
+    acc = (logits.argmax(1) == y.cpu()).float().mean().item()
+    return acc, loss
+
+
+def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> PhaseResult:
+    """Train ``phase.module`` on ``phase.train``; early-stop on ``phase.val``; restore the best weights.
+
+    With ``checkpoint`` set, the state is saved after every epoch and a phase that finds a valid
+    checkpoint there resumes from it.
+    """
+    module = phase.module
+    place = phase.placement or resolve_placement(module, cfg.precision, cfg.channels_last, cfg.device)
+    module.to(place.device)
+    if place.channels_last:
+        module.to(memory_format=torch.channels_last)
+    epochs = phase.epochs or cfg.epochs
+    lr = phase.lr or cfg.lr
+    x, y = phase.train
+    x, y = place.to_input(x), y.to(place.device)
+    n, bs = len(x), min(cfg.batch_size, len(x))
+    steps_per_epoch = n // bs if n % bs == 1 else math.ceil(n / bs)  # never a batch of one
+    total = steps_per_epoch * epochs
+    opt = make_optimizer(phase.param_groups, cfg, lr)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    res = PhaseResult(phase.name, placement=place.describe())
+    loop: dict[str, Any] = {"epoch": 0, "step": 0, "best_acc": -1.0, "best_loss": math.inf, "bad": 0,
+                            "best_epoch": -1, "history": [], "seconds": 0.0}
+    best: dict[str, torch.Tensor] | None = None
+    if checkpoint is not None and checkpoint.with_suffix(".json").exists():
+        loop, best = load_checkpoint(checkpoint, module, opt, gen)
+    show = cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
+    bar = _progress(epochs, phase.name, show, loop["epoch"])
+    loss_fn = nn.CrossEntropyLoss()
+    clip_params = [p for g in opt.param_groups for p in g["params"]]
+    start = time.perf_counter() - loop["seconds"]
+    for epoch in range(loop["epoch"], epochs):
+        if phase.on_epoch_start is not None:
+            phase.on_epoch_start(epoch)
+        module.train()
+        _freeze_bn_stats(module)
+        perm = torch.randperm(n, generator=gen).to(place.device)
+        run_loss = torch.zeros((), device=place.device)
+        for i in range(steps_per_epoch):
+            idx = perm[i * bs : (i + 1) * bs] if i < steps_per_epoch - 1 else perm[i * bs :]
+            f = lr_factor(cfg.schedule, loop["step"], total)
+            for g in opt.param_groups:
+                g["lr"] = g["peak_lr"] * f
+            with place.autocast():
+                out = module(x[idx])
+            loss = loss_fn(out.float(), y[idx])
+            if phase.extra_loss is not None:
+                loss = loss + phase.extra_loss()
+            if not torch.isfinite(loss):
+                raise DivergenceError(f"phase '{phase.name}': loss became {loss.item()} at epoch {epoch} step {i}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(clip_params, cfg.grad_clip)
+            opt.step()
+            run_loss += loss.detach()
+            loop["step"] += 1
+        rec: dict[str, float] = {"epoch": epoch, "train_loss": run_loss.item() / steps_per_epoch, "lr": f * lr}
+        if phase.val is not None:
+            acc, vloss = evaluate_arrays(module, phase.val[0], phase.val[1], place)
+            rec.update(val_acc=acc, val_loss=vloss)
+            if acc > loop["best_acc"] or (acc == loop["best_acc"] and vloss < loop["best_loss"]):
+                loop.update(best_acc=acc, best_loss=vloss, bad=0, best_epoch=epoch)
+                best = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            else:
+                loop["bad"] += 1
+        loop["history"].append(rec)
+        loop["epoch"] = epoch + 1
+        loop["seconds"] = time.perf_counter() - start
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, module, opt, best, gen, loop)
+        bar(rec)
+        if phase.val is not None and cfg.patience and loop["bad"] >= cfg.patience:
+            break
+    bar(None)
+    if best is not None:
+        module.load_state_dict(best)
+    res.history, res.best_epoch, res.epochs_run = loop["history"], loop["best_epoch"], loop["epoch"]
+    res.best_val_acc = loop["best_acc"] if phase.val is not None else float("nan")
+    res.seconds = time.perf_counter() - start
+    if place.channels_last:
+        module.to(memory_format=torch.contiguous_format)
+    return res
+
+
+def _progress(total: int, desc: str, show: bool, initial: int) -> Callable[[dict[str, float] | None], None]:
+    """A tqdm bar over epochs when ``show``; a no-op otherwise."""
+    if not show:
+        return lambda rec: None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, initial=initial, leave=False, file=sys.stderr)
+
+    def update(rec: dict[str, float] | None) -> None:
+        if rec is None:
+            bar.close()
+            return
+        bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k in ("train_loss", "val_acc")})
+        bar.update(1)
+
+    return update

@@ -1,0 +1,1 @@
+"""Metrics, forgetting and representation analysis."""

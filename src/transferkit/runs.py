@@ -1,0 +1,144 @@
+"""The run directory: resolved config, weights (safetensors), metrics, report and status.
+
+Layout::
+
+    run.json            status (running | complete | failed), kind, version, times, error
+    config.json         the resolved configuration, library version and seed
+    model.json          the architecture (rebuilds the model) and class names
+    model.safetensors   the weights (plus ``source_head.*`` for transferred models)
+    metrics.json        evaluation results
+    history.json        per-epoch training records of every phase
+    report.md           a human-readable summary
+    checkpoints/        per-phase training state while running (removed when complete)
+
+Every file is written atomically; ``run.json`` says ``complete`` only after everything else.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from transferkit import __version__
+from transferkit.errors import CheckpointError
+from transferkit.io import atomic_write_bytes, load_tensors, read_json, save_tensors, write_json
+from transferkit.models import ModelSpec, TransferModel, build_model
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+class RunDir:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, path: str | Path, kind: str, config: dict[str, Any], overwrite: bool = False) -> RunDir:
+        """Start a run in ``path``. A complete run there is kept unless ``overwrite``."""
+        run = cls(Path(path))
+        status = run.status()
+        if status == "complete" and not overwrite:
+            raise CheckpointError(f"{run.path}: already holds a complete run; pick another --out or pass --overwrite")
+        if run.path.exists() and not run.path.is_dir():
+            raise CheckpointError(f"{run.path}: exists and is not a directory")
+        if status == "complete":
+            shutil.rmtree(run.path)
+        run.path.mkdir(parents=True, exist_ok=True)
+        write_json(run.path / "config.json", {**config, "kind": kind, "transferkit_version": __version__})
+        write_json(run.path / "run.json", {"status": "running", "kind": kind, "started": _now(), "pid": os.getpid(),
+                                           "transferkit_version": __version__})
+        return run
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def status(self) -> str | None:
+        f = self.path / "run.json"
+        if not f.exists():
+            return None
+        try:
+            return str(read_json(f).get("status"))
+        except CheckpointError:
+            return "corrupt"
+
+    def save_model(self, model: TransferModel, extra: dict[str, torch.Tensor] | None = None) -> None:
+        tensors = dict(model.state_dict())
+        for k, v in (extra or {}).items():
+            tensors[k] = v
+        save_tensors(self.path / "model.safetensors", tensors, metadata={"format": "pt"})
+        write_json(self.path / "model.json", model.spec.to_json())
+
+    def write(self, name: str, obj: Any) -> None:
+        if name.endswith(".json"):
+            write_json(self.path / name, obj)
+        else:
+            atomic_write_bytes(self.path / name, str(obj).encode())
+
+    def complete(self) -> None:
+        shutil.rmtree(self.checkpoints, ignore_errors=True)
+        info = read_json(self.path / "run.json")
+        write_json(self.path / "run.json", {**info, "status": "complete", "finished": _now()})
+
+    def fail(self, error: BaseException) -> None:
+        if not (self.path / "run.json").exists():
+            return
+        info = read_json(self.path / "run.json")
+        write_json(self.path / "run.json", {**info, "status": "failed", "finished": _now(),
+                                            "error": f"{type(error).__name__}: {error}"})
+
+
+@dataclass
+class LoadedRun:
+    """A finished run read back: its model (weights loaded), spec, config and metrics."""
+
+    path: Path
+    model: TransferModel
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.model.spec
+
+    def source_head(self) -> torch.nn.Linear | None:
+        """The source task's head saved with a transferred model (for forgetting), if any."""
+        if "source_head.weight" not in self.extra:
+            return None
+        w, b = self.extra["source_head.weight"], self.extra["source_head.bias"]
+        head = torch.nn.Linear(w.shape[1], w.shape[0])
+        head.load_state_dict({"weight": w, "bias": b})
+        return head
+
+
+def load_run(path: str | Path) -> LoadedRun:
+    """Open a complete run directory and rebuild its model with the saved weights."""
+    run = RunDir(Path(path))
+    if not run.path.is_dir():
+        raise CheckpointError(f"{run.path}: no such run directory")
+    status = run.status()
+    if status != "complete":
+        raise CheckpointError(f"{run.path}: not a complete run (status: {status or 'missing run.json'})")
+    try:
+        spec = ModelSpec.from_json(read_json(run.path / "model.json"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{run.path / 'model.json'}: malformed ({e})") from None
+    model = build_model(spec)
+    tensors = load_tensors(run.path / "model.safetensors")
+    extra = {k: v for k, v in tensors.items() if k.startswith("source_head.")}
+    try:
+        model.load_state_dict({k: v for k, v in tensors.items() if k not in extra})
+    except RuntimeError as e:
+        raise CheckpointError(f"{run.path / 'model.safetensors'}: weights do not fit model.json ({str(e).splitlines()[0]})") from None
+    config = read_json(run.path / "config.json")
+    mpath = run.path / "metrics.json"
+    metrics = read_json(mpath) if mpath.exists() else {}
+    return LoadedRun(run.path, model, config, metrics, extra)

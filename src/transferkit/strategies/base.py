@@ -1,0 +1,150 @@
+"""What every fine-tuning strategy shares: the context it reads and the phases it yields.
+
+A strategy says *what* to train (parameter groups, learning rates, phases, extra loss terms);
+:func:`run_strategy` hands each phase to the one training loop (:func:`transferkit.engine.fit`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from transferkit.engine.config import TrainConfig
+from transferkit.engine.features import FeatureCache
+from transferkit.engine.loop import Phase, PhaseResult, fit
+from transferkit.engine.precision import Placement, resolve_placement
+from transferkit.errors import ConfigError
+from transferkit.models.base import TransferModel
+
+
+@dataclass
+class NoOptions:
+    """This strategy takes no options."""
+
+
+@dataclass
+class TransferContext:
+    """Everything a strategy may read. Strategies replace ``model`` (scratch) or record ``info``."""
+
+    model: TransferModel
+    source_state: dict[str, torch.Tensor]
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor] | None
+    cfg: TrainConfig
+    fresh_model: Callable[[], TransferModel]
+    cache: FeatureCache = field(default_factory=FeatureCache)
+    head_lr_scale: float = 10.0
+    probe_epochs: int = 100
+    results: list[PhaseResult] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def placement(self, module: nn.Module | None = None) -> Placement:
+        m = self.model if module is None else module
+        return resolve_placement(m, self.cfg.precision, self.cfg.channels_last, self.cfg.device)
+
+
+class Strategy:
+    """Base class: subclasses set ``name``, ``Options`` and implement :meth:`phases`."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any = None) -> None:
+        self.options = options if options is not None else self.Options()
+
+    def phases(self, ctx: TransferContext) -> Iterator[Phase]:
+        raise NotImplementedError  # abstract: every registered strategy overrides it
+
+    def finish(self, ctx: TransferContext) -> None:
+        """Called after the last phase (e.g. weight-space interpolation). Default: nothing."""
+
+    def trained_groups(self, model: TransferModel) -> list[str]:
+        """Names of the layer groups this strategy may change (all by default)."""
+        return [n for n, _ in model.layer_groups()]
+
+
+def set_trainable(model: nn.Module, params: list[nn.Parameter]) -> None:
+    """Make exactly ``params`` trainable in ``model``."""
+    keep = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+
+
+def group_params(model: TransferModel, names: list[str]) -> list[nn.Parameter]:
+    groups = dict(model.layer_groups())
+    return [p for n in names for p in groups[n].parameters()]
+
+
+def probe_phase(ctx: TransferContext, name: str = "probe") -> Phase:
+    """Train the head alone on cached frozen features (one backbone pass per sample)."""
+    model = ctx.model
+    place = ctx.placement()
+    x_tr = ctx.cache.features(model, ctx.train[0], place)
+    val = None if ctx.val is None else (ctx.cache.features(model, ctx.val[0], place), ctx.val[1])
+    set_trainable(model, list(model.head.parameters()))
+    head_place = resolve_placement(model.head, ctx.cfg.precision, ctx.cfg.channels_last, ctx.cfg.device)
+    return Phase(
+        name=name, module=model.head, train=(x_tr, ctx.train[1]), val=val,
+        param_groups=[{"params": list(model.head.parameters())}],
+        epochs=ctx.probe_epochs, lr=ctx.cfg.lr * ctx.head_lr_scale, placement=head_place,
+    )
+
+
+def finetune_phase(
+    ctx: TransferContext,
+    groups: list[tuple[str, float]],
+    name: str = "finetune",
+    extra_loss: Callable[[], torch.Tensor] | None = None,
+    weight_decay: dict[str, float] | None = None,
+) -> Phase:
+    """Fine-tune the named layer groups, each with its learning-rate scale."""
+    model = ctx.model
+    wd = weight_decay or {}
+    pgs = []
+    for gname, scale in groups:
+        g: dict[str, Any] = {"params": group_params(model, [gname]), "lr_scale": scale}
+        if gname in wd:
+            g["weight_decay"] = wd[gname]
+        pgs.append(g)
+    set_trainable(model, [p for g in pgs for p in g["params"]])
+    return Phase(name=name, module=model, train=ctx.train, val=ctx.val, param_groups=pgs,
+                 extra_loss=extra_loss, placement=ctx.placement())
+
+
+def head_scale(ctx: TransferContext, gname: str) -> float:
+    return ctx.head_lr_scale if gname == "head" else 1.0
+
+
+def run_strategy(strategy: Strategy, ctx: TransferContext, checkpoint_dir: Path | None = None) -> list[PhaseResult]:
+    """Run every phase of ``strategy`` through the training loop, then its ``finish`` step."""
+    for phase in strategy.phases(ctx):
+        ckpt = None if checkpoint_dir is None else checkpoint_dir / f"{len(ctx.results)}-{phase.name}"
+        ctx.results.append(fit(phase, ctx.cfg, ckpt))
+    strategy.finish(ctx)
+    for p in ctx.model.parameters():
+        p.requires_grad_(True)
+    return ctx.results
+
+
+_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def parse_options(cls: type, raw: dict[str, str]) -> Any:
+    """Build an options dataclass from ``key=value`` strings, converting to the field types."""
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            names = ", ".join(known) or "none"
+            raise ConfigError(f"unknown strategy option '{key}' (options: {names})")
+        typ = _TYPES.get(str(known[key].type), str) if not isinstance(known[key].type, type) else known[key].type
+        try:
+            kwargs[key] = typ(value) if not isinstance(value, typ) else value
+        except ValueError:
+            raise ConfigError(f"strategy option {key}={value!r} is not a valid {typ.__name__}") from None
+    return cls(**kwargs)
