@@ -156,7 +156,7 @@ def _as_nchw(x: np.ndarray, where: str) -> np.ndarray:
     raise DataError(f"{where}: images {tuple(x.shape)} need 1 or 3 channels, first or last")
 
 
-def load_npz(path: str | Path) -> ArrayDataset:
+def load_npz(path: str | Path, *, labels_required: bool = True) -> ArrayDataset:
     """A ``.npz`` archive with arrays ``x`` and ``y`` and optionally ``class_names``.
 
     ``x`` is ``[N, H, W]`` (grey), ``[N, C, H, W]``, ``[N, H, W, C]`` (C in 1, 3; detected) or
@@ -170,12 +170,12 @@ def load_npz(path: str | Path) -> ArrayDataset:
             arrays = {k: archive[k] for k in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise DataError(f"{p}: cannot read .npz archive ({_reason(err)})") from None
-    for key in ("x", "y"):
+    for key in ("x", "y") if labels_required else ("x",):
         if key not in arrays:
             raise DataError(f"{p}: no array '{key}' (arrays: {', '.join(sorted(arrays)) or 'none'})")
-    x, raw_y = arrays["x"], arrays["y"]
+    x = arrays["x"]
     names = [str(n) for n in arrays["class_names"].ravel()] if "class_names" in arrays else None
-    y, classes = labels_to_classes(raw_y, str(p), names)
+    y, classes = labels_to_classes(arrays["y"], str(p), names) if "y" in arrays else (None, names or [])
     if x.ndim == 2:
         if x.dtype.kind not in "iufb":
             raise DataError(f"{p}: array 'x' must be numeric, got dtype {x.dtype}")

@@ -75,9 +75,15 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
         module.train(was)
 
 
-@torch.inference_mode()
 def predict_logits(module: nn.Module, x: torch.Tensor, place: Placement, batch_size: int = 512) -> torch.Tensor:
     """Run ``module`` over ``x`` in eval mode in batches; returns float32 outputs on the CPU."""
+    if place.channels_last:  # weights in channels-last too: mixed formats take a slow path
+        module.to(memory_format=torch.channels_last)  # outside inference mode: params stay trainable
+    return _predict(module, x, place, batch_size)
+
+
+@torch.inference_mode()
+def _predict(module: nn.Module, x: torch.Tensor, place: Placement, batch_size: int) -> torch.Tensor:
     outs = []
     with eval_mode(module):
         for i in range(0, len(x), batch_size):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
+from transferkit.errors import ConfigError, did_you_mean
 from transferkit.models.base import ModelSpec, TransferModel
 from transferkit.models.builtin import mlp, small_cnn
 from transferkit.models.wrap import wrap_module
@@ -17,11 +20,38 @@ MODELS.add("mlp", mlp, "multilayer perceptron on flattened inputs (images or tab
 
 
 def build_model(spec: ModelSpec, seed: int | None = None) -> TransferModel:
-    """Build the registered architecture ``spec.name`` (weights seeded when ``seed`` is given)."""
+    """Build the registered architecture ``spec.name`` (weights seeded when ``seed`` is given).
+
+    ``spec.kwargs`` may hold strings (``--model-opt width=16``): they are converted to the type of
+    the builder's default and written back, so ``model.json`` records the resolved values.
+    """
     builder = MODELS.get(spec.name)
+    spec.kwargs = _model_options(spec.name, builder, spec.kwargs)
     if seed is not None:
         torch.manual_seed(seed)
     return builder(spec, **spec.kwargs)
+
+
+def _model_options(name: str, builder: Callable[..., TransferModel], raw: dict[str, Any]) -> dict[str, Any]:
+    """Check ``raw`` against the builder's keyword arguments and convert string values."""
+    params = list(inspect.signature(builder).parameters.values())[1:]  # after ``spec``
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return dict(raw)
+    known = {p.name: p.default for p in params}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"unknown option '{key}' for model {name}{did_you_mean(key, known)} "
+                              f"(options: {', '.join(known) or 'none'})")
+        default = known[key]
+        if isinstance(value, str) and isinstance(default, (bool, int, float)):
+            typ = type(default)
+            try:
+                value = value.lower() in ("1", "true", "yes", "on") if typ is bool else typ(value)
+            except ValueError:
+                raise ConfigError(f"model option {key}={value!r} is not a valid {typ.__name__}") from None
+        out[key] = value
+    return out
 
 
 __all__ = ["MODELS", "ModelSpec", "TransferModel", "build_model", "wrap_module"]
