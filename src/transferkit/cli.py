@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -155,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="transferkit: %(message)s", stream=sys.stderr)
     try:
         return run(args)
     except TransferkitError as e:
@@ -162,6 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"transferkit: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # permission denied, disk full, ...: still one line
+        if args.debug:
+            raise
+        print(f"transferkit: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("transferkit: interrupted", file=sys.stderr)
         return 130

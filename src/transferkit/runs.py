@@ -16,6 +16,7 @@ Every file is written atomically; ``run.json`` says ``complete`` only after ever
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -29,6 +30,13 @@ from transferkit import __version__
 from transferkit.errors import CheckpointError
 from transferkit.io import atomic_write_bytes, load_tensors, read_json, save_tensors, write_json
 from transferkit.models import ModelSpec, TransferModel, build_model
+
+
+def _read_or_none(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except CheckpointError:
+        return None
 
 
 def _now() -> str:
@@ -51,7 +59,11 @@ class RunDir:
         if status == "complete":
             shutil.rmtree(run.path)
         run.path.mkdir(parents=True, exist_ok=True)
-        write_json(run.path / "config.json", {**config, "kind": kind, "transferkit_version": __version__})
+        resolved = {**config, "kind": kind, "transferkit_version": __version__}
+        old = run.path / "config.json"
+        if old.exists() and _read_or_none(old) != json.loads(json.dumps(resolved, default=str)):
+            shutil.rmtree(run.checkpoints, ignore_errors=True)  # another job: never resume from its state
+        write_json(old, resolved)
         write_json(run.path / "run.json", {"status": "running", "kind": kind, "started": _now(), "pid": os.getpid(),
                                            "transferkit_version": __version__})
         return run
@@ -119,8 +131,12 @@ class LoadedRun:
         return head
 
 
-def load_run(path: str | Path) -> LoadedRun:
-    """Open a complete run directory and rebuild its model with the saved weights."""
+def load_run(path: str | Path, model: TransferModel | None = None) -> LoadedRun:
+    """Open a complete run directory and rebuild its model with the saved weights.
+
+    ``model`` supplies the architecture for runs of a wrapped user module (which the registry
+    cannot rebuild); its weights are replaced by the saved ones.
+    """
     run = RunDir(Path(path))
     if not run.path.is_dir():
         raise CheckpointError(f"{run.path}: no such run directory")
@@ -131,7 +147,10 @@ def load_run(path: str | Path) -> LoadedRun:
         spec = ModelSpec.from_json(read_json(run.path / "model.json"))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{run.path / 'model.json'}: malformed ({e})") from None
-    model = build_model(spec)
+    if model is None:
+        model = build_model(spec)
+    elif model.spec.num_classes != spec.num_classes:
+        model.reset_head(spec.class_names)
     tensors = load_tensors(run.path / "model.safetensors")
     extra = {k: v for k, v in tensors.items() if k.startswith("source_head.")}
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -17,6 +18,9 @@ from transferkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from transferkit.engine.config import TrainConfig
 from transferkit.engine.precision import Placement, predict_logits, resolve_placement
 from transferkit.errors import TransferkitError
+
+
+log = logging.getLogger("transferkit")
 
 
 class DivergenceError(TransferkitError):
@@ -127,12 +131,13 @@ def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> Phase
     best: dict[str, torch.Tensor] | None = None
     if checkpoint is not None and checkpoint.with_suffix(".json").exists():
         loop, best = load_checkpoint(checkpoint, module, opt, gen)
+        log.info("phase '%s': resuming from %s after epoch %d", phase.name, checkpoint.name, loop["epoch"])
     show = cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
     bar = _progress(epochs, phase.name, show, loop["epoch"])
     loss_fn = nn.CrossEntropyLoss()
     clip_params = [p for g in opt.param_groups for p in g["params"]]
     start = time.perf_counter() - loop["seconds"]
-    for epoch in range(loop["epoch"], epochs):
+    for epoch in range(loop["epoch"], epochs if not loop.get("done") else 0):
         if phase.on_epoch_start is not None:
             phase.on_epoch_start(epoch)
         module.train()
@@ -176,6 +181,9 @@ def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> Phase
         if phase.val is not None and cfg.patience and loop["bad"] >= cfg.patience:
             break
     bar(None)
+    if checkpoint is not None and not loop.get("done"):
+        loop["done"] = True  # a resumed run skips a finished (or early-stopped) phase
+        save_checkpoint(checkpoint, module, opt, best, gen, loop)
     if best is not None:
         module.load_state_dict(best)
     res.history, res.best_epoch, res.epochs_run = loop["history"], loop["best_epoch"], loop["epoch"]
