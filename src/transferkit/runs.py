@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from transferkit import __version__
-from transferkit.errors import CheckpointError
+from transferkit.errors import CheckpointError, ConfigError
 from transferkit.io import atomic_write_bytes, load_tensors, read_json, save_tensors, write_json
 from transferkit.models import ModelSpec, TransferModel, build_model
 
@@ -148,7 +148,10 @@ def load_run(path: str | Path, model: TransferModel | None = None) -> LoadedRun:
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{run.path / 'model.json'}: malformed ({e})") from None
     if model is None:
-        model = build_model(spec)
+        try:
+            model = build_model(spec)
+        except ConfigError as e:  # an architecture or option this installation does not know
+            raise CheckpointError(f"{run.path / 'model.json'}: {e}") from None
     elif model.spec.num_classes != spec.num_classes:
         model.reset_head(spec.class_names)
     tensors = load_tensors(run.path / "model.safetensors")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from torch import nn
 from transferkit.engine.config import TrainConfig
 from transferkit.engine.loop import DivergenceError, Phase, fit, lr_factor, make_optimizer
 from transferkit.errors import CheckpointError, ConfigError
-from transferkit.models import ModelSpec, TransferModel, build_model
+from transferkit.models import ModelSpec, TransferModel, build_model, wrap_module
 
 DIGITS = [str(i) for i in range(10)]
 Tensors = tuple[torch.Tensor, torch.Tensor]
@@ -42,8 +43,8 @@ def _state(m: nn.Module) -> dict[str, torch.Tensor]:
 
 def _assert_states_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), f"{k} differs"
+    for k, v in a.items():
+        assert torch.equal(v, b[k]), f"{k} differs"
 
 
 # ------------------------------------------------------------------------------ schedules
@@ -104,9 +105,10 @@ def test_fit_applies_the_schedule_per_step(mnist_slices: tuple[Tensors, Tensors]
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("lr", -1e-3), ("lr", 0.0), ("epochs", 0), ("batch_size", -4), ("weight_decay", -0.1), ("patience", -1),
-     ("grad_clip", -1.0), ("optimizer", "adam"), ("schedule", "linear"), ("precision", "fp16"),
-     ("channels_last", "yes"), ("progress", "maybe")],
+    [("lr", -1e-3), ("lr", 0.0), ("lr", math.inf), ("epochs", 0), ("batch_size", -4), ("weight_decay", -0.1),
+     ("weight_decay", math.nan), ("patience", -1), ("grad_clip", -1.0), ("grad_clip", math.nan),
+     ("optimizer", "adam"), ("schedule", "linear"), ("precision", "fp16"), ("channels_last", "yes"),
+     ("progress", "maybe")],
 )
 def test_config_errors_name_the_field_and_value(field: str, value: Any) -> None:
     with pytest.raises(ConfigError) as e:
@@ -146,6 +148,28 @@ def test_only_phase_parameters_are_updated(mnist_slices: tuple[Tensors, Tensors]
     after = _state(m)
     for k in before:
         assert torch.equal(before[k], after[k]) == (not k.startswith("head.")), k
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("frozen", [True, False])
+def test_batchnorm_statistics_follow_their_group(affine: bool, frozen: bool,
+                                                 mnist_slices: tuple[Tensors, Tensors]) -> None:
+    """A frozen group's BatchNorm keeps its running statistics, with or without affine parameters."""
+    torch.manual_seed(0)
+    body = nn.Sequential()
+    body.add_module("block", nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.BatchNorm2d(4, affine=affine),
+                                           nn.ReLU(), nn.Flatten()))
+    body.add_module("fc", nn.Linear(4 * 13 * 13, 10))
+    m = wrap_module(body, "fc", (1, 28, 28), DIGITS)
+    bn = m.body.block[1]
+    if frozen:
+        for p in m.backbone_parameters():
+            p.requires_grad_(False)
+    params = [p for p in m.parameters() if p.requires_grad]
+    before = (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())
+    fit(Phase("t", m, mnist_slices[0], None, [{"params": params}]), _cfg(epochs=1))
+    after = (bn.running_mean, bn.running_var, bn.num_batches_tracked)
+    assert all(torch.equal(a, b) for a, b in zip(before, after)) == frozen
 
 
 def test_phase_without_trainable_parameters_raises(mnist_slices: tuple[Tensors, Tensors]) -> None:
@@ -243,6 +267,26 @@ def test_checkpoint_that_does_not_fit_raises(mnist_slices: tuple[Tensors, Tensor
     with pytest.raises(CheckpointError, match="checkpoint does not fit this model") as e:
         fit(_phase(_model(hidden=32), train, None), _cfg(epochs=2), ckpt)
     assert str(ckpt) in str(e.value)
+
+
+def test_torn_checkpoint_is_refused(mnist_slices: tuple[Tensors, Tensors], tmp_path: Path) -> None:
+    """Killed between writing the tensors and the JSON: never resume new weights with old counters."""
+    train, _ = mnist_slices
+    ckpt = tmp_path / "ckpt" / "phase"
+    old_json = tmp_path / "old.json"
+
+    def hook(epoch: int) -> None:
+        if epoch == 1:
+            shutil.copy(ckpt.with_suffix(".json"), old_json)  # the JSON as of epoch 0
+        if epoch == 2:  # the epoch-1 tensors are on disk, their JSON "never got written"
+            shutil.copy(old_json, ckpt.with_suffix(".json"))
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        fit(_phase(_model(), train, None, on_epoch_start=hook), _cfg(epochs=4), ckpt)
+    with pytest.raises(CheckpointError, match="does not match phase.json") as e:
+        fit(_phase(_model(), train, None), _cfg(epochs=4), ckpt)
+    assert str(ckpt.with_suffix(".safetensors")) in str(e.value)
 
 
 # ------------------------------------------------------------------------------ equivalence

@@ -9,6 +9,7 @@ other groups included), gives finite outputs, and its run directory reloads to i
 from __future__ import annotations
 
 import copy
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import transferkit
 from transferkit.engine.config import TrainConfig
 from transferkit.engine.features import FeatureCache
 from transferkit.engine.loop import fit, make_optimizer
+from transferkit.engine.precision import predict_logits, resolve_placement
 from transferkit.errors import ConfigError
 from transferkit.models import ModelSpec, TransferModel, build_model
 from transferkit.strategies import STRATEGIES, TransferContext, make_strategy, run_strategy
@@ -111,14 +113,57 @@ def test_strategy_run_directory_round_trip(name: str, source_run: Path, digits_f
     assert res.run_dir == out
     loaded = transferkit.load_run(out)
     assert loaded.config["strategy"] == name and loaded.config["command"] == "transfer"
+    saved, mine = loaded.model.state_dict(), res.model.state_dict()
+    assert saved.keys() == mine.keys()
+    for k in saved:
+        assert torch.equal(saved[k], mine[k]), k
     x = digits_fewshot[1][0]
-    with torch.no_grad():
-        a = res.model.eval()(x)
-        b = loaded.model.eval()(x)
+    place = resolve_placement(res.model, "auto", "auto")  # the library's own inference path
+    a = predict_logits(res.model, x, place)
     assert torch.isfinite(a).all()
+    assert torch.equal(a, predict_logits(loaded.model, x, place))
+    # a plain forward agrees too once both hold their weights in the same memory format
+    # (predict_logits leaves a convolutional model's weights in channels-last)
+    with torch.no_grad():
+        a = res.model.eval().to(memory_format=torch.contiguous_format)(x)
+        b = loaded.model.eval().to(memory_format=torch.contiguous_format)(x)
     assert torch.equal(a, b)
     assert loaded.metrics["target"]["accuracy"] == res.metrics["target"]["accuracy"]
     assert loaded.source_head() is not None
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_strategy_resumes_after_interruption(name: str, source_run: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the first epoch of its last phase, the same call finishes with the same weights."""
+    from transferkit.engine import loop
+
+    kw: dict[str, Any] = {"strategy": name, "shots": 5, "seed": 0, "epochs": 2, "batch_size": 16, "patience": 0,
+                          "precision": "fp32", "progress": "off"}
+    original = loop.save_checkpoint
+    saves: list[str] = []
+
+    def spy(path: Path, *a: Any, **k: Any) -> None:
+        original(path, *a, **k)
+        saves.append(path.name)
+
+    monkeypatch.setattr(loop, "save_checkpoint", spy)
+    ref = transferkit.transfer(source_run, "digits8", out=tmp_path / "ref", **kw)
+    last_phase = saves[-1]
+
+    def interrupt(path: Path, *a: Any, **k: Any) -> None:
+        original(path, *a, **k)
+        if path.name == last_phase:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        transferkit.transfer(source_run, "digits8", out=tmp_path / "run", **kw)
+    monkeypatch.setattr(loop, "save_checkpoint", original)
+    res = transferkit.transfer(source_run, "digits8", out=tmp_path / "run", **kw)
+    a, b = ref.model.state_dict(), res.model.state_dict()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert res.metrics["target"]["accuracy"] == ref.metrics["target"]["accuracy"]
 
 
 # ------------------------------------------------------------------------------ options
@@ -276,7 +321,7 @@ def test_layerwise_lr_decays_toward_the_input(source_model: TransferModel,
     # conv1, conv2, fc, head: decay**3, decay**2, decay**1, then the head's scale
     assert lrs == pytest.approx([lr * decay**3, lr * decay**2, lr * decay, lr * ctx.head_lr_scale])
     body = lrs[:-1]
-    assert all(a < b for a, b in zip(body, body[1:]))
+    assert all(a < b for a, b in itertools.pairwise(body))
     heads = {id(p) for p in source_model.head.parameters()}
     assert {id(p) for p in opt.param_groups[-1]["params"]} == heads
 

@@ -58,6 +58,7 @@ def save_checkpoint(
     tensors.update(opt_t)
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.loader"] = gen.get_state()
+    tensors["loop.step"] = torch.tensor(int(loop["step"]))  # pairs this file with its JSON
     save_tensors(path.with_suffix(".safetensors"), tensors)
     write_json(path.with_suffix(".json"), {"loop": loop, "optimizer": opt_meta, "has_best": best is not None})
 
@@ -68,6 +69,9 @@ def load_checkpoint(
     """Restore a checkpoint written by :func:`save_checkpoint`; returns (loop counters, best weights)."""
     meta = read_json(path.with_suffix(".json"))
     tensors = load_tensors(path.with_suffix(".safetensors"))
+    if "loop.step" in tensors and int(tensors["loop.step"]) != int(meta["loop"]["step"]):
+        raise CheckpointError(f"{path.with_suffix('.safetensors')}: does not match {path.with_suffix('.json').name} "
+                              f"(interrupted while saving); delete {path.parent} to restart the run's training")
     try:
         module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         restore_optimizer(opt, tensors, meta["optimizer"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -45,10 +46,10 @@ class TrainConfig:
                 raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
         for name, value in positive.items():
-            if not value > 0:
+            if not 0 < value < math.inf:  # also rejects NaN
                 raise ConfigError(f"{name} must be positive, got {value}")
         for name in ("weight_decay", "patience", "grad_clip"):
-            if getattr(self, name) < 0:
+            if not 0 <= getattr(self, name) < math.inf:
                 raise ConfigError(f"{name} must be zero or positive, got {getattr(self, name)}")
 
     @classmethod

@@ -88,10 +88,17 @@ def make_optimizer(groups: list[dict[str, Any]], cfg: TrainConfig, lr: float) ->
 
 
 def _freeze_bn_stats(module: nn.Module) -> None:
-    """BatchNorm layers whose affine parameters are frozen keep their running statistics too."""
-    for m in module.modules():
+    """BatchNorm layers whose affine parameters are frozen keep their running statistics too.
+
+    A BatchNorm without affine parameters follows the nearest enclosing module that has some.
+    """
+    named = dict(module.named_modules())
+    for name, m in named.items():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             params = list(m.parameters())
+            while not params and name:
+                name = name.rpartition(".")[0]
+                params = list(named[name].parameters())
             if params and not any(p.requires_grad for p in params):
                 m.eval()
 
