@@ -11,7 +11,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {"pretrain", "transfer", "evaluate", "predict", "RunResult"}
-__all__ = ["__version__", "load_run", *sorted(_API)]
+__all__ = ["__version__", "load_run", "rank", *sorted(_API)]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,6 +19,10 @@ def __getattr__(name: str) -> Any:
         from transferkit import api
 
         return getattr(api, name)
+    if name == "rank":
+        from transferkit.transferability.rank import rank
+
+        return rank
     if name == "load_run":
         from transferkit.runs import load_run
 

@@ -15,6 +15,7 @@ class _Features(torch.nn.Module):
     def __init__(self, model: TransferModel) -> None:
         super().__init__()
         self.model = model
+        self.train(model.training)  # so eval_mode() restores the model's own mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_features(x)

@@ -77,9 +77,22 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
 
 def predict_logits(module: nn.Module, x: torch.Tensor, place: Placement, batch_size: int = 512) -> torch.Tensor:
     """Run ``module`` over ``x`` in eval mode in batches; returns float32 outputs on the CPU."""
-    if place.channels_last:  # weights in channels-last too: mixed formats take a slow path
+    convert = place.channels_last and not _is_channels_last(module)
+    if convert:  # weights in channels-last too (mixed formats take a slow path), restored after;
         module.to(memory_format=torch.channels_last)  # outside inference mode: params stay trainable
-    return _predict(module, x, place, batch_size)
+    try:
+        return _predict(module, x, place, batch_size)
+    finally:
+        if convert:
+            module.to(memory_format=torch.contiguous_format)
+
+
+def _is_channels_last(module: nn.Module) -> bool:
+    """True when the conv weights are stored channels-last (a 1-channel kernel is both layouts)."""
+    weights = [m.weight for m in module.modules() if isinstance(m, nn.Conv2d)]
+    return all(w.is_contiguous(memory_format=torch.channels_last) for w in weights) and any(
+        not w.is_contiguous() for w in weights
+    )
 
 
 @torch.inference_mode()
