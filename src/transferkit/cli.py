@@ -13,7 +13,7 @@ from typing import Any
 
 from transferkit.errors import TransferkitError
 
-LISTINGS = ("datasets", "strategies", "models")
+LISTINGS = ("datasets", "strategies", "models", "scores")
 
 
 def _kv(items: Sequence[str] | None, flag: str) -> dict[str, str]:
@@ -84,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", help="an image, a folder of images, or an .npz with 'x'")
     pr.add_argument("--out", default=None, help="write predictions as CSV here")
 
+    rk = sub.add_parser("rank", help="rank candidate source models for target data by transferability scores")
+    rk.add_argument("--data", required=True, help="target dataset name or path")
+    rk.add_argument("--candidates", nargs="+", required=True, help="source run directories")
+    rk.add_argument("--shots", type=int, default=None, help="labelled examples per class to score on")
+    rk.add_argument("--scores", default=None, help="comma-separated score names (see `transferkit scores`)")
+    rk.add_argument("--max-samples", type=int, default=2000)
+    rk.add_argument("--seed", type=int, default=0)
+    rk.add_argument("--json", default=None, help="also write the result as JSON here")
+
     for name in LISTINGS:
         ls = sub.add_parser(name, help=f"list the registered {name}")
         ls.add_argument("pattern", nargs="?", default="*", help="glob filter")
@@ -101,6 +110,8 @@ def _listing(kind: str, pattern: str) -> None:
         from transferkit.data import DATASETS as reg
     elif kind == "strategies":
         from transferkit.strategies import STRATEGIES as reg  # type: ignore[assignment]
+    elif kind == "scores":
+        from transferkit.transferability import SCORES as reg  # type: ignore[assignment]
     else:
         from transferkit.models import MODELS as reg  # type: ignore[assignment]
     entries = reg.list(pattern)
@@ -143,6 +154,19 @@ def run(args: argparse.Namespace) -> int:
         from transferkit.predict import predict_to_csv
 
         print(predict_to_csv(args.run, args.inputs, args.out), end="")
+        return 0
+    if args.command == "rank":
+        from transferkit.io import write_json
+        from transferkit.transferability.rank import DEFAULT_SCORES
+
+        scores = tuple(args.scores.split(",")) if args.scores else DEFAULT_SCORES
+        result = tk.rank(args.candidates, args.data, shots=args.shots, seed=args.seed, scores=scores,
+                         max_samples=args.max_samples)
+        print(result.to_table().rstrip("\n"))
+        if args.json:
+            from pathlib import Path
+
+            write_json(Path(args.json), result.to_json())
         return 0
     if args.command == "demo":
         from transferkit.demo import run_demo

@@ -245,6 +245,9 @@ def rank(candidates: Candidate | Sequence[Candidate], data: str | Path | ArrayDa
 
     Each candidate costs one forward pass; its training mode and device are restored afterwards.
     """
+    import scipy.linalg  # noqa: F401  (load scipy's BLAS before limiting its threads)
+    from threadpoolctl import threadpool_limits
+
     from transferkit.engine.features import extract_features
     from transferkit.engine.precision import eval_mode, resolve_placement
     from transferkit.models import TransferModel
@@ -296,10 +299,13 @@ def rank(candidates: Candidate | Sequence[Candidate], data: str | Path | ArrayDa
         f = feats.reshape(len(feats), -1).double().numpy()
         forward = time.perf_counter() - t0
         values, secs = {}, {}
-        for sname, score in entries:
-            t = time.perf_counter()
-            values[sname] = score(f if score.needs == "features" else probs, y)
-            secs[sname] = time.perf_counter() - t
+        # small dense algebra: one BLAS thread is as fast, and a busy shared machine makes
+        # spinning multi-threaded BLAS collapse (measured 45x slower on a loaded 2-core box)
+        with threadpool_limits(1, user_api="blas"):
+            for sname, score in entries:
+                t = time.perf_counter()
+                values[sname] = score(f if score.needs == "features" else probs, y)
+                secs[sname] = time.perf_counter() - t
         source_classes = int(probs.shape[1]) if probs is not None else model.spec.num_classes
         results.append(CandidateScores(name, model.spec.name, values, time.perf_counter() - t0, forward, secs,
                                        f.shape[1], source_classes))
