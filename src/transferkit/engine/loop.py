@@ -33,6 +33,11 @@ class Phase:
 
     ``param_groups`` are dicts with ``params`` and an optional ``lr_scale`` (multiplied into the
     phase's learning rate) and ``weight_decay``. Parameters outside them are not updated.
+
+    Domain adaptation plugs in through three optional hooks: ``unlabelled`` inputs (a batch of
+    them, drawn with replacement, accompanies every labelled batch), ``step_loss(module, x, y,
+    x_unlabelled)`` which replaces the default cross-entropy (it runs under autocast), and
+    ``val_score()`` returning ``(score, loss)`` for early stopping when target labels are absent.
     """
 
     name: str
@@ -45,6 +50,9 @@ class Phase:
     extra_loss: Callable[[], torch.Tensor] | None = None
     on_epoch_start: Callable[[int], None] | None = None
     placement: Placement | None = None
+    unlabelled: torch.Tensor | None = None
+    step_loss: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
+    val_score: Callable[[], tuple[float, float]] | None = None
 
 
 @dataclass
@@ -126,6 +134,7 @@ def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> Phase
     lr = phase.lr or cfg.lr
     x, y = phase.train
     x, y = place.to_input(x), y.to(place.device)
+    xt = None if phase.unlabelled is None else place.to_input(phase.unlabelled)
     n, bs = len(x), min(cfg.batch_size, len(x))
     steps_per_epoch = n // bs if n % bs == 1 else math.ceil(n / bs)  # never a batch of one
     total = steps_per_epoch * epochs
@@ -144,6 +153,7 @@ def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> Phase
     loss_fn = nn.CrossEntropyLoss()
     clip_params = [p for g in opt.param_groups for p in g["params"]]
     start = time.perf_counter() - loop["seconds"]
+    validated = phase.val is not None or phase.val_score is not None
     for epoch in range(loop["epoch"], epochs if not loop.get("done") else 0):
         if phase.on_epoch_start is not None:
             phase.on_epoch_start(epoch)
@@ -156,9 +166,14 @@ def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> Phase
             f = lr_factor(cfg.schedule, loop["step"], total)
             for g in opt.param_groups:
                 g["lr"] = g["peak_lr"] * f
-            with place.autocast():
-                out = module(x[idx])
-            loss = loss_fn(out.float(), y[idx])
+            if phase.step_loss is not None:
+                xu = None if xt is None else xt[torch.randint(len(xt), (len(idx),), generator=gen).to(place.device)]
+                with place.autocast():
+                    loss = phase.step_loss(module, x[idx], y[idx], xu).float()
+            else:
+                with place.autocast():
+                    out = module(x[idx])
+                loss = loss_fn(out.float(), y[idx])
             if phase.extra_loss is not None:
                 loss = loss + phase.extra_loss()
             if not torch.isfinite(loss):
@@ -171,8 +186,11 @@ def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> Phase
             run_loss += loss.detach()
             loop["step"] += 1
         rec: dict[str, float] = {"epoch": epoch, "train_loss": run_loss.item() / steps_per_epoch, "lr": f * lr}
-        if phase.val is not None:
-            acc, vloss = evaluate_arrays(module, phase.val[0], phase.val[1], place)
+        if validated:
+            if phase.val_score is not None:
+                acc, vloss = phase.val_score()
+            else:
+                acc, vloss = evaluate_arrays(module, phase.val[0], phase.val[1], place)  # type: ignore[index]
             rec.update(val_acc=acc, val_loss=vloss)
             if acc > loop["best_acc"] or (acc == loop["best_acc"] and vloss < loop["best_loss"]):
                 loop.update(best_acc=acc, best_loss=vloss, bad=0, best_epoch=epoch)
@@ -185,7 +203,7 @@ def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> Phase
         if checkpoint is not None:
             save_checkpoint(checkpoint, module, opt, best, gen, loop)
         bar(rec)
-        if phase.val is not None and cfg.patience and loop["bad"] >= cfg.patience:
+        if validated and cfg.patience and loop["bad"] >= cfg.patience:
             break
     bar(None)
     if checkpoint is not None and not loop.get("done"):
@@ -194,7 +212,7 @@ def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> Phase
     if best is not None:
         module.load_state_dict(best)
     res.history, res.best_epoch, res.epochs_run = loop["history"], loop["best_epoch"], loop["epoch"]
-    res.best_val_acc = loop["best_acc"] if phase.val is not None else float("nan")
+    res.best_val_acc = loop["best_acc"] if validated else float("nan")
     res.seconds = time.perf_counter() - start
     if place.channels_last:
         module.to(memory_format=torch.contiguous_format)
