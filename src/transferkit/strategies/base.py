@@ -6,6 +6,7 @@ A strategy says *what* to train (parameter groups, learning rates, phases, extra
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -16,10 +17,13 @@ from torch import nn
 
 from transferkit.engine.config import TrainConfig
 from transferkit.engine.features import FeatureCache
-from transferkit.engine.loop import Phase, PhaseResult, fit
+from transferkit.engine.loop import DivergenceError, Phase, PhaseResult, fit
 from transferkit.engine.precision import Placement, resolve_placement
 from transferkit.errors import ConfigError
 from transferkit.models.base import TransferModel
+
+
+log = logging.getLogger("transferkit")
 
 
 @dataclass
@@ -120,11 +124,33 @@ def head_scale(ctx: TransferContext, gname: str) -> float:
     return ctx.head_lr_scale if gname == "head" else 1.0
 
 
-def run_strategy(strategy: Strategy, ctx: TransferContext, checkpoint_dir: Path | None = None) -> list[PhaseResult]:
-    """Run every phase of ``strategy`` through the training loop, then its ``finish`` step."""
+def run_strategy(strategy: Strategy, ctx: TransferContext, checkpoint_dir: Path | None = None,
+                 max_retries: int = 2, lr_backoff: float = 0.1) -> list[PhaseResult]:
+    """Run every phase of ``strategy`` through the training loop, then its ``finish`` step.
+
+    A phase whose loss turns NaN/inf is rolled back to its starting weights and retried with the
+    learning rate times ``lr_backoff`` (at most ``max_retries`` times); every retry is recorded in
+    ``ctx.info["divergence"]``. When the retries are spent the :class:`DivergenceError` propagates.
+    """
     for phase in strategy.phases(ctx):
         ckpt = None if checkpoint_dir is None else checkpoint_dir / f"{len(ctx.results)}-{phase.name}"
-        ctx.results.append(fit(phase, ctx.cfg, ckpt))
+        start = {k: v.detach().clone() for k, v in phase.module.state_dict().items()}
+        for attempt in range(max_retries + 1):
+            try:
+                ctx.results.append(fit(phase, ctx.cfg, ckpt))
+                break
+            except DivergenceError as e:
+                lr = (phase.lr or ctx.cfg.lr) * lr_backoff
+                ctx.info.setdefault("divergence", []).append({"phase": phase.name, "error": str(e), "retry_lr": lr})
+                if attempt == max_retries:
+                    raise DivergenceError(f"{e}; gave up after {max_retries} retries with lower learning rates "
+                                          f"(last lr {phase.lr or ctx.cfg.lr:g})") from None
+                log.warning("%s; restoring the phase's starting weights and retrying with lr %g", e, lr)
+                phase.module.load_state_dict(start)
+                phase.lr = lr
+                if ckpt is not None:
+                    for f in (ckpt.with_suffix(".json"), ckpt.with_suffix(".safetensors")):
+                        f.unlink(missing_ok=True)
     strategy.finish(ctx)
     for p in ctx.model.parameters():
         p.requires_grad_(True)
