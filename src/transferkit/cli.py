@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data", required=True, help="target dataset name or path")
     tr.add_argument("--strategy", default="lp_ft", help="see `transferkit strategies`")
     tr.add_argument("--option", action="append", metavar="KEY=VALUE", help="strategy option, repeatable")
+    tr.add_argument("--budget", default=None, help="with --strategy auto: seconds for its search, e.g. 120 or 120s")
     tr.add_argument("--shots", type=int, default=None, help="labelled examples per class (default: all)")
     tr.add_argument("--head", default="auto", choices=("auto", "new", "keep"), help="keep the source head when classes match")
     tr.add_argument("--source-data", default=None, help="source data: measure source accuracy before/after (forgetting)")
@@ -132,12 +133,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"source accuracy {100 * res.metrics['source']['accuracy']:.2f}% on {args.data} (test split); run: {res.run_dir}")
         return 0
     if args.command == "transfer":
+        options = _kv(args.option, "--option")
+        if args.budget is not None:
+            if args.strategy != "auto":
+                raise TransferkitError(f"--budget applies to --strategy auto, not '{args.strategy}'")
+            options["budget"] = args.budget.rstrip("s")
         res = tk.transfer(args.source, args.data, strategy=args.strategy, shots=args.shots, seed=args.seed,
-                          out=args.out, options=_kv(args.option, "--option"), head=args.head,
+                          out=args.out, options=options, head=args.head,
                           source_data=args.source_data, compare_scratch=args.compare_scratch,
                           overwrite=args.overwrite, **_train_overrides(args))
         for note in res.notes:
             print(f"note: {note}")
+        auto = res.metrics.get("strategy_info", {}).get("auto")
+        if auto:
+            sig = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in auto["signals"].items())
+            print(f"auto: chose {auto['choice']} ({auto['reason']}); signals: {sig}")
         m = res.metrics
         line = f"target accuracy {100 * m['target']['accuracy']:.2f}% (macro-F1 {100 * m['target']['macro_f1']:.2f}%)"
         if "forgetting" in m:

@@ -15,7 +15,7 @@ from transferkit.models.wrap import wrap_module
 from transferkit.registry import Registry
 
 MODELS: Registry[Callable[..., TransferModel]] = Registry("model")
-MODELS.add("small_cnn", small_cnn, "conv64 -> conv128 -> fc512 CNN with BatchNorm, for small images (1.7M params at 28x28)")
+MODELS.add("small_cnn", small_cnn, "conv64 -> conv128 -> fc512 CNN with BatchNorm, for small images (3.3M params at 28x28)")
 MODELS.add("mlp", mlp, "multilayer perceptron on flattened inputs (images or tabular)")
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from transferkit.registry import Registry
+from transferkit.strategies.auto import Auto
 from transferkit.strategies.base import Strategy, TransferContext, parse_options, run_strategy
 from transferkit.strategies.gradual import GradualUnfreeze
 from transferkit.strategies.regularized import L2SP, WiseFT
 from transferkit.strategies.simple import LPFT, Full, LayerwiseLR, LinearProbe, Partial, Scratch
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
-for _cls in (Scratch, LinearProbe, Full, Partial, LPFT, LayerwiseLR, GradualUnfreeze, L2SP, WiseFT):
+for _cls in (Scratch, LinearProbe, Full, Partial, LPFT, LayerwiseLR, GradualUnfreeze, L2SP, WiseFT, Auto):
     STRATEGIES.add(_cls.name, _cls, (_cls.__doc__ or "").strip().splitlines()[0])
 
 
