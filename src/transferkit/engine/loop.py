@@ -47,6 +47,7 @@ class Phase:
     param_groups: list[dict[str, Any]]
     epochs: int | None = None
     lr: float | None = None
+    batch_size: int | None = None
     extra_loss: Callable[[], torch.Tensor] | None = None
     on_epoch_start: Callable[[int], None] | None = None
     placement: Placement | None = None
@@ -135,7 +136,7 @@ def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> Phase
     x, y = phase.train
     x, y = place.to_input(x), y.to(place.device)
     xt = None if phase.unlabelled is None else place.to_input(phase.unlabelled)
-    n, bs = len(x), min(cfg.batch_size, len(x))
+    n, bs = len(x), min(phase.batch_size or cfg.batch_size, len(x))
     steps_per_epoch = n // bs if n % bs == 1 else math.ceil(n / bs)  # never a batch of one
     total = steps_per_epoch * epochs
     opt = make_optimizer(phase.param_groups, cfg, lr)

@@ -44,6 +44,7 @@ class TransferContext:
     cache: FeatureCache = field(default_factory=FeatureCache)
     head_lr_scale: float = 10.0
     probe_epochs: int = 100
+    probe_batch_size: int = 256
     results: list[PhaseResult] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -96,7 +97,8 @@ def probe_phase(ctx: TransferContext, name: str = "probe") -> Phase:
         name=name, module=model.head, train=(x_tr, ctx.train[1]), val=val,
         param_groups=[{"params": list(model.head.parameters())}],
         epochs=ctx.probe_epochs, lr=ctx.cfg.lr * ctx.head_lr_scale, placement=head_place,
-    )
+        batch_size=max(ctx.cfg.batch_size, ctx.probe_batch_size),  # a linear head on cached features:
+    )  # larger batches cut the per-step overhead that dominates such tiny steps
 
 
 def finetune_phase(
