@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--shots", default="1,5,10", help="comma-separated shots per class")
     demo.add_argument("--strategies", default="*", help="glob over strategy names")
     demo.add_argument("--seeds", default="0", help="comma-separated seeds")
+    from transferkit.adaptation.cli import add_parsers as add_adaptation_parsers
+
+    add_adaptation_parsers(sub)
+    from transferkit.report.cli import add_parsers as add_report_parsers
+
+    add_report_parsers(sub)
     return p
 
 
@@ -123,7 +129,13 @@ def _listing(kind: str, pattern: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import transferkit as tk
+    from transferkit.adaptation.cli import run as run_adaptation
 
+    from transferkit.report import cli as report_cli
+
+    for plugin in (run_adaptation, report_cli.run):
+        if (code := plugin(args)) is not None:
+            return code
     if args.command in LISTINGS:
         _listing(args.command, args.pattern)
         return 0

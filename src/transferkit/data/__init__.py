@@ -32,6 +32,7 @@ def load_dataset(
     shape: tuple[int, ...] | None = None,
     seed: int = 0,
     label_column: str | None = None,
+    labels_required: bool = True,
 ) -> ArrayDataset:
     """Load a registered dataset by name, or user data from a path.
 
@@ -42,6 +43,8 @@ def load_dataset(
             tabular data must then have exactly ``C*H*W`` features.
         seed: passed to generated built-ins (``fontdigits``); fixed data ignore it.
         label_column: the label column of a CSV file (default: the one named ``label``).
+        labels_required: when false, unlabelled user data loads with ``y=None``: an ``.npz``
+            with only ``x``, a flat image folder, a CSV without the label column.
 
     Raises:
         DataError: unknown name that is no existing path either (with a "did you mean"), or a
@@ -56,7 +59,7 @@ def load_dataset(
                 raise DataError(f"{spec}: no such file or folder")
             known = ", ".join(DATASETS)
             raise DataError(f"unknown dataset '{spec}'{did_you_mean(spec, DATASETS)} and no such file; known: {known}")
-        ds = load_path(path, shape=shape, label_column=label_column)
+        ds = load_path(path, shape=shape, label_column=label_column, labels_required=labels_required)
     return conform(ds, shape) if shape is not None else ds
 
 

@@ -89,14 +89,16 @@ def _decode(path: Path) -> tuple[np.ndarray, bool]:
     return chw, grey
 
 
-def load_image_folder(path: str | Path, *, shape: tuple[int, ...] | None = None) -> ArrayDataset:
+def load_image_folder(path: str | Path, *, shape: tuple[int, ...] | None = None,
+                      labels_required: bool = True) -> ArrayDataset:
     """Images in one sub-folder per class (class names = sorted sub-folder names).
 
     PNG/JPEG/BMP/GIF files are decoded with Pillow (other files and hidden entries are ignored).
     Channels are 1 when every image is greyscale (grey modes, or a palette of greys), else 3;
     the size is the most common one. ``shape=(C, H, W)`` overrides both. Values are scaled to
     ``[0, 1]``. A folder holding MNIST IDX files instead of class folders is read by
-    :func:`load_idx_folder`.
+    :func:`load_idx_folder`. With ``labels_required=False`` a flat folder of images (no class
+    sub-folders) loads unlabelled (``y=None``, no class names).
     """
     root = Path(path)
     if not root.is_dir():
@@ -106,8 +108,11 @@ def load_image_folder(path: str | Path, *, shape: tuple[int, ...] | None = None)
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subdirs:
         loose = [p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-        problem = "images must be in one sub-folder per class" if loose else "empty folder"
-        raise DataError(f"{root}: {problem}")
+        if loose and not labels_required:
+            subdirs = [root]
+        else:
+            problem = "images must be in one sub-folder per class" if loose else "empty folder"
+            raise DataError(f"{root}: {problem}")
     images: list[np.ndarray] = []
     greys: list[bool] = []
     labels: list[int] = []
@@ -136,6 +141,8 @@ def load_image_folder(path: str | Path, *, shape: tuple[int, ...] | None = None)
         for c in range(channels):
             x[i, c] = resize_plane(arr[c], size, resample=Image.Resampling.BICUBIC)
     np.clip(x, 0.0, 1.0, out=x)
+    if subdirs == [root]:  # a flat folder: unlabelled
+        return ArrayDataset(x=x, y=None, class_names=[], name=str(root), modality="image")
     return ArrayDataset(
         x=x, y=np.array(labels, dtype=np.int64), class_names=[p.name for p in subdirs], name=str(root), modality="image"
     )
@@ -189,8 +196,10 @@ def load_npz(path: str | Path, *, labels_required: bool = True) -> ArrayDataset:
 # --------------------------------------------------------------------------- csv
 
 
-def load_csv(path: str | Path, *, label_column: str | None = None) -> ArrayDataset:
+def load_csv(path: str | Path, *, label_column: str | None = None, labels_required: bool = True) -> ArrayDataset:
     """A CSV file with a header row, a label column and numeric feature columns.
+
+    With ``labels_required=False`` a file without the label column loads unlabelled (``y=None``).
 
     The label column is ``label_column`` or the one named ``label`` (any case). When the number
     of features is a perfect square of at least 64 (8x8) and no value is negative, rows are grey
@@ -209,10 +218,13 @@ def load_csv(path: str | Path, *, label_column: str | None = None) -> ArrayDatas
     header = [h.strip() for h in rows[0][1]]
     wanted = label_column if label_column is not None else "label"
     matches = [i for i, h in enumerate(header) if h.lower() == wanted.lower()]
-    if not matches:
+    if not matches and not labels_required and label_column is None:
+        li = -1
+    elif not matches:
         shown = ", ".join(header[:8]) + (f", ... ({len(header)} columns)" if len(header) > 8 else "")
         raise DataError(f"{p}: no label column '{wanted}' (columns: {shown})")
-    li = matches[0]
+    else:
+        li = matches[0]
     feature_cols = [i for i in range(len(header)) if i != li]
     if not feature_cols:
         raise DataError(f"{p}: no feature columns besides '{header[li]}'")
@@ -234,12 +246,15 @@ def load_csv(path: str | Path, *, label_column: str | None = None) -> ArrayDatas
                         f"{p}: line {line}, column '{header[feature_cols[j]]}': '{cell}' is not a number"
                     ) from None
         raise
-    labels = np.array([row[li].strip() for _, row in rows[1:]])
-    try:
-        raw_y: np.ndarray = labels.astype(np.int64)
-    except ValueError:
-        raw_y = labels
-    y, classes = labels_to_classes(raw_y, str(p))
+    y: np.ndarray | None = None
+    classes: list[str] = []
+    if li >= 0:
+        labels = np.array([row[li].strip() for _, row in rows[1:]])
+        try:
+            raw_y: np.ndarray = labels.astype(np.int64)
+        except ValueError:
+            raw_y = labels
+        y, classes = labels_to_classes(raw_y, str(p))
     side = math.isqrt(x.shape[1])
     if side * side == x.shape[1] and side >= 8 and np.isfinite(x).all() and x.min() >= 0:
         images = scale_images(x.reshape(-1, 1, side, side), str(p))
@@ -340,19 +355,20 @@ def load_idx_folder(path: str | Path) -> ArrayDataset:
 
 
 def load_path(
-    path: str | Path, *, shape: tuple[int, ...] | None = None, label_column: str | None = None
+    path: str | Path, *, shape: tuple[int, ...] | None = None, label_column: str | None = None,
+    labels_required: bool = True,
 ) -> ArrayDataset:
     """Load a folder, ``.npz``, ``.csv`` or IDX file, choosing the loader by what ``path`` is."""
     p = Path(path).expanduser()
     if p.is_dir():
-        return load_image_folder(p, shape=shape)
+        return load_image_folder(p, shape=shape, labels_required=labels_required)
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
     suffix = p.suffix.lower()
     if suffix == ".npz":
-        return load_npz(p)
+        return load_npz(p, labels_required=labels_required)
     if suffix == ".csv":
-        return load_csv(p, label_column=label_column)
+        return load_csv(p, label_column=label_column, labels_required=labels_required)
     if is_idx(p):
         return load_idx(p)
     raise DataError(f"{p}: unsupported file type (expected a folder, .npz, .csv or an MNIST IDX file)")

@@ -1,11 +1,15 @@
-"""Human-readable run reports (Markdown now; HTML with plots builds on the same records)."""
+"""Human-readable run reports: ``report.md`` written with every run (cheap), and the HTML report
+with plots and explainability views built on demand (:func:`transferkit.report.html.write_html_report`,
+``transferkit report RUN...``).
+
+Nothing heavy is imported here: the CLI imports :mod:`transferkit.report.cli` while building its
+parser, so torch and matplotlib load only inside the functions that need them.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-from transferkit.io import atomic_write_bytes, read_json
 
 
 def _pct(v: Any) -> str:
@@ -45,6 +49,8 @@ def render_markdown(config: dict[str, Any], metrics: dict[str, Any]) -> str:
 
 def write_report(run_path: Path) -> Path:
     """Write ``report.md`` into ``run_path`` from its ``config.json`` and ``metrics.json``."""
+    from transferkit.io import atomic_write_bytes, read_json
+
     out = run_path / "report.md"
     atomic_write_bytes(out, render_markdown(read_json(run_path / "config.json"), read_json(run_path / "metrics.json")).encode())
     return out

@@ -1,0 +1,99 @@
+"""Adversarial alignment: DANN and CDAN(+E), a domain discriminator behind gradient reversal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transferkit.adaptation.base import AdaptContext, Method, adapt_phase, domain_discriminator, joint_forward
+from transferkit.adaptation.functional import (
+    GradientReversal,
+    domain_adversarial_loss,
+    entropy_weights,
+    multilinear_map,
+)
+from transferkit.engine.loop import Phase
+from transferkit.errors import ConfigError
+
+
+@dataclass
+class AdversarialOptions:
+    trade_off: float = field(default=1.0, metadata={"help": "weight of the domain loss (scaled by the GRL schedule)"})
+    hidden: int = field(default=256, metadata={"help": "width of the domain discriminator"})
+    dropout: float = field(default=0.5, metadata={"help": "dropout in the domain discriminator"})
+
+    def __post_init__(self) -> None:
+        if not self.trade_off >= 0:
+            raise ConfigError(f"trade_off must be zero or positive, got {self.trade_off}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.hidden < 1:
+            raise ConfigError(f"hidden must be at least 1, got {self.hidden}")
+
+
+def dann_loss(module: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor | None,
+              trade_off: float) -> torch.Tensor:
+    """``CE(source) + trade_off * L_dom(D(GRL(f_s)), D(GRL(f_t)))`` (Ganin et al., JMLR 2016, eq. 9)."""
+    fs, zs, ft, _ = joint_forward(module.model, xs, xt)
+    cls = F.cross_entropy(zs.float(), ys)
+    if ft is None:
+        return cls
+    d = module.discriminator(module.grl(torch.cat([fs, ft])))
+    return cls + trade_off * domain_adversarial_loss(d[: len(fs)], d[len(fs) :])
+
+
+class DANN(Method):
+    """DANN (Ganin et al., JMLR 2016): a domain classifier on the features through gradient reversal.
+
+    The reversal coefficient follows ``lambda_p = 2 / (1 + exp(-10 p)) - 1`` over the phase; its
+    step counter is a buffer of the phase module (saved with checkpoints).
+    """
+
+    name = "dann"
+    Options = AdversarialOptions
+
+    def phases(self, ctx: AdaptContext) -> Iterator[Phase]:
+        disc = domain_discriminator(ctx.model.feature_dim, self.options.hidden, self.options.dropout)
+        grl = GradientReversal(max_steps=ctx.total_steps())
+        w = self.options.trade_off
+        yield adapt_phase(ctx, lambda m, xs, ys, xt: dann_loss(m, xs, ys, xt, w), "dann", discriminator=disc, grl=grl)
+
+
+@dataclass
+class CDANOptions(AdversarialOptions):
+    entropy: bool = field(default=True, metadata={"help": "CDAN+E: weight examples by 1 + exp(-entropy)"})
+
+
+def cdan_loss(module: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor | None,
+              trade_off: float, use_entropy: bool = True) -> torch.Tensor:
+    """``CE(source) + trade_off * L_dom`` on ``GRL(g ⊗ f)`` (Long et al., NeurIPS 2018, eqs. 4-8)."""
+    fs, zs, ft, zt = joint_forward(module.model, xs, xt)
+    cls = F.cross_entropy(zs.float(), ys)
+    if ft is None or zt is None:
+        return cls
+    f, z = torch.cat([fs, ft]).float(), torch.cat([zs, zt]).float()
+    h = multilinear_map(f, F.softmax(z, dim=1).detach())
+    d = module.discriminator(module.grl(h))
+    ns = len(fs)
+    ws = wt = None
+    if use_entropy:
+        ws, wt = entropy_weights(zs), entropy_weights(zt)
+    return cls + trade_off * domain_adversarial_loss(d[:ns], d[ns:], ws, wt)
+
+
+class CDAN(Method):
+    """CDAN(+E) (Long et al., NeurIPS 2018): the discriminator sees features conditioned on predictions."""
+
+    name = "cdan"
+    Options = CDANOptions
+
+    def phases(self, ctx: AdaptContext) -> Iterator[Phase]:
+        dim = ctx.model.feature_dim * ctx.model.num_classes
+        disc = domain_discriminator(dim, self.options.hidden, self.options.dropout)
+        grl = GradientReversal(max_steps=ctx.total_steps())
+        w, e = self.options.trade_off, self.options.entropy
+        yield adapt_phase(ctx, lambda m, xs, ys, xt: cdan_loss(m, xs, ys, xt, w, e), "cdan", discriminator=disc, grl=grl)

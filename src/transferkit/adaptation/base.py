@@ -1,0 +1,176 @@
+"""What every domain-adaptation method shares: the context it reads and the phases it yields.
+
+A method says *what* to train and *which extra loss terms* apply, through the training loop's
+UDA hooks (:class:`~transferkit.engine.loop.Phase` ``unlabelled``, ``step_loss``, ``val_score``);
+:func:`run_method` hands each phase to :func:`transferkit.engine.fit`. Target labels never reach
+a method: the context holds target *inputs* only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from transferkit.adaptation.validators import ValidationData, score
+from transferkit.engine.config import TrainConfig
+from transferkit.engine.loop import Phase, PhaseResult, fit
+from transferkit.engine.precision import Placement, predict_logits, resolve_placement
+from transferkit.engine.features import extract_features
+from transferkit.models.base import TransferModel
+from transferkit.strategies.base import NoOptions, set_trainable
+
+Tensors = tuple[torch.Tensor, torch.Tensor]
+StepLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+@dataclass
+class AdaptContext:
+    """Everything a method may read: labelled source data and *unlabelled* target inputs.
+
+    ``validator`` names the label-free score (see :mod:`transferkit.adaptation.validators`)
+    that picks the checkpoint (early stopping on the target validation inputs).
+    """
+
+    model: TransferModel
+    source_train: Tensors
+    source_val: Tensors | None
+    target_train: torch.Tensor
+    target_val: torch.Tensor | None
+    cfg: TrainConfig
+    validator: str = "im"
+    disc_lr_scale: float = 1.0
+    results: list[PhaseResult] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def placement(self, module: nn.Module | None = None) -> Placement:
+        m = self.model if module is None else module
+        return resolve_placement(m, self.cfg.precision, self.cfg.channels_last, self.cfg.device)
+
+    def total_steps(self, epochs: int | None = None) -> int:
+        """Optimizer steps of one phase over the source training set (as :func:`fit` counts them)."""
+        n = len(self.source_train[0])
+        bs = min(self.cfg.batch_size, n)
+        per_epoch = n // bs if n % bs == 1 else math.ceil(n / bs)
+        return per_epoch * (epochs or self.cfg.epochs)
+
+
+class AdaptModule(nn.Module):
+    """The module a phase trains: the model plus the method's extra parts (discriminator, GRL).
+
+    Its forward is the model's, so evaluation works unchanged; the extras live in its
+    ``state_dict`` so phase checkpoints (and resume) carry them.
+    """
+
+    def __init__(self, model: TransferModel, discriminator: nn.Module | None = None,
+                 grl: nn.Module | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.discriminator = discriminator
+        self.grl = grl
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def domain_discriminator(in_features: int, hidden: int = 256, dropout: float = 0.5) -> nn.Sequential:
+    """The usual two-hidden-layer domain classifier (one logit: source vs target).
+
+    Shape: ``[N, in_features]`` -> ``[N, 1]``.
+    """
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+
+def joint_forward(model: TransferModel, xs: torch.Tensor, xt: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """One pass over source and target together (one BatchNorm batch, as in DANN/TLlib).
+
+    Returns ``(f_s, z_s, f_t, z_t)``: features ``[N, D]`` and logits ``[N, C]`` per domain.
+    """
+    if xt is None:
+        f = model.forward_features(xs)
+        return f, model.head(f), None, None
+    ns = xs.shape[0]
+    f = model.forward_features(torch.cat([xs, xt]))
+    z = model.head(f)
+    return f[:ns], z[:ns], f[ns:], z[ns:]
+
+
+class Method:
+    """Base class: subclasses set ``name``, ``Options`` and implement :meth:`phases`."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any = None) -> None:
+        self.options = options if options is not None else self.Options()
+
+    def check(self, model: TransferModel) -> None:
+        """Raise a :class:`~transferkit.errors.ConfigError` when ``model`` cannot use this method."""
+
+    def phases(self, ctx: AdaptContext) -> Iterator[Phase]:
+        raise NotImplementedError  # abstract: every registered method overrides it
+
+    def finish(self, ctx: AdaptContext) -> None:
+        """Called after the last phase (e.g. AdaBN's statistics). Default: nothing."""
+
+
+def adapt_phase(ctx: AdaptContext, step_loss: StepLoss, name: str, *, discriminator: nn.Module | None = None,
+                grl: nn.Module | None = None, uses_target: bool = True) -> Phase:
+    """A phase training the whole model (and the method's extras) on source + unlabelled target.
+
+    The checkpoint is chosen by ``ctx.validator`` on the target validation inputs.
+    """
+    module = AdaptModule(ctx.model, discriminator, grl)
+    set_trainable(module, list(module.parameters()))
+    groups: list[dict[str, Any]] = [{"params": ctx.model.backbone_parameters()},
+                                    {"params": list(ctx.model.head.parameters())}]
+    if discriminator is not None:
+        groups.append({"params": list(discriminator.parameters()), "lr_scale": ctx.disc_lr_scale})
+    place = ctx.placement(module)
+    return Phase(name=name, module=module, train=ctx.source_train, val=None, param_groups=groups,
+                 placement=place, unlabelled=ctx.target_train if uses_target else None, step_loss=step_loss,
+                 val_score=make_val_score(ctx) if ctx.target_val is not None else None)
+
+
+def validation_data(model: TransferModel, place: Placement, target_x: torch.Tensor,
+                    source: Tensors | None = None) -> ValidationData:
+    """Features and logits of ``model`` on target inputs (and on labelled source validation data)."""
+    head_place = Placement(place.device, place.bf16, False)
+    ft = extract_features(model, target_x, place)
+    zt = predict_logits(model.head, ft, head_place)
+    if source is None:
+        return ValidationData(zt.numpy(), ft.numpy())
+    fs = extract_features(model, source[0], place)
+    zs = predict_logits(model.head, fs, head_place)
+    return ValidationData(zt.numpy(), ft.numpy(), zs.numpy(), source[1].numpy(), fs.numpy())
+
+
+def make_val_score(ctx: AdaptContext) -> Callable[[], tuple[float, float]]:
+    """``val_score`` hook: ``(validator score, -score)`` of the current model, label-free on the target."""
+    place = ctx.placement()
+
+    def val_score() -> tuple[float, float]:
+        assert ctx.target_val is not None
+        s = score(ctx.validator, validation_data(ctx.model, place, ctx.target_val, ctx.source_val))
+        return s, -s
+
+    return val_score
+
+
+def run_method(method: Method, ctx: AdaptContext, checkpoint_dir: Path | None = None) -> list[PhaseResult]:
+    """Run every phase of ``method`` through the training loop, then its ``finish`` step."""
+    method.check(ctx.model)
+    for phase in method.phases(ctx):
+        ckpt = None if checkpoint_dir is None else checkpoint_dir / f"{len(ctx.results)}-{phase.name}"
+        ctx.results.append(fit(phase, ctx.cfg, ckpt))
+    method.finish(ctx)
+    for p in ctx.model.parameters():
+        p.requires_grad_(True)
+    return ctx.results

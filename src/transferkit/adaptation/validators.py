@@ -1,0 +1,116 @@
+"""Unsupervised validators: score an adapted model *without target labels* (higher is better).
+
+They pick the checkpoint (early stopping), the method and its trade-off weight. Each is a pure
+function of a :class:`ValidationData` (NumPy arrays); :func:`score` looks one up by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from transferkit.errors import ConfigError
+from transferkit.registry import Registry
+
+
+@dataclass
+class ValidationData:
+    """Model outputs a validator may read. Target: inputs only; source: labelled validation data.
+
+    Shape: ``target_logits [Nt, C]``, ``target_features [Nt, D]``, ``source_logits [Ns, C]``,
+    ``source_labels [Ns]``, ``source_features [Ns, D]``.
+    """
+
+    target_logits: np.ndarray
+    target_features: np.ndarray
+    source_logits: np.ndarray | None = None
+    source_labels: np.ndarray | None = None
+    source_features: np.ndarray | None = None
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    return -(p * np.log(p + 1e-12)).sum(axis=-1)
+
+
+def neg_entropy(d: ValidationData) -> float:
+    """Negative mean prediction entropy on the target, ``-mean_i H(p_i)`` (Morerio et al., ICLR 2018)."""
+    return float(-_entropy(_softmax(d.target_logits)).mean())
+
+
+def info_max(d: ValidationData) -> float:
+    """Mutual information of inputs and predictions, ``H(mean_i p_i) - mean_i H(p_i)`` (IM; SHOT).
+
+    Unlike entropy it penalises collapse onto few classes.
+    """
+    p = _softmax(d.target_logits)
+    return float(_entropy(p.mean(axis=0)) - _entropy(p).mean())
+
+
+def soft_neighborhood_density(d: ValidationData, temperature: float = 0.05) -> float:
+    """SND (Saito et al., ICCV 2021): mean entropy of each target example's soft neighbourhood.
+
+    ``p`` L2-normalised softmax outputs; ``M = p p^T`` without its diagonal;
+    ``P = softmax(M / tau)`` row-wise; ``SND = mean_i H(P_i)``. Dense clusters score high.
+    """
+    p = _softmax(d.target_logits)
+    p = p / np.linalg.norm(p, axis=1, keepdims=True)
+    sim = p @ p.T / temperature
+    np.fill_diagonal(sim, -np.inf)
+    return float(_entropy(_softmax(sim)).mean())
+
+
+def deep_embedded_validation(d: ValidationData, seed: int = 0) -> float:
+    """Negative DEV risk (You et al., ICML 2019, eqs. 6-9) from labelled *source* validation data.
+
+    A logistic domain classifier (source 0 vs target 1, cross-fitted) gives density ratios
+    ``w_i = (N_s / N_t) P(t|x_i) / P(s|x_i)`` on source examples; with losses ``l_i`` (cross-entropy)
+    and ``L_i = w_i l_i``: ``eta = -Cov(L, w) / Var(w)``, ``risk = mean(L) + eta mean(w) - eta``.
+    """
+    if d.source_logits is None or d.source_labels is None or d.source_features is None:
+        raise ConfigError("validator 'dev' needs labelled source validation data")
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+    from sklearn.preprocessing import StandardScaler
+
+    fs, ft = d.source_features, d.target_features
+    x = StandardScaler().fit_transform(np.concatenate([fs, ft]).astype(np.float64))
+    dom = np.r_[np.zeros(len(fs)), np.ones(len(ft))]
+    prob = cross_val_predict(LogisticRegression(C=1.0, max_iter=500), x, dom, cv=3, method="predict_proba")[: len(fs), 1]
+    prob = np.clip(prob, 1e-4, 1 - 1e-4)
+    w = (len(fs) / len(ft)) * prob / (1 - prob)
+    p = _softmax(d.source_logits)
+    loss = -np.log(p[np.arange(len(p)), d.source_labels] + 1e-12)
+    weighted = w * loss
+    var = np.var(w, ddof=1)
+    eta = -np.cov(np.stack([weighted, w]))[0, 1] / var if var > 1e-12 else 0.0
+    return float(-(weighted.mean() + eta * w.mean() - eta))
+
+
+VALIDATORS: Registry[Callable[[ValidationData], float]] = Registry("validator")
+VALIDATORS.add("entropy", neg_entropy, "negative mean target prediction entropy")
+VALIDATORS.add("im", info_max, "information maximisation: diversity minus mean entropy on the target")
+VALIDATORS.add("snd", soft_neighborhood_density, "soft neighbourhood density (Saito et al. 2021)")
+VALIDATORS.add("dev", deep_embedded_validation, "deep embedded validation: importance-weighted source risk")
+
+
+def score(name: str, data: ValidationData) -> float:
+    """The validator ``name`` on ``data`` (higher is better)."""
+    return VALIDATORS.get(name)(data)
+
+
+def score_all(data: ValidationData, names: list[str] | None = None) -> dict[str, float]:
+    """Every (or the named) validator on ``data``; those lacking inputs are left out."""
+    out = {}
+    for n in names or list(VALIDATORS):
+        if n == "dev" and data.source_labels is None:
+            continue
+        out[n] = score(n, data)
+    return out
