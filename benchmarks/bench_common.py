@@ -64,6 +64,10 @@ class Spread:
     def of(cls, values: Sequence[float]) -> Spread:
         return cls(statistics.median(values), min(values), max(values), len(values))
 
+    @classmethod
+    def from_dict(cls, d: dict[str, float]) -> Spread:
+        return cls(d["median"], d["min"], d["max"], int(d["n"]))
+
     def as_dict(self) -> dict[str, float]:
         return {"median": self.median, "min": self.lo, "max": self.hi, "n": self.n}
 

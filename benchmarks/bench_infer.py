@@ -53,11 +53,14 @@ def bench_inference(model: nn.Module, x: torch.Tensor, batch_size: int, rounds: 
     if compile_:
         import torch._inductor.config as inductor_config
 
-        inductor_config.freezing = True
+        was, inductor_config.freezing = inductor_config.freezing, True
         compiled = torch.compile(copy.deepcopy(model).eval().to(memory_format=torch.channels_last))
         fwd = _bf16(compiled)
         t0 = time.perf_counter()
-        _pass(fwd, cl_batches[:1])
+        try:
+            _pass(fwd, cl_batches[:1])  # compiles; freezing is read at compile time
+        finally:
+            inductor_config.freezing = was
         out["compile_warmup_seconds"] = time.perf_counter() - t0
         log(f"    torch.compile warm-up: {out['compile_warmup_seconds']:.1f} s")
         variants["compile_bf16_channels_last"] = (fwd, cl_batches)

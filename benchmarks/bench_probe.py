@@ -14,6 +14,7 @@ CPU), the head in fp32, as ``probe_phase`` does.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,11 +22,11 @@ import torch
 from torch import nn
 
 from bench_common import Spread, interleave, pair_ratios
+from transferkit.data import ArrayDataset
 from transferkit.engine.config import TrainConfig
 from transferkit.engine.features import FeatureCache
 from transferkit.engine.loop import Phase, fit
 from transferkit.engine.precision import Placement
-from transferkit.data import ArrayDataset
 from transferkit.evaluation.evaluate import evaluate_model
 from transferkit.models.base import TransferModel
 from transferkit.strategies.base import TransferContext, probe_phase, set_trainable
@@ -60,13 +61,17 @@ def _target_model(source: TransferModel, class_names: list[str], seed: int) -> T
 
 
 def _probes(source: TransferModel, train: Arrays, val: Arrays, class_names: list[str], cfg: TrainConfig,
-            epochs: int) -> dict[str, Callable[[], TransferModel]]:
+            epochs: int, extract_seconds: list[float] | None = None) -> dict[str, Callable[[], TransferModel]]:
     def context(model: TransferModel, cache: FeatureCache) -> TransferContext:
         return TransferContext(model, {}, train, val, cfg, fresh_model=lambda: model, cache=cache, probe_epochs=epochs)
 
     def cached() -> TransferModel:
         model = _target_model(source, class_names, cfg.seed)
-        fit(probe_phase(context(model, FeatureCache())), cfg)
+        t0 = time.perf_counter()
+        phase = probe_phase(context(model, FeatureCache()))  # extracts (and hashes) the features
+        if extract_seconds is not None:
+            extract_seconds.append(time.perf_counter() - t0)
+        fit(phase, cfg)
         return model
 
     def rerun() -> TransferModel:
@@ -74,6 +79,7 @@ def _probes(source: TransferModel, train: Arrays, val: Arrays, class_names: list
         ref = probe_phase(context(model, _NoCache()))  # the very same lr, epochs and parameter groups
         set_trainable(model, list(model.head.parameters()))
         fit(Phase("probe_rerun", FrozenBackboneProbe(model), train, val, ref.param_groups, epochs=ref.epochs,
+                  batch_size=ref.batch_size,
                   lr=ref.lr), cfg)
         return model
 
@@ -86,12 +92,15 @@ def bench_probe(source: TransferModel, train: Arrays, val: Arrays, test: ArrayDa
     names = test.class_names
     for warm in _probes(source, (train[0][:128], train[1][:128]), val, names, cfg, 1).values():
         warm()  # untimed: oneDNN builds its kernels on first use
-    runs = interleave(_probes(source, train, val, names, cfg, epochs), rounds, log)
+    extract: list[float] = []
+    runs = interleave(_probes(source, train, val, names, cfg, epochs, extract), rounds, log)
     out: dict[str, Any] = {"epochs": epochs, "n_train": len(train[0]), "n_val": len(val[0]), "rounds": rounds}
     for name, rs in runs.items():
         secs = [s for s, _ in rs]
         accs = [evaluate_model(m, test, len(names))["accuracy"] for _, m in rs]
         out[name] = {"seconds": secs, "seconds_spread": Spread.of(secs).as_dict(), "test_accuracy": accs}
+    out["cached"]["extract_seconds"] = extract
+    out["cached"]["extract_seconds_spread"] = Spread.of(extract).as_dict()
     out["speedup"] = Spread.of(pair_ratios(out["rerun"]["seconds"], out["cached"]["seconds"])).as_dict()
     return out
 

@@ -25,8 +25,13 @@ def bench_transfer(source: LoadedRun, strategies: list[str], shots: list[int], s
         for seed in seeds:
             for name in strategies:
                 t0 = time.perf_counter()
-                res = transferkit.transfer(source, "digits8", strategy=name, shots=k, seed=seed,
-                                           source_data="mnist5k", progress="off")
+                try:
+                    res = transferkit.transfer(source, "digits8", strategy=name, shots=k, seed=seed,
+                                               source_data="mnist5k", progress="off")
+                except Exception as e:  # recorded and reported; the other cells still run
+                    rows.append({"strategy": name, "shots": k, "seed": seed, "error": f"{type(e).__name__}: {e}"})
+                    log(f"    {k}-shot seed {seed} {name}: ERROR {rows[-1]['error']}")
+                    continue
                 wall = time.perf_counter() - t0
                 m = res.metrics
                 row = {"strategy": name, "shots": k, "seed": seed, "target_accuracy": m["target"]["accuracy"],
@@ -35,11 +40,10 @@ def bench_transfer(source: LoadedRun, strategies: list[str], shots: list[int], s
                        "forgetting": m.get("forgetting"), "train_seconds": m["train_seconds"], "wall_seconds": wall,
                        "epochs": [p["epochs"] for p in m["phases"]]}
                 rows.append(row)
-                log(f"    {k}-shot seed {seed} {name}: acc {row['target_accuracy']:.3f} "
-                    f"forgetting {row['forgetting'] if row['forgetting'] is None else round(row['forgetting'], 3)} "
-                    f"({wall:.1f} s)")
+                forget = "-" if row["forgetting"] is None else f"{row['forgetting']:.3f}"
+                log(f"    {k}-shot seed {seed} {name}: acc {row['target_accuracy']:.3f} forgetting {forget} ({wall:.1f} s)")
     return {"strategies": strategies, "shots": shots, "seeds": seeds, "runs": rows,
-            "summary": summarize(rows, strategies, shots)}
+            "errors": [r for r in rows if "error" in r], "summary": summarize(rows, strategies, shots)}
 
 
 def _mean_std(vals: list[float]) -> tuple[float, float]:
@@ -51,7 +55,9 @@ def summarize(rows: list[dict[str, Any]], strategies: list[str], shots: list[int
     out = []
     for k in shots:
         for name in strategies:
-            cell = [r for r in rows if r["shots"] == k and r["strategy"] == name]
+            cell = [r for r in rows if r["shots"] == k and r["strategy"] == name and "error" not in r]
+            if not cell:
+                continue
             acc = _mean_std([r["target_accuracy"] for r in cell])
             forget = [r["forgetting"] for r in cell if r["forgetting"] is not None]
             after = [r["source_after"] for r in cell if r["source_after"] is not None]

@@ -138,6 +138,9 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
     src_eval = None
     if source_data is not None:
         src_eval = source_test_split(source_data, src_config, spec_src.input_shape, spec_src.class_names)
+        if source_data != src_config.get("data"):
+            notes.append(f"source accuracy is measured on all of {source_data}: the source run's split is unknown, "
+                         "so it may include the source's own training data")
         metrics["source_before"] = source_accuracy(model, source_head, src_eval)
     if keep and head != "new":
         notes.append("target classes match the source: the source head is kept as the starting head")

@@ -20,7 +20,7 @@ from transferkit.strategies.base import Strategy, TransferContext, run_strategy
 @dataclass
 class AutoOptions:
     budget: float = field(default=0.0, metadata={"help": "seconds for a successive-halving search over the top candidates (0 = rules only)"})
-    margin: float = field(default=0.02, metadata={"help": "negative-transfer guard: pick scratch when raw inputs beat frozen features by this much"})
+    margin: float = field(default=0.05, metadata={"help": "negative-transfer guard: pick scratch when raw inputs beat frozen features by this much"})
 
     def __post_init__(self) -> None:
         if self.budget < 0 or not math.isfinite(self.budget):

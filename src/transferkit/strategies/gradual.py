@@ -12,11 +12,11 @@ from transferkit.strategies.base import Strategy, TransferContext, finetune_phas
 
 @dataclass
 class GradualOptions:
-    every: int = field(default=0, metadata={"help": "epochs between unfreezing steps (0 = spread evenly over the first half)"})
+    every: int = field(default=1, metadata={"help": "epochs between unfreezing steps (ULMFiT: one group per epoch)"})
 
     def __post_init__(self) -> None:
-        if self.every < 0:
-            raise ConfigError(f"gradual_unfreeze: every must be >= 0, got {self.every}")
+        if self.every < 1:
+            raise ConfigError(f"gradual_unfreeze: every must be >= 1, got {self.every}")
 
 
 class GradualUnfreeze(Strategy):
@@ -34,7 +34,7 @@ class GradualUnfreeze(Strategy):
         phase = finetune_phase(ctx, [(n, head_scale(ctx, n)) for n in names], name="unfreeze")
         for g in phase.param_groups:
             g["toggled"] = True
-        every = self.options.every or max(1, ctx.cfg.epochs // (2 * len(names)))
+        every = self.options.every
         model = ctx.model
 
         def thaw(epoch: int) -> None:
