@@ -214,9 +214,11 @@ def _source_config(loaded: LoadedRun) -> dict[str, Any]:
     src = loaded.config.get("source")
     if loaded.config.get("command") == "pretrain":
         return {**loaded.config, "class_names": loaded.spec.class_names}
-    if isinstance(src, str) and Path(src, "config.json").exists():
-        cfg = load_run(src)
-        return {**cfg.config, "class_names": cfg.spec.class_names}
+    if isinstance(src, str) and Path(src, "config.json").exists() and Path(src, "model.json").exists():
+        from transferkit.io import read_json
+
+        names = read_json(Path(src, "model.json")).get("class_names")
+        return {**read_json(Path(src, "config.json")), "class_names": names}
     return {}
 
 
