@@ -73,7 +73,7 @@ QUICK = Plan(source_epochs=2, probe_rounds=2, overhead_rounds=10, overhead_n_tra
              strategies=["scratch", "linear_probe", "full", "l2sp", "wise_ft"])
 FULL = Plan(source_epochs=5, probe_rounds=5, overhead_rounds=20, overhead_n_train=1024, precision_rounds=2,
             precision_epochs=3, infer_rounds=5, infer_images=4096, shots=[1, 5, 10], seeds=[0, 1, 2])
-PARTS = ("probe", "overhead", "precision", "inference", "transfer")
+PARTS = ("probe", "overhead", "precision", "inference", "models", "transfer")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -204,6 +204,16 @@ def run_transfer(src: LoadedRun, plan: Plan, results: dict[str, Any], checks: li
         checks.append(Check("transfer runs that raised", f"{len(r['errors'])} of {n}", "0", False))
 
 
+def run_models(src_dir: Path, plan: Plan, results: dict[str, Any]) -> None:
+    from bench_models import bench_backbones, bench_memory
+
+    log(f"[5] backbone throughput ({plan.infer_rounds} rounds) and peak memory per strategy")
+    ds = load_dataset("mnist5k")
+    x, y = torch.from_numpy(ds.x[:1024].copy()), torch.from_numpy(ds.y[:1024].copy())
+    results["models"] = {"throughput": bench_backbones(x, y, plan.infer_rounds, log),
+                         "memory": bench_memory(str(src_dir), plan.strategies, 10, log)}
+
+
 def _mean(v: list[float]) -> float:
     return sum(v) / len(v)
 
@@ -224,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     checks: list[Check] = []
     with tempfile.TemporaryDirectory(prefix="tk-bench-") as tmp:
-        needs_source = {"probe", "inference", "transfer"} & set(args.only)
+        needs_source = {"probe", "inference", "models", "transfer"} & set(args.only)
         src, results["source"] = source_model(args, plan, Path(tmp)) if needs_source else (None, {})
         if "probe" in args.only:
             run_probe(src, plan, results, checks)
@@ -234,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             run_precision(plan, results, checks)
         if "inference" in args.only:
             run_inference(src, plan, args.compile, results, checks)
+        if "models" in args.only:
+            run_models(args.source or Path(tmp) / "source", plan, results)
         if "transfer" in args.only:
             run_transfer(src, plan, results, checks)
     machine["load_average_end"] = os.getloadavg()
