@@ -147,7 +147,6 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
     else:
         model.reset_head(ds.class_names)
         notes.append(f"new head for {ds.num_classes} target classes (source had {spec_src.num_classes})")
-    model.spec.name = spec_src.name
     config = {"command": "transfer", "source": str(source) if isinstance(source, (str, Path)) else type(source).__name__,
               "data": data, "strategy": strategy, "options": dict(options or {}), "shots": shots, "seed": seed,
               "head": head, "source_data": source_data, "split": {**SPLIT, "seed": seed}, "train": asdict(cfg)}
