@@ -65,6 +65,10 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"{path}: weights file not found") from None
+    if data[:1] == b"\x80" or data[:2] == b"PK":  # a pickle, or torch.save's zip of pickles
+        raise CheckpointError(f"{path}: refused: this is a pickle / torch.save file, which can run code when "
+                              "loaded; transferkit reads weights only from safetensors (convert it with "
+                              "safetensors.torch.save_file)")
     try:
         return load(data)
     except (SafetensorError, ValueError, RuntimeError) as e:
