@@ -108,3 +108,17 @@ def test_fingerprint_sees_dtype_shape_and_values() -> None:
     t2 = t.clone()
     t2[3] = 3.5
     assert fingerprint(t) != fingerprint(t2)
+
+
+def test_features_past_the_memory_budget_spill_to_a_memory_mapped_file(tmp_path, source_model, digits_fewshot):  # type: ignore[no-untyped-def]
+    from transferkit.engine.features import FeatureCache
+    from transferkit.engine.precision import resolve_placement
+
+    (x, _), _ = digits_fewshot
+    place = resolve_placement(source_model, "fp32", "off")
+    ram = FeatureCache().features(source_model, x, place)
+    small = FeatureCache(memory_budget=1024, spill_dir=tmp_path)
+    spilled = small.features(source_model, x, place)
+    assert small.spilled == 1 and list(tmp_path.glob("*.npy"))
+    assert torch.equal(ram, spilled)
+    assert small.features(source_model, x, place) is spilled  # still a cache hit

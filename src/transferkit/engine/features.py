@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import os
+import shutil
+import tempfile
 from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
 
 import torch
 
@@ -38,11 +45,28 @@ class FeatureCache:
     one per sample per epoch. Several strategies on the same source and data share the entries.
     """
 
-    def __init__(self, max_entries: int = 16) -> None:
+    def __init__(self, max_entries: int = 16, memory_budget: int | None = None, spill_dir: Path | None = None) -> None:
+        """``memory_budget`` (bytes; default ``$TRANSFERKIT_CACHE_MEMORY`` or 2 GiB) caps the features
+        held in RAM: entries past it stream into memory-mapped files under ``spill_dir`` (default: a
+        temporary folder removed at exit) instead of failing."""
         self.max_entries = max_entries
+        env = os.environ.get("TRANSFERKIT_CACHE_MEMORY")
+        self.memory_budget = memory_budget if memory_budget is not None else int(env) if env else 2 << 30
+        self.spill_dir = spill_dir
         self._store: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self.spilled = 0
+
+    def _in_ram(self) -> int:
+        return sum(t.numel() * 4 for t in self._store.values() if not getattr(t, "_tk_spilled", False))
+
+    def _spill_path(self, key: str) -> Path:
+        if self.spill_dir is None:
+            self.spill_dir = Path(tempfile.mkdtemp(prefix="transferkit-features-"))
+            atexit.register(shutil.rmtree, self.spill_dir, True)
+        self.spill_dir.mkdir(parents=True, exist_ok=True)
+        return self.spill_dir / f"{key.replace('|', '-').replace('=', '')}.f32"
 
     def features(self, model: TransferModel, x: torch.Tensor, place: Placement) -> torch.Tensor:
         state = [v for _, v in sorted(model.state_dict().items()) if not _is_head(_)]
@@ -52,7 +76,9 @@ class FeatureCache:
             self._store.move_to_end(key)
             return self._store[key]
         self.misses += 1
-        feats = extract_features(model, x, place)
+        free = max(0, self.memory_budget - self._in_ram())
+        feats = extract_features(model, x, place, memory_budget=free, spill_to=self._spill_path(key))
+        self.spilled += int(getattr(feats, "_tk_spilled", False))
         self._store[key] = feats
         if len(self._store) > self.max_entries:
             self._store.popitem(last=False)
@@ -63,10 +89,31 @@ def _is_head(name: str) -> bool:
     return name.startswith("head.")
 
 
-def extract_features(model: TransferModel, x: torch.Tensor, place: Placement) -> torch.Tensor:
-    """``model.forward_features`` over ``x`` in eval mode, as float32 on the CPU. Shape ``[N, D]``."""
+def extract_features(model: TransferModel, x: torch.Tensor, place: Placement, memory_budget: int | None = None,
+                     spill_to: Path | None = None) -> torch.Tensor:
+    """``model.forward_features`` over ``x`` in eval mode, as float32 on the CPU. Shape ``[N, D]``.
+
+    When ``N * D * 4`` bytes exceed ``memory_budget``, the features stream batch by batch into a
+    memory-mapped file at ``spill_to`` and the returned tensor is backed by that file.
+    """
     model.to(place.device)
-    return predict_logits(_Features(model), x, place)
+    feats = _Features(model)
+    if memory_budget is None or spill_to is None or len(x) == 0:
+        return predict_logits(feats, x, place)
+    first = predict_logits(feats, x[:1], place)
+    if len(x) * first.shape[1] * 4 <= memory_budget:
+        return predict_logits(feats, x, place)
+    mm = np.lib.format.open_memmap(spill_to.with_suffix(".npy"), mode="w+", dtype=np.float32,
+                                   shape=(len(x), first.shape[1]))
+
+    def sink(start: int, out: torch.Tensor) -> None:
+        mm[start : start + len(out)] = out.numpy()
+
+    predict_logits(feats, x, place, sink=sink)
+    mm.flush()
+    out = torch.from_numpy(mm)
+    out._tk_spilled = True  # type: ignore[attr-defined]
+    return out
 
 
 DEFAULT_CACHE = FeatureCache()
