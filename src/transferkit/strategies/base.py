@@ -6,6 +6,7 @@ A strategy says *what* to train (parameter groups, learning rates, phases, extra
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
@@ -53,7 +54,7 @@ class TransferContext:
         return resolve_placement(m, self.cfg.precision, self.cfg.channels_last, self.cfg.device)
 
 
-class Strategy:
+class Strategy(abc.ABC):
     """Base class: subclasses set ``name``, ``Options`` and implement :meth:`phases`."""
 
     name: ClassVar[str] = ""
@@ -62,8 +63,9 @@ class Strategy:
     def __init__(self, options: Any = None) -> None:
         self.options = options if options is not None else self.Options()
 
+    @abc.abstractmethod
     def phases(self, ctx: TransferContext) -> Iterator[Phase]:
-        raise NotImplementedError  # abstract: every registered strategy overrides it
+        """Yield the phases to train, in order; each is run before the next is requested."""
 
     def finish(self, ctx: TransferContext) -> None:
         """Called after the last phase (e.g. weight-space interpolation). Default: nothing."""
