@@ -48,7 +48,7 @@ def run_demo(out: str | Path = "runs/demo", shots: list[int] | None = None, patt
     for k in shots:
         for name in names:
             per_seed = [transfer(src, TARGET, strategy=name, shots=k, seed=s, source_data=SOURCE).metrics for s in seeds]
-            row = {
+            row: dict[str, Any] = {
                 "strategy": name, "shots": k, "seeds": seeds,
                 "target_acc": _mean([m["target"]["accuracy"] for m in per_seed]),
                 "target_acc_per_seed": [m["target"]["accuracy"] for m in per_seed],

@@ -16,7 +16,7 @@ from torch import nn
 
 from transferkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from transferkit.engine.config import TrainConfig
-from transferkit.engine.precision import Placement, predict_logits, resolve_placement
+from transferkit.engine.precision import Placement, predict_logits, resolve_placement, set_memory_format
 from transferkit.errors import TransferkitError
 
 
@@ -130,7 +130,7 @@ def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> Phase
     place = phase.placement or resolve_placement(module, cfg.precision, cfg.channels_last, cfg.device)
     module.to(place.device)
     if place.channels_last:
-        module.to(memory_format=torch.channels_last)
+        set_memory_format(module, torch.channels_last)
     epochs = phase.epochs or cfg.epochs
     lr = phase.lr or cfg.lr
     x, y = phase.train
@@ -216,7 +216,7 @@ def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> Phase
     res.best_val_acc = loop["best_acc"] if validated else float("nan")
     res.seconds = time.perf_counter() - start
     if place.channels_last:
-        module.to(memory_format=torch.contiguous_format)
+        set_memory_format(module, torch.contiguous_format)
     return res
 
 

@@ -86,12 +86,17 @@ def predict_logits(module: nn.Module, x: torch.Tensor, place: Placement, batch_s
     """
     convert = place.channels_last and not _is_channels_last(module)
     if convert:  # weights in channels-last too (mixed formats take a slow path), restored after;
-        module.to(memory_format=torch.channels_last)  # outside inference mode: params stay trainable
+        set_memory_format(module, torch.channels_last)  # outside inference mode: params stay trainable
     try:
         return _predict(module, x, place, batch_size, sink)
     finally:
         if convert:
-            module.to(memory_format=torch.contiguous_format)
+            set_memory_format(module, torch.contiguous_format)
+
+
+def set_memory_format(module: nn.Module, fmt: torch.memory_format) -> None:
+    """Store ``module``'s 4-d weights in ``fmt`` (channels-last or contiguous), in place."""
+    module.to(memory_format=fmt)  # type: ignore[call-overload]
 
 
 def _is_channels_last(module: nn.Module) -> bool:

@@ -31,7 +31,7 @@ def small_cnn(spec: ModelSpec, width: int = 64, hidden: int = 512, dropout: floa
         )
 
     flat = 2 * width * (h // 4) * (w // 4)
-    groups = OrderedDict(
+    groups: OrderedDict[str, nn.Module] = OrderedDict(
         conv1=block(c, width),
         conv2=block(width, 2 * width),
         fc=nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(flat, hidden), nn.ReLU(inplace=True)),

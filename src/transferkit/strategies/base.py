@@ -161,7 +161,17 @@ def run_strategy(strategy: Strategy, ctx: TransferContext, checkpoint_dir: Path 
     return ctx.results
 
 
+def _as_bool(value: str) -> bool:
+    low = str(value).strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
 _TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
+_PARSERS: dict[type, Any] = {bool: _as_bool}
 
 
 def parse_options(cls: type, raw: dict[str, str]) -> Any:
@@ -172,9 +182,10 @@ def parse_options(cls: type, raw: dict[str, str]) -> Any:
         if key not in known:
             names = ", ".join(known) or "none"
             raise ConfigError(f"unknown strategy option '{key}' (options: {names})")
-        typ = _TYPES.get(str(known[key].type), str) if not isinstance(known[key].type, type) else known[key].type
+        declared = known[key].type
+        typ: type = declared if isinstance(declared, type) else _TYPES.get(str(declared), str)
         try:
-            kwargs[key] = typ(value) if not isinstance(value, typ) else value
+            kwargs[key] = value if isinstance(value, typ) else _PARSERS.get(typ, typ)(value)
         except ValueError:
             raise ConfigError(f"strategy option {key}={value!r} is not a valid {typ.__name__}") from None
     return cls(**kwargs)
