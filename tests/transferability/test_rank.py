@@ -134,3 +134,12 @@ def test_rank_result_kendall_taus(ranked: tuple[RankResult, list[int]], source_r
     assert set(taus) == set(SCORES) and all(t == pytest.approx(1.0) for t in taus.values())
     with pytest.raises(ConfigError, match="no accuracy given for candidate 'small_cnn\\[1\\]'"):
         result.kendall_taus({str(source_run): 0.9})
+
+
+def test_kendall_taus_rank_a_nan_score_last_instead_of_failing() -> None:
+    from transferkit.transferability.rank import CandidateScores, RankResult
+
+    cands = [CandidateScores(n, "m", {"parc": v}, 0.0, 0.0) for n, v in (("a", 1.0), ("b", float("nan")), ("c", 3.0))]
+    result = RankResult("d", 10, 2, None, 0, ["parc"], {"parc": True}, cands)
+    assert result.kendall_taus({"a": 0.5, "b": 0.1, "c": 0.9})["parc"] == pytest.approx(1.0)
+    assert result.kendall_taus({"a": 0.5, "b": 0.95, "c": 0.9})["parc"] == pytest.approx(-1 / 3)

@@ -100,7 +100,9 @@ class RankResult:
     def kendall_taus(self, accuracies: Mapping[str, float]) -> dict[str, float]:
         """Score name -> Kendall's tau between its (oriented) values and measured ``accuracies``.
 
-        ``accuracies`` maps every candidate name to the accuracy it reached after transfer.
+        ``accuracies`` maps every candidate name to the accuracy it reached after transfer. A score
+        that is not finite for some candidates (e.g. PARC on constant features) is ranked last for
+        them, as :meth:`ranking` does.
         """
         missing = [c.name for c in self.candidates if c.name not in accuracies]
         if missing:
@@ -108,8 +110,10 @@ class RankResult:
         acc = [float(accuracies[c.name]) for c in self.candidates]
         out = {}
         for s in self.score_names:
-            v = [c.scores[s] if self.higher_is_better[s] else -c.scores[s] for c in self.candidates]
-            out[s] = kendall_tau(v, acc)
+            v = self._oriented(s)
+            finite = np.isfinite(v)
+            worst = v[finite].min() - 1.0 if finite.any() else 0.0
+            out[s] = kendall_tau(list(np.where(finite, v, worst)), acc)
         return out
 
     def to_table(self) -> str:
