@@ -82,3 +82,15 @@ def test_adapt_errors_are_clear(source_run: Path) -> None:
         adapt(source_run, "mnist5k", "digits8", method="dnn")
     with pytest.raises(ConfigError, match="unknown validator"):
         adapt(source_run, "mnist5k", "digits8", validator="oracle")
+
+
+def test_adapt_defaults_to_the_papers_sgd_recipe(source_run: Path, tmp_path: Path) -> None:
+    """Unless told otherwise, adaptation trains with SGD at lr 0.01 (DANN/CDAN/MCC papers); choices are kept."""
+    kw = {"method": "source_only", "epochs": 1, "batch_size": 64, "precision": "fp32", "progress": "off",
+          "max_source": 200, "max_target": 100}
+    adapt(source_run, "mnist5k", "digits8", out=tmp_path / "a", **kw)
+    train = json.loads((tmp_path / "a" / "config.json").read_text())["train"]
+    assert (train["optimizer"], train["lr"]) == ("sgd", 0.01)
+    adapt(source_run, "mnist5k", "digits8", out=tmp_path / "b", optimizer="adamw", **kw)
+    train = json.loads((tmp_path / "b" / "config.json").read_text())["train"]
+    assert train["optimizer"] == "adamw" and train["lr"] == 1e-3

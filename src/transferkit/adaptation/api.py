@@ -140,9 +140,17 @@ def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, targ
         validator: label-free score for checkpoint and method selection (``im``, ``snd``,
             ``entropy``, ``dev``).
         max_source, max_target: cap the training examples per domain (seeded subsample).
-        train: :class:`~transferkit.engine.config.TrainConfig` fields; ``epochs`` defaults to 10.
+        train: :class:`~transferkit.engine.config.TrainConfig` fields; ``epochs`` defaults to 10,
+            ``optimizer`` to ``sgd`` and then ``lr`` to 0.01 (the UDA papers' recipe; see above).
     """
     train.setdefault("epochs", 10)
+    # SGD with Nesterov momentum 0.9 at lr 0.01, as in the papers the methods come from (Ganin et al.,
+    # JMLR 2016, sec. 5.2; Long et al., NeurIPS 2018, sec. 4; Jin et al., ECCV 2020, sec. 4) and in
+    # TLlib's digit recipes. AdamW (the pre-training default) destabilises the adversarial min-max:
+    # mnist5k->digits8, small_cnn, seed 0, 5 epochs: dann 61.6% with AdamW vs 82.7% with SGD.
+    train.setdefault("optimizer", "sgd")
+    if train["optimizer"] == "sgd":
+        train.setdefault("lr", 0.01)
     cfg = _config(seed, train)
     VALIDATORS.get(validator)
     cands = _candidates(method, options or {})
