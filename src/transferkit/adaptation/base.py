@@ -8,6 +8,8 @@ a method: the context holds target *inputs* only.
 
 from __future__ import annotations
 
+import abc
+
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -102,7 +104,7 @@ def joint_forward(model: TransferModel, xs: torch.Tensor, xt: torch.Tensor | Non
     return f[:ns], z[:ns], f[ns:], z[ns:]
 
 
-class Method:
+class Method(abc.ABC):
     """Base class: subclasses set ``name``, ``Options`` and implement :meth:`phases`."""
 
     name: ClassVar[str] = ""
@@ -114,8 +116,9 @@ class Method:
     def check(self, model: TransferModel) -> None:
         """Raise a :class:`~transferkit.errors.ConfigError` when ``model`` cannot use this method."""
 
+    @abc.abstractmethod
     def phases(self, ctx: AdaptContext) -> Iterator[Phase]:
-        raise NotImplementedError  # abstract: every registered method overrides it
+        """Yield the phases to train, in order."""
 
     def finish(self, ctx: AdaptContext) -> None:
         """Called after the last phase (e.g. AdaBN's statistics). Default: nothing."""

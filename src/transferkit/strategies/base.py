@@ -174,18 +174,19 @@ _TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
 _PARSERS: dict[type, Any] = {bool: _as_bool}
 
 
-def parse_options(cls: type, raw: dict[str, str]) -> Any:
-    """Build an options dataclass from ``key=value`` strings, converting to the field types."""
+def parse_options(cls: type, raw: dict[str, str], kind: str = "strategy") -> Any:
+    """Build an options dataclass from ``key=value`` strings, converting to the field types
+    (``true``/``false``, ``yes``/``no``, ``1``/``0`` for booleans); ``kind`` names them in errors."""
     known = {f.name: f for f in fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in known:
             names = ", ".join(known) or "none"
-            raise ConfigError(f"unknown strategy option '{key}' (options: {names})")
+            raise ConfigError(f"unknown {kind} option '{key}' (options: {names})")
         declared = known[key].type
         typ: type = declared if isinstance(declared, type) else _TYPES.get(str(declared), str)
         try:
             kwargs[key] = value if isinstance(value, typ) else _PARSERS.get(typ, typ)(value)
         except ValueError:
-            raise ConfigError(f"strategy option {key}={value!r} is not a valid {typ.__name__}") from None
+            raise ConfigError(f"{kind} option {key}={value!r} is not a valid {typ.__name__}") from None
     return cls(**kwargs)
