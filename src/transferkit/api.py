@@ -18,7 +18,7 @@ from transferkit.errors import ConfigError
 from transferkit.evaluation.evaluate import evaluate_model, source_accuracy, source_test_split
 from transferkit.models import ModelSpec, TransferModel, build_model
 from transferkit.report import write_report
-from transferkit.runs import LoadedRun, RunDir, load_run
+from transferkit.runs import LoadedRun, RunDir, load_run, marks_failure
 from transferkit.strategies import STRATEGIES, TransferContext, make_strategy, run_strategy
 
 SPLIT = {"val": 0.15, "test": 0.3}
@@ -69,7 +69,7 @@ def pretrain(data: str, model: str = "small_cnn", out: str | Path | None = None,
     config = {"command": "pretrain", "data": data, "model": model, "model_kwargs": spec.kwargs, "seed": seed,
               "split": {**SPLIT, "seed": seed}, "train": asdict(cfg)}
     run = RunDir.create(out, "pretrain", config, overwrite) if out is not None else None
-    try:
+    with marks_failure(run):
         t0 = time.perf_counter()
         ctx = TransferContext(net, {}, _tensors(sp.train), _tensors(sp.val), cfg, lambda: build_model(spec, seed))
         results = run_strategy(make_strategy("scratch"), ctx, run.checkpoints if run else None)
@@ -78,10 +78,6 @@ def pretrain(data: str, model: str = "small_cnn", out: str | Path | None = None,
         metrics = {"source": test, "train_seconds": time.perf_counter() - t0, "n_train": len(sp.train),
                    "phases": [_phase_summary(r) for r in results]}
         _finish(run, net, metrics, [asdict(r) for r in results])
-    except BaseException as e:
-        if run is not None:
-            run.fail(e)
-        raise
     return RunResult(net, metrics, run.path if run else None, [asdict(r) for r in results])
 
 
@@ -151,7 +147,7 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
               "data": data, "strategy": strategy, "options": dict(options or {}), "shots": shots, "seed": seed,
               "head": head, "source_data": source_data, "split": {**SPLIT, "seed": seed}, "train": asdict(cfg)}
     run = RunDir.create(out, "transfer", config, overwrite) if out is not None else None
-    try:
+    with marks_failure(run):
         t0 = time.perf_counter()
         ctx = TransferContext(model, {k: v.clone() for k, v in model.state_dict().items()}, _tensors(train_ds),
                               _tensors(val_ds), cfg, lambda: _fresh_like(model, seed), cache=cache or DEFAULT_CACHE)
@@ -171,10 +167,6 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
         history = [asdict(r) for r in results]
         extra = {f"source_head.{k}": v for k, v in source_head.state_dict().items()}
         _finish(run, model, metrics, history, extra)
-    except BaseException as e:
-        if run is not None:
-            run.fail(e)
-        raise
     return RunResult(model, metrics, run.path if run else None, history, notes)
 
 

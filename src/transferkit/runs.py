@@ -16,12 +16,14 @@ Every file is written atomically; ``run.json`` says ``complete`` only after ever
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -105,6 +107,17 @@ class RunDir:
         info = read_json(self.path / "run.json")
         write_json(self.path / "run.json", {**info, "status": "failed", "finished": _now(),
                                             "error": f"{type(error).__name__}: {error}"})
+
+
+@contextlib.contextmanager
+def marks_failure(run: RunDir | None) -> Iterator[None]:
+    """Mark ``run`` failed (with the error) when the block raises, then re-raise; ``None`` is a no-op."""
+    try:
+        yield
+    except BaseException as e:
+        if run is not None:
+            run.fail(e)
+        raise
 
 
 @dataclass

@@ -28,7 +28,7 @@ from transferkit.engine.precision import resolve_placement
 from transferkit.errors import ConfigError
 from transferkit.evaluation.evaluate import evaluate_model
 from transferkit.models import TransferModel
-from transferkit.runs import LoadedRun, RunDir
+from transferkit.runs import LoadedRun, RunDir, marks_failure
 
 #: Label-free split of the target inputs: validation (checkpoint/method selection) and held out.
 TARGET_SPLIT = {"val": 0.15, "test": 0.3}
@@ -165,7 +165,7 @@ def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, targ
               "target_split": {**TARGET_SPLIT, "seed": seed, "labels_read": False},
               "max_source": max_source, "max_target": max_target, "train": asdict(cfg)}
     run = RunDir.create(out, "adapt", config, overwrite) if out is not None else None
-    try:
+    with marks_failure(run):
         t0 = time.perf_counter()
         src_feats = _features(src_model, _tensor(data.source_test.x))
         metrics: dict[str, Any] = {"method": method, "validator": validator, "seed": seed,
@@ -204,10 +204,6 @@ def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, targ
         history = [{"candidate": r["label"], **asdict(p)} for r, _, res in runs for p in res]
         extra = {f"source_head.{k}": v for k, v in source_head.state_dict().items()}
         _finish(run, model, metrics, history, extra)
-    except BaseException as e:
-        if run is not None:
-            run.fail(e)
-        raise
     return RunResult(model, metrics, run.path if run else None, history, [])
 
 
