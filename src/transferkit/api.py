@@ -137,7 +137,7 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
         if source_data != src_config.get("data"):
             notes.append(f"source accuracy is measured on all of {source_data}: the source run's split is unknown, "
                          "so it may include the source's own training data")
-        metrics["source_before"] = source_accuracy(model, source_head, src_eval)
+        metrics["source_before"] = _source_before(model, source_head, src_eval)
     if keep and head != "new":
         notes.append("target classes match the source: the source head is kept as the starting head")
     else:
@@ -168,6 +168,21 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
         extra = {f"source_head.{k}": v for k, v in source_head.state_dict().items()}
         _finish(run, model, metrics, history, extra)
     return RunResult(model, metrics, run.path if run else None, history, notes)
+
+
+_SOURCE_BEFORE: dict[str, dict[str, Any]] = {}
+
+
+def _source_before(model: TransferModel, head: torch.nn.Module, ds: ArrayDataset) -> dict[str, Any]:
+    """Source accuracy of the untouched source model, computed once per (weights, data): every
+    transfer from the same source would otherwise repeat the same forward pass."""
+    from transferkit.engine.features import fingerprint
+
+    key = fingerprint(*model.state_dict().values(), *head.state_dict().values(), torch.from_numpy(ds.x),
+                      torch.from_numpy(ds.require_labels()))
+    if key not in _SOURCE_BEFORE:
+        _SOURCE_BEFORE[key] = source_accuracy(model, head, ds)
+    return dict(_SOURCE_BEFORE[key])
 
 
 def _fresh_like(model: TransferModel, seed: int) -> TransferModel:
