@@ -18,7 +18,7 @@ from transferkit.errors import ConfigError
 from transferkit.evaluation.evaluate import evaluate_model, source_accuracy, source_test_split
 from transferkit.models import ModelSpec, TransferModel, build_model
 from transferkit.report import write_report
-from transferkit.runs import LoadedRun, RunDir, load_run, marks_failure
+from transferkit.runs import LoadedRun, RunDir, load_run, load_source, marks_failure
 from transferkit.strategies import STRATEGIES, TransferContext, make_strategy, run_strategy
 
 SPLIT = {"val": 0.15, "test": 0.3}
@@ -86,22 +86,16 @@ def _phase_summary(r: Any) -> dict[str, Any]:
             "seconds": r.seconds, **r.placement}
 
 
-def _load_source(source: str | Path | LoadedRun | TransferModel) -> tuple[TransferModel, dict[str, Any]]:
-    if isinstance(source, TransferModel):
-        return source, {}
-    loaded = source if isinstance(source, LoadedRun) else load_run(source)
-    return loaded.model, loaded.config
-
-
 def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strategy: str = "lp_ft",
              shots: int | None = None, seed: int = 0, out: str | Path | None = None,
              options: dict[str, str] | None = None, head: str = "auto", source_data: str | None = None,
              compare_scratch: bool = False, overwrite: bool = False, cache: FeatureCache | None = None,
-             **train: Any) -> RunResult:
+             model_kwargs: dict[str, Any] | None = None, **train: Any) -> RunResult:
     """Initialise a target model from ``source`` and adapt it to ``data`` with ``strategy``.
 
     Args:
-        source: a run directory from :func:`pretrain`, a loaded run, or a :class:`TransferModel`.
+        source: a run directory from :func:`pretrain`, a loaded run, a :class:`TransferModel`, or
+            the name of a registered pretrained backbone (see ``transferkit models``).
         data: target data, a built-in name or a path; converted to the source's input shape.
         shots: labelled examples per class for training (and at most as many for validation);
             ``None`` uses the whole training split.
@@ -109,16 +103,17 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
             replaces it, ``keep`` insists on keeping it.
         source_data: the source data set; when given, source accuracy before and after is measured.
         compare_scratch: also train ``scratch`` on the same data and budget and report the gain.
+        model_kwargs: options of a pretrained backbone named by ``source`` (e.g. ``resolution``).
         train: :class:`TrainConfig` fields (``epochs``, ``lr``, ``precision`` ...).
     """
     if head not in ("auto", "new", "keep"):
         raise ConfigError(f"head={head!r} is not one of auto, new, keep")
     strat = make_strategy(strategy, options)
     cfg = _config(seed, train)
-    src_model, src_config = _load_source(source)
+    src_model, src_config = load_source(source, model_kwargs)
     model = copy.deepcopy(src_model)
     spec_src = copy.deepcopy(model.spec)
-    ds = load_dataset(data, shape=spec_src.input_shape, seed=seed)
+    ds = load_dataset(data, model=spec_src, seed=seed)
     sp = split(ds, seed=seed, **SPLIT)
     train_ds, val_ds = sp.train, sp.val
     if shots is not None:
@@ -133,7 +128,7 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
     metrics: dict[str, Any] = {"strategy": strategy, "shots": shots, "seed": seed, "data": data}
     src_eval = None
     if source_data is not None:
-        src_eval = source_test_split(source_data, src_config, spec_src.input_shape, spec_src.class_names)
+        src_eval = source_test_split(source_data, src_config, spec_src, spec_src.class_names)
         if source_data != src_config.get("data"):
             notes.append(f"source accuracy is measured on all of {source_data}: the source run's split is unknown, "
                          "so it may include the source's own training data")
@@ -145,7 +140,7 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
         notes.append(f"new head for {ds.num_classes} target classes (source had {spec_src.num_classes})")
     config = {"command": "transfer", "source": str(source) if isinstance(source, (str, Path)) else type(source).__name__,
               "data": data, "strategy": strategy, "options": dict(options or {}), "shots": shots, "seed": seed,
-              "head": head, "source_data": source_data, "split": {**SPLIT, "seed": seed}, "train": asdict(cfg)}
+              "head": head, "source_data": source_data, "model_kwargs": dict(model_kwargs or {}), "split": {**SPLIT, "seed": seed}, "train": asdict(cfg)}
     run = RunDir.create(out, "transfer", config, overwrite) if out is not None else None
     with marks_failure(run):
         t0 = time.perf_counter()
@@ -187,7 +182,7 @@ def _source_before(model: TransferModel, head: torch.nn.Module, ds: ArrayDataset
 
 def _fresh_like(model: TransferModel, seed: int) -> TransferModel:
     """A randomly initialised model with ``model``'s architecture and head."""
-    fresh = build_model(ModelSpec.from_json(model.spec.to_json()), seed)
+    fresh = build_model(ModelSpec.from_json(model.spec.to_json()), seed, pretrained=False)
     return fresh.to(next(model.parameters()).device)
 
 
@@ -196,7 +191,7 @@ def evaluate(run: str | Path, data: str, source_data: str | None = None, save: b
     with ``source_data``, the source task through the saved source head."""
     loaded = load_run(run)
     spec = loaded.spec
-    ds = load_dataset(data, shape=spec.input_shape, seed=int(loaded.config.get("seed", 0)))
+    ds = load_dataset(data, model=spec, seed=int(loaded.config.get("seed", 0)))
     if data == loaded.config.get("data") and ds.y is not None:
         s = loaded.config.get("split", {})
         ds = split(ds, val=s.get("val", 0.15), test=s.get("test", 0.3), seed=int(s.get("seed", 0))).test
@@ -206,7 +201,7 @@ def evaluate(run: str | Path, data: str, source_data: str | None = None, save: b
         head = loaded.source_head() or loaded.model.head
         src_cfg = _source_config(loaded)
         src_names = src_cfg.get("class_names") or spec.class_names
-        src = source_test_split(source_data, src_cfg, spec.input_shape, list(src_names))
+        src = source_test_split(source_data, src_cfg, spec, list(src_names))
         out["source"] = source_accuracy(loaded.model, head, src)
     if save:
         metrics = dict(loaded.metrics)

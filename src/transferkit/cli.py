@@ -15,6 +15,19 @@ from transferkit.errors import TransferkitError
 
 LISTINGS = ("datasets", "strategies", "models", "scores")
 
+#: Modules that add their own sub-commands: each has ``add_parsers(subparsers)`` and
+#: ``run(args) -> int | None`` (``None``: not my command).
+PLUGINS = (
+    "transferkit.adaptation.cli",
+    "transferkit.report.cli",
+)
+
+
+def _plugins() -> list[Any]:
+    import importlib
+
+    return [importlib.import_module(m) for m in PLUGINS]
+
 
 def _kv(items: Sequence[str] | None, flag: str) -> dict[str, str]:
     out: dict[str, str] = {}
@@ -61,12 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(pre)
 
     tr = sub.add_parser("transfer", help="initialise from a source run and adapt to target data")
-    tr.add_argument("--source", required=True, help="source run directory")
+    tr.add_argument("--source", required=True, help="source run directory or a pretrained backbone name")
     tr.add_argument("--data", required=True, help="target dataset name or path")
     tr.add_argument("--strategy", default="lp_ft", help="see `transferkit strategies`")
     tr.add_argument("--option", action="append", metavar="KEY=VALUE", help="strategy option, repeatable")
     tr.add_argument("--budget", default=None, help="with --strategy auto: seconds for its search, e.g. 120 or 120s")
     tr.add_argument("--shots", type=int, default=None, help="labelled examples per class (default: all)")
+    tr.add_argument("--model-opt", action="append", metavar="KEY=VALUE",
+                    help="option of a pretrained backbone named by --source (e.g. resolution=96), repeatable")
     tr.add_argument("--head", default="auto", choices=("auto", "new", "keep"), help="keep the source head when classes match")
     tr.add_argument("--source-data", default=None, help="source data: measure source accuracy before/after (forgetting)")
     tr.add_argument("--compare-scratch", action="store_true", help="also train scratch on the same budget; report the gain")
@@ -87,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rk = sub.add_parser("rank", help="rank candidate source models for target data by transferability scores")
     rk.add_argument("--data", required=True, help="target dataset name or path")
-    rk.add_argument("--candidates", nargs="+", required=True, help="source run directories")
+    rk.add_argument("--candidates", nargs="+", required=True, help="source run directories or pretrained backbone names")
     rk.add_argument("--shots", type=int, default=None, help="labelled examples per class to score on")
     rk.add_argument("--scores", default=None, help="comma-separated score names (see `transferkit scores`)")
     rk.add_argument("--max-samples", type=int, default=2000)
@@ -103,12 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--shots", default="1,5,10", help="comma-separated shots per class")
     demo.add_argument("--strategies", default="*", help="glob over strategy names")
     demo.add_argument("--seeds", default="0", help="comma-separated seeds")
-    from transferkit.adaptation.cli import add_parsers as add_adaptation_parsers
-
-    add_adaptation_parsers(sub)
-    from transferkit.report.cli import add_parsers as add_report_parsers
-
-    add_report_parsers(sub)
+    for plugin in _plugins():
+        plugin.add_parsers(sub)
     return p
 
 
@@ -129,12 +140,9 @@ def _listing(kind: str, pattern: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import transferkit as tk
-    from transferkit.adaptation.cli import run as run_adaptation
 
-    from transferkit.report import cli as report_cli
-
-    for plugin in (run_adaptation, report_cli.run):
-        if (code := plugin(args)) is not None:
+    for plugin in _plugins():
+        if (code := plugin.run(args)) is not None:
             return code
     if args.command in LISTINGS:
         _listing(args.command, args.pattern)
@@ -153,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
         res = tk.transfer(args.source, args.data, strategy=args.strategy, shots=args.shots, seed=args.seed,
                           out=args.out, options=options, head=args.head,
                           source_data=args.source_data, compare_scratch=args.compare_scratch,
-                          overwrite=args.overwrite, **_train_overrides(args))
+                          overwrite=args.overwrite, model_kwargs=_kv(args.model_opt, "--model-opt"),
+                          **_train_overrides(args))
         for note in res.notes:
             print(f"note: {note}")
         auto = res.metrics.get("strategy_info", {}).get("auto")

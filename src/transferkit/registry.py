@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from transferkit.errors import ConfigError, did_you_mean
 
@@ -44,6 +44,8 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} name {name!r} must be alphanumeric with '_' or '-'")
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is already registered")
+        if not summary and isinstance(obj, Lazy):
+            raise ValueError(f"{self.kind} {name!r}: a lazily imported entry needs a summary")
         if not summary:
             doc = getattr(obj, "__doc__", None) or ""
             summary = doc.strip().splitlines()[0] if doc.strip() else ""
@@ -69,3 +71,40 @@ class Registry(Generic[T]):
     def list(self, pattern: str = "*") -> list[Entry[T]]:
         """Entries whose name matches the glob ``pattern``, sorted by name."""
         return [self._entries[n] for n in sorted(self._entries) if fnmatch.fnmatch(n, pattern)]
+
+
+class Lazy:
+    """A registry entry that imports ``module.attr`` on first use.
+
+    Keeps ``import transferkit`` fast when a plug-in needs heavy packages (transformers, peft,
+    flwr): the module is imported only when the entry is called or inspected. ``inspect.signature``
+    and ``__doc__`` see the target's, so typed options and listings work unchanged.
+    """
+
+    def __init__(self, module: str, attr: str) -> None:
+        self.module, self.attr = module, attr
+
+    def resolve(self) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(self.module), self.attr)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # class attributes of a lazily imported class
+        if name.startswith("__") and name not in ("__signature__", "__wrapped__"):
+            raise AttributeError(name)
+        if name == "__signature__":
+            import inspect
+
+            return inspect.signature(self.resolve())
+        return getattr(self.resolve(), name)
+
+    def __repr__(self) -> str:
+        return f"Lazy({self.module}.{self.attr})"
+
+
+def lazy(module: str, attr: str) -> Any:
+    """``Lazy(module, attr)``, typed loosely so it can stand in for the real object in a registry."""
+    return Lazy(module, attr)

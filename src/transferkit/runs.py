@@ -162,7 +162,7 @@ def load_run(path: str | Path, model: TransferModel | None = None) -> LoadedRun:
         raise CheckpointError(f"{run.path / 'model.json'}: malformed ({e})") from None
     if model is None:
         try:
-            model = build_model(spec)
+            model = build_model(spec, pretrained=False)  # the saved weights replace any pretrained ones
         except ConfigError as e:  # an architecture or option this installation does not know
             raise CheckpointError(f"{run.path / 'model.json'}: {e}") from None
     elif model.spec.num_classes != spec.num_classes:
@@ -177,3 +177,25 @@ def load_run(path: str | Path, model: TransferModel | None = None) -> LoadedRun:
     mpath = run.path / "metrics.json"
     metrics = read_json(mpath) if mpath.exists() else {}
     return LoadedRun(run.path, model, config, metrics, extra)
+
+
+def load_source(source: str | Path | LoadedRun | TransferModel,
+                model_kwargs: dict[str, Any] | None = None) -> tuple[TransferModel, dict[str, Any]]:
+    """A transfer source and the config of the run that made it (empty when there is none).
+
+    ``source`` is a model, a loaded run, a run directory, or the name of a registered pretrained
+    backbone (``efficientnet_lite0``, ``minilm``...; ``model_kwargs`` are its options). A path
+    is tried first, so a run directory named like a backbone still loads as a run.
+    """
+    from transferkit.models import MODELS, from_pretrained
+
+    if isinstance(source, TransferModel):
+        return source, {}
+    if isinstance(source, LoadedRun):
+        return source.model, source.config
+    if model_kwargs and (Path(source).exists() or str(source) not in MODELS):
+        raise ConfigError(f"model options apply to a pretrained backbone name, not to the run {source}")
+    if not Path(source).exists() and str(source) in MODELS:
+        return from_pretrained(str(source), model_kwargs), {}
+    loaded = load_run(source)
+    return loaded.model, loaded.config

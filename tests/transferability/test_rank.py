@@ -15,7 +15,7 @@ import torch
 import transferkit.engine.features as features_module
 from transferkit.data import load_dataset, split
 from transferkit.errors import ConfigError, DataError
-from transferkit.models import TransferModel, build_model
+from transferkit.models import ModelSpec, TransferModel, build_model
 from transferkit.runs import LoadedRun
 from transferkit.transferability import DEFAULT_SCORES, SCORES, RankResult, kendall_tau, rank
 
@@ -81,7 +81,7 @@ def test_target_sample_is_the_training_split(source_run: Path) -> None:
     assert (result.n_samples, result.shots) == (30, 3)
     module = importlib.import_module("transferkit.transferability.rank")
     ds = load_dataset("digits8", shape=(1, 28, 28))
-    x, y, _ = module._target(ds, (1, 28, 28), seed=2, shots=None, max_samples=10**6)
+    x, y, _ = module._target(ds, ModelSpec("small_cnn", (1, 28, 28), []), seed=2, shots=None, max_samples=10**6)
     train = split(ds, seed=2, val=0.15, test=0.3).train
     assert torch.equal(x, torch.from_numpy(train.x)) and np.array_equal(y, train.y)
 

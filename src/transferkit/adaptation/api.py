@@ -21,14 +21,14 @@ from transferkit.adaptation.adistance import proxy_a_distance
 from transferkit.adaptation.base import AdaptContext, run_method, validation_data
 from transferkit.adaptation.methods import METHODS, make_method
 from transferkit.adaptation.validators import VALIDATORS, score_all
-from transferkit.api import SPLIT, RunResult, _config, _finish, _load_source, _phase_summary
+from transferkit.api import SPLIT, RunResult, _config, _finish, _phase_summary
 from transferkit.data import ArrayDataset, align_classes, load_dataset, split
 from transferkit.engine.features import extract_features
 from transferkit.engine.precision import resolve_placement
 from transferkit.errors import ConfigError
 from transferkit.evaluation.evaluate import evaluate_model
 from transferkit.models import TransferModel
-from transferkit.runs import LoadedRun, RunDir, marks_failure
+from transferkit.runs import LoadedRun, RunDir, load_source, marks_failure
 
 #: Label-free split of the target inputs: validation (checkpoint/method selection) and held out.
 TARGET_SPLIT = {"val": 0.15, "test": 0.3}
@@ -71,16 +71,16 @@ def _prepare(model: TransferModel, src_config: dict[str, Any], source_data: str,
              eval_data: str | None, seed: int, max_source: int | None, max_target: int | None) -> _Data:
     spec = model.spec
     s = {**SPLIT, "seed": seed, **src_config.get("split", {})}
-    ds_s = align_classes(load_dataset(source_data, shape=spec.input_shape, seed=int(s["seed"])), spec.class_names)
+    ds_s = align_classes(load_dataset(source_data, model=spec, seed=int(s["seed"])), spec.class_names)
     sp = split(ds_s, val=s["val"], test=s["test"], seed=int(s["seed"]))
     tr = _cap(sp.train, max_source, seed)
-    ds_t = load_dataset(target_data, shape=spec.input_shape, seed=seed, labels_required=False)
+    ds_t = load_dataset(target_data, model=spec, seed=seed, labels_required=False)
     ds_t = replace(ds_t, y=None)  # target labels, if the data has any, go no further
     i_tr, i_va, i_te = unlabelled_split(len(ds_t), seed=seed, **TARGET_SPLIT)
     t_tr = _cap(ds_t.subset(i_tr), max_target, seed)
     ev = None
     if eval_data is not None:
-        ev = align_classes(load_dataset(eval_data, shape=spec.input_shape, seed=seed), spec.class_names)
+        ev = align_classes(load_dataset(eval_data, model=spec, seed=seed), spec.class_names)
         ev.require_labels()
         if eval_data == target_data:  # same inputs: score only the held-out part never adapted on
             ev = ev.subset(i_te, ":heldout")
@@ -155,7 +155,7 @@ def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, targ
     VALIDATORS.get(validator)
     cands = _candidates(method, options or {})
     methods = [make_method(name, o) for _, name, o in cands]
-    src_model, src_config = _load_source(source)
+    src_model, src_config = load_source(source)
     for m in methods:
         m.check(src_model)
     data = _prepare(src_model, src_config, source_data, target_data, target_labels_for_eval, seed, max_source, max_target)

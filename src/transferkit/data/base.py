@@ -11,14 +11,16 @@ from transferkit.errors import ConfigError, DataError
 
 @dataclass
 class ArrayDataset:
-    """Images (or other inputs) as one float32 array plus integer labels.
+    """Inputs as one array plus integer labels.
 
     Attributes:
-        x: inputs, float32. Images are ``[N, C, H, W]`` with values in ``[0, 1]``.
+        x: inputs. Images are float32 ``[N, C, H, W]`` with values in ``[0, 1]``; tabular rows
+            float32 ``[N, D]``; raw text a string array ``[N]`` (a text model's preparer turns it
+            into int64 token ids); audio float32 waveforms ``[N, T]``.
         y: int64 labels ``[N]`` in ``0..len(class_names)-1``, or ``None`` when unlabelled.
         class_names: the name of each class index.
         name: where the data came from (a built-in name or a path), for messages and run records.
-        modality: ``"image"`` for now; other modalities plug in later.
+        modality: ``"image"``, ``"tabular"``, ``"text"`` or ``"audio"``.
     """
 
     x: np.ndarray
@@ -29,7 +31,7 @@ class ArrayDataset:
     meta: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.x.ndim < 2:
+        if self.x.ndim < 2 and self.modality != "text":
             raise DataError(f"{self.name}: inputs must have a sample axis, got shape {self.x.shape}")
         if len(self.x) == 0:
             raise DataError(f"{self.name}: dataset is empty")
@@ -41,7 +43,7 @@ class ArrayDataset:
                     f"{self.name}: label {int(self.y.max())} out of range for "
                     f"{len(self.class_names)} classes"
                 )
-        if not np.isfinite(self.x).all():
+        if self.x.dtype.kind in "fc" and not np.isfinite(self.x).all():
             raise DataError(f"{self.name}: inputs contain NaN or inf values")
 
     def __len__(self) -> int:

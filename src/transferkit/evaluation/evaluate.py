@@ -11,7 +11,7 @@ from torch import nn
 from transferkit.data import ArrayDataset, align_classes, load_dataset, split
 from transferkit.engine.precision import Placement, predict_logits, resolve_placement
 from transferkit.evaluation.metrics import classification_report
-from transferkit.models.base import TransferModel
+from transferkit.models.base import ModelSpec, TransferModel
 
 
 def evaluate_model(model: nn.Module, ds: ArrayDataset, num_classes: int, place: Placement | None = None) -> dict[str, Any]:
@@ -34,10 +34,10 @@ class _WithHead(nn.Module):
         return self.head(self.model.forward_features(x))
 
 
-def source_test_split(spec: str, source_config: dict[str, Any], shape: tuple[int, ...], class_names: list[str]) -> ArrayDataset:
-    """Rebuild the source run's held-out test split (same data, fractions and seed)."""
+def source_test_split(spec: str, source_config: dict[str, Any], model: ModelSpec, class_names: list[str]) -> ArrayDataset:
+    """Rebuild the source run's held-out test split (same data, fractions and seed), prepared for ``model``."""
     sp = source_config.get("split", {})
-    ds = load_dataset(spec, shape=shape, seed=int(sp.get("seed", 0)))
+    ds = load_dataset(spec, model=model, seed=int(sp.get("seed", 0)))
     if spec == source_config.get("data"):
         ds = split(ds, val=sp.get("val", 0.15), test=sp.get("test", 0.3), seed=int(sp.get("seed", 0))).test
     return align_classes(ds, class_names)

@@ -19,17 +19,47 @@ MODELS.add("small_cnn", small_cnn, "conv64 -> conv128 -> fc512 CNN with BatchNor
 MODELS.add("mlp", mlp, "multilayer perceptron on flattened inputs (images or tabular)")
 
 
-def build_model(spec: ModelSpec, seed: int | None = None) -> TransferModel:
+def build_model(spec: ModelSpec, seed: int | None = None, *, pretrained: bool | None = None) -> TransferModel:
     """Build the registered architecture ``spec.name`` (weights seeded when ``seed`` is given).
 
     ``spec.kwargs`` may hold strings (``--model-opt width=16``): they are converted to the type of
     the builder's default and written back, so ``model.json`` records the resolved values.
+    ``pretrained`` overrides a pretrained backbone's ``pretrained`` option for this call only
+    (``False``: random initialisation, for ``scratch`` or before loading saved weights).
     """
     builder = MODELS.get(spec.name)
     spec.kwargs = _model_options(spec.name, builder, spec.kwargs)
     if seed is not None:
         torch.manual_seed(seed)
-    return builder(spec, **spec.kwargs)
+    kwargs = dict(spec.kwargs)
+    if pretrained is not None and is_pretrained(spec.name):
+        kwargs["pretrained"] = pretrained
+    return builder(spec, **kwargs)
+
+
+def is_pretrained(name: str) -> bool:
+    """Whether the registered backbone ``name`` loads pretrained weights (has a ``pretrained`` option)."""
+    return "pretrained" in inspect.signature(MODELS.get(name)).parameters
+
+
+def from_pretrained(name: str, model_kwargs: dict[str, Any] | None = None) -> TransferModel:
+    """A registered pretrained backbone with its weights, ready to be a transfer source.
+
+    The builder fills in the input shape, modality and source classes (e.g. ImageNet's 1,000, or
+    none for a sentence encoder) of the :class:`ModelSpec` it is given.
+
+    Raises:
+        ConfigError: ``name`` is unknown, or an architecture without pretrained weights.
+    """
+    if not is_pretrained(name):
+        pre = ", ".join(n for n in MODELS if is_pretrained(n)) or "none installed"
+        raise ConfigError(f"model '{name}' has no pretrained weights: pretrain it first "
+                          f"(`transferkit pretrain --model {name}`); pretrained backbones: {pre}")
+    spec = ModelSpec(name, (), [], dict(model_kwargs or {}), modality="")
+    model = build_model(spec)
+    if not model.spec.modality or not model.spec.input_shape:
+        raise AssertionError(f"backbone {name} did not fill in its input shape and modality")
+    return model
 
 
 def _model_options(name: str, builder: Callable[..., TransferModel], raw: dict[str, Any]) -> dict[str, Any]:
@@ -54,4 +84,4 @@ def _model_options(name: str, builder: Callable[..., TransferModel], raw: dict[s
     return out
 
 
-__all__ = ["MODELS", "ModelSpec", "TransferModel", "build_model", "wrap_module"]
+__all__ = ["MODELS", "ModelSpec", "TransferModel", "build_model", "from_pretrained", "is_pretrained", "wrap_module"]

@@ -78,7 +78,7 @@ def held_out_sample(loaded: LoadedRun, max_samples: int, seed: int = 0) -> Array
     """A seeded subsample (at most ``max_samples``) of the run's test split, in the model's classes."""
     cfg = loaded.config
     sp = cfg.get("split") or {}
-    ds = load_dataset(str(cfg["data"]), shape=loaded.spec.input_shape, seed=int(cfg.get("seed", 0)))
+    ds = load_dataset(str(cfg["data"]), model=loaded.spec, seed=int(cfg.get("seed", 0)))
     ds = split(ds, val=sp.get("val", 0.15), test=sp.get("test", 0.3), seed=int(sp.get("seed", 0))).test
     ds = align_classes(ds, loaded.spec.class_names)
     if len(ds) > max_samples:

@@ -8,6 +8,7 @@ so importing this module (and the score registry) stays cheap.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     import torch
 
     from transferkit.data import ArrayDataset
-    from transferkit.models import TransferModel
+    from transferkit.models import ModelSpec, TransferModel
     from transferkit.runs import LoadedRun
 
     Candidate = Union[str, Path, TransferModel, LoadedRun]
@@ -186,17 +187,24 @@ def _subsample(y: np.ndarray, max_samples: int, seed: int) -> np.ndarray:
     return np.sort(np.argsort(key, kind="stable")[:max_samples])
 
 
-def _target(data: str | Path | ArrayDataset, shape: tuple[int, ...], *, seed: int, shots: int | None,
+def _input_key(spec: ModelSpec) -> str:
+    """Candidates whose inputs are prepared the same way share one loaded target set."""
+    if spec.modality == "image":
+        return f"image{tuple(spec.input_shape)}"
+    return json.dumps({k: v for k, v in spec.to_json().items() if k != "class_names"}, sort_keys=True)
+
+
+def _target(data: str | Path | ArrayDataset, spec: ModelSpec, *, seed: int, shots: int | None,
             max_samples: int) -> tuple[torch.Tensor, np.ndarray, str]:
-    """The (sub-sampled) training split of ``data`` at ``shape``: inputs, labels, data set name."""
+    """The (sub-sampled) training split of ``data`` prepared for ``spec``: inputs, labels, name."""
     import torch
 
-    from transferkit.data import ArrayDataset, conform, kshot, load_dataset, split
+    from transferkit.data import ArrayDataset, kshot, load_dataset, prepare, split
 
     if isinstance(data, ArrayDataset):
-        ds = conform(data, shape)
+        ds = prepare(data, spec)
     else:
-        ds = load_dataset(str(data), shape=shape, seed=seed)
+        ds = load_dataset(str(data), model=spec, seed=seed)
     train = split(ds, seed=seed, val=0.15, test=0.3).train
     if shots is not None:
         train = kshot(train, shots, seed=seed)
@@ -208,15 +216,15 @@ def _target(data: str | Path | ArrayDataset, shape: tuple[int, ...], *, seed: in
 
 def _load(cand: Candidate, i: int) -> tuple[TransferModel, str]:
     from transferkit.models import TransferModel
-    from transferkit.runs import LoadedRun, load_run
+    from transferkit.runs import LoadedRun, load_source
 
     if isinstance(cand, TransferModel):
         return cand, f"{cand.spec.name}[{i}]"
     if isinstance(cand, LoadedRun):
         return cand.model, str(cand.path)
     if isinstance(cand, (str, Path)):
-        return load_run(cand).model, str(cand)
-    raise ConfigError(f"candidate {i} is a {type(cand).__name__}; pass run directories or TransferModel objects")
+        return load_source(cand)[0], str(cand)
+    raise ConfigError(f"candidate {i} is a {type(cand).__name__}; pass run directories, backbone names or TransferModel objects")
 
 
 def _probs(model: TransferModel, feats: torch.Tensor, device: torch.device) -> np.ndarray:
@@ -276,7 +284,7 @@ def rank(candidates: Candidate | Sequence[Candidate], data: str | Path | ArrayDa
     if shots is not None:
         shots = check_positive_int("shots", shots)
 
-    targets: dict[tuple[int, ...], tuple[Any, np.ndarray, str]] = {}
+    targets: dict[str, tuple[Any, np.ndarray, str]] = {}
     data_seconds = 0.0
     results: list[CandidateScores] = []
     for i, cand in enumerate(cands):
@@ -284,10 +292,10 @@ def rank(candidates: Candidate | Sequence[Candidate], data: str | Path | ArrayDa
         model, name = _load(cand, i)
         if names is not None:
             name = str(names[i])
-        shape = tuple(model.spec.input_shape)
+        shape = _input_key(model.spec)
         if shape not in targets:
             t_data = time.perf_counter()
-            targets[shape] = _target(data, shape, seed=seed, shots=shots, max_samples=max_samples)
+            targets[shape] = _target(data, model.spec, seed=seed, shots=shots, max_samples=max_samples)
             data_seconds += time.perf_counter() - t_data
             t0 += time.perf_counter() - t_data  # data loading is shared, not this candidate's cost
         x, y, data_name = targets[shape]
