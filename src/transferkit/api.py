@@ -48,7 +48,9 @@ def _config(seed: int, overrides: dict[str, Any]) -> TrainConfig:
 
 def _finish(run: RunDir | None, model: TransferModel, metrics: dict[str, Any], history: list[dict[str, Any]],
             extra: dict[str, torch.Tensor] | None = None) -> None:
-    if run is None:
+    from transferkit.engine import distributed
+
+    if run is None or not distributed.is_main():  # under torchrun only rank 0 writes
         return
     run.save_model(model, extra)
     run.write("history.json", history)
@@ -65,13 +67,13 @@ def pretrain(data: str, model: str = "small_cnn", out: str | Path | None = None,
     ds = load_dataset(data, seed=seed)
     sp = split(ds, seed=seed, **SPLIT)
     spec = ModelSpec(model, ds.input_shape, ds.class_names, dict(model_kwargs or {}), ds.modality)
-    net = build_model(spec, seed)
+    net = build_model(spec, seed, pretrained=False)  # pretraining starts from random weights
     config = {"command": "pretrain", "data": data, "model": model, "model_kwargs": spec.kwargs, "seed": seed,
               "split": {**SPLIT, "seed": seed}, "train": asdict(cfg)}
     run = RunDir.create(out, "pretrain", config, overwrite) if out is not None else None
     with marks_failure(run):
         t0 = time.perf_counter()
-        ctx = TransferContext(net, {}, _tensors(sp.train), _tensors(sp.val), cfg, lambda: build_model(spec, seed))
+        ctx = TransferContext(net, {}, _tensors(sp.train), _tensors(sp.val), cfg, lambda: build_model(spec, seed, pretrained=False))
         results = run_strategy(make_strategy("scratch"), ctx, run.checkpoints if run else None)
         net = ctx.model
         test = evaluate_model(net, sp.test, spec.num_classes)
@@ -161,6 +163,8 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
             metrics["gain_vs_scratch"] = metrics["target"]["accuracy"] - base.metrics["target"]["accuracy"]
         history = [asdict(r) for r in results]
         extra = {f"source_head.{k}": v for k, v in source_head.state_dict().items()}
+        if run is not None:
+            metrics["artifacts"] = [p.name for p in strat.save_artifacts(run.path)]
         _finish(run, model, metrics, history, extra)
     return RunResult(model, metrics, run.path if run else None, history, notes)
 

@@ -20,6 +20,8 @@ LISTINGS = ("datasets", "strategies", "models", "scores")
 PLUGINS = (
     "transferkit.adaptation.cli",
     "transferkit.report.cli",
+    "transferkit.federated.cli",
+    "transferkit.zeroshot_cli",
 )
 
 
@@ -62,6 +64,9 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="transferkit", description="Transfer learning, fast and measured.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    p.add_argument("--config", metavar="FILE",
+                   help="a .toml/.json file of the sub-command's flags (typed flags override it; paths in it "
+                        "are relative to its folder and may not leave it)")
     sub = p.add_subparsers(dest="command", required=True)
 
     pre = sub.add_parser("pretrain", help="train a source model from scratch on source data")
@@ -210,7 +215,21 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        from transferkit.configfile import expand_config
+
+        argv = expand_config(parser, argv)
+    except TransferkitError as e:
+        print(f"transferkit: error: {e}", file=sys.stderr)
+        return e.exit_code
+    args = parser.parse_args(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: join the group; rank 0 alone prints
+        from transferkit.engine import distributed
+
+        if not distributed.is_main():
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     logging.basicConfig(level=logging.INFO, format="transferkit: %(message)s", stream=sys.stderr)
     try:
         return run(args)

@@ -9,6 +9,8 @@ Layout::
     metrics.json        evaluation results
     history.json        per-epoch training records of every phase
     report.md           a human-readable summary
+    adapter.safetensors parameter-efficient runs (lora, bitfit) only: the trained part alone, with
+    adapter.json        its config; ``transferkit.strategies.peft.load_adapter`` applies it to the source
     checkpoints/        per-phase training state while running (removed when complete)
 
 Every file is written atomically; ``run.json`` says ``complete`` only after everything else.
@@ -29,7 +31,7 @@ from typing import Any
 import torch
 
 from transferkit import __version__
-from transferkit.errors import CheckpointError, ConfigError
+from transferkit.errors import CheckpointError, ConfigError, did_you_mean
 from transferkit.io import atomic_write_bytes, load_tensors, read_json, save_tensors, write_json
 from transferkit.models import ModelSpec, TransferModel, build_model
 
@@ -39,6 +41,13 @@ def _read_or_none(path: Path) -> Any:
         return read_json(path)
     except CheckpointError:
         return None
+
+
+def _writer() -> bool:
+    """Whether this process writes run directories: always, except on torchrun ranks other than 0."""
+    from transferkit.engine import distributed
+
+    return distributed.is_main()
 
 
 def _now() -> str:
@@ -51,7 +60,17 @@ class RunDir:
 
     @classmethod
     def create(cls, path: str | Path, kind: str, config: dict[str, Any], overwrite: bool = False) -> RunDir:
-        """Start a run in ``path``. A complete run there is kept unless ``overwrite``."""
+        """Start a run in ``path``. A complete run there is kept unless ``overwrite``.
+
+        Under torchrun only rank 0 creates it; the other ranks wait, then get a view that writes nothing.
+        """
+        from transferkit.engine import distributed
+
+        run = distributed.run_on_main(lambda: cls._create(path, kind, config, overwrite))
+        return run if run is not None else cls(Path(path))
+
+    @classmethod
+    def _create(cls, path: str | Path, kind: str, config: dict[str, Any], overwrite: bool) -> RunDir:
         run = cls(Path(path))
         status = run.status()
         if status == "complete" and not overwrite:
@@ -84,6 +103,8 @@ class RunDir:
             return "corrupt"
 
     def save_model(self, model: TransferModel, extra: dict[str, torch.Tensor] | None = None) -> None:
+        if not _writer():
+            return
         tensors = dict(model.state_dict())
         for k, v in (extra or {}).items():
             tensors[k] = v
@@ -91,18 +112,22 @@ class RunDir:
         write_json(self.path / "model.json", model.spec.to_json())
 
     def write(self, name: str, obj: Any) -> None:
+        if not _writer():
+            return
         if name.endswith(".json"):
             write_json(self.path / name, obj)
         else:
             atomic_write_bytes(self.path / name, str(obj).encode())
 
     def complete(self) -> None:
+        if not _writer():
+            return
         shutil.rmtree(self.checkpoints, ignore_errors=True)
         info = read_json(self.path / "run.json")
         write_json(self.path / "run.json", {**info, "status": "complete", "finished": _now()})
 
     def fail(self, error: BaseException) -> None:
-        if not (self.path / "run.json").exists():
+        if not _writer() or not (self.path / "run.json").exists():
             return
         info = read_json(self.path / "run.json")
         write_json(self.path / "run.json", {**info, "status": "failed", "finished": _now(),
@@ -195,7 +220,11 @@ def load_source(source: str | Path | LoadedRun | TransferModel,
         return source.model, source.config
     if model_kwargs and (Path(source).exists() or str(source) not in MODELS):
         raise ConfigError(f"model options apply to a pretrained backbone name, not to the run {source}")
-    if not Path(source).exists() and str(source) in MODELS:
-        return from_pretrained(str(source), model_kwargs), {}
+    if not Path(source).exists():
+        if str(source) in MODELS:
+            return from_pretrained(str(source), model_kwargs), {}
+        if "/" not in str(source):
+            raise CheckpointError(f"{source}: no such run directory, nor a registered backbone"
+                                  f"{did_you_mean(str(source), MODELS)}")
     loaded = load_run(source)
     return loaded.model, loaded.config

@@ -15,6 +15,7 @@ from transferkit.adaptation.functional import (
     domain_adversarial_loss,
     entropy_weights,
     multilinear_map,
+    randomized_multilinear_map,
 )
 from transferkit.engine.loop import Phase
 from transferkit.errors import ConfigError
@@ -66,17 +67,44 @@ class DANN(Method):
 @dataclass
 class CDANOptions(AdversarialOptions):
     entropy: bool = field(default=True, metadata={"help": "CDAN+E: weight examples by 1 + exp(-entropy)"})
+    max_map_dim: int = field(default=4096, metadata={
+        "help": "use the randomized multilinear map (output this size) when features x classes exceeds it"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_map_dim < 1:
+            raise ConfigError(f"max_map_dim must be at least 1, got {self.max_map_dim}")
+
+
+class RandomMap(nn.Module):
+    """The fixed random matrices of :func:`randomized_multilinear_map`, kept as buffers (saved, moved)."""
+
+    r_features: torch.Tensor
+    r_probs: torch.Tensor
+
+    def __init__(self, feature_dim: int, num_classes: int, out_dim: int) -> None:
+        super().__init__()
+        self.register_buffer("r_features", torch.randn(feature_dim, out_dim))
+        self.register_buffer("r_probs", torch.randn(num_classes, out_dim))
+
+    def forward(self, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return randomized_multilinear_map(f, g, self.r_features, self.r_probs)
 
 
 def cdan_loss(module: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor | None,
               trade_off: float, use_entropy: bool = True) -> torch.Tensor:
-    """``CE(source) + trade_off * L_dom`` on ``GRL(g ⊗ f)`` (Long et al., NeurIPS 2018, eqs. 4-8)."""
+    """``CE(source) + trade_off * L_dom`` on ``GRL(g ⊗ f)`` (Long et al., NeurIPS 2018, eqs. 4-8).
+
+    When the module carries a ``random_map`` (:class:`RandomMap`) its randomized map replaces ``g ⊗ f``.
+    """
     fs, zs, ft, zt = joint_forward(module.model, xs, xt)
     cls = F.cross_entropy(zs.float(), ys)
     if ft is None or zt is None:
         return cls
     f, z = torch.cat([fs, ft]).float(), torch.cat([zs, zt]).float()
-    h = multilinear_map(f, F.softmax(z, dim=1).detach())
+    g = F.softmax(z, dim=1).detach()
+    rmap = getattr(module, "random_map", None)
+    h = multilinear_map(f, g) if rmap is None else rmap(f, g)
     d = module.discriminator(module.grl(h))
     ns = len(fs)
     ws = wt = None
@@ -86,14 +114,25 @@ def cdan_loss(module: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xt: torch.T
 
 
 class CDAN(Method):
-    """CDAN(+E) (Long et al., NeurIPS 2018): the discriminator sees features conditioned on predictions."""
+    """CDAN(+E) (Long et al., NeurIPS 2018): the discriminator sees features conditioned on predictions.
+
+    Above ``max_map_dim`` (features x classes) the randomized multilinear map of that size is used.
+    """
 
     name = "cdan"
     Options = CDANOptions
 
     def phases(self, ctx: AdaptContext) -> Iterator[Phase]:
         dim = ctx.model.feature_dim * ctx.model.num_classes
+        rmap = None
+        if dim > self.options.max_map_dim:
+            rmap = RandomMap(ctx.model.feature_dim, ctx.model.num_classes, self.options.max_map_dim)
+            dim = self.options.max_map_dim
         disc = domain_discriminator(dim, self.options.hidden, self.options.dropout)
         grl = GradientReversal(max_steps=ctx.total_steps())
         w, e = self.options.trade_off, self.options.entropy
-        yield adapt_phase(ctx, lambda m, xs, ys, xt: cdan_loss(m, xs, ys, xt, w, e), "cdan", discriminator=disc, grl=grl)
+        phase = adapt_phase(ctx, lambda m, xs, ys, xt: cdan_loss(m, xs, ys, xt, w, e), "cdan",
+                            discriminator=disc, grl=grl)
+        if rmap is not None:
+            phase.module.random_map = rmap  # a buffer-only submodule: saved and moved with the phase
+        yield phase

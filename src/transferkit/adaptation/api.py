@@ -9,6 +9,7 @@ trade-off weights and checkpoints are chosen by label-free validators. Labels ar
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -44,6 +45,7 @@ class _Data:
     target_val: torch.Tensor
     target_test: torch.Tensor
     eval: ArrayDataset | None
+    eval_all: ArrayDataset | None = None
 
 
 def unlabelled_split(n: int, *, val: float, test: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -55,6 +57,14 @@ def unlabelled_split(n: int, *, val: float, test: float, seed: int) -> tuple[np.
     if n - n_test - n_val < 2:
         raise ConfigError(f"target data has {n} examples: too few to split (need at least 5)")
     return np.sort(perm[n_test + n_val :]), np.sort(perm[n_test : n_test + n_val]), np.sort(perm[:n_test])
+
+
+def epochs_for(iterations: int, n: int, batch_size: int) -> int:
+    """Epochs over ``n`` training examples giving at least ``iterations`` optimizer steps
+    (steps per epoch as :func:`transferkit.engine.fit` counts them)."""
+    bs = min(batch_size, n)
+    per_epoch = n // bs if n % bs == 1 else math.ceil(n / bs)
+    return max(1, math.ceil(iterations / per_epoch))
 
 
 def _tensor(x: np.ndarray) -> torch.Tensor:
@@ -78,16 +88,16 @@ def _prepare(model: TransferModel, src_config: dict[str, Any], source_data: str,
     ds_t = replace(ds_t, y=None)  # target labels, if the data has any, go no further
     i_tr, i_va, i_te = unlabelled_split(len(ds_t), seed=seed, **TARGET_SPLIT)
     t_tr = _cap(ds_t.subset(i_tr), max_target, seed)
-    ev = None
+    ev = ev_all = None
     if eval_data is not None:
         ev = align_classes(load_dataset(eval_data, model=spec, seed=seed), spec.class_names)
         ev.require_labels()
         if eval_data == target_data:  # same inputs: score only the held-out part never adapted on
-            ev = ev.subset(i_te, ":heldout")
+            ev_all, ev = ev, ev.subset(i_te, ":heldout")
     sv = sp.val
     return _Data((_tensor(tr.x), _tensor(tr.require_labels().astype(np.int64))),
                  (_tensor(sv.x), _tensor(sv.require_labels().astype(np.int64))), sp.test,
-                 _tensor(t_tr.x), _tensor(ds_t.x[i_va]), _tensor(ds_t.x[i_te]), ev)
+                 _tensor(t_tr.x), _tensor(ds_t.x[i_va]), _tensor(ds_t.x[i_te]), ev, ev_all)
 
 
 def _candidates(method: str, options: dict[str, str]) -> list[tuple[str, str, dict[str, str]]]:
@@ -100,12 +110,20 @@ def _candidates(method: str, options: dict[str, str]) -> list[tuple[str, str, di
     if opts:
         raise ConfigError(f"unknown auto option '{sorted(opts)[0]}' (options: candidates, trade_offs)")
     out = []
-    for n in names:
+    for entry in names:  # "name" or "name:key=value:key=value" (fixed options of that candidate)
+        n, *kvs = entry.split(":")
+        fixed = {}
+        for kv in kvs:
+            k, sep, v = kv.partition("=")
+            if not sep or not k:
+                raise ConfigError(f"auto candidate '{entry}': options must be key=value, got '{kv}'")
+            fixed[k.strip()] = v.strip()
         cls = METHODS.get(n)
-        has_w = "trade_off" in getattr(cls.Options, "__dataclass_fields__", {})
+        has_w = "trade_off" in getattr(cls.Options, "__dataclass_fields__", {}) and "trade_off" not in fixed
         for w in weights if has_w else [None]:
-            o = {} if w is None else {"trade_off": w}
-            out.append((n if w is None else f"{n}(trade_off={w})", n, o))
+            o = dict(fixed) if w is None else {**fixed, "trade_off": w}
+            label = n if not o else f"{n}({', '.join(f'{k}={v}' for k, v in o.items())})"
+            out.append((label, n, o))
     return out
 
 
@@ -124,7 +142,8 @@ def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, targ
           method: str = "dann", out: str | Path | None = None, seed: int = 0,
           target_labels_for_eval: str | None = None, options: dict[str, str] | None = None,
           validator: str = "im", overwrite: bool = False, max_source: int | None = None,
-          max_target: int | None = None, **train: Any) -> RunResult:
+          max_target: int | None = None, iterations: int | None = None, augment: bool = False,
+          **train: Any) -> RunResult:
     """Adapt ``source`` to unlabelled ``target_data`` with ``method`` (or ``"auto"``).
 
     Args:
@@ -140,8 +159,18 @@ def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, targ
         validator: label-free score for checkpoint and method selection (``im``, ``snd``,
             ``entropy``, ``dev``).
         max_source, max_target: cap the training examples per domain (seeded subsample).
+        iterations: the training budget in optimizer steps per method (overrides ``epochs``: the
+            epoch count over the source training set that gives at least this many steps), so the
+            budget does not shrink with a small source set. The reference recipes count iterations.
+        augment: re-style every source batch at random (affine warp, stroke width, blur; see
+            :mod:`transferkit.adaptation.augment`) -- for glyph-like images such as digits.
         train: :class:`~transferkit.engine.config.TrainConfig` fields; ``epochs`` defaults to 10,
-            ``optimizer`` to ``sgd`` and then ``lr`` to 0.01 (the UDA papers' recipe; see above).
+            ``optimizer`` to ``sgd`` and then ``lr`` to 0.01 and ``grad_clip`` to 0 (the UDA papers'
+            recipe, see above: no global clip, which would also throttle the domain discriminator).
+
+    With ``target_labels_for_eval == target_data``, ``metrics["target"]`` scores the held-out
+    target part and ``metrics["target_all"]`` every target image (the usual transductive UDA
+    protocol: the unlabelled inputs adapted on are scored too).
     """
     train.setdefault("epochs", 10)
     # SGD with Nesterov momentum 0.9 at lr 0.01, as in the papers the methods come from (Ganin et al.,
@@ -151,6 +180,9 @@ def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, targ
     train.setdefault("optimizer", "sgd")
     if train["optimizer"] == "sgd":
         train.setdefault("lr", 0.01)
+        train.setdefault("grad_clip", 0.0)
+    if iterations is not None and iterations < 1:
+        raise ConfigError(f"iterations must be at least 1, got {iterations}")
     cfg = _config(seed, train)
     VALIDATORS.get(validator)
     cands = _candidates(method, options or {})
@@ -159,11 +191,14 @@ def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, targ
     for m in methods:
         m.check(src_model)
     data = _prepare(src_model, src_config, source_data, target_data, target_labels_for_eval, seed, max_source, max_target)
+    if iterations is not None:
+        cfg = replace(cfg, epochs=epochs_for(iterations, len(data.source_train[0]), cfg.batch_size))
     config = {"command": "adapt", "source": str(source) if isinstance(source, (str, Path)) else type(source).__name__,
               "source_data": source_data, "target_data": target_data, "method": method, "options": dict(options or {}),
               "validator": validator, "seed": seed, "eval_data": target_labels_for_eval,
               "target_split": {**TARGET_SPLIT, "seed": seed, "labels_read": False},
-              "max_source": max_source, "max_target": max_target, "train": asdict(cfg)}
+              "max_source": max_source, "max_target": max_target, "iterations": iterations, "augment": augment,
+              "train": asdict(cfg)}
     run = RunDir.create(out, "adapt", config, overwrite) if out is not None else None
     with marks_failure(run):
         t0 = time.perf_counter()
@@ -173,11 +208,14 @@ def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, targ
                                    "a_distance": {"before": proxy_a_distance(src_feats, _features(src_model, data.target_test), seed=seed)}}
         if data.eval is not None:
             metrics["target_before"] = _accuracy(src_model, data.eval)
+        if data.eval_all is not None:
+            metrics["target_all_before"] = _accuracy(src_model, data.eval_all)
         source_head = copy.deepcopy(src_model.head)
-        runs = []
+        runs: list[tuple[dict[str, Any], TransferModel, list[Any]]] = []
         for (label, name, opts), m in zip(cands, methods, strict=True):
             model = copy.deepcopy(src_model)
-            ctx = AdaptContext(model, data.source_train, data.source_val, data.target_train, data.target_val, cfg, validator)
+            ctx = AdaptContext(model, data.source_train, data.source_val, data.target_train, data.target_val, cfg, validator,
+                               augment=augment)
             ckpt = None if run is None else run.checkpoints / f"{len(runs)}-{name}"
             t1 = time.perf_counter()
             results = run_method(m, ctx, ckpt)
@@ -186,6 +224,8 @@ def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, targ
                                    "train_seconds": time.perf_counter() - t1, "info": ctx.info}
             if data.eval is not None:
                 rec["target_accuracy"] = _accuracy(model, data.eval)["accuracy"]
+            if data.eval_all is not None:
+                rec["target_accuracy_all"] = _accuracy(model, data.eval_all)["accuracy"]
             runs.append((rec, model, results))
         best = max(range(len(runs)), key=lambda i: runs[i][0]["validators"][validator])
         rec, model, results = runs[best]
@@ -194,6 +234,8 @@ def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, targ
             metrics["target"] = evaluate_model(model, data.eval, model.num_classes)
             if len(runs) > 1:
                 metrics["selection"] = selection_report([r for r, _, _ in runs])
+        if data.eval_all is not None:
+            metrics["target_all"] = _accuracy(model, data.eval_all)
         metrics["source_after"] = _accuracy(model, data.source_test)
         metrics["forgetting"] = metrics["source_before"]["accuracy"] - metrics["source_after"]["accuracy"]
         metrics["a_distance"]["after"] = proxy_a_distance(_features(model, _tensor(data.source_test.x)),
@@ -205,6 +247,23 @@ def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, targ
         extra = {f"source_head.{k}": v for k, v in source_head.state_dict().items()}
         _finish(run, model, metrics, history, extra)
     return RunResult(model, metrics, run.path if run else None, history, [])
+
+
+def heldout_target(config: dict[str, Any], data: str, ds: ArrayDataset) -> ArrayDataset | None:
+    """For an ``adapt`` run scored on its own target data: the held-out part never adapted on.
+
+    ``config`` is the run's ``config.json``; ``ds`` is ``data`` loaded with the run's seed. Returns
+    ``None`` when the run is not an adapt run or ``data`` is other data (then score all of it).
+    :func:`transferkit.api.evaluate` calls this so ``evaluate RUN --data <target>`` matches the
+    ``target`` accuracy that ``adapt`` reported.
+    """
+    if config.get("command") != "adapt" or data != config.get("target_data"):
+        return None
+    sp = config.get("target_split", {})
+    _, _, test = unlabelled_split(len(ds), val=float(sp.get("val", TARGET_SPLIT["val"])),
+                                  test=float(sp.get("test", TARGET_SPLIT["test"])),
+                                  seed=int(sp.get("seed", config.get("seed", 0))))
+    return ds.subset(test, ":heldout")
 
 
 def selection_report(candidates: list[dict[str, Any]]) -> dict[str, Any]:

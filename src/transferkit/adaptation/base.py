@@ -9,7 +9,6 @@ a method: the context holds target *inputs* only.
 from __future__ import annotations
 
 import abc
-
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,9 +20,9 @@ from torch import nn
 
 from transferkit.adaptation.validators import ValidationData, score
 from transferkit.engine.config import TrainConfig
+from transferkit.engine.features import extract_features
 from transferkit.engine.loop import Phase, PhaseResult, fit
 from transferkit.engine.precision import Placement, predict_logits, resolve_placement
-from transferkit.engine.features import extract_features
 from transferkit.models.base import TransferModel
 from transferkit.strategies.base import NoOptions, set_trainable
 
@@ -36,7 +35,8 @@ class AdaptContext:
     """Everything a method may read: labelled source data and *unlabelled* target inputs.
 
     ``validator`` names the label-free score (see :mod:`transferkit.adaptation.validators`)
-    that picks the checkpoint (early stopping on the target validation inputs).
+    that picks the checkpoint (early stopping on the target validation inputs); ``augment``
+    re-styles every *source* batch with :func:`~transferkit.adaptation.augment.augment_glyphs`.
     """
 
     model: TransferModel
@@ -47,6 +47,7 @@ class AdaptContext:
     cfg: TrainConfig
     validator: str = "im"
     disc_lr_scale: float = 1.0
+    augment: bool = False
     results: list[PhaseResult] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -124,12 +125,27 @@ class Method(abc.ABC):
         """Called after the last phase (e.g. AdaBN's statistics). Default: nothing."""
 
 
+def with_augmentation(step_loss: StepLoss) -> StepLoss:
+    """``step_loss`` applied to a randomly re-styled source batch (the target batch is untouched)."""
+    from transferkit.adaptation.augment import augment_glyphs
+
+    def loss(m: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor | None) -> torch.Tensor:
+        with torch.no_grad():
+            xa = augment_glyphs(xs)
+        return step_loss(m, xa, ys, xt)
+
+    return loss
+
+
 def adapt_phase(ctx: AdaptContext, step_loss: StepLoss, name: str, *, discriminator: nn.Module | None = None,
-                grl: nn.Module | None = None, uses_target: bool = True) -> Phase:
+                grl: nn.Module | None = None, uses_target: bool = True, epochs: int | None = None) -> Phase:
     """A phase training the whole model (and the method's extras) on source + unlabelled target.
 
-    The checkpoint is chosen by ``ctx.validator`` on the target validation inputs.
+    The checkpoint is chosen by ``ctx.validator`` on the target validation inputs; ``epochs``
+    overrides the context's budget (e.g. a method of two phases splits it).
     """
+    if ctx.augment:
+        step_loss = with_augmentation(step_loss)
     module = AdaptModule(ctx.model, discriminator, grl)
     set_trainable(module, list(module.parameters()))
     groups: list[dict[str, Any]] = [{"params": ctx.model.backbone_parameters()},
@@ -137,7 +153,7 @@ def adapt_phase(ctx: AdaptContext, step_loss: StepLoss, name: str, *, discrimina
     if discriminator is not None:
         groups.append({"params": list(discriminator.parameters()), "lr_scale": ctx.disc_lr_scale})
     place = ctx.placement(module)
-    return Phase(name=name, module=module, train=ctx.source_train, val=None, param_groups=groups,
+    return Phase(name=name, module=module, train=ctx.source_train, val=None, param_groups=groups, epochs=epochs,
                  placement=place, unlabelled=ctx.target_train if uses_target else None, step_loss=step_loss,
                  val_score=make_val_score(ctx) if ctx.target_val is not None else None)
 

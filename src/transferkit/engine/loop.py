@@ -14,11 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from transferkit.engine import distributed
 from transferkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from transferkit.engine.config import TrainConfig
+from transferkit.engine.global_batch import global_batch
 from transferkit.engine.precision import Placement, predict_logits, resolve_placement, set_memory_format
-from transferkit.errors import TransferkitError
-
+from transferkit.errors import ConfigError, TransferkitError
 
 log = logging.getLogger("transferkit")
 
@@ -114,10 +115,64 @@ def _freeze_bn_stats(module: nn.Module) -> None:
 
 def evaluate_arrays(module: nn.Module, x: torch.Tensor, y: torch.Tensor, place: Placement) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of ``module`` on ``(x, y)``."""
-    logits = predict_logits(module, x, place)
+    return _scores(predict_logits(module, x, place), y)
+
+
+def _scores(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     loss = nn.functional.cross_entropy(logits, y.cpu()).item()
     acc = (logits.argmax(1) == y.cpu()).float().mean().item()
     return acc, loss
+
+
+def _save(path: Path, module: nn.Module, opt: torch.optim.Optimizer, best: dict[str, torch.Tensor] | None,
+          gen: torch.Generator, loop: dict[str, Any]) -> None:
+    """Rank 0 writes the checkpoint; every rank waits for it (so a resume finds a whole one)."""
+    if distributed.is_main():
+        save_checkpoint(path, module, opt, best, gen, loop)
+    distributed.barrier()
+
+
+def _distributed_step(phase: Phase, module: nn.Module, data: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+                      idx: torch.Tensor, gen: torch.Generator, place: Placement, opt: torch.optim.Optimizer,
+                      clip_params: list[torch.nn.Parameter], cfg: TrainConfig, epoch: int, step: int) -> torch.Tensor:
+    """One optimizer step of a global batch ``idx`` with this rank holding rows ``[lo, hi)`` of it.
+
+    The local loss is this shard's share of the global objective, ``sum_i CE_i / B`` (a custom
+    ``step_loss``, a mean over the shard, is weighted by ``n_local / B``; an ``extra_loss`` on the
+    weights by ``1 / W``); summing the gradients over ranks then gives the one-process gradient.
+    Gradients are all-reduced by hand after ``backward`` rather than through
+    ``DistributedDataParallel``: strategies change which parameters train between epochs
+    (gradual unfreezing) and domain-adaptation losses call sub-modules directly, which DDP's
+    fixed parameter set and forward hook do not follow. BatchNorm and Dropout see the global
+    batch (:mod:`transferkit.engine.global_batch`). Returns the global loss (same on all ranks).
+    """
+    x, y, xt = data
+    world, r = distributed.world_size(), distributed.rank()
+    lo, hi = distributed.shard_bounds(len(idx), world, r)
+    local = idx[lo:hi]
+    xu_idx = None  # drawn for the global batch, as in one process, so ``gen`` stays in step
+    if phase.step_loss is not None and xt is not None:
+        xu_idx = torch.randint(len(xt), (len(idx),), generator=gen).to(place.device)
+    opt.zero_grad(set_to_none=True)
+    with global_batch(module, hi - lo, lo, len(idx)):
+        if phase.step_loss is not None:
+            xu = None if xt is None or xu_idx is None else xt[xu_idx[lo:hi]]
+            with place.autocast():
+                loss = phase.step_loss(module, x[local], y[local], xu).float() * ((hi - lo) / len(idx))
+        else:
+            with place.autocast():
+                out = module(x[local])
+            loss = nn.functional.cross_entropy(out.float(), y[local], reduction="sum") / len(idx)
+        if phase.extra_loss is not None:
+            loss = loss + phase.extra_loss() / world
+    loss.backward()
+    total = distributed.sync_gradients(clip_params, loss.detach())
+    if not torch.isfinite(total):
+        raise DivergenceError(f"phase '{phase.name}': loss became {total.item()} at epoch {epoch} step {step}")
+    if cfg.grad_clip > 0:
+        nn.utils.clip_grad_norm_(clip_params, cfg.grad_clip)
+    opt.step()
+    return total
 
 
 def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> PhaseResult:
@@ -125,6 +180,11 @@ def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> Phase
 
     With ``checkpoint`` set, the state is saved after every epoch and a phase that finds a valid
     checkpoint there resumes from it.
+
+    Under torchrun (``W`` processes) ``batch_size`` stays the global batch: every rank shuffles
+    with the same seed and takes its slice of each global batch (:func:`_distributed_step`), so
+    the run follows the one-process one. Validation is sharded and gathered, so early stopping
+    decides identically on every rank; only rank 0 writes checkpoints.
     """
     module = phase.module
     place = phase.placement or resolve_placement(module, cfg.precision, cfg.channels_last, cfg.device)
@@ -139,6 +199,13 @@ def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> Phase
     n, bs = len(x), min(phase.batch_size or cfg.batch_size, len(x))
     steps_per_epoch = n // bs if n % bs == 1 else math.ceil(n / bs)  # never a batch of one
     total = steps_per_epoch * epochs
+    world = distributed.world_size()
+    if world > 1:
+        smallest = min(bs, n - (steps_per_epoch - 1) * bs)
+        if smallest < world:
+            raise ConfigError(f"phase '{phase.name}': a batch of {smallest} samples cannot be split over {world} "
+                              f"processes; use a batch_size and data of at least {world} samples per batch")
+        distributed.broadcast_module_(module)
     opt = make_optimizer(phase.param_groups, cfg, lr)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -146,10 +213,11 @@ def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> Phase
     loop: dict[str, Any] = {"epoch": 0, "step": 0, "best_acc": -1.0, "best_loss": math.inf, "bad": 0,
                             "best_epoch": -1, "history": [], "seconds": 0.0}
     best: dict[str, torch.Tensor] | None = None
-    if checkpoint is not None and checkpoint.with_suffix(".json").exists():
+    resume = checkpoint is not None and checkpoint.with_suffix(".json").exists()
+    if checkpoint is not None and distributed.broadcast_object(resume):  # rank 0's view decides
         loop, best = load_checkpoint(checkpoint, module, opt, gen)
         log.info("phase '%s': resuming from %s after epoch %d", phase.name, checkpoint.name, loop["epoch"])
-    show = cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
+    show = (cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())) and distributed.is_main()
     bar = _progress(epochs, phase.name, show, loop["epoch"])
     loss_fn = nn.CrossEntropyLoss()
     clip_params = [p for g in opt.param_groups for p in g["params"]]
@@ -167,6 +235,10 @@ def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> Phase
             f = lr_factor(cfg.schedule, loop["step"], total)
             for g in opt.param_groups:
                 g["lr"] = g["peak_lr"] * f
+            if world > 1:
+                run_loss += _distributed_step(phase, module, (x, y, xt), idx, gen, place, opt, clip_params, cfg, epoch, i)
+                loop["step"] += 1
+                continue
             if phase.step_loss is not None:
                 xu = None if xt is None else xt[torch.randint(len(xt), (len(idx),), generator=gen).to(place.device)]
                 with place.autocast():
@@ -186,10 +258,14 @@ def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> Phase
             opt.step()
             run_loss += loss.detach()
             loop["step"] += 1
+        if world > 1:  # buffers of layers that global_batch does not cover (custom norms) follow rank 0
+            distributed.broadcast_module_(module, parameters=False)
         rec: dict[str, float] = {"epoch": epoch, "train_loss": run_loss.item() / steps_per_epoch, "lr": f * lr}
         if validated:
             if phase.val_score is not None:
                 acc, vloss = phase.val_score()
+            elif world > 1:  # each rank scores its share; all ranks get every logit
+                acc, vloss = _scores(distributed.predict_sharded(module, phase.val[0], place), phase.val[1])  # type: ignore[index]
             else:
                 acc, vloss = evaluate_arrays(module, phase.val[0], phase.val[1], place)  # type: ignore[index]
             rec.update(val_acc=acc, val_loss=vloss)
@@ -202,14 +278,14 @@ def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> Phase
         loop["epoch"] = epoch + 1
         loop["seconds"] = time.perf_counter() - start
         if checkpoint is not None:
-            save_checkpoint(checkpoint, module, opt, best, gen, loop)
+            _save(checkpoint, module, opt, best, gen, loop)
         bar(rec)
         if validated and cfg.patience and loop["bad"] >= cfg.patience:
             break
     bar(None)
     if checkpoint is not None and not loop.get("done"):
         loop["done"] = True  # a resumed run skips a finished (or early-stopped) phase
-        save_checkpoint(checkpoint, module, opt, best, gen, loop)
+        _save(checkpoint, module, opt, best, gen, loop)
     if best is not None:
         module.load_state_dict(best)
     res.history, res.best_epoch, res.epochs_run = loop["history"], loop["best_epoch"], loop["epoch"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -32,8 +33,12 @@ class Placement:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: the GPU when there is one. Under torchrun, ``auto`` and ``cuda`` mean this
+    process's GPU, ``cuda:$LOCAL_RANK``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % max(1, torch.cuda.device_count())}")
     return torch.device(name)
 
 

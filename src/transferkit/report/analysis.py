@@ -19,7 +19,7 @@ from transferkit.errors import TransferkitError
 from transferkit.evaluation.cka import layer_cka, weight_change
 from transferkit.evaluation.saliency import SaliencyExamples, saliency_examples
 from transferkit.io import read_json
-from transferkit.runs import LoadedRun, load_run
+from transferkit.runs import LoadedRun, load_run, load_source
 
 
 @dataclass
@@ -91,6 +91,15 @@ def _source_run(loaded: LoadedRun) -> tuple[LoadedRun | None, str | None]:
     if loaded.config.get("command") != "transfer":
         return None, "layer change and CKA compare a transferred model with its source; this is a pretrain run"
     src = loaded.config.get("source")
+    if isinstance(src, str) and not Path(src).exists():
+        from transferkit.models import MODELS, is_pretrained
+
+        if src in MODELS and is_pretrained(src):  # a pretrained backbone named by the user
+            try:
+                model, _ = load_source(src, loaded.config.get("model_kwargs") or None)
+            except TransferkitError as e:
+                return None, f"layer change and CKA skipped: backbone {src} not loadable ({e})"
+            return LoadedRun(Path(src), model, {}, {}), None
     if not isinstance(src, str) or not src or src in ("TransferModel", "LoadedRun"):
         return None, "layer change and CKA skipped: the source was an in-memory model, not a run directory"
     candidates = [Path(src)]

@@ -6,11 +6,15 @@ from transferkit.registry import Registry
 from transferkit.strategies.auto import Auto
 from transferkit.strategies.base import Strategy, TransferContext, parse_options, run_strategy
 from transferkit.strategies.gradual import GradualUnfreeze
+from transferkit.strategies.peft import BitFit, LoRA  # peft itself is imported only when LoRA layers are made
 from transferkit.strategies.regularized import L2SP, WiseFT
 from transferkit.strategies.simple import LPFT, Full, LayerwiseLR, LinearProbe, Partial, Scratch
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
-for _cls in (Scratch, LinearProbe, Full, Partial, LPFT, LayerwiseLR, GradualUnfreeze, L2SP, WiseFT, Auto):
+from transferkit.strategies.text_prior import ZeroShotInit  # noqa: E402
+
+for _cls in (Scratch, LinearProbe, Full, Partial, LPFT, LayerwiseLR, GradualUnfreeze, L2SP, WiseFT, Auto, LoRA, BitFit,
+             ZeroShotInit):
     STRATEGIES.add(_cls.name, _cls, (_cls.__doc__ or "").strip().splitlines()[0])
 
 

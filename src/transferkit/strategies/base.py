@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from transferkit.engine import distributed
 from transferkit.engine.config import TrainConfig
 from transferkit.engine.features import FeatureCache
 from transferkit.engine.loop import DivergenceError, Phase, PhaseResult, fit
@@ -73,6 +74,10 @@ class Strategy(abc.ABC):
     def trained_groups(self, model: TransferModel) -> list[str]:
         """Names of the layer groups this strategy may change (all by default)."""
         return [n for n, _ in model.layer_groups()]
+
+    def save_artifacts(self, directory: Path) -> list[Path]:
+        """Strategy-specific files of the finished run (e.g. a LoRA adapter). Default: none."""
+        return []
 
 
 def set_trainable(model: nn.Module, params: list[nn.Parameter]) -> None:
@@ -152,7 +157,7 @@ def run_strategy(strategy: Strategy, ctx: TransferContext, checkpoint_dir: Path 
                 log.warning("%s; restoring the phase's starting weights and retrying with lr %g", e, lr)
                 phase.module.load_state_dict(start)
                 phase.lr = lr
-                if ckpt is not None:
+                if ckpt is not None and distributed.is_main():  # under torchrun rank 0 owns the files
                     for f in (ckpt.with_suffix(".json"), ckpt.with_suffix(".safetensors")):
                         f.unlink(missing_ok=True)
     strategy.finish(ctx)

@@ -1,0 +1,137 @@
+"""Source-batch augmentation for glyph-like images (digits, characters): shape and stroke style.
+
+Printed fonts vs handwriting, or crisp vs blurry scans, differ mostly in *stroke style*: slant,
+size, thickness, sharpness. Training on randomly re-styled source batches makes the classifier
+less sensitive to that shift before any alignment loss sees the target (a standard ingredient of
+the digit UDA recipes, e.g. French et al., ICLR 2018, sec. 3.4). The parameters are fixed a
+priori, not tuned per domain pair; target inputs are never augmented.
+
+Every op is a pure function of a batch and the global torch RNG (which the training loop seeds).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class GlyphAugment:
+    """Ranges of the random re-styling; one draw per example.
+
+    ``rotate`` degrees, ``scale`` relative size (+-), ``shear`` (tan of the angle), ``shift``
+    fraction of the image side, ``p_thick`` / ``p_thin`` probabilities of a 3x3 dilation / erosion
+    of the strokes, ``p_blur`` probability of a Gaussian blur with sigma in ``blur``, ``p_lowres``
+    probability of a round trip through a coarser grid of side in ``lowres`` (scan resolution).
+    """
+
+    rotate: float = 15.0
+    scale: float = 0.15
+    shear: float = 0.25
+    shift: float = 0.08
+    p_thick: float = 0.25
+    p_thin: float = 0.15
+    p_blur: float = 0.3
+    blur: tuple[float, float] = (0.5, 1.2)
+    p_lowres: float = 0.2
+    lowres: tuple[int, int] = (8, 16)
+
+
+def affine_matrices(n: int, aug: GlyphAugment, device: torch.device | None = None) -> torch.Tensor:
+    """Random 2x3 affine matrices (rotation, anisotropic-free scale, x-shear, shift) in the
+    normalised ``[-1, 1]`` coordinates of :func:`torch.nn.functional.affine_grid`.
+
+    ``A = R(theta) @ [[s, sh], [0, s]]``, translation ``2 * shift * U(-1, 1)``.
+
+    Shape: -> ``[n, 2, 3]``.
+    """
+    u = torch.rand(n, 5, device=device) * 2 - 1
+    th = u[:, 0] * math.radians(aug.rotate)
+    s = 1 + u[:, 1] * aug.scale
+    sh = u[:, 2] * aug.shear
+    c, si = torch.cos(th), torch.sin(th)
+    a = torch.stack([torch.stack([c * s, c * sh - si * s], 1), torch.stack([si * s, si * sh + c * s], 1)], 1)
+    t = (2 * aug.shift * u[:, 3:5]).unsqueeze(2)
+    return torch.cat([a, t], dim=2)
+
+
+def gaussian_kernel1d(sigma: torch.Tensor, radius: int = 2) -> torch.Tensor:
+    """Normalised 1-D Gaussian kernels, one per sigma. Shape: ``[n]`` -> ``[n, 2 * radius + 1]``."""
+    r = torch.arange(-radius, radius + 1, dtype=sigma.dtype, device=sigma.device)
+    k = torch.exp(-(r[None, :] ** 2) / (2 * sigma[:, None] ** 2))
+    return k / k.sum(dim=1, keepdim=True)
+
+
+def blur(x: torch.Tensor, sigma: torch.Tensor, radius: int = 2) -> torch.Tensor:
+    """Separable Gaussian blur with a per-example ``sigma`` (replicate padding).
+
+    Shape: ``x [N, C, H, W]``, ``sigma [N]`` -> ``[N, C, H, W]``.
+    """
+    n, c, h, w = x.shape
+    k = gaussian_kernel1d(sigma.to(x.dtype), radius).repeat_interleave(c, dim=0)  # [N*C, K]
+    y = x.reshape(1, n * c, h, w)
+    y = F.conv2d(F.pad(y, (radius, radius, 0, 0), mode="replicate"), k[:, None, None, :], groups=n * c)
+    y = F.conv2d(F.pad(y, (0, 0, radius, radius), mode="replicate"), k[:, None, :, None], groups=n * c)
+    return y.reshape(n, c, h, w)
+
+
+def stroke_width(x: torch.Tensor, mode: torch.Tensor) -> torch.Tensor:
+    """Per example: ``mode`` 1 = thicker strokes (3x3 grey dilation), -1 = thinner (erosion), 0 = as is.
+
+    Assumes ink brighter than the background (as the built-in digit data sets are).
+
+    Shape: ``x [N, C, H, W]``, ``mode [N]`` -> ``[N, C, H, W]``.
+    """
+    dil = F.max_pool2d(x, 3, stride=1, padding=1)
+    ero = -F.max_pool2d(-x, 3, stride=1, padding=1)
+    m = mode.view(-1, 1, 1, 1).to(x.dtype)
+    return torch.where(m > 0, dil, torch.where(m < 0, ero, x))
+
+
+def low_resolution(x: torch.Tensor, sides: torch.Tensor) -> torch.Tensor:
+    """Per example: area-downsample to ``side x side`` and bilinearly upsample back (0 = as is).
+
+    Shape: ``x [N, C, H, W]``, ``sides [N]`` (ints) -> ``[N, C, H, W]``.
+    """
+    out = x.clone()
+    h, w = x.shape[-2:]
+    for side in sides.unique().tolist():
+        if side <= 0:
+            continue
+        idx = (sides == side).nonzero().flatten()
+        small = F.interpolate(x[idx], size=(int(side), int(side)), mode="area")
+        out[idx] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    return out
+
+
+def augment_glyphs(x: torch.Tensor, aug: GlyphAugment | None = None) -> torch.Tensor:
+    """Randomly re-style a batch of glyph images: stroke width, affine warp, blur, then resolution.
+
+    Uses the global torch RNG (seeded by the training loop). Values stay in the input's range.
+
+    Shape: ``[N, C, H, W]`` -> ``[N, C, H, W]``.
+    """
+    aug = aug or GlyphAugment()
+    n = x.shape[0]
+    dt = x.dtype
+    xf = x.float()
+    r = torch.rand(n, device=x.device)
+    mode = torch.where(r < aug.p_thick, 1, torch.where(r < aug.p_thick + aug.p_thin, -1, 0))
+    xf = stroke_width(xf, mode)
+    grid = F.affine_grid(affine_matrices(n, aug, x.device), list(xf.shape), align_corners=False)
+    xf = F.grid_sample(xf, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    lo, hi = aug.blur
+    sig = lo + (hi - lo) * torch.rand(n, device=x.device)
+    blurred = blur(xf, sig)
+    use = (torch.rand(n, device=x.device) < aug.p_blur).view(-1, 1, 1, 1)
+    xf = torch.where(use, blurred, xf)
+    if aug.p_lowres > 0:
+        lo_s, hi_s = aug.lowres
+        sides = torch.randint(lo_s, hi_s + 1, (n,), device=x.device)
+        sides = torch.where(torch.rand(n, device=x.device) < aug.p_lowres, sides, torch.zeros_like(sides))
+        xf = low_resolution(xf, sides)
+    return xf.to(dt).contiguous(memory_format=torch.channels_last) if x.is_contiguous(
+        memory_format=torch.channels_last) and not x.is_contiguous() else xf.to(dt)

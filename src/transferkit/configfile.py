@@ -1,0 +1,150 @@
+"""``--config FILE``: a TOML or JSON file that stands for command-line flags.
+
+A config file holds the flags of one sub-command as keys (``data = "digits8"``, ``epochs = 5``,
+``option = {alpha = "0.1"}``); flags typed on the command line override it. It is data only:
+
+- keys must be flags of that sub-command (an unknown key is an error with a suggestion), so a
+  file can only say what the command line could say, and names (models, strategies, datasets)
+  are looked up in transferkit's registries: nothing in a config is ever imported;
+- path values (``data``, ``source``, ``out``...) are relative to the config file's folder and
+  must stay inside it (no absolute paths, no ``..`` or symlink escaping it), so a config shared
+  with you can read and write only where you put it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from transferkit.errors import ConfigError, did_you_mean
+
+#: Flags whose values are files or folders (unless they name a registered dataset or backbone).
+PATH_KEYS = frozenset({"data", "source", "source_data", "target_data", "eval_data", "out", "candidates",
+                       "clients_from", "inputs", "json"})
+
+
+def split_config_arg(argv: list[str]) -> tuple[list[str], str | None]:
+    """``argv`` without its ``--config FILE`` (or ``--config=FILE``), and the file."""
+    out: list[str] = []
+    path: str | None = None
+    it = iter(range(len(argv)))
+    for i in it:
+        arg = argv[i]
+        if arg == "--":
+            out += argv[i:]
+            break
+        if arg == "--config" or arg.startswith("--config="):
+            if path is not None:
+                raise ConfigError("--config given twice")
+            if arg == "--config":
+                if i + 1 >= len(argv):
+                    raise ConfigError("--config needs a file")
+                path = argv[i + 1]
+                next(it, None)
+            else:
+                path = arg.partition("=")[2]
+            continue
+        out.append(arg)
+    return out, path
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The mapping in a ``.toml`` or ``.json`` config file (one-line errors for bad files)."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        if path.suffix.lower() == ".toml":
+            data: Any = tomllib.loads(path.read_text(encoding="utf-8"))
+        elif path.suffix.lower() == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            raise ConfigError(f"{path}: config files are .toml or .json, not '{path.suffix or 'no suffix'}'")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()} ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a table of flags, got {type(data).__name__}")
+    return data
+
+
+def _is_registered(value: str) -> bool:
+    from transferkit.data import DATASETS
+    from transferkit.models import MODELS
+
+    name = value.partition(":")[0]
+    return "/" not in value and "\\" not in value and (name in DATASETS or value in MODELS)
+
+
+def guard_path(value: str, key: str, root: Path, config: Path) -> str:
+    """``value`` resolved against ``root``; an error when it is absolute or escapes ``root``."""
+    if _is_registered(value):
+        return value
+    p = Path(value).expanduser()
+    if p.is_absolute() or value.startswith("~"):
+        raise ConfigError(f"{config}: {key} = {value!r} is absolute; paths in a config are relative to {root}")
+    resolved = (root / p).resolve()
+    if resolved != root and root not in resolved.parents:
+        raise ConfigError(f"{config}: {key} = {value!r} escapes the config's folder {root}")
+    return str(resolved)
+
+
+def _actions(parser: argparse.ArgumentParser, command: str) -> dict[str, argparse.Action]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if command not in sub.choices:
+        raise ConfigError(f"--config needs a sub-command, e.g. `transferkit transfer --config {command}`")
+    return {a.dest: a for a in sub.choices[command]._actions if a.option_strings and a.dest != "help"}
+
+
+def _flag_tokens(key: str, value: Any, action: argparse.Action, to_path: Any) -> list[str]:
+    flag = action.option_strings[-1]
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return [flag] if value else []
+    if isinstance(value, dict):
+        if not isinstance(action, argparse._AppendAction):
+            raise ConfigError(f"{key} takes one value, not a table")
+        return [t for k, v in value.items() for t in (flag, f"{k}={_scalar(key, v)}")]
+    if isinstance(value, list):
+        if not (isinstance(action, argparse._AppendAction) or action.nargs in ("+", "*")):
+            raise ConfigError(f"{key} takes one value, not a list")
+        items = [to_path(_scalar(key, v)) for v in value]
+        return [t for v in items for t in (flag, v)] if isinstance(action, argparse._AppendAction) else [flag, *items]
+    return [flag, to_path(_scalar(key, value))]
+
+
+def _scalar(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise ConfigError(f"{key} = {value!r}: expected a string or number")
+
+
+def config_tokens(parser: argparse.ArgumentParser, command: str, path: str) -> list[str]:
+    """Command-line tokens equivalent to the config file at ``path`` for ``command``."""
+    cfg_path = Path(path).expanduser()
+    data = read_config(cfg_path)
+    root = cfg_path.resolve().parent
+    actions = _actions(parser, command)
+    tokens: list[str] = []
+    for raw_key, value in data.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in actions:
+            raise ConfigError(f"{cfg_path}: unknown key '{raw_key}' for `{command}`{did_you_mean(key, actions)}")
+        to_path = (lambda v, k=key: guard_path(v, k, root, cfg_path)) if key in PATH_KEYS else (lambda v: v)
+        tokens += _flag_tokens(key, value, actions[key], to_path)
+    return tokens
+
+
+def expand_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``argv`` with ``--config FILE`` replaced by its flags, placed before the typed ones."""
+    rest, path = split_config_arg(argv)
+    if path is None:
+        return argv
+    pos = next((i for i, a in enumerate(rest) if not a.startswith("-")), None)
+    if pos is None:
+        raise ConfigError("--config needs a sub-command, e.g. `transferkit transfer --config run.toml`")
+    return [*rest[: pos + 1], *config_tokens(parser, rest[pos], path), *rest[pos + 1 :]]

@@ -1,0 +1,162 @@
+"""``federate``: federated transfer from one source model, written to a run directory.
+
+Run directory (as the other commands, :class:`transferkit.runs.RunDir`): ``config.json`` (the
+resolved :class:`FedConfig`), ``metrics.json`` (per-round history: bytes up/down, each client's
+held-out accuracy, pooled accuracy, failures; totals; optional baselines), ``model.safetensors``
++ ``model.json`` (the final global model), ``payloads.json`` (names/shapes/dtypes of every
+tensor that travelled) and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from transferkit.errors import ConfigError
+from transferkit.federated.config import FedConfig
+from transferkit.runs import RunDir, marks_failure
+
+log = logging.getLogger("transferkit")
+
+MODES = ("simulation", "deployment")
+
+
+def simulate(cfg: FedConfig) -> tuple[Any, Any]:
+    """Run ``cfg`` in Flower's simulation engine (Ray), one CPU per client; returns (model, tracker)."""
+    from flwr.simulation import run_simulation
+
+    from transferkit.federated.client_app import make_client_app
+    from transferkit.federated.server_app import make_server_app
+
+    sink: dict[str, Any] = {}
+    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+               "init_args": {"include_dashboard": False, "log_to_driver": True}}
+    run_simulation(make_server_app(cfg, sink), make_client_app(cfg), num_supernodes=cfg.clients,
+                   backend_config=backend)  # type: ignore[arg-type]
+    if "model" not in sink:
+        raise ConfigError("the federation ended without a result (see the Flower log above)")
+    return sink["model"], sink["tracker"]
+
+
+def _deploy(cfg: FedConfig, run_path: Path | None, superlink: str | None) -> tuple[Any, Any, dict[str, Any]]:
+    from transferkit.federated.clients import initial_model
+    from transferkit.federated.deploy import local_federation, submit
+    from transferkit.federated.server_app import load_result
+
+    work = Path(tempfile.mkdtemp(prefix="tk-flower-"))
+    result_dir = (run_path / "federation") if run_path is not None else work / "result"
+    if superlink:
+        t0 = time.perf_counter()
+        submit(cfg, superlink, result_dir, work)
+        info: dict[str, Any] = {"superlink": superlink, "seconds": time.perf_counter() - t0}
+    else:
+        info = local_federation(cfg, result_dir, work)
+    model = initial_model(cfg)  # the ServerApp saved the global model merged (plain layers)
+    tracker = load_result(result_dir, model)
+    return model, tracker, info
+
+
+def _totals(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    last: dict[str, Any] = next((r for r in reversed(rounds) if "pooled_accuracy" in r), {})
+    return {"bytes_up": sum(r["bytes_up"] for r in rounds), "bytes_down": sum(r["bytes_down"] for r in rounds),
+            "bytes_total": sum(r["bytes_up"] + r["bytes_down"] for r in rounds),
+            "pooled_accuracy": last.get("pooled_accuracy"),
+            "clients": {k: v.get("accuracy") for k, v in last.get("clients", {}).items()},
+            "failures": sum(len(r["failed"]) for r in rounds)}
+
+
+def federate(source: str, data: str | None = None, *, clients_from: str | list[str] | None = None, clients: int = 4,
+             partition: str = "iid", rounds: int = 10, share: str = "head", aggregator: str = "fedavg",
+             out: str | Path | None = None, mode: str = "simulation", superlink: str | None = None,
+             baselines: bool = False, overwrite: bool = False, **options: Any) -> dict[str, Any]:
+    """Federated transfer of ``source`` to clients that keep their data.
+
+    Args:
+        source: source run directory or pretrained backbone name; every client starts from it.
+        data: one data set cut into ``clients`` parts by ``partition`` (``iid`` | ``dirichlet:ALPHA``).
+        clients_from: one data set per client instead (a list or ``"a,b,c"``): one domain per client.
+        share: what travels each round: ``head``, ``lora`` (adapter weights) or ``all``.
+        aggregator: ``fedavg`` or ``fedprox`` (``mu=`` sets the proximal weight).
+        mode: ``simulation`` (Flower's Ray engine, one CPU per client) or ``deployment``
+            (SuperLink + SuperNode processes; on 127.0.0.1 unless ``superlink`` names a running one).
+        baselines: also train centralised (pooled data) and local-only models on the same splits.
+        options: further :class:`FedConfig` fields (``local_epochs``, ``personal_head``, ``train``...).
+
+    Returns the metrics written to ``metrics.json``.
+    """
+    if mode not in MODES:
+        raise ConfigError(f"mode={mode!r} is not one of {', '.join(MODES)}")
+    domains = ",".join(clients_from) if isinstance(clients_from, (list, tuple)) else (clients_from or "")
+    cfg = FedConfig(source=str(source), data=data or "", clients_from=domains, clients=clients, partition=partition,
+                    rounds=rounds, share=share, aggregator=aggregator, **options)
+    from transferkit.federated.local import require_share
+
+    require_share(cfg.share)
+    if not cfg.class_names:
+        from transferkit.federated.clients import class_names
+
+        cfg.class_names = json.dumps(class_names(cfg))
+    config = {"command": "federate", "mode": mode, "superlink": superlink, **asdict(cfg)}
+    run = RunDir.create(out, "federate", config, overwrite) if out is not None else None
+    with marks_failure(run):
+        t0 = time.perf_counter()
+        info: dict[str, Any] = {}
+        if mode == "simulation":
+            model, tracker = simulate(cfg)
+        else:
+            model, tracker, info = _deploy(cfg, run.path if run else None, superlink)
+        rounds_ = [tracker.rounds[r] for r in sorted(tracker.rounds)]
+        metrics: dict[str, Any] = {"mode": mode, "seconds": time.perf_counter() - t0, "deployment": info,
+                                   "history": rounds_, **_totals(rounds_)}
+        if baselines:
+            metrics["baselines"] = run_baselines(cfg)
+        if run is not None:
+            run.save_model(model)
+            run.write("metrics.json", metrics)
+            run.write("payloads.json", tracker.payloads)
+            run.write("report.md", render_report(config, metrics))
+            run.complete()
+    metrics["payloads"] = tracker.payloads
+    return metrics
+
+
+def run_baselines(cfg: FedConfig) -> dict[str, Any]:
+    """Centralised and local-only transfer on the federation's splits, with the same local strategy
+    and the same number of passes over the data as the federation (``rounds`` x local epochs)."""
+    from transferkit.federated.baselines import centralised, local_only
+    from transferkit.federated.clients import all_clients
+    from transferkit.federated.local import LOCAL_STRATEGY
+
+    clients = all_clients(cfg)
+    strategy = LOCAL_STRATEGY[cfg.share]
+    epochs, probe = cfg.rounds * cfg.local_epochs, min(200, cfg.rounds * cfg.probe_epochs)
+    return {"centralised": centralised(cfg, clients, strategy, epochs, probe),
+            "local_only": local_only(cfg, clients, strategy, epochs, probe)}
+
+
+def render_report(config: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """A short markdown summary: setup, per-round table, baselines."""
+    pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"
+    lines = [f"# Federated transfer ({config['mode']})", "",
+             f"- source: `{config['source']}`; clients: {config['clients']} "
+             f"({config['clients_from'] or config['data'] + ' ' + config['partition']})",
+             f"- share: {config['share']}; aggregator: {config['aggregator']}; rounds: {config['rounds']}; "
+             f"personal heads: {config['personal_head']}",
+             f"- final pooled held-out accuracy: {pct(metrics.get('pooled_accuracy'))}; "
+             f"bytes up {metrics['bytes_up']:,}, down {metrics['bytes_down']:,}; failed replies: {metrics['failures']}",
+             "", "| round | bytes up | bytes down | pooled acc | per client | failed |", "|---|---|---|---|---|---|"]
+    for r in metrics["history"]:
+        per = ", ".join(f"{k}: {pct(v.get('accuracy'))}" for k, v in sorted(r["clients"].items()))
+        failed = ", ".join(f"node {f['node_id']}" for f in r["failed"]) or "-"
+        lines.append(f"| {r['round']} | {r['bytes_up']:,} | {r['bytes_down']:,} | {pct(r.get('pooled_accuracy'))} "
+                     f"| {per} | {failed} |")
+    if "baselines" in metrics:
+        lines += ["", "| baseline | pooled acc |", "|---|---|"]
+        for name, b in metrics["baselines"].items():
+            lines.append(f"| {name} ({b['strategy']}) | {pct(b['pooled_accuracy'])} |")
+    return "\n".join(lines) + "\n"

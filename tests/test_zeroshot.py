@@ -1,0 +1,146 @@
+"""Zero-shot / prototype baselines, their metrics, the ``zeroshot`` command and ``zs_init``."""
+
+from __future__ import annotations
+
+import copy
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import balanced_accuracy_score
+
+from transferkit.cli import main
+from transferkit.data import ArrayDataset, load_dataset
+from transferkit.engine.config import TrainConfig
+from transferkit.errors import ConfigError
+from transferkit.models import TransferModel, from_pretrained
+from transferkit.strategies import TransferContext, make_strategy, run_strategy
+from transferkit.zeroshot import (
+    balanced_accuracy,
+    class_embeddings,
+    cosine_predict,
+    majority_rate,
+    nearest_class_mean,
+    prototypes,
+    report,
+    zero_shot,
+)
+
+
+@pytest.fixture(scope="module")
+def minilm() -> TransferModel:
+    return from_pretrained("minilm").eval()
+
+
+def _slice(name: str, per_class: int, start: int = 0) -> ArrayDataset:
+    ds = load_dataset(name)
+    y = ds.require_labels()
+    idx = np.concatenate([np.flatnonzero(y == c)[start : start + per_class] for c in range(ds.num_classes)])
+    return ds.subset(np.sort(idx))
+
+
+@pytest.fixture(scope="module")
+def tweets_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 real VADER tweets (20 per class) as a user CSV."""
+    ds = _slice("vader-tweets", 20)
+    path = tmp_path_factory.mktemp("zs") / "tweets.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        w.writerows([t, ds.class_names[c]] for t, c in zip(ds.x, ds.require_labels()))
+    return path
+
+
+def test_metrics_match_sklearn() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    pred = np.where(rng.random(200) < 0.6, y, rng.integers(0, 3, 200))
+    out = report(y, pred, 3)
+    assert out["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
+    assert out["majority_rate"] == pytest.approx(np.bincount(y).max() / 200)
+    assert balanced_accuracy([[3, 1], [0, 0]]) == 0.75  # an absent class does not count
+    assert majority_rate(np.array([1, 1, 0])) == pytest.approx(2 / 3)
+
+
+def test_prototypes_are_normalised_class_means() -> None:
+    f = torch.tensor([[2.0, 0.0], [0.0, 3.0], [0.0, 1.0]])
+    p = prototypes(f, np.array([0, 1, 1]), 2)
+    torch.testing.assert_close(p, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    assert list(cosine_predict(torch.tensor([[1.0, 0.2], [0.1, 1.0]]), p)) == [0, 1]
+
+
+def test_zero_shot_beats_chance_on_real_tweets(minilm: TransferModel, tweets_csv: Path) -> None:
+    out = zero_shot(minilm, str(tweets_csv), templates=("a {} review",), split_part="all")
+    assert out["n"] == 40 and out["majority_rate"] == 0.5
+    assert out["accuracy"] >= 0.7, out  # chance is 0.5
+    named = zero_shot(minilm, str(tweets_csv), "bad,good", split_part="all")
+    assert named["labels"] == ["bad", "good"] and named["accuracy"] > 0.6
+    with pytest.raises(ConfigError, match="--labels: 3 names given for the 2 classes"):
+        zero_shot(minilm, str(tweets_csv), "a,b,c", split_part="all")
+    with pytest.raises(ConfigError, match="must contain"):
+        zero_shot(minilm, str(tweets_csv), templates=("no slot",), split_part="all")
+
+
+def test_nearest_class_mean_on_real_tweets(minilm: TransferModel, tweets_csv: Path) -> None:
+    out = nearest_class_mean(minilm, str(tweets_csv), 4)
+    assert out["method"] == "nearest_class_mean" and out["n"] == 12 and 0 <= out["accuracy"] <= 1
+
+
+def test_zeroshot_command(tweets_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["zeroshot", "--source", "minilm", "--data", str(tweets_csv), "--labels", "negative,positive",
+                 "--template", "a {} review", "--split", "all", "--json", str(tmp_path / "zs.json")]) == 0
+    line = capsys.readouterr().out
+    assert "zero-shot on" in line and "balanced accuracy" in line and "(majority class 50.00%)" in line
+    assert (tmp_path / "zs.json").exists()
+    assert main(["zeroshot", "--data", str(tweets_csv), "--labels", "one"]) == 2
+    assert "--labels: 1 names given" in capsys.readouterr().err
+
+
+def _ctx(model: TransferModel, train: ArrayDataset, val: ArrayDataset, **cfg: object) -> TransferContext:
+    from transferkit.models.text import tokenize
+
+    def t(ds: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(tokenize(ds.x)), torch.from_numpy(ds.require_labels())
+
+    base = {"epochs": 1, "batch_size": 8, "precision": "fp32", "progress": "off", "seed": 0, "lr": 3e-5}
+    return TransferContext(model, {}, t(train), t(val), TrainConfig(**{**base, **cfg}), lambda: model, probe_epochs=5)  # type: ignore[arg-type]
+
+
+def test_zs_init_without_training_is_the_zero_shot_classifier(minilm: TransferModel) -> None:
+    train, val = _slice("vader-tweets", 4), _slice("vader-tweets", 10, start=4)
+    model = copy.deepcopy(minilm)
+    model.reset_head(["negative", "positive"])
+    ctx = _ctx(model, train, val)
+    strategy = make_strategy("zs_init", {"train": "none", "templates": "a {} review", "scale": "10"})
+    run_strategy(strategy, ctx)
+    classes = class_embeddings(minilm, ["negative", "positive"], ("a {} review",))
+    torch.testing.assert_close(ctx.model.head.weight, 10 * classes)
+    x = ctx.val[0]  # type: ignore[index]
+    with torch.no_grad():
+        feats = ctx.model.eval().forward_features(x)
+        logits = ctx.model(x)
+    assert list(logits.argmax(1).numpy()) == list(cosine_predict(feats, classes))
+
+
+def test_zs_init_align_keeps_the_head_tied_to_the_prompts(minilm: TransferModel) -> None:
+    train, val = _slice("vader-tweets", 4), _slice("vader-tweets", 4, start=4)
+    model = copy.deepcopy(minilm)
+    model.reset_head(["negative", "positive"])
+    ctx = _ctx(model, train, val)
+    run_strategy(make_strategy("zs_init", {"train": "align", "wise": "0.5"}), ctx)
+    trained = ctx.model
+    assert ctx.info["zs_init"]["wise_alpha"] == 0.5
+    changed = [n for n, p in trained.groups.named_parameters() if not torch.equal(p, dict(minilm.groups.named_parameters())[n])]
+    assert changed, "align trained no encoder weight"
+    s = make_strategy("zs_init").options.scale
+    torch.testing.assert_close(trained.head.weight, s * class_embeddings(trained, ["negative", "positive"],
+                                                                         make_strategy("zs_init").options.templates.split("|")))
+
+
+def test_zs_init_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="train='x' is not one of"):
+        make_strategy("zs_init", {"train": "x"})
+    with pytest.raises(ConfigError, match="wise must be in"):
+        make_strategy("zs_init", {"wise": "2"})
