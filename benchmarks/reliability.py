@@ -49,6 +49,24 @@ def _png(path: Path, size: tuple[int, int] = (28, 28), mode: str = "L") -> None:
                                                      ).astype(np.uint8).squeeze(), mode).save(path)
 
 
+def _wav_bytes(rate: int = 16000, seconds: float = 0.25) -> bytes:
+    """A real PCM WAV (a 440 Hz tone) as bytes."""
+    import wave
+
+    buf = io.BytesIO()
+    t = np.arange(int(rate * seconds)) / rate
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2").tobytes())
+    return buf.getvalue()
+
+
+def _wav(path: Path) -> None:
+    path.write_bytes(_wav_bytes())
+
+
 def build_cases(tmp: Path, source: Path) -> dict[str, list[str]]:
     """Case name -> CLI arguments; every input the case needs is written under ``tmp``."""
     out = str(tmp / "out")
@@ -86,6 +104,29 @@ def build_cases(tmp: Path, source: Path) -> dict[str, list[str]]:
     inc = tmp / "incomplete"
     inc.mkdir()
     (inc / "run.json").write_text(json.dumps({"status": "running"}))
+    # a run whose model.json names another architecture than its weights
+    arch = tmp / "wrong_architecture"
+    arch.mkdir()
+    for f in ("run.json", "config.json", "metrics.json", "model.safetensors"):
+        (arch / f).write_bytes((source / f).read_bytes())
+    spec = json.loads((source / "model.json").read_text())
+    (arch / "model.json").write_text(json.dumps({**spec, "name": "mlp", "kwargs": {}}))
+    # audio: a truncated WAV and a WAV that is not PCM at all; text: CSVs without text / ragged rows
+    wavs = tmp / "wavs"
+    for c in ("a", "b"):
+        (wavs / c).mkdir(parents=True)
+        _wav(wavs / c / "0.wav")
+    (wavs / "b" / "1.wav").write_bytes(_wav_bytes()[:60])
+    (tmp / "notwav" / "a").mkdir(parents=True)
+    (tmp / "notwav" / "b").mkdir(parents=True)
+    _wav(tmp / "notwav" / "a" / "0.wav")
+    (tmp / "notwav" / "b" / "0.wav").write_bytes(b"RIFF0000WAVEjunkjunkjunk")
+    (tmp / "notext.jsonl").write_text('{"body": "great film", "label": "pos"}\n')
+    (tmp / "ragged.csv").write_text("text,label\ngood film,pos\nbad film,neg,extra\n")
+    # config files: a path escaping the config's folder, an unknown key
+    (tmp / "cfg").mkdir()
+    (tmp / "cfg" / "escape.toml").write_text('data = "../nan.npz"\n')
+    (tmp / "cfg" / "typo.toml").write_text('data = "digits8"\nepoch = 3\n')
     src = str(source)
     return {
         "missing data path": ["pretrain", "--data", str(tmp / "nope"), "--out", out],
@@ -114,6 +155,19 @@ def build_cases(tmp: Path, source: Path) -> dict[str, list[str]]:
         "unknown adaptation method": ["adapt", "--source", src, "--source-data", "mnist5k", "--target-data", "digits8",
                                       "--method", "dan", "--out", out],
         "predict on a missing input": ["predict", src, str(tmp / "nothing.npz")],
+        "truncated WAV file": ["pretrain", "--data", str(wavs), "--model", "audio_cnn", "--out", out],
+        "corrupt (non-PCM) WAV file": ["pretrain", "--data", str(tmp / "notwav"), "--model", "audio_cnn", "--out", out],
+        "text field missing (JSON Lines)": ["pretrain", "--data", str(tmp / "notext.jsonl"), "--out", out],
+        "ragged CSV rows": ["pretrain", "--data", str(tmp / "ragged.csv"), "--out", out],
+        "text data into an image model (modality)": ["transfer", "--source", src, "--data", "vader-tweets", "--out", out],
+        "architecture does not match the weights": ["transfer", "--source", str(arch), "--data", "digits8", "--out", out],
+        "unknown backbone (did you mean)": ["transfer", "--source", "efficientnet_lite", "--data", "digits8", "--out", out],
+        "unknown transferability score": ["rank", "--data", "digits8", "--candidates", src, "--scores", "logm"],
+        "unknown dataset option": ["pretrain", "--data", "spoken-digits:voice=B", "--out", out],
+        "config path escapes its folder": ["transfer", "--config", str(tmp / "cfg" / "escape.toml"), "--source", src,
+                                           "--out", out],
+        "config with an unknown key": ["transfer", "--config", str(tmp / "cfg" / "typo.toml"), "--source", src,
+                                       "--out", out],
     }
 
 
@@ -167,7 +221,13 @@ def render(outcomes: list[Outcome], command: str) -> str:
     lines += ["", "Kill and resume, divergence, determinism and safe loading are covered by tests: "
               "`tests/test_kill_resume.py` (SIGKILL mid-training, then byte-identical weights after resuming), "
               "`tests/strategies/test_reliability.py` (NaN loss -> rollback and lower learning rate; bit-identical "
-              "metrics per strategy family), `tests/test_runs.py` (torn checkpoints, corrupt weights)."]
+              "metrics per strategy family), `tests/test_runs.py` (torn checkpoints, corrupt weights). "
+              "The same errors reach Python callers as typed one-line exceptions "
+              "(`tests/test_reliability_matrix.py::test_the_api_raises_the_same_typed_one_line_errors`). "
+              "Resource limits: an image folder past `$TRANSFERKIT_DATA_MEMORY` loads one file at a time into a "
+              "memory-mapped array and a feature cache past `$TRANSFERKIT_CACHE_MEMORY` spills to disk "
+              "(`tests/data/test_storage.py`, `tests/engine/test_features.py`). Config files cannot import "
+              "modules or reach outside their folder (`tests/test_configfile.py`)."]
     return "\n".join(lines) + "\n"
 
 

@@ -197,7 +197,7 @@ def load_run(path: str | Path, model: TransferModel | None = None) -> LoadedRun:
     try:
         model.load_state_dict({k: v for k, v in tensors.items() if k not in extra})
     except RuntimeError as e:
-        raise CheckpointError(f"{run.path / 'model.safetensors'}: weights do not fit model.json ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(f"{run.path / 'model.safetensors'}: weights do not fit model.json ({_state_dict_error(e)})") from None
     config = read_json(run.path / "config.json")
     mpath = run.path / "metrics.json"
     metrics = read_json(mpath) if mpath.exists() else {}
@@ -228,3 +228,10 @@ def load_source(source: str | Path | LoadedRun | TransferModel,
                                   f"{did_you_mean(str(source), MODELS)}")
     loaded = load_run(source)
     return loaded.model, loaded.config
+
+
+def _state_dict_error(err: RuntimeError) -> str:
+    """The informative line of a ``load_state_dict`` error (missing keys, size mismatch), shortened."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(err).__name__)
+    return detail if len(detail) <= 160 else detail[:157] + "..."

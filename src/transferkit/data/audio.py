@@ -144,7 +144,7 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         with wave.open(str(p), "rb") as w:
             channels, width, rate, frames = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
             data = w.readframes(frames)
-    except (wave.Error, EOFError, OSError, struct.error, ValueError) as err:
+    except (wave.Error, EOFError, OSError, struct.error, ValueError, RuntimeError) as err:  # RuntimeError: a bad RIFF chunk
         raise DataError(f"{p}: cannot read WAV file ({_reason(err)}; only PCM WAV is supported)") from None
     if frames == 0 or channels == 0:
         raise DataError(f"{p}: WAV file has no audio samples")
