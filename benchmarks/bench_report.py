@@ -164,13 +164,16 @@ def _transfer(r: dict[str, Any]) -> list[str]:
 
 def _models(r: dict[str, Any]) -> list[str]:
     lines = ["## 5. Backbones and memory", "",
-             "Samples per second of every registered backbone at the placement `auto` picks (28x28 grey, "
-             "batch 64; median [min-max] over rounds, first round dropped), and the peak resident memory each "
+             "Samples per second of every registered backbone at the placement `auto` picks (real inputs of its "
+             "modality at its input size, batch 64; median [min-max] over rounds, first round dropped), and the "
+             "peak resident memory each "
              "strategy adds to a process that has already loaded the source model and data (one 10-shot "
              "digits8 transfer, 5 epochs, each strategy in a fresh process).", ""]
-    rows = [[f"`{n}`", f"{v['parameters'] / 1e6:.2f} M", _sp(v["forward_per_s"], 0), _sp(v["train_per_s"], 0),
+    rows = [[f"`{n}`", v.get("input", "mnist5k (1, 28, 28)"), f"{v['parameters'] / 1e6:.2f} M",
+             _sp(v["forward_per_s"], 0), _sp(v["train_per_s"], 0),
              f"{v['bf16_autocast']} / {v['channels_last']}"] for n, v in r["throughput"].items()]
-    lines += _table(["backbone", "parameters", "forward samples/s", "training samples/s", "bf16 / channels-last"], rows) + [""]
+    lines += _table(["backbone", "input", "parameters", "forward samples/s", "training samples/s",
+                     "bf16 / channels-last"], rows) + [""]
     rows = [[f"`{n}`", "error: " + v["error"]] if "error" in v else
             [f"`{n}`", f"{v['added_mib']:.0f}", f"{v['peak_mib']:.0f}", _pct(v["accuracy"])] for n, v in r["memory"].items()]
     lines += _table(["strategy", "added peak MiB", "process peak MiB", "10-shot accuracy %"], rows) + [""]

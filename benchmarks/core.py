@@ -61,6 +61,7 @@ class Plan:
     precision_epochs: int
     infer_rounds: int
     infer_images: int
+    backbone_samples: int
     shots: list[int]
     seeds: list[int]
     strategies: list[str] = field(default_factory=lambda: ["scratch", *(n for n in STRATEGIES if n != "scratch")])
@@ -69,10 +70,10 @@ class Plan:
 
 
 QUICK = Plan(source_epochs=2, probe_rounds=2, overhead_rounds=10, overhead_n_train=512, precision_rounds=1,
-             precision_epochs=1, infer_rounds=2, infer_images=1536, shots=[1, 5], seeds=[0],
+             precision_epochs=1, infer_rounds=2, infer_images=1536, backbone_samples=128, shots=[1, 5], seeds=[0],
              strategies=["scratch", "linear_probe", "full", "l2sp", "wise_ft"])
 FULL = Plan(source_epochs=5, probe_rounds=5, overhead_rounds=20, overhead_n_train=1024, precision_rounds=2,
-            precision_epochs=3, infer_rounds=5, infer_images=4096, shots=[1, 5, 10], seeds=[0, 1, 2])
+            precision_epochs=3, infer_rounds=5, infer_images=4096, backbone_samples=512, shots=[1, 5, 10], seeds=[0, 1, 2])
 PARTS = ("probe", "overhead", "precision", "inference", "models", "transfer")
 
 
@@ -208,9 +209,7 @@ def run_models(src_dir: Path, plan: Plan, results: dict[str, Any]) -> None:
     from bench_models import bench_backbones, bench_memory
 
     log(f"[5] backbone throughput ({plan.infer_rounds} rounds) and peak memory per strategy")
-    ds = load_dataset("mnist5k")
-    x, y = torch.from_numpy(ds.x[:1024].copy()), torch.from_numpy(ds.y[:1024].copy())
-    results["models"] = {"throughput": bench_backbones(x, y, plan.infer_rounds, log),
+    results["models"] = {"throughput": bench_backbones(plan.backbone_samples, plan.infer_rounds, log),
                          "memory": bench_memory(str(src_dir), plan.strategies, 10, log)}
 
 

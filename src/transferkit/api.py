@@ -196,7 +196,11 @@ def evaluate(run: str | Path, data: str, source_data: str | None = None, save: b
     loaded = load_run(run)
     spec = loaded.spec
     ds = load_dataset(data, model=spec, seed=int(loaded.config.get("seed", 0)))
-    if data == loaded.config.get("data") and ds.y is not None:
+    if loaded.config.get("command") == "adapt":  # its own target data: the held-out part it never adapted on
+        from transferkit.adaptation.api import heldout_target
+
+        ds = heldout_target(loaded.config, data, ds) or ds
+    elif data == loaded.config.get("data") and ds.y is not None:
         s = loaded.config.get("split", {})
         ds = split(ds, val=s.get("val", 0.15), test=s.get("test", 0.3), seed=int(s.get("seed", 0))).test
     ds = align_classes(ds, spec.class_names)

@@ -101,5 +101,7 @@ def test_adapt_iterations_all_images_and_evaluate_heldout(source_run: Path, tmp_
     assert held is not None and len(held) == len(unlabelled_split(n, val=0.15, test=0.3, seed=0)[2])
     assert heldout_target(cfg, "mnist5k", ds) is None
     assert heldout_target({**cfg, "command": "transfer"}, "digits8", ds) is None
+    scored = transferkit.evaluate(out, "digits8", save=False)["target"]  # the same held-out part adapt reported
+    assert scored["accuracy"] == pytest.approx(m["target"]["accuracy"])
     with pytest.raises(ConfigError, match="iterations must be at least 1"):
         adapt(source_run, "mnist5k", "digits8", iterations=0)

@@ -92,7 +92,7 @@ def test_mcc_matches_numpy() -> None:
 
 def test_domain_loss_and_multilinear_map() -> None:
     ds, dt = RNG.normal(size=8), RNG.normal(size=6)
-    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    sig = lambda v: 1 / (1 + np.exp(-v))
     expected = 0.5 * (-np.log(sig(ds)).mean() - np.log(1 - sig(dt)).mean())
     assert domain_adversarial_loss(_t(ds), _t(dt)).item() == pytest.approx(expected, rel=1e-5)
     ws, wt = RNG.uniform(size=8), RNG.uniform(size=6)

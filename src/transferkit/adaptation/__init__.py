@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["METHODS", "VALIDATORS", "adapt", "make_method", "list_methods"]
+__all__ = ["METHODS", "VALIDATORS", "adapt", "list_methods", "make_method"]
 
 
 def __getattr__(name: str) -> Any:

@@ -108,7 +108,7 @@ def _candidates(method: str, options: dict[str, str]) -> list[tuple[str, str, di
     names = [n.strip() for n in opts.pop("candidates", AUTO_METHODS).split(",") if n.strip()]
     weights = [w.strip() for w in opts.pop("trade_offs", "1.0").split(",") if w.strip()]
     if opts:
-        raise ConfigError(f"unknown auto option '{sorted(opts)[0]}' (options: candidates, trade_offs)")
+        raise ConfigError(f"unknown auto option '{min(opts)}' (options: candidates, trade_offs)")
     out = []
     for entry in names:  # "name" or "name:key=value:key=value" (fixed options of that candidate)
         n, *kvs = entry.split(":")
