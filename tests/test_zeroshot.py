@@ -144,3 +144,17 @@ def test_zs_init_options_are_checked() -> None:
         make_strategy("zs_init", {"train": "x"})
     with pytest.raises(ConfigError, match="wise must be in"):
         make_strategy("zs_init", {"wise": "2"})
+    with pytest.raises(ConfigError, match="wise_rule='x' is not one of"):
+        make_strategy("zs_init", {"wise_rule": "x"})
+
+
+def test_select_alpha_rules() -> None:
+    """best: argmax (ties to the smaller alpha); 1se: smallest alpha within one binomial SE of the best."""
+    from transferkit.strategies.text_prior import select_alpha
+
+    acc = {"0.0": 0.70, "0.5": 0.76, "0.8": 0.78, "1.0": 0.78}
+    assert select_alpha(acc, 100, "best") == 0.8
+    se = (0.78 * 0.22 / 100) ** 0.5  # 0.041: 0.76 is within it, 0.70 is not
+    assert 0.78 - se < 0.76
+    assert select_alpha(acc, 100, "1se") == 0.5
+    assert select_alpha(acc, 10_000, "1se") == 0.8

@@ -11,6 +11,15 @@ head (as in WiSE-FT's zero-shot initialisation and LP-FT's probed head), optiona
   CVPR 2022): ``theta(alpha) = (1 - alpha) theta_zs + alpha theta_trained``, which keeps the
   prior's robustness to a domain shift that the few labelled examples cannot show.
 
+Choosing alpha (``wise=-1``) uses the source domain's labelled validation split only (never a
+test set, never the target domain). With ``wise_rule=best`` the alpha of highest validation
+accuracy wins (ties go to the smaller alpha); with ``wise_rule=1se`` the *smallest* alpha whose
+validation accuracy is within one binomial standard error ``sqrt(p(1-p)/n_val)`` of the best
+(the one-standard-error rule, Hastie, Tibshirani & Friedman, ESL 2009, sec. 7.10): alphas that
+the validation set cannot tell apart in-domain are resolved toward the zero-shot prior, whose
+robustness to distribution shift is what WiSE-FT keeps (and what LP-FT, Kumar et al., ICLR 2022,
+protects by not distorting the pretrained features with a random head).
+
 The label names are the target's class names (``transferkit transfer`` gives the head the
 target's classes first); each phase runs through the one training loop.
 """
@@ -57,8 +66,11 @@ class ZSInitOptions:
     train: str = field(default="align", metadata={
         "help": "after the zero-shot init: none | probe | finetune | lp_ft | align (fine-tune text and prompts together)"})
     prior: float = field(default=0.1, metadata={"help": "weight of the L2 pull of the head toward its zero-shot weights"})
-    wise: float = field(default=0.5, metadata={
-        "help": "WiSE-FT alpha toward the trained weights (0 = zero-shot, 1 = trained); -1 = pick on validation"})
+    wise: float = field(default=-1.0, metadata={
+        "help": "WiSE-FT alpha toward the trained weights (0 = zero-shot, 1 = trained); -1 = pick on the "
+                "validation split (0.5 when there is none)"})
+    wise_rule: str = field(default="best", metadata={
+        "help": "with wise=-1: best (highest validation accuracy) | 1se (smallest alpha within one standard error)"})
     ft_lr_scale: float = field(default=0.03, metadata={
         "help": "encoder learning rate relative to --lr (0.03: 3e-5 at the default --lr 1e-3, BERT's usual rate)"})
 
@@ -67,11 +79,27 @@ class ZSInitOptions:
             raise ConfigError(f"zs_init: train={self.train!r} is not one of {', '.join(TRAIN_MODES)}")
         if not (0 <= self.wise <= 1 or self.wise == -1):
             raise ConfigError(f"zs_init: wise must be in [0, 1] or -1, got {self.wise}")
+        if self.wise_rule not in ("best", "1se"):
+            raise ConfigError(f"zs_init: wise_rule={self.wise_rule!r} is not one of best, 1se")
         if self.scale <= 0 or self.prior < 0 or self.ft_lr_scale <= 0:
             raise ConfigError(f"zs_init: scale and ft_lr_scale must be positive and prior >= 0 "
                               f"(got {self.scale}, {self.ft_lr_scale}, {self.prior})")
         if any("{}" not in t for t in self.templates.split("|")):
             raise ConfigError(f"zs_init: every template must contain {{}}, got {self.templates!r}")
+
+
+def select_alpha(val_acc: dict[str, float], n_val: int, rule: str = "best") -> float:
+    """The WiSE-FT mixing weight from validation accuracies ``{f"{alpha:.1f}": acc}``.
+
+    ``best``: ``argmax_alpha acc`` (ties to the smaller alpha). ``1se``: the smallest alpha with
+    ``acc >= acc_max - sqrt(acc_max (1 - acc_max) / n_val)`` (one-standard-error rule, ESL 7.10).
+    """
+    alphas = sorted(float(a) for a in val_acc)
+    top = max(val_acc.values())
+    if rule == "best":
+        return min(a for a in alphas if val_acc[f"{a:.1f}"] == top)
+    se = (top * (1 - top) / max(n_val, 1)) ** 0.5
+    return min(a for a in alphas if val_acc[f"{a:.1f}"] >= top - se - 1e-12)
 
 
 class ZeroShotInit(Strategy):
@@ -176,7 +204,7 @@ class ZeroShotInit(Strategy):
                 model.load_state_dict(interpolate(self._start, end, a))
                 tie()
                 scores[f"{a:.1f}"] = evaluate_arrays(model, ctx.val[0], ctx.val[1], ctx.placement())[0]
-            best = max(alphas, key=lambda a: (scores[f"{a:.1f}"], -a))
+            best = select_alpha(scores, len(ctx.val[1]), o.wise_rule)
         else:
             best = alphas[-1] if len(alphas) == 1 else 0.5
         model.load_state_dict(interpolate(self._start, end, best))
