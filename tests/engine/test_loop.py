@@ -311,9 +311,19 @@ def test_fit_equals_a_hand_written_loop(
 
     if optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(hand.parameters(), lr=lr, momentum=0.9, nesterov=True,
-                                                     weight_decay=wd)
+                                                     weight_decay=wd, fused=True)
     else:
-        opt = torch.optim.AdamW(hand.parameters(), lr=lr, weight_decay=wd)
+        opt = torch.optim.AdamW(hand.parameters(), lr=lr, weight_decay=wd, fused=True)
+    torch.set_flush_denormal(True)  # as fit does on the CPU
+    try:
+        _hand_epochs(hand, opt, x, y, n, batch_size, epochs, seed, grad_clip)
+    finally:
+        torch.set_flush_denormal(False)
+    _assert_states_equal(_state(engine), _state(hand))
+
+
+def _hand_epochs(hand: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, n: int,
+                 batch_size: int, epochs: int, seed: int, grad_clip: float) -> None:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     # batches of `batch_size`; a trailing batch of one joins the previous batch
@@ -335,7 +345,6 @@ def test_fit_equals_a_hand_written_loop(
             opt.step()
             steps += 1
     assert steps == epochs * len(bounds)
-    _assert_states_equal(_state(engine), _state(hand))
 
 
 def test_optimizer_groups_scale_lr_and_weight_decay() -> None:
@@ -346,3 +355,52 @@ def test_optimizer_groups_scale_lr_and_weight_decay() -> None:
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([2.5e-4, 1e-2])
     assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]
     assert isinstance(opt, torch.optim.AdamW)
+
+
+def test_fit_restores_the_subnormal_mode_it_found() -> None:
+    from transferkit.engine.precision import Placement, denormals_flushed, flush_denormals
+
+    cpu = Placement(torch.device("cpu"), bf16=False, channels_last=False)
+    assert not denormals_flushed()
+    with flush_denormals(cpu):
+        assert denormals_flushed()
+        assert (torch.tensor([1e-39]) * 1.0).item() == 0.0
+    assert not denormals_flushed()
+    torch.set_flush_denormal(True)
+    try:
+        with flush_denormals(cpu):
+            pass
+        assert denormals_flushed()  # a caller's choice survives
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def test_restored_optimizer_state_follows_a_channels_last_parameter() -> None:
+    """Fused AdamW pairs parameter and moment elements by flat position: state loaded contiguous for a
+    channels-last weight must be re-laid out, or the resumed step differs from the uninterrupted one."""
+    from transferkit.engine.checkpoint import flatten_optimizer, restore_optimizer
+
+    torch.manual_seed(0)
+    w0 = torch.randn(8, 3, 3, 3).contiguous(memory_format=torch.channels_last)
+    grads = [torch.randn(8, 3, 3, 3).contiguous(memory_format=torch.channels_last) for _ in range(2)]
+
+    def param() -> nn.Parameter:
+        return nn.Parameter(w0.clone(memory_format=torch.preserve_format))
+
+    whole = param()
+    opt = torch.optim.AdamW([whole], lr=0.1, fused=True)
+    for g in grads:
+        whole.grad = g.clone(memory_format=torch.preserve_format)
+        opt.step()
+
+    resumed = param()
+    opt = torch.optim.AdamW([resumed], lr=0.1, fused=True)
+    resumed.grad = grads[0].clone(memory_format=torch.preserve_format)
+    opt.step()
+    tensors, meta = flatten_optimizer(opt)
+    tensors = {k: v.contiguous() for k, v in tensors.items()}  # as safetensors gives them back
+    opt = torch.optim.AdamW([resumed], lr=0.1, fused=True)
+    restore_optimizer(opt, tensors, meta)
+    resumed.grad = grads[1].clone(memory_format=torch.preserve_format)
+    opt.step()
+    assert torch.equal(whole.detach(), resumed.detach())

@@ -18,7 +18,13 @@ from transferkit.engine import distributed
 from transferkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from transferkit.engine.config import TrainConfig
 from transferkit.engine.global_batch import global_batch
-from transferkit.engine.precision import Placement, predict_logits, resolve_placement, set_memory_format
+from transferkit.engine.precision import (
+    Placement,
+    flush_denormals,
+    predict_logits,
+    resolve_placement,
+    set_memory_format,
+)
 from transferkit.errors import ConfigError, TransferkitError
 
 log = logging.getLogger("transferkit")
@@ -92,9 +98,18 @@ def make_optimizer(groups: list[dict[str, Any]], cfg: TrainConfig, lr: float) ->
                        "weight_decay": g.get("weight_decay", cfg.weight_decay), "peak_lr": lr * g.get("lr_scale", 1.0)})
     if not pg:
         raise ValueError("phase has no trainable parameters")
+    # the fused kernels update every tensor of a group in one pass instead of a chain of for-each ops
+    fused = {"fused": True} if _fusable(pg) else {}
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(pg, lr=lr, momentum=0.9, nesterov=True)
-    return torch.optim.AdamW(pg, lr=lr)
+        return torch.optim.SGD(pg, lr=lr, momentum=0.9, nesterov=True, **fused)
+    return torch.optim.AdamW(pg, lr=lr, **fused)
+
+
+def _fusable(groups: list[dict[str, Any]]) -> bool:
+    """Fused optimiser kernels exist for floating-point parameters on the CPU and CUDA, all on one device."""
+    params = [p for g in groups for p in g["params"]]
+    return (all(p.is_floating_point() for p in params) and len({p.device for p in params}) == 1
+            and params[0].device.type in ("cpu", "cuda"))
 
 
 def _freeze_bn_stats(module: nn.Module) -> None:
@@ -186,8 +201,13 @@ def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> Phase
     the run follows the one-process one. Validation is sharded and gathered, so early stopping
     decides identically on every rank; only rank 0 writes checkpoints.
     """
+    place = phase.placement or resolve_placement(phase.module, cfg.precision, cfg.channels_last, cfg.device)
+    with flush_denormals(place):
+        return _fit(phase, cfg, checkpoint, place)
+
+
+def _fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None, place: Placement) -> PhaseResult:
     module = phase.module
-    place = phase.placement or resolve_placement(module, cfg.precision, cfg.channels_last, cfg.device)
     module.to(place.device)
     if place.channels_last:
         set_memory_format(module, torch.channels_last)

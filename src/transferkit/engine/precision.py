@@ -69,6 +69,30 @@ def resolve_placement(module: nn.Module, precision: str, channels_last: str, dev
     return Placement(dev, bf16, cl)
 
 
+def denormals_flushed() -> bool:
+    """Whether this thread's CPU currently flushes subnormal floats to zero (FTZ/DAZ)."""
+    return (torch.tensor([1e-39], dtype=torch.float32) * 1.0).item() == 0.0
+
+
+@contextlib.contextmanager
+def flush_denormals(place: Placement) -> Iterator[None]:
+    """Flush subnormal floats to zero on the CPU while training, restoring the previous mode after.
+
+    Gradients and optimiser moments of a converging network can drift into the subnormal range,
+    where x86 arithmetic takes a microcode path many times slower; values below 1.2e-38 carry no
+    signal for training. ``benchmarks/core.py`` section 3 times a loop with and without it.
+    """
+    if place.device.type != "cpu":
+        yield
+        return
+    before = denormals_flushed()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
+
+
 @contextlib.contextmanager
 def eval_mode(module: nn.Module) -> Iterator[None]:
     """Temporarily put ``module`` in eval mode, restoring its previous mode afterwards."""
