@@ -100,9 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True)
     ev.add_argument("--source-data", default=None)
 
-    pr = sub.add_parser("predict", help="predict classes for images / .npz inputs with a run's model")
+    pr = sub.add_parser("predict", help="predict classes for new inputs (images, text, audio) with a run's model")
     pr.add_argument("run")
-    pr.add_argument("inputs", help="an image, a folder of images, or an .npz with 'x'")
+    pr.add_argument("inputs", help="image model: an image, a folder of images or an .npz with 'x'; text model: a .txt "
+                    "(one input per line), .csv with a 'text' column or .jsonl; audio model: a .wav or a folder of .wav")
     pr.add_argument("--out", default=None, help="write predictions as CSV here")
 
     rk = sub.add_parser("rank", help="rank candidate source models for target data by transferability scores")

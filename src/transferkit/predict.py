@@ -1,4 +1,4 @@
-"""Predict classes for new inputs with a saved run's model."""
+"""Predict classes for new inputs (images, text, audio: by the model's modality) with a saved run's model."""
 
 from __future__ import annotations
 
@@ -10,19 +10,31 @@ from typing import Any
 import numpy as np
 import torch
 
-from transferkit.data import ArrayDataset, conform
-from transferkit.data.files import IMAGE_SUFFIXES, _decode, load_npz
+from transferkit.data import ArrayDataset, conform, prepare
+from transferkit.data.files import IMAGE_SUFFIXES, _decode, load_npz, load_path
 from transferkit.engine.precision import predict_logits, resolve_placement
 from transferkit.errors import DataError
+from transferkit.models.base import ModelSpec
 from transferkit.runs import load_run
 
 
-def load_inputs(path: str | Path, shape: tuple[int, ...]) -> tuple[ArrayDataset, list[str]]:
-    """Unlabelled inputs from an image file, a folder of images (searched recursively) or an
-    ``.npz`` with ``x``, converted to ``shape``; returns the data and a name per sample."""
+def load_inputs(path: str | Path, spec: ModelSpec | tuple[int, ...]) -> tuple[ArrayDataset, list[str]]:
+    """Unlabelled inputs for a model, converted to its input format; returns the data and a name per sample.
+
+    By the model's modality: images from an image file, a folder of images (searched
+    recursively) or an ``.npz`` with ``x``; text from a ``.txt`` file (one input per non-empty
+    line), a ``.csv`` with a ``text`` column or a ``.jsonl`` with a ``text`` field; audio from a
+    ``.wav`` file or a folder of ``.wav`` files. A tuple ``spec`` is an image/tabular input shape.
+    """
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
+    modality = spec.modality if isinstance(spec, ModelSpec) else "image"
+    if modality == "text":
+        return _text_inputs(p, spec)  # type: ignore[arg-type]
+    if modality == "audio":
+        return _audio_inputs(p, spec)  # type: ignore[arg-type]
+    shape = tuple(spec.input_shape) if isinstance(spec, ModelSpec) else spec
     if p.suffix.lower() == ".npz":
         ds = conform(load_npz(p, labels_required=False), shape)
         return ds, [f"{p.name}[{i}]" for i in range(len(ds))]
@@ -33,14 +45,51 @@ def load_inputs(path: str | Path, shape: tuple[int, ...]) -> tuple[ArrayDataset,
     return ArrayDataset(np.stack(planes), None, [], str(p)), [str(f) for f in files]
 
 
+def _text_inputs(p: Path, spec: ModelSpec) -> tuple[ArrayDataset, list[str]]:
+    suffix = p.suffix.lower()
+    if p.is_file() and suffix == ".txt":
+        try:
+            lines = [(i + 1, t.strip()) for i, t in enumerate(p.read_text(encoding="utf-8").splitlines()) if t.strip()]
+        except UnicodeDecodeError as err:
+            raise DataError(f"{p}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        if not lines:
+            raise DataError(f"{p}: no text (every line is empty)")
+        ds = ArrayDataset(np.array([t for _, t in lines], dtype=object), None, [], str(p), modality="text")
+        return prepare(ds, spec), [f"{p.name}:{n}" for n, _ in lines]
+    if p.is_file() and suffix in (".csv", ".jsonl"):
+        ds = load_path(p, labels_required=False)
+        if ds.modality != "text":
+            raise DataError(f"{p}: no 'text' column, so no text inputs for the text model {spec.name}")
+        rows = "row" if suffix == ".csv" else "line"
+        return prepare(ds, spec), [f"{p.name}:{rows} {i + 1}" for i in range(len(ds))]
+    raise DataError(f"{p}: a text model takes a .txt (one input per line), .csv with a 'text' column or .jsonl file")
+
+
+def _audio_inputs(p: Path, spec: ModelSpec) -> tuple[ArrayDataset, list[str]]:
+    from transferkit.data.audio import SAMPLE_RATE, is_wav_folder, load_wav_folder, read_wav, resample
+
+    if p.is_file() and p.suffix.lower() == ".wav":
+        samples, rate = read_wav(p)
+        ds = ArrayDataset(resample(samples, rate, SAMPLE_RATE)[None].astype(np.float32), None, [], str(p),
+                          modality="audio", meta={"sample_rate": SAMPLE_RATE})
+        return prepare(ds, spec), [str(p)]
+    if p.is_dir() and is_wav_folder(p):
+        files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".") and f.suffix.lower() == ".wav")
+        if not files:
+            raise DataError(f"{p}: predict takes a flat folder of .wav files (no class sub-folders)")
+        return prepare(load_wav_folder(p, labels_required=False), spec), [str(f) for f in files]
+    raise DataError(f"{p}: an audio model takes a .wav file or a folder of .wav files")
+
+
 def predict(run: str | Path, inputs: str | Path) -> list[dict[str, Any]]:
     """Top class and its probability for each input, using the run's model."""
     loaded = load_run(run)
-    ds, names = load_inputs(inputs, loaded.spec.input_shape)
+    ds, names = load_inputs(inputs, loaded.spec)
     model = loaded.model
     place = resolve_placement(model, "auto", "auto")
     model.to(place.device)
-    probs = predict_logits(model, torch.from_numpy(ds.x), place).softmax(1)
+    x = ds.x if isinstance(ds.x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(ds.x))
+    probs = predict_logits(model, x, place).softmax(1)
     conf, idx = probs.max(1)
     classes = loaded.spec.class_names
     return [{"input": n, "class": classes[int(i)], "probability": float(c)} for n, i, c in zip(names, idx, conf)]
