@@ -404,3 +404,19 @@ def test_restored_optimizer_state_follows_a_channels_last_parameter() -> None:
     resumed.grad = grads[1].clone(memory_format=torch.preserve_format)
     opt.step()
     assert torch.equal(whole.detach(), resumed.detach())
+
+
+@pytest.mark.parametrize("mode", ["train", "frozen"])
+def test_batchnorm_frozen_keeps_running_statistics(mode: str, mnist_slices: tuple[Tensors, Tensors]) -> None:
+    """``batchnorm=frozen``: every BatchNorm normalises with its running statistics (left as they
+    were) while its affine parameters still train; ``train`` updates the statistics."""
+    x, y = mnist_slices[0][0][:96], mnist_slices[0][1][:96]
+    model = _model("small_cnn", seed=0)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d)]
+    assert bns
+    before = [(m.running_mean.clone(), m.running_var.clone(), m.weight.detach().clone()) for m in bns]
+    fit(_phase(model, (x, y), None), _cfg(epochs=1, batch_size=32, batchnorm=mode, patience=0))
+    stats_kept = all(torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)
+                     for m, (mean, var, _) in zip(bns, before))
+    assert stats_kept == (mode == "frozen")
+    assert all(not torch.equal(m.weight.detach(), w) for m, (_, _, w) in zip(bns, before))

@@ -14,6 +14,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "precision": ("auto", "fp32", "bf16"),
     "channels_last": ("auto", "on", "off"),
     "progress": ("auto", "on", "off"),
+    "batchnorm": ("train", "frozen"),
 }
 
 
@@ -38,6 +39,8 @@ class TrainConfig:
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
     seed: int = _f(0, "random seed (data sampling, initialisation, shuffling)")
     progress: str = _f("auto", "auto | on | off: progress bar (auto = only on a terminal)")
+    batchnorm: str = _f("train", "train | frozen: frozen keeps every BatchNorm on its running statistics while "
+                        "training (affine parameters still learn); for pretrained backbones on small batches")
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():

@@ -112,14 +112,19 @@ def _fusable(groups: list[dict[str, Any]]) -> bool:
             and params[0].device.type in ("cpu", "cuda"))
 
 
-def _freeze_bn_stats(module: nn.Module) -> None:
+def _freeze_bn_stats(module: nn.Module, every: bool = False) -> None:
     """BatchNorm layers whose affine parameters are frozen keep their running statistics too.
 
     A BatchNorm without affine parameters follows the nearest enclosing module that has some.
+    ``every``: all BatchNorm layers normalise with their running statistics (``batchnorm=frozen``):
+    statistics of a few-sample batch from a new domain would overwrite a pretrained backbone's.
     """
     named = dict(module.named_modules())
     for name, m in named.items():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if every:
+                m.eval()
+                continue
             params = list(m.parameters())
             while not params and name:
                 name = name.rpartition(".")[0]
@@ -247,7 +252,7 @@ def _fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None, place: Placeme
         if phase.on_epoch_start is not None:
             phase.on_epoch_start(epoch)
         module.train()
-        _freeze_bn_stats(module)
+        _freeze_bn_stats(module, every=cfg.batchnorm == "frozen")
         perm = torch.randperm(n, generator=gen).to(place.device)
         run_loss = torch.zeros((), device=place.device)
         for i in range(steps_per_epoch):
