@@ -1,7 +1,8 @@
-"""The ``auto`` strategy: its signals, the negative-transfer guard, and successive halving."""
+"""The ``auto`` strategy: its signals, the negative-transfer guard, its rules and successive halving."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,34 +12,90 @@ import torch
 import transferkit
 from transferkit.errors import ConfigError
 from transferkit.runs import load_run
-from transferkit.strategies.auto import candidates_for, nearest_mean_accuracy
+from transferkit.strategies.auto import (
+    Auto,
+    AutoOptions,
+    candidates_for,
+    cross_fit_correct,
+    nearest_mean_accuracy,
+    paired_gap,
+    rank_with_tolerance,
+)
+
+
+def _blobs(n_per: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(4), n_per)
+    x = rng.normal(size=(len(y), 5))
+    x[np.arange(len(y)), y] += 3.0
+    return x, y
 
 
 def test_nearest_mean_accuracy_matches_a_direct_loop() -> None:
-    rng = np.random.default_rng(0)
-    x_tr, y_tr = rng.normal(size=(40, 5)), np.repeat(np.arange(4), 10)
-    x_tr[np.arange(40), y_tr] += 3.0
-    x_te, y_te = rng.normal(size=(20, 5)), np.repeat(np.arange(4), 5)
-    x_te[np.arange(20), y_te] += 3.0
+    x_tr, y_tr = _blobs(10, 0)
+    x_te, y_te = _blobs(5, 1)
     mu = x_tr.mean(0)
-    unit = lambda a: (a - mu) / np.linalg.norm(a - mu, axis=1, keepdims=True)  # noqa: E731
+    unit = lambda a: (a - mu) / np.linalg.norm(a - mu, axis=1, keepdims=True)
     means = [unit(x_tr)[y_tr == c].mean(0) for c in range(4)]
     pred = [int(np.argmax([unit(x[None])[0] @ m for m in means])) for x in x_te]
     assert nearest_mean_accuracy(x_tr, y_tr, x_te, y_te) == pytest.approx(np.mean(np.array(pred) == y_te))
 
 
-def test_candidates_keep_features_when_labels_are_scarce() -> None:
-    assert candidates_for(1)[0] in ("lp_ft", "linear_probe")
-    assert "full" not in candidates_for(1)
-    assert candidates_for(100)[0] == "full"
+def test_cross_fit_scores_every_sample_once_by_a_probe_that_never_saw_it() -> None:
+    a, ya = _blobs(3, 0)
+    b, yb = _blobs(2, 1)
+    c = cross_fit_correct(a, ya, b, yb)
+    assert c.shape == (len(ya) + len(yb),)
+    assert c.mean() == pytest.approx((nearest_mean_accuracy(a, ya, b, yb) * len(yb)
+                                      + nearest_mean_accuracy(b, yb, a, ya) * len(ya)) / (len(ya) + len(yb)))
+
+
+def test_paired_gap_is_the_mean_difference_and_its_standard_error() -> None:
+    raw = np.array([1, 1, 1, 0, 1, 0, 1, 1], bool)
+    feat = np.array([1, 0, 1, 0, 0, 0, 1, 0], bool)
+    d = raw.astype(float) - feat.astype(float)
+    gap, se = paired_gap(raw, feat)
+    assert gap == pytest.approx(d.mean())
+    assert se == pytest.approx(np.sqrt(np.sum((d - d.mean()) ** 2) / (len(d) - 1)) / np.sqrt(len(d)))
+
+
+def test_candidates_keep_source_knowledge_when_labels_are_scarce() -> None:
+    assert candidates_for(1)[0] == "linear_probe"
+    assert "full" not in candidates_for(2)
+    assert candidates_for(5)[0] == "l2sp"
+    assert candidates_for(10)[0] == candidates_for(100)[0] == "lp_ft"
+
+
+def _sig(pf: float, raw: float, se: float, n: int = 100, classes: int = 10) -> dict[str, float]:
+    chance = 1 / classes
+    return {"shots_per_class": 5, "classes": classes, "probe_n": n, "probe_features": pf, "chance": chance,
+            "chance_se": math.sqrt(chance * (1 - chance) / n), "probe_raw_inputs": raw,
+            "raw_minus_features": raw - pf, "gap_se": se}
+
+
+def test_rules_fire_the_guard_only_on_a_clear_gap() -> None:
+    auto = Auto(AutoOptions())
+    assert auto.rules(_sig(0.12, 0.9, 0.03))[0] == ["scratch"]  # features at chance
+    cands, reason = auto.rules(_sig(0.56, 0.76, 0.05))  # 20 pt gap, 4 standard errors
+    assert cands[0] == "full" and "mismatched" in reason
+    assert auto.rules(_sig(0.70, 0.80, 0.06))[0] == candidates_for(5)  # 10 pt, under 2 standard errors
+    assert auto.rules(_sig(0.94, 0.80, 0.04))[0] == candidates_for(5)
+
+
+def test_ties_within_tolerance_keep_the_prior_order() -> None:
+    prior = ["linear_probe", "wise_ft", "lp_ft"]
+    assert rank_with_tolerance({"linear_probe": 0.80, "wise_ft": 0.82, "lp_ft": 0.70}, prior, 0.05) == prior
+    assert rank_with_tolerance({"linear_probe": 0.70, "wise_ft": 0.82, "lp_ft": 0.90}, prior, 0.05)[:2] == \
+        ["lp_ft", "wise_ft"]
 
 
 def test_auto_records_its_signals_and_choice(source_run: Path) -> None:
     res = transferkit.transfer(load_run(source_run), "digits8", strategy="auto", shots=5, epochs=3)
     auto = res.metrics["strategy_info"]["auto"]
     assert auto["choice"] in auto["candidates"]
-    assert {"shots_per_class", "probe_features", "probe_raw_inputs", "logme_features"} <= set(auto["signals"])
+    assert {"shots_per_class", "probe_features", "probe_raw_inputs", "logme_features", "gap_se"} <= set(auto["signals"])
     assert auto["signals"]["shots_per_class"] == 5
+    assert auto["signals"]["probe_n"] == 100  # train and validation draws, cross-fitted
 
 
 def test_negative_transfer_guard_picks_scratch_for_a_useless_source(source_run: Path) -> None:
@@ -51,15 +108,21 @@ def test_negative_transfer_guard_picks_scratch_for_a_useless_source(source_run: 
     assert "negative transfer" in auto["reason"]
 
 
-def test_successive_halving_narrows_to_one_within_budget(source_run: Path) -> None:
-    res = transferkit.transfer(load_run(source_run), "digits8", strategy="auto", shots=5, epochs=8,
-                               options={"budget": "60"})
-    rounds = res.metrics["strategy_info"]["auto"]["halving"]
-    assert len(rounds[0]["val_acc"]) == 3
-    assert rounds[-1]["epochs"] > rounds[0]["epochs"] or len(rounds) == 1
-    assert res.metrics["strategy_info"]["auto"]["choice"] in rounds[-1]["val_acc"]
+def test_successive_halving_compares_candidates_from_one_probed_head(source_run: Path) -> None:
+    res = transferkit.transfer(load_run(source_run), "digits8", strategy="auto", shots=2, epochs=8,
+                               options={"budget": "60", "min_epochs": "2"})
+    info = res.metrics["strategy_info"]["auto"]
+    rounds = info["halving"]
+    assert len(info["candidates"]) > 1 and set(rounds[0]["val_acc"]) == set(info["candidates"])
+    assert rounds[0]["epochs"] == 2
+    assert len(rounds) == 1 or rounds[-1]["epochs"] > rounds[0]["epochs"]
+    assert info["choice"] in rounds[-1]["val_acc"]
+    best = max(rounds[-1]["val_acc"].values())
+    assert rounds[-1]["val_acc"][info["choice"]] >= best - rounds[-1]["tie_se"] - 1e-9
 
 
-def test_bad_budget_is_a_config_error() -> None:
+def test_bad_options_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="budget"):
         transferkit.transfer("unused", "digits8", strategy="auto", options={"budget": "-1"})
+    with pytest.raises(ConfigError, match="min_epochs"):
+        AutoOptions(min_epochs=0)

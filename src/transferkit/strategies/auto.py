@@ -1,4 +1,29 @@
-"""``auto``: choose the strategy from cheap signals, then (budget allowing) successive halving."""
+"""``auto``: choose the strategy from cheap signals, then (budget allowing) successive halving.
+
+The rules, in order (each decision is recorded in ``ctx.info["auto"]`` with its reason):
+
+1. **Useless source** -- the frozen source features are no better than chance in a nearest-class-mean
+   probe (within two standard errors of ``1 / classes``): train ``scratch``. Fine-tuning from a
+   backbone whose features collapsed cannot recover (negative transfer; Wang et al., CVPR 2019).
+2. **Mismatched features** -- the same probe on the raw inputs beats the one on the features by
+   more than ``z`` paired standard errors (and by ``margin``): the source's *features* do not fit
+   the target, but its weights are still a better start than random (Yosinski et al., NeurIPS
+   2014: transferred layers help after fine-tuning even between distant tasks), so fine-tune every
+   layer freely (``full``; no pull toward the mismatched features), with ``scratch`` as the
+   alternative when a search budget is given.
+3. **Useful features** -- the prior by labelled examples per class ``k``: with ``k <= 2``, keep the
+   source features (``linear_probe``, then WiSE-FT and LP-FT: Kumar et al., ICLR 2022; Wortsman et
+   al., CVPR 2022); with ``3 <= k < 10``, fine-tune every layer under the L2-SP pull toward the
+   source weights (Li et al., ICML 2018); with ``k >= 10``, fine-tune every layer from a probed head
+   (LP-FT), which distorts the features less than a random head, without a weight anchor.
+
+With ``budget > 0`` and a validation split, successive halving (Jamieson & Talwalkar, AISTATS
+2016) compares the candidates: the head is probed once and every candidate starts from that same
+probed model, rounds last at least ``min_epochs`` epochs, the better half survives; the final pick
+is the best validation accuracy, but a candidate earlier in the prior order (cheaper / closer to
+the source) is kept unless a later one beats it by more than one standard error of the validation
+accuracy.
+"""
 
 from __future__ import annotations
 
@@ -12,40 +37,82 @@ from typing import Any
 import numpy as np
 import torch
 
-from transferkit.engine.loop import Phase
+from transferkit.engine.loop import Phase, evaluate_arrays
 from transferkit.errors import ConfigError
-from transferkit.strategies.base import Strategy, TransferContext, run_strategy
+from transferkit.strategies.base import Strategy, TransferContext, probe_phase, run_strategy
 
 
 @dataclass
 class AutoOptions:
     budget: float = field(default=0.0, metadata={"help": "seconds for a successive-halving search over the top candidates (0 = rules only)"})
-    margin: float = field(default=0.05, metadata={"help": "negative-transfer guard: pick scratch when raw inputs beat frozen features by this much"})
+    margin: float = field(default=0.02, metadata={"help": "negative-transfer guard: the least gap (accuracy) by which raw inputs must beat frozen features"})
+    z: float = field(default=2.0, metadata={"help": "negative-transfer guard: the gap must also exceed z paired standard errors"})
+    min_epochs: int = field(default=3, metadata={"help": "successive halving: epochs of the first round"})
 
     def __post_init__(self) -> None:
         if self.budget < 0 or not math.isfinite(self.budget):
             raise ConfigError(f"auto: budget must be >= 0 seconds, got {self.budget}")
+        if self.margin < 0 or self.z < 0:
+            raise ConfigError(f"auto: margin and z must be >= 0, got {self.margin}, {self.z}")
+        if self.min_epochs < 1:
+            raise ConfigError(f"auto: min_epochs must be >= 1, got {self.min_epochs}")
+
+
+def nearest_mean_correct(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray) -> np.ndarray:
+    """Per-sample correctness ``[N_te]`` of a nearest-class-mean classifier (cosine, centred on the mean
+    of ``x_tr``) fitted on ``x_tr`` ``[N, D]``; a class absent from ``y_tr`` is never predicted."""
+    mu = x_tr.mean(0)
+
+    def norm(a: np.ndarray) -> np.ndarray:
+        a = a - mu
+        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+    classes = np.unique(y_tr)
+    n_tr = norm(x_tr)
+    means = np.stack([n_tr[y_tr == c].mean(0) for c in classes])
+    return classes[(norm(x_te) @ means.T).argmax(1)] == y_te
 
 
 def nearest_mean_accuracy(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray) -> float:
     """Accuracy of a nearest-class-mean classifier (cosine) fitted on ``x_tr``; shapes ``[N, D]``."""
-    def norm(a: np.ndarray) -> np.ndarray:
-        a = a - x_tr.mean(0)
-        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    return float(nearest_mean_correct(x_tr, y_tr, x_te, y_te).mean())
 
-    classes = np.unique(y_tr)
-    means = np.stack([norm(x_tr)[y_tr == c].mean(0) for c in classes])
-    pred = classes[(norm(x_te) @ means.T).argmax(1)]
-    return float((pred == y_te).mean())
+
+def cross_fit_correct(a: np.ndarray, ya: np.ndarray, b: np.ndarray, yb: np.ndarray) -> np.ndarray:
+    """Two-fold cross-fitting: fit on ``a`` and score ``b``, then fit on ``b`` and score ``a``;
+    per-sample correctness ``[N_a + N_b]`` (every labelled sample is scored once, by a probe that
+    never saw it -- twice the evidence of a single train/validation split)."""
+    return np.concatenate([nearest_mean_correct(a, ya, b, yb), nearest_mean_correct(b, yb, a, ya)])
+
+
+def paired_gap(c_raw: np.ndarray, c_feat: np.ndarray) -> tuple[float, float]:
+    """Mean of ``d = c_raw - c_feat`` (per-sample 0/1 correctness) and its standard error
+    ``std(d, ddof=1) / sqrt(n)`` (the paired, McNemar-style error of an accuracy difference)."""
+    d = c_raw.astype(np.float64) - c_feat.astype(np.float64)
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("inf")
+    return float(d.mean()), se
+
+
+def rank_with_tolerance(scores: dict[str, float], prior: list[str], tol: float) -> list[str]:
+    """Candidates best first, where every score within ``tol`` of the best counts as a tie and ties
+    keep the ``prior`` order (the cheaper / more conservative strategy first)."""
+    best = max(scores.values())
+
+    def key(n: str) -> tuple[bool, int, float]:
+        tie = scores[n] >= best - tol
+        return (not tie, prior.index(n) if tie else 0, -scores[n])
+
+    return sorted(scores, key=key)
 
 
 def candidates_for(shots: int) -> list[str]:
-    """The prior order of strategies by labelled examples per class (few shots: keep features)."""
+    """The prior order of strategies by labelled examples per class: the fewer labels, the closer to the
+    source the model is kept (frozen features, then a weight-space anchor, then a probed-head start)."""
     if shots <= 2:
-        return ["lp_ft", "linear_probe", "wise_ft"]
-    if shots <= 20:
-        return ["lp_ft", "l2sp", "layerwise_lr"]
-    return ["full", "layerwise_lr", "lp_ft"]
+        return ["linear_probe", "wise_ft", "lp_ft"]
+    if shots < 10:
+        return ["l2sp", "full", "lp_ft"]
+    return ["lp_ft", "layerwise_lr", "full"]
 
 
 class Auto(Strategy):
@@ -56,39 +123,58 @@ class Auto(Strategy):
     Options = AutoOptions
 
     def signals(self, ctx: TransferContext) -> dict[str, Any]:
+        """Shots, LogME, and cross-fitted nearest-mean probes on the frozen features and raw inputs."""
         from transferkit.transferability import logme
 
         x, y = ctx.train
         place = ctx.placement()
-        f_tr = ctx.cache.features(ctx.model, x, place).numpy()
+        f_tr = ctx.cache.features(ctx.model, x, place).float().numpy()
         y_np = y.numpy()
-        sig: dict[str, Any] = {"shots_per_class": int(np.bincount(y_np).min()), "classes": int(y_np.max()) + 1,
+        classes = int(y_np.max()) + 1
+        sig: dict[str, Any] = {"shots_per_class": int(np.bincount(y_np).min()), "classes": classes,
                                "n_train": len(y_np), "parameters": sum(p.numel() for p in ctx.model.parameters())}
         sig["logme_features"] = logme(f_tr.astype(np.float64), y_np)
-        if ctx.val is not None:
-            f_va = ctx.cache.features(ctx.model, ctx.val[0], place).numpy()
-            raw_tr, raw_va = x.reshape(len(x), -1).numpy(), ctx.val[0].reshape(len(ctx.val[0]), -1).numpy()
-            yv = ctx.val[1].numpy()
-            sig["probe_features"] = nearest_mean_accuracy(f_tr, y_np, f_va, yv)
-            sig["probe_raw_inputs"] = nearest_mean_accuracy(raw_tr, y_np, raw_va, yv)
+        if ctx.val is None:
+            return sig
+        f_va = ctx.cache.features(ctx.model, ctx.val[0], place).float().numpy()
+        yv = ctx.val[1].numpy()
+        c_feat = cross_fit_correct(f_tr, y_np, f_va, yv)
+        n = len(c_feat)
+        chance = 1.0 / classes
+        sig.update(probe_n=n, probe_features=float(c_feat.mean()), chance=chance,
+                   chance_se=math.sqrt(chance * (1 - chance) / n))
+        if torch.is_floating_point(x):  # raw inputs as a baseline representation (not for token ids)
+            raw_tr, raw_va = x.reshape(len(x), -1).float().numpy(), ctx.val[0].reshape(len(yv), -1).float().numpy()
+            c_raw = cross_fit_correct(raw_tr, y_np, raw_va, yv)
+            gap, se = paired_gap(c_raw, c_feat)
+            sig.update(probe_raw_inputs=float(c_raw.mean()), raw_minus_features=gap, gap_se=se)
         return sig
+
+    def rules(self, sig: dict[str, Any]) -> tuple[list[str], str]:
+        """The candidates in prior order and the reason (rules 1-3 of the module docstring)."""
+        k = sig["shots_per_class"]
+        if "probe_features" not in sig:
+            return candidates_for(k), f"{k} labelled examples per class (no validation split: no probes)"
+        pf, chance = sig["probe_features"], sig["chance"]
+        if pf - chance <= 2 * sig["chance_se"]:
+            return ["scratch"], (f"negative transfer guard: the frozen source features are at chance in a nearest-mean "
+                                 f"probe ({100 * pf:.1f}% vs chance {100 * chance:.1f}%, n={sig['probe_n']})")
+        gap, se = sig.get("raw_minus_features", -1.0), sig.get("gap_se", 1.0)
+        if gap > max(self.options.margin, self.options.z * se):
+            return ["full", "scratch"], (
+                f"mismatched features: raw inputs beat the frozen features by {100 * gap:.1f} pt "
+                f"(> {self.options.z:g} x paired SE {100 * se:.1f} pt) but the features are informative "
+                f"({100 * pf:.1f}% vs chance {100 * chance:.1f}%): fine-tune all layers without anchoring")
+        return candidates_for(k), (f"{k} labelled examples per class; source features informative ({100 * pf:.1f}% "
+                                   f"nearest-mean, raw-minus-features {100 * gap:+.1f} pt +- {100 * se:.1f})")
 
     def phases(self, ctx: TransferContext) -> Iterator[Phase]:
         from transferkit.strategies import make_strategy
 
         t0 = time.perf_counter()
         sig = self.signals(ctx)
-        info: dict[str, Any] = {"signals": sig}
-        gap = sig.get("probe_features", 1.0) - sig.get("probe_raw_inputs", 0.0)
-        if gap < -self.options.margin:
-            cands = ["scratch"]
-            info["reason"] = (f"negative transfer guard: raw inputs ({100 * sig['probe_raw_inputs']:.1f}%) beat the "
-                              f"frozen source features ({100 * sig['probe_features']:.1f}%) in a nearest-mean probe")
-        else:
-            cands = candidates_for(sig["shots_per_class"])
-            info["reason"] = (f"{sig['shots_per_class']} labelled examples per class; source features "
-                              f"{'help' if gap > 0 else 'roughly tie'} (probe gap {100 * gap:+.1f} pt)")
-        info["candidates"] = cands
+        cands, reason = self.rules(sig)
+        info: dict[str, Any] = {"signals": sig, "reason": reason, "candidates": cands}
         if len(cands) > 1 and self.options.budget > 0 and ctx.val is not None:
             cands, info["halving"] = self._halve(ctx, cands, t0)
         choice = cands[0]
@@ -102,23 +188,50 @@ class Auto(Strategy):
         self._inner.finish(ctx)
 
     def _halve(self, ctx: TransferContext, cands: list[str], t0: float) -> tuple[list[str], list[dict[str, Any]]]:
-        """Successive halving: short runs of every candidate, keep the better half, double the epochs."""
+        """Successive halving from one shared probed model; returns the survivors (winner first)."""
         from transferkit.strategies import make_strategy
 
+        assert ctx.val is not None
+        prior = list(cands)
+        probed = replace(ctx, model=copy.deepcopy(ctx.model), cfg=replace(ctx.cfg, progress="off"), results=[], info={})
+        probe = probe_phase(probed)
+        run_strategy(_Phases([probe]), probed)
+        head_val = evaluate_arrays(probed.model, ctx.val[0], ctx.val[1], ctx.placement())[0]
+        se = math.sqrt(max(head_val * (1 - head_val), 0.25 / len(ctx.val[1])) / len(ctx.val[1]))
         rounds: list[dict[str, Any]] = []
-        epochs = max(2, ctx.cfg.epochs // 8)
+        epochs = max(self.options.min_epochs, ctx.cfg.epochs // 8)
         while len(cands) > 1 and time.perf_counter() - t0 < self.options.budget:
             scores: dict[str, float] = {}
+            cost = 0.0  # seconds of the last candidate run: one that cannot finish in the budget is not started
             for name in cands:
-                sub = replace(ctx, model=copy.deepcopy(ctx.model), cfg=replace(ctx.cfg, epochs=epochs, progress="off"),
-                              probe_epochs=max(epochs, ctx.probe_epochs // 4), results=[], info={})
-                run_strategy(make_strategy(name), sub)
-                scores[name] = max(r.best_val_acc for r in sub.results)
-                if time.perf_counter() - t0 > self.options.budget:
+                if name == "linear_probe":  # the shared probed model *is* this candidate
+                    scores[name] = head_val
+                    continue
+                if scores and time.perf_counter() - t0 + cost > self.options.budget:
                     break
-            ranked = sorted(scores, key=lambda n: (-scores[n], cands.index(n)))
-            rounds.append({"epochs": epochs, "val_acc": scores, "seconds": time.perf_counter() - t0})
-            cands = ranked[: max(1, math.ceil(len(ranked) / 2))]
+                t_run = time.perf_counter()
+                start = ctx.model if name == "scratch" else probed.model
+                sub = replace(ctx, model=copy.deepcopy(start), cfg=replace(ctx.cfg, epochs=epochs, progress="off"),
+                              results=[], info={})
+                run_strategy(make_strategy(name), sub)
+                scores[name] = evaluate_arrays(sub.model, ctx.val[0], ctx.val[1], ctx.placement())[0]
+                cost = time.perf_counter() - t_run
+            ranked = rank_with_tolerance(scores, prior, se)
+            rounds.append({"epochs": epochs, "val_acc": scores, "tie_se": se, "seconds": time.perf_counter() - t0})
+            cands = ranked[: max(1, math.ceil(len(ranked) / 2))] if len(scores) == len(cands) else ranked[:1]
             epochs *= 2
         torch.manual_seed(ctx.cfg.seed)
         return cands, rounds
+
+
+class _Phases(Strategy):
+    """A strategy that yields the given phases (the shared probe of successive halving)."""
+
+    name = "_phases"
+
+    def __init__(self, phases: list[Phase]) -> None:
+        super().__init__()
+        self._phases = phases
+
+    def phases(self, ctx: TransferContext) -> Iterator[Phase]:
+        yield from self._phases
