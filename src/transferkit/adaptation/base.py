@@ -67,15 +67,17 @@ class AdaptModule(nn.Module):
     """The module a phase trains: the model plus the method's extra parts (discriminator, GRL).
 
     Its forward is the model's, so evaluation works unchanged; the extras live in its
-    ``state_dict`` so phase checkpoints (and resume) carry them.
+    ``state_dict`` so phase checkpoints (and resume) carry them. A ``teacher`` (a frozen copy of
+    the model updated by the method, e.g. a mean teacher) is never trained by the optimizer.
     """
 
     def __init__(self, model: TransferModel, discriminator: nn.Module | None = None,
-                 grl: nn.Module | None = None) -> None:
+                 grl: nn.Module | None = None, teacher: nn.Module | None = None) -> None:
         super().__init__()
         self.model = model
         self.discriminator = discriminator
         self.grl = grl
+        self.teacher = teacher
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -138,7 +140,8 @@ def with_augmentation(step_loss: StepLoss) -> StepLoss:
 
 
 def adapt_phase(ctx: AdaptContext, step_loss: StepLoss, name: str, *, discriminator: nn.Module | None = None,
-                grl: nn.Module | None = None, uses_target: bool = True, epochs: int | None = None) -> Phase:
+                grl: nn.Module | None = None, uses_target: bool = True, epochs: int | None = None,
+                teacher: nn.Module | None = None) -> Phase:
     """A phase training the whole model (and the method's extras) on source + unlabelled target.
 
     The checkpoint is chosen by ``ctx.validator`` on the target validation inputs; ``epochs``
@@ -146,8 +149,8 @@ def adapt_phase(ctx: AdaptContext, step_loss: StepLoss, name: str, *, discrimina
     """
     if ctx.augment:
         step_loss = with_augmentation(step_loss)
-    module = AdaptModule(ctx.model, discriminator, grl)
-    set_trainable(module, list(module.parameters()))
+    module = AdaptModule(ctx.model, discriminator, grl, teacher)
+    set_trainable(module, [p for n, p in module.named_parameters() if not n.startswith("teacher.")])
     groups: list[dict[str, Any]] = [{"params": ctx.model.backbone_parameters()},
                                     {"params": list(ctx.model.head.parameters())}]
     if discriminator is not None:

@@ -256,3 +256,20 @@ def class_balanced_pseudo_label_loss(logits: torch.Tensor, threshold: float = 0.
         w = mask.float() * mask.sum() / (k * counts[pseudo].clamp(min=1))
     ce = F.cross_entropy(logits.float(), pseudo, reduction="none")
     return (ce * w).sum() / n, mask
+
+
+def class_balance_loss(logits: torch.Tensor, prior: torch.Tensor | None = None, eps: float = 1e-8) -> torch.Tensor:
+    """Class-balance (diversity) loss: ``KL(p_bar || pi) = sum_c p_bar_c log(p_bar_c / pi_c)``
+    with ``p_bar = 1/N sum_i softmax(z_i)`` the batch's mean prediction and ``pi`` the expected
+    class prior (uniform when ``None``, then ``= log C - H(p_bar)``, the diversity term of
+    information maximisation, SHOT, Liang et al., ICML 2020; French et al., ICLR 2018, sec. 3.5).
+
+    It stops a self-training / confusion-minimising loss from mapping a whole target class onto
+    a neighbouring one (e.g. every 9 read as a 3), which per-example losses cannot see.
+
+    Shape: ``logits [N, C]``, ``prior [C]`` (sums to 1) -> scalar.
+    """
+    c = logits.shape[1]
+    pbar = F.softmax(logits.float(), dim=1).mean(dim=0)
+    pi = torch.full_like(pbar, 1.0 / c) if prior is None else prior.to(pbar)
+    return (pbar * (torch.log(pbar + eps) - torch.log(pi + eps))).sum()
