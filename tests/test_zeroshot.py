@@ -158,3 +158,75 @@ def test_select_alpha_rules() -> None:
     assert 0.78 - se < 0.76
     assert select_alpha(acc, 100, "1se") == 0.5
     assert select_alpha(acc, 10_000, "1se") == 0.8
+
+
+# ------------------------------------------------------------------ calibration, EM label shift, output ensembles
+
+
+def _gaussian_task(n: int, pos_rate: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """1-d classes N(-1, 1) vs N(+1, 1); logits = the exact log-likelihoods, i.e. the Bayes posterior
+    under a uniform prior (a calibrated source model trained on balanced data)."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < pos_rate).astype(int)
+    x = rng.normal(2.0 * y - 1.0, 1.0)
+    return np.stack([-0.5 * (x + 1) ** 2, -0.5 * (x - 1) ** 2], 1), y
+
+
+def test_em_label_shift_recovers_the_target_prior() -> None:
+    from transferkit.zeroshot import em_label_shift, log_softmax_np
+
+    logits, y = _gaussian_task(20_000, 0.8, 0)
+    probs = np.exp(log_softmax_np(logits))
+    pi, post = em_label_shift(probs, np.array([0.5, 0.5]))
+    assert abs(pi[1] - 0.8) < 0.02
+    # the adjusted decisions are the Bayes rule under the true prior: never worse than the uniform-prior rule
+    assert (post.argmax(1) == y).mean() >= (probs.argmax(1) == y).mean()
+    bayes = (logits[:, 1] + np.log(0.8) > logits[:, 0] + np.log(0.2)).astype(int)
+    assert (post.argmax(1) == bayes).mean() > 0.99
+
+
+def test_em_label_shift_one_step_matches_the_formula() -> None:
+    from transferkit.zeroshot import em_label_shift
+
+    p = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8]])
+    ps = np.array([0.5, 0.5])
+    pi, post = em_label_shift(p, ps, iters=1)
+    # one E step at pi = pi_s leaves the posteriors; the M step averages them
+    np.testing.assert_allclose(pi, p.mean(0))
+    np.testing.assert_allclose(post, p)
+    _, post2 = em_label_shift(p, ps, iters=2)
+    w = p * pi / ps
+    np.testing.assert_allclose(post2, w / w.sum(1, keepdims=True))
+    with pytest.raises(ConfigError):
+        em_label_shift(np.zeros((0, 2)))
+    with pytest.raises(ConfigError):
+        em_label_shift(p, np.array([1.0, 0.0]))
+
+
+def test_fit_temperature_matches_scipy() -> None:
+    from scipy.optimize import minimize_scalar
+
+    from transferkit.zeroshot import fit_temperature, log_softmax_np
+
+    logits, y = _gaussian_task(2_000, 0.5, 1)
+    scaled = 3.0 * logits  # over-confident by 3: the best temperature is ~3
+    t = fit_temperature(scaled, y)
+    nll = lambda lt: -log_softmax_np(scaled, float(np.exp(lt)))[np.arange(len(y)), y].mean()
+    ref = float(np.exp(minimize_scalar(nll, bounds=(np.log(0.05), np.log(20)), method="bounded").x))
+    assert abs(np.log(t) - np.log(ref)) < 0.05
+    assert 2.5 < t < 3.5
+    with pytest.raises(ConfigError):
+        fit_temperature(scaled, y[:10])
+
+
+def test_output_ensemble_endpoints_and_range() -> None:
+    from transferkit.zeroshot import log_softmax_np, output_ensemble
+
+    a = log_softmax_np(np.array([[2.0, 0.0], [0.0, 1.0]]))
+    b = log_softmax_np(np.array([[0.0, 3.0], [1.0, 0.0]]))
+    np.testing.assert_allclose(output_ensemble(a, b, 0.0), a)
+    np.testing.assert_allclose(output_ensemble(a, b, 1.0), b)
+    np.testing.assert_allclose(output_ensemble(a, b, 0.25), 0.75 * a + 0.25 * b)
+    np.testing.assert_allclose(np.exp(log_softmax_np(np.array([[1.0, 2.0, 3.0]]))).sum(), 1.0)
+    with pytest.raises(ConfigError):
+        output_ensemble(a, b, 1.5)

@@ -152,3 +152,68 @@ def nearest_class_mean(source: str | Path | TransferModel, data: str, shots: int
     out = report(test.require_labels(), pred, test.num_classes, test.name)
     out.update(method="nearest_class_mean", shots=shots)
     return out
+
+
+# ------------------------------------------------------------------ post-hoc calibration and label shift
+
+
+#: candidate temperatures of :func:`fit_temperature`: 121 log-spaced values in [0.05, 20]
+TEMPERATURES: tuple[float, ...] = tuple(float(v) for v in np.exp(np.linspace(np.log(0.05), np.log(20.0), 121)))
+
+
+def fit_temperature(logits: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
+                    grid: Sequence[float] = TEMPERATURES) -> float:
+    """Temperature scaling (Guo et al., ICML 2017): ``T = argmin_T NLL(softmax(z / T), y)`` over a
+    log-spaced ``grid`` (a 1-d convex-ish search; no optimiser state). Shapes ``[N, K]``, ``[N]``."""
+    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    t = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    if z.ndim != 2 or len(z) != len(t) or len(t) == 0:
+        raise ConfigError(f"fit_temperature: logits {tuple(z.shape)} and labels {tuple(t.shape)} do not match")
+    nll = [float(torch.nn.functional.cross_entropy(z / temp, t)) for temp in grid]
+    return float(grid[int(np.argmin(nll))])
+
+
+def em_label_shift(probs: np.ndarray, source_prior: np.ndarray | None = None, iters: int = 200,
+                   tol: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
+    """EM re-estimation of the class prior of *unlabelled* data (Saerens, Latinne & Decaestecker,
+    Neural Computation 2002). With calibrated source posteriors ``p_s(c|x)`` and source prior ``pi_s``:
+
+        p(c|x) ∝ p_s(c|x) * pi(c) / pi_s(c)         (E step)
+        pi(c)  = mean_x p(c|x)                       (M step)
+
+    iterated from ``pi = pi_s`` to a fixed point. Returns ``(pi, adjusted posteriors)``, shapes
+    ``[K]`` and ``[N, K]``. Transductive: it reads the (unlabelled) inputs it is applied to.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or len(p) == 0:
+        raise ConfigError(f"em_label_shift: probabilities must be [N, K] with N > 0, got {p.shape}")
+    k = p.shape[1]
+    ps = np.full(k, 1.0 / k) if source_prior is None else np.asarray(source_prior, dtype=np.float64)
+    if ps.shape != (k,) or (ps <= 0).any():
+        raise ConfigError(f"em_label_shift: source prior {ps} must be {k} positive numbers")
+    ps = ps / ps.sum()
+    pi, post = ps.copy(), p
+    for _ in range(iters):
+        w = p * (pi / ps)
+        post = w / w.sum(1, keepdims=True)
+        new = post.mean(0)
+        done = np.abs(new - pi).max() < tol
+        pi = new
+        if done:
+            break
+    return pi, post
+
+
+def log_softmax_np(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """``log softmax(z / T)`` along the last axis, in NumPy (float64)."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def output_ensemble(a: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
+    """Output-space WiSE (Wortsman et al., CVPR 2022, sec. 5): ``(1 - alpha) a + alpha b`` of two
+    calibrated log-probability arrays ``[N, K]`` (0 = the first model, 1 = the second)."""
+    if not 0 <= alpha <= 1:
+        raise ConfigError(f"output_ensemble: alpha must be in [0, 1], got {alpha}")
+    return (1 - alpha) * np.asarray(a, dtype=np.float64) + alpha * np.asarray(b, dtype=np.float64)
