@@ -1,0 +1,52 @@
+"""benchmarks/curves.py: run order, summaries, gains and the rendered section (no training)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+curves = pytest.importorskip("curves")
+
+
+def _task() -> curves.Task:
+    return curves.Task("t", "toy", "digits8", {"zero_shot": (), "ncm": curves.SHOTS, "lora": curves.FEW},
+                       baseline="zero_shot", png="x.png")
+
+
+def _done() -> dict[str, dict[str, float]]:
+    done = {f"zero_shot|all|{s}": {"accuracy": 0.6} for s in (0, 1)}
+    for k in ("1", "5", "10", "50", "all"):
+        done.update({f"ncm|{k}|{s}": {"accuracy": 0.5 + 0.01 * s} for s in (0, 1)})
+    done["lora|1|0"] = {"accuracy": 0.9}  # one seed only: reported with n=1
+    return done
+
+
+def test_cells_zero_shot_once_per_seed_then_by_shots() -> None:
+    c = curves.cells(_task(), [0, 1])
+    assert c[:2] == [("zero_shot", None, 0), ("zero_shot", None, 1)]
+    assert ("lora", None, 0) not in c and ("ncm", None, 1) in c
+    assert len(c) == 2 + 2 * 5 + 2 * 4
+    assert [x[1] for x in curves.cells(_task(), [0], only={"all"})] == [None, None]
+
+
+def test_summary_flat_baseline_and_gain() -> None:
+    task = _task()
+    s = curves.summarise(task, _done(), [0, 1])
+    assert set(s["zero_shot"]) == {"1", "5", "10", "50", "all"} and s["zero_shot"]["50"] == [0.6, 0.6]
+    assert s["lora"] == {"1": [0.9]}
+    g = {k: (best, round(gain, 6)) for k, best, gain in curves.gains(task, s)}
+    assert g["1"] == ("lora", 30.0)
+    assert g["all"] == ("ncm", round(100 * (0.505 - 0.6), 6))
+
+
+def test_section_marks_missing_and_partial_cells(tmp_path: Path) -> None:
+    task = _task()
+    s = curves.summarise(task, _done(), [0, 1])
+    text = "\n".join(curves.section(task, s, _done(), [0, 1], complete=False))
+    assert "| `lora` | 90.0 ± 0.0 (n=1) | — | — | — | — |" in text
+    assert "Unfinished" in text and "`lora` +30.0" in text
+    curves.plot(task, s, tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 1000
