@@ -116,7 +116,9 @@ def test_features_past_the_memory_budget_spill_to_a_memory_mapped_file(tmp_path,
 
     (x, _), _ = digits_fewshot
     place = resolve_placement(source_model, "fp32", "off")
-    ram = FeatureCache().features(source_model, x, place)
+    roomy = FeatureCache()
+    ram = roomy.features(source_model, x, place)
+    assert roomy.spill_dir is None  # no temporary folder is made unless features spill
     small = FeatureCache(memory_budget=1024, spill_dir=tmp_path)
     spilled = small.features(source_model, x, place)
     assert small.spilled == 1 and list(tmp_path.glob("*.npy"))

@@ -83,7 +83,7 @@ class FeatureCache:
         if distributed.world_size() > 1:
             feats = extract_features_shared(model, x, place, free, lambda: self._spill_path(key))
         else:
-            feats = extract_features(model, x, place, memory_budget=free, spill_to=self._spill_path(key))
+            feats = extract_features(model, x, place, memory_budget=free, spill_to=lambda: self._spill_path(key))
         self.spilled += int(getattr(feats, "_tk_spilled", False))
         self._store[key] = feats
         if len(self._store) > self.max_entries:
@@ -96,11 +96,12 @@ def _is_head(name: str) -> bool:
 
 
 def extract_features(model: TransferModel, x: torch.Tensor, place: Placement, memory_budget: int | None = None,
-                     spill_to: Path | None = None) -> torch.Tensor:
+                     spill_to: Path | Callable[[], Path] | None = None) -> torch.Tensor:
     """``model.forward_features`` over ``x`` in eval mode, as float32 on the CPU. Shape ``[N, D]``.
 
     When ``N * D * 4`` bytes exceed ``memory_budget``, the features stream batch by batch into a
-    memory-mapped file at ``spill_to`` and the returned tensor is backed by that file.
+    memory-mapped file at ``spill_to`` and the returned tensor is backed by that file. ``spill_to``
+    may be a callable, called only when the features do spill (so no folder is made for nothing).
     """
     model.to(place.device)
     feats = _Features(model)
@@ -109,7 +110,8 @@ def extract_features(model: TransferModel, x: torch.Tensor, place: Placement, me
     first = predict_logits(feats, x[:1], place)
     if len(x) * first.shape[1] * 4 <= memory_budget:
         return predict_logits(feats, x, place)
-    mm = np.lib.format.open_memmap(spill_to.with_suffix(".npy"), mode="w+", dtype=np.float32,
+    path = spill_to() if callable(spill_to) else spill_to
+    mm = np.lib.format.open_memmap(path.with_suffix(".npy"), mode="w+", dtype=np.float32,
                                    shape=(len(x), first.shape[1]))
 
     def sink(start: int, out: torch.Tensor) -> None:
@@ -138,7 +140,7 @@ def extract_features_shared(model: TransferModel, x: torch.Tensor, place: Placem
     if len(x) * dim * 4 <= memory_budget:
         return distributed.predict_sharded(feats, x, place)
     if not distributed.single_node():
-        return extract_features(model, x, place, memory_budget=memory_budget, spill_to=spill_to())
+        return extract_features(model, x, place, memory_budget=memory_budget, spill_to=spill_to)
     path: Path = distributed.broadcast_object(spill_to().with_suffix(".npy") if distributed.is_main() else Path())
     if distributed.is_main():
         np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(x), dim)).flush()
