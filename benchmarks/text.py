@@ -7,6 +7,9 @@
     python benchmarks/text.py --no-main --pair-sources tweets,amazon,sms-spam --work runs/text-pairs &
     python benchmarks/text.py --merge runs/text-pairs
                                          # two processes (one thread each), then one run that renders both
+    python benchmarks/text.py --import docs/text.json --methods zero_shot,zs_init@ft --no-pairs
+                                         # after runs/ was lost: earlier cells from the doc's JSON, new ones computed
+    python benchmarks/text.py --pick-templates   # zero-shot accuracy of the candidate prompt sets, validation only
 
 Protocol (the issue's): ``vader-movies`` (|score| >= 0.5), 64 labelled snippets per class drawn
 from the training split (and at most 64 per class from the validation split for early stopping,
@@ -19,7 +22,8 @@ rate beside every accuracy. Then a domain-pair table: train on one VADER domain,
 Cost: at most 5 epochs per phase with early stopping (patience 2); frozen features (the probe and the
 zero-shot model) come from one :class:`FeatureCache`; each trained cell's validation and test logits
 are kept in ``runs/text/logits/`` so the post-hoc methods (output-space ensembles with the zero-shot
-model, EM prior correction) cost no training; the movies row of the pair table reuses the main
+model, EM prior correction, other points of a ``zs_init`` cell's WiSE-FT path) cost no training, and their
+rows are stored as cells too (a render without the logits keeps them); the movies row of the pair table reuses the main
 table's cells.
 
 Every method runs through the library's own code: zero-shot via :mod:`transferkit.zeroshot`,
@@ -58,6 +62,7 @@ from transferkit.models import TransferModel, from_pretrained
 from transferkit.strategies import TransferContext, make_strategy, run_strategy
 from transferkit.strategies.text_prior import select_alpha
 from transferkit.zeroshot import (
+    balanced_accuracy,
     class_embeddings,
     cosine_predict,
     em_label_shift,
@@ -72,6 +77,9 @@ DOMAINS = ("movies", "tweets", "amazon")
 SPAM = "sms-spam"  # a second task in the pair table: in-domain only (ham / spam)
 REFERENCE = {"linear_probe": 0.717, "full": 0.721, "lora": 0.715, "zero_shot 'a {} review'": 0.646}
 TARGET = 0.75
+#: the prompt ensemble with the highest mean zero-shot accuracy on the three movies validation draws among
+#: TEMPLATE_CANDIDATES (``--pick-templates`` prints them; no test set is read)
+ZS_ENSEMBLE = ("{} sentiment", "the sentiment is {}", "a {} review")
 #: strategy -> (options, training overrides). Fine-tuning a BERT wants lr ~3e-5 (Devlin et al. 2019);
 #: the probe gets 100x that (the engine scales the head's rate by ctx.head_lr_scale).
 RECIPES: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
@@ -87,7 +95,19 @@ RECIPES: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     "full@5e-5": ({}, {"lr": 5e-5}),
     "lora@3e-3": ({}, {"lr": 3e-3}),
     "scratch": ({}, {"lr": 1e-4}),
+    # weight-space WiSE-FT from the zero-shot model (Wortsman et al., CVPR 2022): head initialised from the
+    # prompt ensemble chosen on the movies validation draws (ZS_ENSEMBLE), then LP-FT (probe pulled toward the
+    # zero-shot head, then everything at 3e-5) or plain fine-tuning, then alpha on the movies validation draw
+    "zs_init@lp_ft": ({"templates": "|".join(ZS_ENSEMBLE), "train": "lp_ft",
+                       "wise": "-1", "wise_rule": "best"}, {}),
+    "zs_init@ft": ({"templates": "|".join(ZS_ENSEMBLE), "train": "finetune",
+                    "wise": "-1", "wise_rule": "best"}, {}),
+    # LP-FT with a 3x smaller feature learning rate (1e-5; the probe phase unchanged at 100 x 3e-5): less
+    # distortion of the pretrained features, which is what LP-FT protects (Kumar et al., ICLR 2022)
+    "lp_ft@ft1e-5": ({"ft_lr_scale": str(1 / 3)}, {"lr": 3e-5}),
 }
+#: WiSE-FT weights also scored from the saved path of a zs_init cell: the 1se rule and WiSE-FT's a-priori 0.5
+WISE_ROWS = {"(1se)": "1se", "(a=0.5)": 0.5}
 
 
 def settings(quick: bool) -> dict[str, Any]:
@@ -102,7 +122,8 @@ def settings(quick: bool) -> dict[str, Any]:
 
 
 def main_strategies() -> list[str]:
-    return ["linear_probe", "zs_init", "lora", "full", "lp_ft", "full@5e-5", "lora@3e-3"]
+    return ["linear_probe", "zs_init", "lora", "full", "lp_ft", "full@5e-5", "lora@3e-3", "zs_init@lp_ft", "zs_init@ft",
+            "lp_ft@ft1e-5"]
 
 
 class Bench:
@@ -148,7 +169,8 @@ class Bench:
         ctx = TransferContext(model, {}, t(train), t(val), tc, fresh, cache=self.cache,
                               head_lr_scale=100.0 if base == "lp_ft" else 10.0)
         t0 = time.perf_counter()
-        run_strategy(make_strategy(base, options), ctx)
+        strat = make_strategy(base, options)
+        run_strategy(strat, ctx)
         seconds = time.perf_counter() - t0
         place = resolve_placement(ctx.model, "fp32", "off")
         out: dict[str, Any] = {"train_seconds": seconds, "info": _jsonable(ctx.info),
@@ -167,6 +189,13 @@ class Bench:
                 m = report(ds.require_labels(), logits.argmax(1).numpy(), 2, ds.name)
                 m.pop("confusion")
                 out[d] = m
+        if base == "zs_init" and options.get("wise") == "-1":  # the whole WiSE-FT path on the test sets
+            chosen = ctx.info["zs_init"]["wise_alpha"]
+            for a in ALPHAS:
+                strat.interpolate_to(ctx.model, a)  # type: ignore[attr-defined]
+                for d, ds in tests.items():
+                    saved[f"a{a:.1f}_{d}"] = predict_logits(ctx.model, torch.from_numpy(ds.x), place).float().numpy()
+            strat.interpolate_to(ctx.model, chosen)  # type: ignore[attr-defined]
         if self.logits_dir is not None:
             self.logits_dir.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(self.logits_dir / f"{strategy}-{domain}-{seed}.npz", **saved)  # type: ignore[arg-type]
@@ -178,6 +207,17 @@ class Bench:
         place = resolve_placement(self.source, "fp32", "off")
         feats = torch.nn.functional.normalize(self.cache.features(self.source, torch.from_numpy(ds.x), place).float(), dim=-1)
         return (20.0 * feats @ classes.T).numpy()
+
+    def val_zero_shot(self, templates: tuple[str, ...], seeds: list[int]) -> float:
+        """Mean zero-shot accuracy on the movies *validation* draws of ``seeds`` (for choosing prompts)."""
+        classes = class_embeddings(self.source, ["negative", "positive"], templates)
+        place = resolve_placement(self.source, "fp32", "off")
+        accs = []
+        for s in seeds:
+            _, val, _ = self.task("movies", s)
+            pred = cosine_predict(self.cache.features(self.source, torch.from_numpy(val.x), place), classes)
+            accs.append(float((pred == val.require_labels()).mean()))
+        return statistics.mean(accs)
 
     def zero_shot(self, templates: tuple[str, ...], domain: str, seed: int) -> dict[str, Any]:
         _, _, tests = self.task(domain, seed)
@@ -193,6 +233,15 @@ class Bench:
 
 
 ZS_TEMPLATES = ("a {} review",)
+TEMPLATE_CANDIDATES = {
+    "a {} review": ("a {} review",),
+    "default": ("{}", "this is {}", "it is {}", "something {}"),
+    "sentiment": ZS_ENSEMBLE,
+    "opinion": ("a {} review", "a {} comment", "a {} opinion", "a {} text"),
+    "statement": ("a {} review", "a {} comment", "a {} opinion", "a {} statement", "a {} post", "this is {}"),
+    "feel": ("a {} review", "i feel {}", "this is {}", "a {} comment"),
+    "movie": ("a {} movie review", "a {} review", "a {} review of a film"),
+}
 
 
 def _jsonable(obj: Any) -> Any:
@@ -212,7 +261,8 @@ def _cell(runs: list[dict[str, Any]], domain: str, key: str = "accuracy") -> str
     return (f"{m:.3f} ± {s:.3f}" if len(runs) > 1 else f"{m:.3f}") + (f" (n={len(runs)})" if len(runs) < SEEDS else "")
 
 
-POSTHOC_BASES = ("full", "lp_ft", "lora", "zs_init", "full@5e-5", "lora@3e-3")
+POSTHOC_BASES = ("full", "lp_ft", "lora", "zs_init", "full@5e-5", "lora@3e-3", "lp_ft@ft1e-5", "zs_init@lp_ft",
+                 "zs_init@ft")
 ENSEMBLE = "⊕ zero-shot"  # output-space WiSE: calibrated log-probabilities mixed, alpha on the movies val draw
 EM = "+ EM prior [transductive]"  # Saerens et al. 2002 on the unlabelled test texts of each domain
 ZSP = "+ zero-shot prior [transductive]"  # the prior the zero-shot model predicts on the unlabelled test texts
@@ -251,12 +301,59 @@ def posthoc(path: Path) -> dict[str, Any]:
     return out
 
 
-def posthoc_rows(strategy: str, paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
-    rows: dict[str, list[dict[str, Any]]] = {}
-    for path in paths:
-        for suffix, cell in posthoc(path).items():
-            rows.setdefault(strategy + suffix, []).append({"train_seconds": 0.0, **cell})
-    return rows
+def wise_path_rows(path: Path, cell: dict[str, Any]) -> dict[str, Any]:
+    """Other points of a ``zs_init`` cell's WiSE-FT path, from its saved test logits at every alpha: the
+    alpha the ``1se`` rule picks from the *same* recorded validation accuracies (what ``wise_rule=1se`` would
+    have returned: the rule does not change training) and WiSE-FT's a-priori ``alpha = 0.5``."""
+    z = np.load(path)
+    if "a0.0_movies" not in z:
+        return {}
+    scores = cell["info"]["zs_init"]["val_acc_by_alpha"]
+    out: dict[str, Any] = {}
+    for label, rule in WISE_ROWS.items():
+        a = select_alpha(scores, len(z["val_y"]), rule) if isinstance(rule, str) else float(rule)
+        row: dict[str, Any] = {"alpha": a}
+        for d in DOMAINS:
+            m = report(z[f"{d}_y"], z[f"a{a:.1f}_{d}"].argmax(1), 2, d)
+            m.pop("confusion")
+            row[d] = m
+        out[f" {label}"] = row
+    return out
+
+
+def derived_cells(strategy: str, path: Path, cell: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Rows computed from one trained cell's saved logits (no training), by row name."""
+    rows = posthoc(path) if strategy in POSTHOC_BASES else {}
+    if cell is not None and strategy.startswith("zs_init"):
+        rows.update(wise_path_rows(path, cell))
+        z = np.load(path)
+        if "a0.0_movies" in z:  # the test accuracies along the path, for the trade-off table (never to choose)
+            cell["tweets_positive_rate"] = float(z["tweets_y"].mean())
+            cell["wise_path"] = {f"{a:.1f}": {
+                "movies": float((z[f"a{a:.1f}_movies"].argmax(1) == z["movies_y"]).mean()),
+                "tweets": float((z[f"a{a:.1f}_tweets"].argmax(1) == z["tweets_y"]).mean()),
+                "tweets_balanced": balanced_accuracy(np.bincount(2 * z["tweets_y"] + z[f"a{a:.1f}_tweets"].argmax(1),
+                                                                 minlength=4).reshape(2, 2)),
+                "tweets_positive_rate": float(z[f"a{a:.1f}_tweets"].argmax(1).mean())} for a in ALPHAS}
+    return {strategy + suffix: {"train_seconds": 0.0, **c} for suffix, c in rows.items()}
+
+
+def import_cells(path: Path) -> dict[str, Any]:
+    """The finished cells of an earlier ``text.json`` (main rows, derived rows included, and pair cells),
+    keyed as this script's store keys them, so a machine without ``runs/`` re-renders them unchanged."""
+    prev = json.loads(path.read_text())
+    seeds = prev["settings"]["seeds"]
+    cells: dict[str, Any] = {}
+    for name, runs in prev["results"]["main"].items():
+        if len(runs) != len(seeds):
+            raise SystemExit(f"--import {path}: row {name!r} has {len(runs)} cells for seeds {seeds}")
+        cells.update({f"{name}/movies/{s}": r for s, r in zip(seeds, runs)})
+    for key, runs in prev["results"]["pairs"].items():
+        src, strat = key.split("/")
+        cells.update({f"{strat}/{src}/{s}": r for s, r in zip(seeds, runs) if f"{strat}/{src}/{s}" not in cells})
+    if prev["results"].get("template_choice"):
+        cells["template_choice/movies/val"] = prev["results"]["template_choice"]
+    return cells
 
 
 def _best(results: dict[str, Any], names: list[str]) -> tuple[str, float, float]:
@@ -294,6 +391,19 @@ def render(results: dict[str, Any], cfg: dict[str, Any], machine: dict[str, Any]
              (f"- `X {ZSP}`: X's posteriors re-weighted by `pi / pi_s`, with `pi` the mean zero-shot posterior over "
               "the unlabelled test texts (the prior the zero-shot model estimates) and `pi_s` the uniform training "
               "prior. Transductive as well."),
+             ("- `zs_init@lp_ft`, `zs_init@ft`: weight-space WiSE-FT (Wortsman et al., CVPR 2022) as `transferkit "
+              "transfer --strategy zs_init --option train=lp_ft|finetune` runs it: the head starts as the zero-shot "
+              f"classifier of the prompt ensemble {list(ZS_ENSEMBLE)} (the candidate set with the best mean zero-shot "
+              "accuracy on the movies validation draws, `--pick-templates`), is probed (pulled toward its zero-shot "
+              "weights; `lp_ft` only), everything is fine-tuned, and the weights are interpolated "
+              "`(1-alpha) zero-shot + alpha fine-tuned`, alpha picked on the movies validation draw "
+              "(`wise_rule=best`). "
+              "`(1se)`: the alpha the `wise_rule=1se` option picks from the same validation accuracies; `(a=0.5)`: "
+              "WiSE-FT's a-priori mid-point. Both are read off the same trained models' saved WiSE-FT path. "
+              "One model at inference, no target data."),
+             ("- `lp_ft@ft1e-5`: `lp_ft` with the fine-tuning phase at 1e-5 instead of 3e-5 (`--option "
+              "ft_lr_scale=0.333`; the probe phase unchanged), to distort the pretrained features less (Kumar et al., "
+              "ICLR 2022); its `⊕ zero-shot` rows as above."),
              "",
              "| method | movies acc | tweets acc | tweets balanced acc | tweets majority | amazon acc | reference (movies) | train s |",
              "|---|---|---|---|---|---|---|---|"]
@@ -305,10 +415,12 @@ def render(results: dict[str, Any], cfg: dict[str, Any], machine: dict[str, Any]
                      f"{_cell(runs, 'tweets', 'balanced_accuracy')} | {_cell(runs, 'tweets', 'majority_rate')} | "
                      f"{_cell(runs, 'amazon')} | {ref} | {statistics.mean(r['train_seconds'] for r in runs):.0f} |")
     picked = {k: [r.get("info", {}).get("zs_init", {}).get("wise_alpha") for r in v] for k, v in results["main"].items()
-              if k == "zs_init"}
-    picked.update({k: [r.get("alpha") for r in v] for k, v in results["main"].items() if ENSEMBLE in k and "alpha" in v[0]})
+              if v and "wise_alpha" in v[0].get("info", {}).get("zs_init", {})}
+    picked.update({k: [r.get("alpha") for r in v] for k, v in results["main"].items()
+                   if v and "alpha" in v[0] and "(a=" not in k})
     if picked:
-        lines += ["", "Mixing weights picked on the movies validation draw, per seed: " +
+        lines += ["", "Mixing weights (`a` of the ensembles, WiSE-FT's alpha of the `zs_init` rows) picked on the "
+                  "movies validation draw, per seed: " +
                   "; ".join(f"`{k}` {v}" for k, v in picked.items()) + "."]
     em = {k: [round(r["em_prior"]["tweets"], 3) for r in v] for k, v in results["main"].items()
           if k.endswith(EM) and v and "em_prior" in v[0]}
@@ -322,9 +434,21 @@ def render(results: dict[str, Any], cfg: dict[str, Any], machine: dict[str, Any]
     lines += ["", (f"**Target 1** (>= {TARGET} on movies and >= {TARGET} on tweets, trained on movies only; the best "
                    "row is picked after seeing the test numbers, which flatters it):"),
               f"- without target data: best is `{free[0]}` with {free[1]:.3f} / {free[2]:.3f}: {verdict(free)}."]
+    single = _best(results, [n for n in trained if "transductive" not in n and ENSEMBLE not in n])
+    lines.append(f"- one model as `transferkit transfer` returns it (no output ensemble): best is `{single[0]}` with "
+                 f"{single[1]:.3f} / {single[2]:.3f}: {verdict(single)}.")
     if trans[0]:
         lines.append(f"- transductive (unlabelled test texts): best is `{trans[0]}` with {trans[1]:.3f} / "
                      f"{trans[2]:.3f}: {verdict(trans)}.")
+    choice = (results.get("template_choice") or {}).get("val_accuracy")
+    if choice:
+        top = max(choice, key=lambda k: choice[k])
+        same = tuple(TEMPLATE_CANDIDATES[top]) == ZS_ENSEMBLE
+        lines += ["", ("Prompt sets for the zero-shot classifier, mean zero-shot accuracy on the three movies "
+                       "validation draws (no test set read): " + "; ".join(f"{n} {a:.3f}" for n, a in choice.items()) +
+                       f". Highest: {top}" + (" = the prompt ensemble used above." if same else
+                                              f", but ZS_ENSEMBLE is {list(ZS_ENSEMBLE)}: update it."))]
+    lines += _path_section(results)
     lines += _lora_section(results)
     lines += ["", "## Domain pairs: train on one domain (64 per class), test on each", "",
               ("Accuracy (balanced accuracy, majority rate) on each test domain; the diagonal is in-domain. "
@@ -347,6 +471,7 @@ def render(results: dict[str, Any], cfg: dict[str, Any], machine: dict[str, Any]
               "zero-shot model with alpha picked on the movies validation draw (never on a test set or on tweets; "
               "see transferkit/strategies/text_prior.py).", ""]
     finished = [r for rows in (results["main"], results["pairs"]) for runs in rows.values() for r in runs]
+    finished += [results["template_choice"]] if results.get("template_choice") else []
     secs = sum(r.get("cell_seconds", 0.0) for r in finished)
     lines += [(f"Compute: {secs / 60:.0f} min of single-thread cell time recorded over the finished cells (all "
                "invocations; cells from before `cell_seconds` was recorded count 0).")]
@@ -356,6 +481,25 @@ def render(results: dict[str, Any], cfg: dict[str, Any], machine: dict[str, Any]
                   ", ".join(f"`{k}`" for k in cfg["missing_cells"]) + "."]
     lines.append("")
     return "\n".join(lines)
+
+
+def _path_section(results: dict[str, Any]) -> list[str]:
+    """Test accuracies along each zs_init row's WiSE-FT path (mean over seeds): the trade-off, shown, not used."""
+    out: list[str] = []
+    for name, runs in results["main"].items():
+        if not runs or any("wise_path" not in r for r in runs):
+            continue
+        tweets_pos = statistics.mean(r["tweets_positive_rate"] for r in runs)
+        out += ["", (f"WiSE-FT path of `{name}` on the test sets, mean over seeds (alpha 0 = the zero-shot model, 1 = "
+                     "fine-tuned; shown to explain the trade-off, never used to choose alpha). The tweets' true "
+                     f"positive rate is {tweets_pos:.3f}."), "",
+                "| alpha | " + " | ".join(runs[0]["wise_path"]) + " |", "|---|" + "---|" * len(runs[0]["wise_path"])]
+        labels = {"movies": "movies acc", "tweets": "tweets acc", "tweets_balanced": "tweets balanced acc",
+                  "tweets_positive_rate": "tweets predicted positive"}
+        for key, label in labels.items():
+            out.append(f"| {label} | " + " | ".join(f"{statistics.mean(r['wise_path'][a][key] for r in runs):.3f}"
+                                                     for a in runs[0]["wise_path"]) + " |")
+    return out
 
 
 def _lora_section(results: dict[str, Any]) -> list[str]:
@@ -401,6 +545,11 @@ def main() -> int:
     ap.add_argument("--no-pairs", action="store_true", help="skip the domain-pair table")
     ap.add_argument("--merge", action="append", default=[], metavar="DIR",
                     help="also take finished cells from DIR/results.json (e.g. a parallel --no-main run's --work)")
+    ap.add_argument("--import", dest="imports", action="append", default=[], metavar="TEXT_JSON",
+                    help="also take finished cells from an earlier docs/text.json (cells already stored win)")
+    ap.add_argument("--pick-templates", action="store_true",
+                    help="print the zero-shot accuracy of each TEMPLATE_CANDIDATES set on the movies validation "
+                         "draws (no test set is read) and exit")
     ap.add_argument("--render-only", action="store_true",
                     help="compute nothing: write the docs from the finished cells (missing ones are listed)")
     ap.add_argument("--no-main", action="store_true", help="skip the movies -> tweets table (pairs only)")
@@ -424,6 +573,13 @@ def main() -> int:
         cfg["pair_sources"] = []
     if args.no_main:
         methods = {m for m in (methods or {"zero_shot", *RECIPES}) if m != "zero_shot"}
+    if args.pick_templates:
+        bench0 = Bench(cfg)
+        scores = {name: bench0.val_zero_shot(t, cfg["seeds"]) for name, t in TEMPLATE_CANDIDATES.items()}
+        for name, acc in scores.items():
+            print(f"{acc:.3f}  {name}: {list(TEMPLATE_CANDIDATES[name])}")
+        print("best on the movies validation draws:", max(scores, key=lambda k: scores[k]))
+        return 0
     machine = machine_info()
     work = Path(args.work) if args.work else ROOT / "runs" / f"text{cfg['suffix']}"
     work.mkdir(parents=True, exist_ok=True)
@@ -435,6 +591,8 @@ def main() -> int:
             other = json.loads(path.read_text()) if path.exists() else {}
             done.update({k: v for k, v in other.items() if k not in done})
 
+    for prev in args.imports:
+        done.update({k: v for k, v in import_cells(Path(prev)).items() if k not in done})
     merge()
     t0 = time.perf_counter()
     bench: Any = None if args.render_only else Bench(cfg)  # None: nothing is computed
@@ -461,20 +619,34 @@ def main() -> int:
         return done[key]
 
     results: dict[str, Any] = {"main": {}, "pairs": {}}
-    zs = {"zero_shot 'a {} review'": ("a {} review",), "zero_shot (default templates)": None}
+    zs = {"zero_shot 'a {} review'": ("a {} review",), "zero_shot (default templates)": None,
+          "zero_shot (prompt ensemble)": ZS_ENSEMBLE}
     for name, tmpl in (zs.items() if wanted("zero_shot") else []):
         from transferkit.zeroshot import DEFAULT_TEMPLATES
 
         templates = tmpl or DEFAULT_TEMPLATES
         results["main"][name] = _done([cell(f"{name}/movies/{s}", lambda s=s, t=templates: bench.zero_shot(t, "movies", s))
                                        for s in cfg["seeds"]])
+    if wanted("zero_shot"):  # how ZS_ENSEMBLE was chosen: validation draws only
+        results["template_choice"] = cell("template_choice/movies/val", lambda: {"train_seconds": 0.0, "val_accuracy": {
+            n: bench.val_zero_shot(t, cfg["seeds"]) for n, t in TEMPLATE_CANDIDATES.items()}})
     for strat in filter(wanted, [] if args.no_main else main_strategies()):
         results["main"][strat] = _done([cell(f"{strat}/movies/{s}", lambda s=s, st=strat: bench.run(st, "movies", s))
                                         for s in cfg["seeds"]])
-        if strat in POSTHOC_BASES:  # output-space ensembles and EM prior correction, from the saved logits
-            found = [[q for d in (work, *map(Path, args.merge)) if (q := d / "logits" / f"{strat}-movies-{s}.npz").exists()]
-                     for s in cfg["seeds"]]
-            results["main"].update(posthoc_rows(strat, [f[0] for f in found if f]))
+        # output-space ensembles, EM prior correction, other WiSE-FT weights: from the saved logits when they
+        # are here, kept in the store as cells (so a render without runs/*/logits still shows them)
+        for s in cfg["seeds"]:
+            found = [q for d in (work, *map(Path, args.merge))
+                     if (q := d / "logits" / f"{strat}-movies-{s}.npz").exists()]
+            if found:
+                rows = derived_cells(strat, found[0], done.get(f"{strat}/movies/{s}"))
+                done.update({f"{row}/movies/{s}": c for row, c in rows.items()})
+        if not args.render_only:
+            store.write_text(json.dumps(done, indent=1))
+        rows = dict.fromkeys(k.rsplit("/", 2)[0] for k in done
+                             if k.startswith(strat + " ") and k.rsplit("/", 2)[1] == "movies")
+        for row in rows:
+            results["main"][row] = _done([done.get(f"{row}/movies/{s}") for s in cfg["seeds"]])
     for src in cfg["pair_sources"]:
         for strat in filter(wanted, cfg["pair_strategies"]):
             results["pairs"][f"{src}/{strat}"] = _done([

@@ -139,6 +139,37 @@ def test_zs_init_align_keeps_the_head_tied_to_the_prompts(minilm: TransferModel)
                                                                          make_strategy("zs_init").options.templates.split("|")))
 
 
+def test_zs_init_wise_path_ends_at_zero_shot_and_fine_tuned(minilm: TransferModel) -> None:
+    """train=finetune (WiSE-FT's recipe): alpha 0 is the zero-shot model, 1 the fine-tuned one, the picked
+    alpha is what the run returned, and the val accuracies recorded per alpha are those of the path."""
+    from transferkit.engine.loop import evaluate_arrays
+
+    train, val = _slice("vader-tweets", 4), _slice("vader-tweets", 6, start=4)
+    model = copy.deepcopy(minilm)
+    model.reset_head(["negative", "positive"])
+    ctx = _ctx(model, train, val, lr=1e-3)
+    strategy = make_strategy("zs_init", {"train": "finetune", "templates": "a {} review", "prior": "0"})
+    run_strategy(strategy, ctx)
+    info = ctx.info["zs_init"]
+    final = {k: v.clone() for k, v in ctx.model.state_dict().items()}
+    strategy.interpolate_to(ctx.model, 0.0)  # type: ignore[attr-defined]
+    zs_head = 20 * class_embeddings(minilm, ["negative", "positive"], ("a {} review",))
+    torch.testing.assert_close(ctx.model.head.weight, zs_head)
+    enc = dict(ctx.model.groups.named_parameters())
+    assert all(torch.equal(p, enc[n]) for n, p in minilm.groups.named_parameters())
+    strategy.interpolate_to(ctx.model, 1.0)  # type: ignore[attr-defined]
+    assert any(not torch.equal(p, enc[n]) for n, p in minilm.groups.named_parameters()), "nothing was fine-tuned"
+    for a in (0.0, info["wise_alpha"]):
+        strategy.interpolate_to(ctx.model, a)  # type: ignore[attr-defined]
+        acc = evaluate_arrays(ctx.model, ctx.val[0], ctx.val[1], ctx.placement())[0]  # type: ignore[index]
+        assert acc == info["val_acc_by_alpha"][f"{a:.1f}"]
+    strategy.interpolate_to(ctx.model, info["wise_alpha"])  # type: ignore[attr-defined]
+    for k, v in ctx.model.state_dict().items():
+        torch.testing.assert_close(v, final[k])
+    with pytest.raises(ConfigError, match="zs_init: interpolate_to"):
+        make_strategy("zs_init").interpolate_to(ctx.model, 0.5)  # type: ignore[attr-defined]
+
+
 def test_zs_init_options_are_checked() -> None:
     with pytest.raises(ConfigError, match="train='x' is not one of"):
         make_strategy("zs_init", {"train": "x"})

@@ -196,17 +196,24 @@ class ZeroShotInit(Strategy):
         if self._mode == "none" or o.wise == 1:
             return
         model = ctx.model
-        end = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._end = {k: v.detach().clone() for k, v in model.state_dict().items()}
         alphas = [i / 10 for i in range(11)] if o.wise == -1 else [o.wise]
         scores: dict[str, float] = {}
         if len(alphas) > 1 and ctx.val is not None:
             for a in alphas:
-                model.load_state_dict(interpolate(self._start, end, a))
-                tie()
+                self.interpolate_to(model, a)
                 scores[f"{a:.1f}"] = evaluate_arrays(model, ctx.val[0], ctx.val[1], ctx.placement())[0]
             best = select_alpha(scores, len(ctx.val[1]), o.wise_rule)
         else:
             best = alphas[-1] if len(alphas) == 1 else 0.5
-        model.load_state_dict(interpolate(self._start, end, best))
-        tie()
+        self.interpolate_to(model, best)
         ctx.info["zs_init"].update(wise_alpha=best, val_acc_by_alpha=scores)
+
+    def interpolate_to(self, model: TransferModel, alpha: float) -> None:
+        """Load ``(1 - alpha) theta_zs + alpha theta_trained`` into ``model`` (after training; the
+        endpoints of the last run are kept, so the whole WiSE-FT path can be scored after the fact)."""
+        if not hasattr(self, "_end"):
+            raise ConfigError("zs_init: interpolate_to needs a finished run with WiSE-FT (train != none, wise != 1)")
+        model.load_state_dict(interpolate(self._start, self._end, alpha))
+        if self._mode == "align":
+            self._refresh()
