@@ -15,6 +15,7 @@ from transferkit.adaptation.augment import (
     affine_matrices,
     augment_glyphs,
     blur,
+    elastic_field,
     gaussian_kernel1d,
     low_resolution,
     stroke_width,
@@ -64,13 +65,44 @@ def test_affine_matrices_rotation_scale_shear() -> None:
     assert torch.allclose(ident, torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(4, 2, 3))
 
 
+def test_elastic_field_is_a_scaled_gaussian_smoothing_of_uniform_noise() -> None:
+    n, h, w, alpha, sigma = 2, 12, 10, 5.0, 1.5
+    torch.manual_seed(3)
+    d = elastic_field(n, h, w, alpha, sigma).numpy()
+    assert d.shape == (n, h, w, 2)
+    torch.manual_seed(3)
+    u = (torch.rand(n * 2, 1, h, w) * 2 - 1).numpy().astype(np.float64)
+    r = np.arange(-3, 4)  # radius ceil(2 sigma)
+    k = np.exp(-(r**2) / (2 * sigma**2))
+    k /= k.sum()
+    for i in range(n):
+        for axis, scale in ((0, 2.0 / w), (1, 2.0 / h)):
+            ref = ndimage.correlate1d(ndimage.correlate1d(u[2 * i + axis, 0], k, axis=1, mode="nearest"), k, axis=0,
+                                      mode="nearest")
+            assert d[i, :, :, axis] == pytest.approx(alpha * scale * ref, rel=1e-5, abs=1e-7)
+    assert np.abs(elastic_field(3, 8, 8, 0.0, 2.0).numpy()).max() == 0
+
+
+def test_elastic_distortion_moves_ink_locally() -> None:
+    torch.manual_seed(0)
+    x = torch.zeros(16, 1, 28, 28)
+    x[:, :, 6:22, 12:16] = 1.0  # a vertical bar, as a "1"
+    only = GlyphAugment(rotate=0, scale=0, shear=0, shift=0, p_thick=0, p_thin=0, p_blur=0, p_lowres=0, p_elastic=1.0)
+    y = augment_glyphs(x, only)
+    assert y.min() >= -1e-6 and y.max() <= 1 + 1e-6
+    changed = (y - x).abs().flatten(1).sum(1)
+    assert (changed > 1.0).all()  # every example is distorted ...
+    ink = y.flatten(1).sum(1) / x.flatten(1).sum(1)
+    assert ((ink > 0.6) & (ink < 1.4)).all()  # ... but the stroke is bent, not erased or smeared over the image
+
+
 def test_augment_glyphs_shape_range_and_identity() -> None:
     torch.manual_seed(0)
     x = torch.rand(8, 1, 28, 28)
     y = augment_glyphs(x)
     assert y.shape == x.shape and y.dtype == x.dtype
     assert y.min() >= -1e-6 and y.max() <= 1 + 1e-6 and not torch.allclose(x, y)
-    none = GlyphAugment(rotate=0, scale=0, shear=0, shift=0, p_thick=0, p_thin=0, p_blur=0, p_lowres=0)
+    none = GlyphAugment(rotate=0, scale=0, shear=0, shift=0, p_thick=0, p_thin=0, p_blur=0, p_lowres=0, p_elastic=0)
     assert torch.allclose(augment_glyphs(x, none), x, atol=1e-5)
 
 
