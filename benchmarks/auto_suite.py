@@ -9,6 +9,19 @@ finished run is appended to ``runs/suite/results-<mode>.jsonl`` and an interrupt
 from it (``--fresh`` starts over); ``auto`` rows are reused only while ``strategies/auto.py`` is
 unchanged (its hash is stored with each row).
 
+``--exhaustive-from docs/auto_suite.json`` reuses the every-strategy results (mean, std and train
+seconds per task and strategy) and the transferability table of an earlier JSON instead of
+recomputing them: only the source models (pretrained again when missing) and ``auto`` run. The
+plan's tasks, strategies, seeds and epochs must match the JSON's; the report names the JSON's date
+and command and shows both sets of source accuracies. The reused seconds are rescaled to this run's
+clock by auto(budget=0)'s seconds here over there (:func:`time_scale`), a rough correction only: the
+load of a shared machine differs between the stages (on 2026-11-28 the rescaled budget-15 time ratio
+was 0.28 where a full run measured 0.15). Use it only when the
+exhaustive stage cannot be afforded: pretraining is not bit-exact across runs and the machine's load
+differs, and on this suite that moved auto(0)'s mean accuracy by about a point on some tasks -- the
+size of the 1-pt criterion -- so a full run (the exhaustive stage and auto on one set of sources)
+is the reference.
+
 Each task is (source, target, shots). Every strategy runs with each seed (the seed draws the
 split, the shots and the initialisation) and its *mean* test accuracy over the seeds is its
 score: "best in hindsight" is the best mean. ``auto`` runs once per seed and budget on the same
@@ -133,6 +146,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stage", choices=("all", "exhaustive"), default="all",
                    help="exhaustive: only the every-strategy runs (no auto, no report)")
     p.add_argument("--sources", type=Path, default=SOURCES_DIR, help="where source models are pretrained and reused")
+    p.add_argument("--exhaustive-from", type=Path, default=None, metavar="JSON",
+                   help="reuse the every-strategy results and the tau table of an earlier auto_suite.json; run auto only")
     args = p.parse_args(argv)
     if args.out is None:
         args.out = ROOT / ("runs/suite-quick" if args.quick else "docs")
@@ -202,7 +217,7 @@ def one_run(src_dir: str, target: str, shots: int | None, strategy: str, seed: i
     if "auto" in m.get("strategy_info", {}):
         info = m["strategy_info"]["auto"]
         row["auto"] = {k: info.get(k) for k in ("choice", "reason", "candidates", "decision_seconds", "signals",
-                                                  "halving")}
+                                                  "search")}
     return row
 
 
@@ -240,17 +255,17 @@ class Results:
             f.write(json.dumps(row, default=float) + "\n")
 
 
-def work_units(plan: Plan, stage: str) -> list[tuple[Task, int, str, float | None]]:
-    units = [(t, s, n, None) for t in plan.tasks for s in plan.seeds for n in plan.strategies]
+def work_units(plan: Plan, stage: str, exhaustive: bool = True) -> list[tuple[Task, int, str, float | None]]:
+    units = [(t, s, n, None) for t in plan.tasks for s in plan.seeds for n in plan.strategies] if exhaustive else []
     if stage == "all":
         units += [(t, s, "auto", b) for b in plan.auto_budgets for t in plan.tasks for s in plan.seeds]
     return units
 
 
-def run_units(plan: Plan, dirs: dict[str, Path], res: Results, stage: str, jobs: int) -> None:
+def run_units(plan: Plan, dirs: dict[str, Path], res: Results, stage: str, jobs: int, exhaustive: bool = True) -> None:
     version = auto_version()
     todo = []
-    for task, seed, name, budget in work_units(plan, stage):
+    for task, seed, name, budget in work_units(plan, stage, exhaustive):
         ep = task.epochs or plan.epochs
         key = row_key(task.key, seed, name, budget, ep)
         if res.get(key, version if name == "auto" else None) is not None:
@@ -322,6 +337,37 @@ def run_tau(plan: Plan, dirs: dict[str, Path], res: Results) -> dict[str, Any]:
     return out
 
 
+def load_exhaustive(path: Path, plan: Plan) -> dict[str, Any]:
+    """The every-strategy results of an earlier ``auto_suite.json`` for ``plan``; SystemExit on a mismatch."""
+    try:
+        doc = json.loads(path.read_text())
+        old_plan, tasks = doc["meta"]["plan"], {t["key"]: t for t in doc["tasks"]}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"--exhaustive-from {path}: not a readable auto_suite.json ({type(e).__name__}: {e})") from None
+    for k in ("strategies", "seeds", "epochs"):
+        if old_plan[k] != asdict(plan)[k]:
+            raise SystemExit(f"--exhaustive-from {path}: its plan has {k}={old_plan[k]}, this one {asdict(plan)[k]}")
+    missing = [t.key for t in plan.tasks if t.key not in tasks or set(tasks[t.key]["accuracy"]) != set(plan.strategies)]
+    if missing:
+        raise SystemExit(f"--exhaustive-from {path}: no complete every-strategy results for {', '.join(missing)}")
+    origin = doc["meta"].get("exhaustive_from") or {
+        "date": doc["meta"]["date"], "command": doc["meta"]["command"], "compute_seconds": doc["meta"]["compute_seconds"],
+        "sources": {n: v["source_test_accuracy"] for n, v in doc["sources"].items()}}
+    auto0 = {k: t["auto"]["0"]["seconds"] for k, t in tasks.items() if "0" in t.get("auto", {})}
+    return {"tasks": tasks, "tau": doc.get("tau") or {}, "origin": origin, "auto0_seconds": auto0}
+
+
+def time_scale(reused: dict[str, Any], rows: list[dict[str, Any]], plan: Plan) -> float:
+    """This run's speed relative to the reused one: auto(budget=0)'s mean train seconds summed over the
+    tasks, here / there. auto(0) trains the rules' choice alone -- a recipe both runs ran -- so the reused
+    every-strategy seconds times this factor are on this run's clock (1.0 without auto(0) in both)."""
+    here = {t.key: _mean([r["train_seconds"] for r in rows if r["task"] == t.key and r["strategy"] == "auto"
+                          and r.get("budget") == 0.0 and "error" not in r]) for t in plan.tasks}
+    keys = [k for k, v in here.items() if v == v and k in reused["auto0_seconds"]]
+    there = sum(reused["auto0_seconds"][k] for k in keys)
+    return sum(here[k] for k in keys) / there if keys and there > 0 else 1.0
+
+
 # --------------------------------------------------------------------------- summaries, checks, markdown
 
 
@@ -333,13 +379,19 @@ def _pct(v: float | None) -> str:
     return "-" if v is None or np.isnan(v) else f"{100 * v:.1f}"
 
 
-def summarize(task: Task, rows: list[dict[str, Any]], plan: Plan) -> dict[str, Any]:
-    """Mean (and std) over seeds per strategy; auto's mean per budget against the best mean."""
+def summarize(task: Task, rows: list[dict[str, Any]], plan: Plan, reused: dict[str, Any] | None = None,
+              scale: float = 1.0) -> dict[str, Any]:
+    """Mean (and std) over seeds per strategy (or ``reused``: a task of an earlier JSON, its seconds times
+    ``scale``); auto's mean per budget against the best mean."""
     ok = [r for r in rows if "error" not in r]
-    by = {n: [r for r in ok if r["strategy"] == n] for n in plan.strategies}
-    acc = {n: _mean([r["accuracy"] for r in v]) for n, v in by.items() if v}
-    std = {n: float(np.std([r["accuracy"] for r in by[n]])) for n in acc}
-    secs = {n: _mean([r["train_seconds"] for r in by[n]]) for n in acc}
+    if reused is None:
+        by = {n: [r for r in ok if r["strategy"] == n] for n in plan.strategies}
+        acc = {n: _mean([r["accuracy"] for r in v]) for n, v in by.items() if v}
+        std = {n: float(np.std([r["accuracy"] for r in by[n]])) for n in acc}
+        secs = {n: _mean([r["train_seconds"] for r in by[n]]) for n in acc}
+    else:
+        acc, std = dict(reused["accuracy"]), dict(reused["std"])
+        secs = {n: v * scale for n, v in reused["seconds"].items()}
     best = max(acc, key=lambda n: acc[n])
     total = sum(secs.values())
     autos = {}
@@ -352,13 +404,14 @@ def summarize(task: Task, rows: list[dict[str, Any]], plan: Plan) -> dict[str, A
                            "per_seed": [r["accuracy"] for r in cell], "seconds": s,
                            "time_ratio": s / total if total else float("nan"),
                            "decision_seconds": _mean([r["auto"]["decision_seconds"] for r in cell]),
-                           "reasons": [r["auto"]["reason"] for r in cell], "signals": [r["auto"]["signals"] for r in cell]}
+                           "reasons": [r["auto"]["reason"] for r in cell], "signals": [r["auto"]["signals"] for r in cell],
+                           "search": [r["auto"].get("search") for r in cell]}
     transfer_only = {n: a for n, a in acc.items() if n != "scratch"}
     return {"task": asdict(task), "key": task.key, "seeds": sorted({r["seed"] for r in ok}), "accuracy": acc,
             "std": std, "seconds": secs, "best": best, "best_accuracy": acc[best], "all_seconds": total,
             "scratch_accuracy": acc.get("scratch"), "lp_ft_accuracy": acc.get("lp_ft"),
             "best_transfer": max(transfer_only, key=lambda n: transfer_only[n]) if transfer_only else None,
-            "auto": autos, "errors": len(rows) - len(ok)}
+            "auto": autos, "errors": len(rows) - len(ok) + (reused or {}).get("errors", 0)}
 
 
 def checks_of(tasks: list[dict[str, Any]], tau: dict[str, Any], budgets: list[float]) -> list[Check]:
@@ -409,6 +462,34 @@ def checks_of(tasks: list[dict[str, Any]], tau: dict[str, Any], budgets: list[fl
     return checks
 
 
+def search_section(tasks: list[dict[str, Any]]) -> list[str]:
+    """Markdown: per task and budget > 0, what auto's search ran (the trials of ``strategies/auto.py``),
+    why it stopped, and what it changed against the rules alone (budget 0) on the same seeds."""
+    rows = []
+    for t in tasks:
+        base = t["auto"].get("0")
+        for b, a in t["auto"].items():
+            found = [s for s in a.get("search") or [] if s]
+            if b == "0" or not found:
+                continue
+            ran = "; ".join(", ".join(f"{n} {100 * v:.0f}" for n, v in s["val_acc"].items()) for s in found)
+            stops = ", ".join(sorted({s.get("stopped", "?") for s in found}))
+            extra = _mean([sum(s["seconds"].values()) - s["seconds"][c] for s, c in zip(found, a["choice"])])
+            changed = sum(c != c0 for c, c0 in zip(a["choice"], base["choice"])) if base else 0
+            delta = f"{100 * (a['accuracy'] - base['accuracy']):+.1f}" if base else "-"
+            rows.append(f"| {t['key']} | {b} | {ran} | {stops} | {changed}/{len(a['choice'])} | {delta} | {extra:.1f} |")
+    if not rows:
+        return []
+    return ["", "## auto's search (budget > 0)", "",
+            ("Each trial trains one candidate's own recipe for the full epochs from the run's start and seed; the "
+             "winner's trial is the returned model. Per seed (`;`-separated): the candidates tried in prior order with "
+             "their validation accuracy (%); why the search stopped; in how many seeds the choice differs from "
+             "budget 0's; auto's mean test accuracy minus budget 0's (pt); mean seconds of the trials other than the "
+             "winner's (the cost of the search over training the choice once)."), "",
+            "| task | budget | trials: validation accuracy (%) | stopped | choice changed | acc vs budget 0 (pt) | "
+            "extra trial seconds |", "|---|---:|---|---|---:|---:|---:|", *rows]
+
+
 def render(doc: dict[str, Any]) -> str:
     meta, m, plan = doc["meta"], doc["machine"], doc["meta"]["plan"]
     budgets = [f"{b:g}" for b in plan["auto_budgets"]]
@@ -419,6 +500,14 @@ def render(doc: dict[str, Any]) -> str:
             f"min, {meta['reused_runs']} runs reused from the results file of an interrupted/earlier invocation of the "
             f"same plan; {meta['compute_seconds'] / 60:.0f} min of run wall time in all ({meta['jobs']} worker "
             "process(es))."),
+           *(["", (f"The every-strategy results (and the transferability table) are reused from the run of "
+                   f"{meta['exhaustive_from']['date']} (`{meta['exhaustive_from']['command']}`, "
+                   f"{meta['exhaustive_from']['compute_seconds'] / 60:.0f} min of run wall time) through `--exhaustive-from`; "
+                   "only `auto` ran in this invocation, on source models pretrained again (own test accuracy of both "
+                   "in the sources table). The reused every-strategy seconds are put on this run's clock: times "
+                   f"{meta['exhaustive_from'].get('time_scale', 1.0):.3f}, auto(budget=0)'s train seconds here over "
+                   "there (summed over the tasks; auto(0) trains only the rules' choice, a recipe both runs ran), so "
+                   "the time ratios compare seconds of one machine state.")] if meta.get("exhaustive_from") else []),
            "", (f"Machine: {m['cpu_model']}, {m['usable_cpus']} usable CPUs, torch {m['torch']}, 1 torch thread per "
                 f"worker, CUDA {'yes' if m['cuda'] else 'no'}; load average {m['load_average_start'][0]:.1f} at start, "
                 f"{m['load_average_end'][0]:.1f} at the end (shared machine: times are only compared as ratios)."), "",
@@ -433,11 +522,14 @@ def render(doc: dict[str, Any]) -> str:
            "voices B / C; digits with mnist5k as the target)."), "",
            "## Checks", "", "| check | measured | target | result |", "|---|---|---|---|"]
     out += [f"| {c['name']} | {c['value']} | {c['target']} | {'PASS' if c['passed'] else 'FAIL'} |" for c in doc["checks"]]
-    out += ["", "## Sources", "", "| source | model | trained on | epochs | own test accuracy |", "|---|---|---|---:|---:|"]
+    old = (meta.get("exhaustive_from") or {}).get("sources")
+    out += ["", "## Sources", "", "| source | model | trained on | epochs | own test accuracy |"
+            + (" in the reused run |" if old else ""), "|---|---|---|---:|---:|" + ("---:|" if old else "")]
     for n, s in doc["sources"].items():
         what = {"permute": " (one fixed random pixel permutation of mnist5k)",
                 "shuffle_labels": " (mnist5k with its labels randomly shuffled)"}.get(s["derive"] or "", "")
-        out.append(f"| {n} | {s['model']} | `{s['data']}`{what} | {s['epochs']} | {_pct(s['source_test_accuracy'])} |")
+        out.append(f"| {n} | {s['model']} | `{s['data']}`{what} | {s['epochs']} | {_pct(s['source_test_accuracy'])} |"
+                   + (f" {_pct(old.get(n))} |" if old else ""))
     head, sep = "| task | group | scratch | best strategy | best acc |", "|---|---|---:|---|---:|"
     for b in budgets:
         head += f" auto({b}) choices | acc | regret (pt) | time ratio |"
@@ -463,6 +555,7 @@ def render(doc: dict[str, Any]) -> str:
         for b, a in t["auto"].items():
             out.append(f"- {t['key']}, budget {b}: chose {a['choice'][0]} -- {a['reasons'][0]} (decision "
                        f"{a['decision_seconds']:.1f} s on average)")
+    out += search_section(doc["tasks"])
     tau = doc["tau"]
     if tau:
         names = list(next(iter(tau.values()))["tau"])
@@ -496,18 +589,29 @@ def main(argv: list[str] | None = None) -> int:
         f"+ auto, {args.jobs} job(s) of 1 thread")
     sources = ensure_sources(plan, args.sources)
     dirs = {n: ROOT / v["run"] if not Path(v["run"]).is_absolute() else Path(v["run"]) for n, v in sources.items()}
+    reused = load_exhaustive(args.exhaustive_from, plan) if args.exhaustive_from else None
+    if reused is not None:
+        if args.stage == "exhaustive":
+            raise SystemExit("--exhaustive-from with --stage exhaustive leaves nothing to run")
+        meta["exhaustive_from"] = reused["origin"]
     res = Results(args.sources / f"results-{mode}.jsonl", args.fresh)
-    run_units(plan, dirs, res, args.stage, args.jobs)
+    run_units(plan, dirs, res, args.stage, args.jobs, exhaustive=reused is None)
     if args.stage == "exhaustive":
         return 0
-    tau = run_tau(plan, dirs, res)
+    tau = reused["tau"] if reused is not None and reused["tau"] else run_tau(plan, dirs, res)
+    scale = 1.0
+    if reused is not None:
+        scale = meta["exhaustive_from"]["time_scale"] = time_scale(reused, list(res.rows.values()), plan)
     tasks = [summarize(t, [r for r in res.rows.values() if r["task"] == t.key and not r.get("tau_only")
-                           and r["key"].endswith(f"epochs={t.epochs or plan.epochs}")], plan) for t in plan.tasks]
+                           and (reused is None or r["strategy"] == "auto")
+                           and r["key"].endswith(f"epochs={t.epochs or plan.epochs}")], plan,
+                       None if reused is None else reused["tasks"][t.key], scale) for t in plan.tasks]
     checks = checks_of(tasks, tau, plan.auto_budgets)
     machine["load_average_end"] = os.getloadavg()
     meta["total_seconds"] = time.perf_counter() - started
     meta["reused_runs"] = res.reused
-    meta["compute_seconds"] = sum(r.get("wall_seconds", 0.0) for r in res.rows.values())
+    meta["compute_seconds"] = sum(r.get("wall_seconds", 0.0) for r in res.rows.values()
+                                  if reused is None or r["strategy"] == "auto")
     doc = {"meta": meta, "machine": machine, "sources": sources, "checks": [c.as_dict() for c in checks],
            "tasks": tasks, "tau": tau}
     args.out.mkdir(parents=True, exist_ok=True)

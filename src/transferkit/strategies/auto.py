@@ -1,4 +1,4 @@
-"""``auto``: choose the strategy from cheap signals, then (budget allowing) successive halving.
+"""``auto``: choose the strategy from cheap signals, then (budget allowing) full-length trials of the candidates.
 
 The rules, in order (each decision is recorded in ``ctx.info["auto"]`` with its reason):
 
@@ -17,12 +17,28 @@ The rules, in order (each decision is recorded in ``ctx.info["auto"]`` with its 
    source weights (Li et al., ICML 2018); with ``k >= 10``, fine-tune every layer from a probed head
    (LP-FT), which distorts the features less than a random head, without a weight anchor.
 
-With ``budget > 0`` and a validation split, successive halving (Jamieson & Talwalkar, AISTATS
-2016) compares the candidates: the head is probed once and every candidate starts from that same
-probed model, rounds last at least ``min_epochs`` epochs, the better half survives; the final pick
-is the best validation accuracy, but a candidate earlier in the prior order (cheaper / closer to
-the source) is kept unless a later one beats it by more than one standard error of the validation
-accuracy.
+With ``budget > 0`` and a validation split, a budgeted search compares the candidates at full
+fidelity. Every trial runs a candidate's own recipe (its phases, learning-rate scales and finishing
+step) for the run's full ``epochs``, from a copy of the run's starting model and with the run's seed,
+and is scored by its validation accuracy. The candidates run in prior order: the first (the rules'
+choice, which a budget of 0 would train anyway) always; each further one only while the time spent
+on the further trials plus the longest trial so far fits in ``budget`` seconds, and while some
+validation accuracy the next candidate could reach would change the winner (not, e.g., once the
+leader is perfect on the validation split). Ranking: a candidate
+earlier in the prior order (cheaper / closer to the source) is kept unless a later one beats it by
+more than one standard error of the validation accuracy, ``sqrt(max(p (1 - p), 1/4n) / n)`` at the
+best ``p`` over ``n`` validation samples. The winner's trial *is* the final model, so the model
+returned is exactly the one that was measured. With one trial (no time for a second) the result is
+the rules-only one.
+
+Why not successive halving (Jamieson & Talwalkar, AISTATS 2016) over short rounds: its premise is
+that a short run ranks candidates as a long one would, and here it does not. The recipes converge at
+different speeds (``lp_ft`` starts from a fitted head, ``full`` and ``l2sp`` from a random one; with
+5 shots per class a 3-epoch round is a handful of steps), so short rounds favour ``lp_ft``; on the
+task suite (docs/AUTO_SUITE.md) rounds of 3 and 6 epochs from a shared probed head took budget 15 s
+from 10/12 tasks within 1 pt of the best (rules only) down to 7/12. With three candidates and
+trials that restart, halving would also cost more than running all three once at full length
+(``3 E / 2 + 2 E`` epochs against ``3 E``).
 """
 
 from __future__ import annotations
@@ -39,23 +55,20 @@ import torch
 
 from transferkit.engine.loop import Phase, evaluate_arrays
 from transferkit.errors import ConfigError
-from transferkit.strategies.base import Strategy, TransferContext, probe_phase, run_strategy
+from transferkit.strategies.base import Strategy, TransferContext, run_strategy
 
 
 @dataclass
 class AutoOptions:
-    budget: float = field(default=0.0, metadata={"help": "seconds for a successive-halving search over the top candidates (0 = rules only)"})
+    budget: float = field(default=0.0, metadata={"help": "seconds for full-length trials of further candidates after the rules' choice (0 = rules only)"})
     margin: float = field(default=0.02, metadata={"help": "negative-transfer guard: the least gap (accuracy) by which raw inputs must beat frozen features"})
     z: float = field(default=2.0, metadata={"help": "negative-transfer guard: the gap must also exceed z paired standard errors"})
-    min_epochs: int = field(default=3, metadata={"help": "successive halving: epochs of the first round"})
 
     def __post_init__(self) -> None:
         if self.budget < 0 or not math.isfinite(self.budget):
             raise ConfigError(f"auto: budget must be >= 0 seconds, got {self.budget}")
         if self.margin < 0 or self.z < 0:
             raise ConfigError(f"auto: margin and z must be >= 0, got {self.margin}, {self.z}")
-        if self.min_epochs < 1:
-            raise ConfigError(f"auto: min_epochs must be >= 1, got {self.min_epochs}")
 
 
 def nearest_mean_correct(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray) -> np.ndarray:
@@ -105,6 +118,25 @@ def rank_with_tolerance(scores: dict[str, float], prior: list[str], tol: float) 
     return sorted(scores, key=key)
 
 
+def val_tolerance(p: float, n: int) -> float:
+    """One standard error of a validation accuracy ``p`` over ``n`` samples, ``sqrt(max(p (1 - p), 1/4n) / n)``
+    (the floor, half a sample, keeps a perfect score from counting as exact)."""
+    return math.sqrt(max(p * (1 - p), 0.25 / n) / n)
+
+
+def rank_on_validation(scores: dict[str, float], prior: list[str], n: int) -> list[str]:
+    """:func:`rank_with_tolerance` at one standard error (:func:`val_tolerance`) of the best score."""
+    return rank_with_tolerance(scores, prior, val_tolerance(max(scores.values()), n))
+
+
+def can_change(scores: dict[str, float], prior: list[str], n: int) -> bool:
+    """Whether one more candidate (later in ``prior`` than those scored) could change the winner of
+    :func:`rank_on_validation` with any validation accuracy ``k / n`` it might reach; checked exactly,
+    score by score. False e.g. when the leader is perfect on the validation split."""
+    leader, new = rank_on_validation(scores, prior, n)[0], "\0next"
+    return any(rank_on_validation({**scores, new: k / n}, [*prior, new], n)[0] != leader for k in range(n + 1))
+
+
 def candidates_for(shots: int) -> list[str]:
     """The prior order of strategies by labelled examples per class: the fewer labels, the closer to the
     source the model is kept (frozen features, then a weight-space anchor, then a probed-head start)."""
@@ -117,7 +149,7 @@ def candidates_for(shots: int) -> list[str]:
 
 class Auto(Strategy):
     """Pick a strategy from the data: shots per class, frozen-feature vs raw-input probes (negative
-    transfer guard), then, within ``budget`` seconds, successive halving on validation accuracy."""
+    transfer guard), then, within ``budget`` seconds, full-length trials of the candidates on validation accuracy."""
 
     name = "auto"
     Options = AutoOptions
@@ -175,63 +207,63 @@ class Auto(Strategy):
         sig = self.signals(ctx)
         cands, reason = self.rules(sig)
         info: dict[str, Any] = {"signals": sig, "reason": reason, "candidates": cands}
+        self._inner: Strategy | None = None
         if len(cands) > 1 and self.options.budget > 0 and ctx.val is not None:
-            cands, info["halving"] = self._halve(ctx, cands, t0)
-        choice = cands[0]
-        info.update(choice=choice, decision_seconds=time.perf_counter() - t0)
+            won, info["search"] = self._search(ctx, cands)
+            info.update(choice=won.name, decision_seconds=time.perf_counter() - t0)
+            ctx.model = won.ctx.model  # the winner's trial is the final model: nothing is trained again
+            ctx.results.extend(won.ctx.results)
+            ctx.info.update(won.ctx.info)
+            ctx.info["auto"] = info
+            return
+        info.update(choice=cands[0], decision_seconds=time.perf_counter() - t0)
         ctx.info["auto"] = info
-        inner = make_strategy(choice)
-        yield from inner.phases(ctx)
-        self._inner = inner
+        self._inner = make_strategy(cands[0])
+        yield from self._inner.phases(ctx)
 
     def finish(self, ctx: TransferContext) -> None:
-        self._inner.finish(ctx)
+        if self._inner is not None:  # a searched run's winner finished inside its trial
+            self._inner.finish(ctx)
 
-    def _halve(self, ctx: TransferContext, cands: list[str], t0: float) -> tuple[list[str], list[dict[str, Any]]]:
-        """Successive halving from one shared probed model; returns the survivors (winner first)."""
+    def _trial(self, ctx: TransferContext, name: str) -> _Trial:
+        """Candidate ``name``'s own recipe, full length, on a copy of the run's start, seeded as the run."""
         from transferkit.strategies import make_strategy
 
+        t = time.perf_counter()
+        torch.manual_seed(ctx.cfg.seed)  # every trial draws the same random numbers (batch order, dropout)
+        sub = replace(ctx, model=copy.deepcopy(ctx.model), cfg=replace(ctx.cfg, progress="off"), results=[], info={})
+        run_strategy(make_strategy(name), sub)
         assert ctx.val is not None
-        prior = list(cands)
-        probed = replace(ctx, model=copy.deepcopy(ctx.model), cfg=replace(ctx.cfg, progress="off"), results=[], info={})
-        probe = probe_phase(probed)
-        run_strategy(_Phases([probe]), probed)
-        head_val = evaluate_arrays(probed.model, ctx.val[0], ctx.val[1], ctx.placement())[0]
-        se = math.sqrt(max(head_val * (1 - head_val), 0.25 / len(ctx.val[1])) / len(ctx.val[1]))
-        rounds: list[dict[str, Any]] = []
-        epochs = max(self.options.min_epochs, ctx.cfg.epochs // 8)
-        while len(cands) > 1 and time.perf_counter() - t0 < self.options.budget:
-            scores: dict[str, float] = {}
-            cost = 0.0  # seconds of the last candidate run: one that cannot finish in the budget is not started
-            for name in cands:
-                if name == "linear_probe":  # the shared probed model *is* this candidate
-                    scores[name] = head_val
-                    continue
-                if scores and time.perf_counter() - t0 + cost > self.options.budget:
-                    break
-                t_run = time.perf_counter()
-                start = ctx.model if name == "scratch" else probed.model
-                sub = replace(ctx, model=copy.deepcopy(start), cfg=replace(ctx.cfg, epochs=epochs, progress="off"),
-                              results=[], info={})
-                run_strategy(make_strategy(name), sub)
-                scores[name] = evaluate_arrays(sub.model, ctx.val[0], ctx.val[1], ctx.placement())[0]
-                cost = time.perf_counter() - t_run
-            ranked = rank_with_tolerance(scores, prior, se)
-            rounds.append({"epochs": epochs, "val_acc": scores, "tie_se": se, "seconds": time.perf_counter() - t0})
-            cands = ranked[: max(1, math.ceil(len(ranked) / 2))] if len(scores) == len(cands) else ranked[:1]
-            epochs *= 2
-        torch.manual_seed(ctx.cfg.seed)
-        return cands, rounds
+        acc = evaluate_arrays(sub.model, ctx.val[0], ctx.val[1], ctx.placement(sub.model))[0]
+        return _Trial(name, sub, acc, time.perf_counter() - t)
+
+    def _search(self, ctx: TransferContext, cands: list[str]) -> tuple[_Trial, dict[str, Any]]:
+        """Full-length trials in prior order within the budget (module docstring); the winning trial and
+        the record ``{"val_acc", "seconds", "skipped", "stopped", "tie_se", "n_val"}``."""
+        assert ctx.val is not None
+        n_val = len(ctx.val[1])
+        trials = [self._trial(ctx, cands[0])]  # the rules' choice: trained with or without a budget
+        spent, stop = 0.0, "all candidates ran"
+        for name in cands[1:]:
+            if not can_change({t.name: t.val_acc for t in trials}, cands[: len(trials)], n_val):
+                stop = "no further score could change the winner"
+                break
+            if spent + max(t.seconds for t in trials) > self.options.budget:
+                stop = "budget"
+                break
+            trials.append(self._trial(ctx, name))
+            spent += trials[-1].seconds
+        scores = {t.name: t.val_acc for t in trials}
+        won = next(t for t in trials if t.name == rank_on_validation(scores, cands[: len(trials)], n_val)[0])
+        return won, {"val_acc": scores, "seconds": {t.name: t.seconds for t in trials}, "skipped": cands[len(trials):],
+                     "stopped": stop, "tie_se": val_tolerance(max(scores.values()), n_val), "n_val": n_val}
 
 
-class _Phases(Strategy):
-    """A strategy that yields the given phases (the shared probe of successive halving)."""
+@dataclass
+class _Trial:
+    """One full-length trial: the candidate, its trained context, validation accuracy and cost in seconds."""
 
-    name = "_phases"
-
-    def __init__(self, phases: list[Phase]) -> None:
-        super().__init__()
-        self._phases = phases
-
-    def phases(self, ctx: TransferContext) -> Iterator[Phase]:
-        yield from self._phases
+    name: str
+    ctx: TransferContext
+    val_acc: float
+    seconds: float
