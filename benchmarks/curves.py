@@ -100,7 +100,8 @@ TASKS: dict[str, Task] = {t.name: t for t in [
          {"scratch": FEW, "ncm": SHOTS, "linear_probe": SHOTS, "lp_ft": FEW},
          train={"epochs": 5, "batch_size": 16}, subdir="effnet", png="curves-effnet.png",
          notes="`scratch` = EfficientNet-Lite0 with random weights. Fine-tuning (`scratch`, `lp_ft`) runs at most "
-               "5 epochs, batch 16 (as benchmarks/image.py; the probe phase trains on cached features, 100 epochs) "
+               "5 epochs, batch 16 (as benchmarks/image.py; the probe phase trains on cached features, 100 epochs); "
+               "`lp_ft` with the backbone's recipe (lr 1e-4, BatchNorm frozen: src/transferkit/strategies/recipes.py) "
                "and stops at 50 per class: fine-tuning 4.65M parameters on the whole split for 3 seeds does not "
                "fit the budget on one CPU thread."),
     Task("text", "MiniLM -> vader-movies", "vader-movies",

@@ -147,9 +147,15 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
     with marks_failure(run):
         t0 = time.perf_counter()
         ctx = TransferContext(model, {k: v.clone() for k, v in model.state_dict().items()}, _tensors(train_ds),
-                              _tensors(val_ds), cfg, lambda: _fresh_like(model, seed), cache=cache or DEFAULT_CACHE)
+                              _tensors(val_ds), cfg, lambda: _fresh_like(model, seed), cache=cache or DEFAULT_CACHE,
+                              user_set=frozenset(train))
         results = run_strategy(strat, ctx, run.checkpoints if run else None)
         model = ctx.model
+        if "recipe" in ctx.info:
+            rec = ctx.info["recipe"]
+            notes.append(f"{rec['backbone']} recipe for {rec['strategy']}: "
+                         + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec["settings"].items())
+                         + " (settings you leave unset; measured in " + rec["evidence"].split(",")[0] + ")")
         metrics["target"] = evaluate_model(model, sp.test, ds.num_classes)
         metrics.update(train_seconds=time.perf_counter() - t0, n_train=len(train_ds), n_val=len(val_ds),
                        phases=[_phase_summary(r) for r in results], strategy_info=ctx.info, notes=notes)

@@ -79,7 +79,7 @@ def test_rules_fire_the_guard_only_on_a_clear_gap() -> None:
     auto = Auto(AutoOptions())
     assert auto.rules(_sig(0.12, 0.9, 0.03))[0] == ["scratch"]  # features at chance
     cands, reason = auto.rules(_sig(0.56, 0.76, 0.05))  # 20 pt gap, 4 standard errors
-    assert cands[0] == "full" and "mismatched" in reason
+    assert cands == ["scratch", "full"] and "mismatched" in reason
     assert auto.rules(_sig(0.70, 0.80, 0.06))[0] == candidates_for(5)  # 10 pt, under 2 standard errors
     assert auto.rules(_sig(0.94, 0.80, 0.04))[0] == candidates_for(5)
 
@@ -139,6 +139,29 @@ def test_a_budget_too_small_for_a_second_trial_keeps_the_rules_choice(source_run
                                options={"budget": "1e-6"})
     info = res.metrics["strategy_info"]["auto"]
     assert list(info["search"]["val_acc"]) == [info["candidates"][0]] == [info["choice"]]
+    assert info["search"]["skipped"] == info["candidates"][1:]
+
+
+def test_under_torchrun_rank_zeros_clock_and_scores_decide_the_search(source_run: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each rank times its own trials; if each decided from its own clock, one rank could start a
+    trial the other skips and both would hang in its collectives. The search reads every time and
+    score through ``distributed.broadcast_object``: here a stand-in for rank 0 reports a trial that
+    took a day, so a budget that this process's clock would allow still stops after one trial."""
+    from transferkit.strategies import auto as auto_mod
+
+    seen: list[object] = []
+
+    def rank0(obj: object, src: int = 0) -> object:
+        seen.append(obj)
+        return (obj[0], 86_400.0) if isinstance(obj, tuple) and len(obj) == 2 else obj
+
+    monkeypatch.setattr(auto_mod.distributed, "broadcast_object", rank0)
+    res = transferkit.transfer(load_run(source_run), "digits8", strategy="auto", shots=2, epochs=2,
+                               options={"budget": "3600"})
+    info = res.metrics["strategy_info"]["auto"]
+    assert isinstance(seen[0], dict) and "shots_per_class" in seen[0]  # the signals: one view for the rules
+    assert info["search"]["seconds"] == {info["choice"]: 86_400.0} and info["search"]["stopped"] == "budget"
     assert info["search"]["skipped"] == info["candidates"][1:]
 
 

@@ -45,6 +45,9 @@ class TransferContext:
     fresh_model: Callable[[], TransferModel]
     cache: FeatureCache = field(default_factory=FeatureCache)
     head_lr_scale: float = 10.0
+    #: training settings the user gave explicitly; a backbone recipe (strategies/recipes.py) fills in the
+    #: others. None (a context built by hand): no recipe is applied.
+    user_set: frozenset[str] | None = None
     probe_epochs: int = 100
     probe_batch_size: int = 256
     results: list[PhaseResult] = field(default_factory=list)
@@ -140,7 +143,11 @@ def run_strategy(strategy: Strategy, ctx: TransferContext, checkpoint_dir: Path 
     A phase whose loss turns NaN/inf is rolled back to its starting weights and retried with the
     learning rate times ``lr_backoff`` (at most ``max_retries`` times); every retry is recorded in
     ``ctx.info["divergence"]``. When the retries are spent the :class:`DivergenceError` propagates.
+    The backbone's recipe for the strategy (strategies/recipes.py) is applied first.
     """
+    from transferkit.strategies.recipes import apply_recipe
+
+    apply_recipe(strategy.name, ctx)
     for phase in strategy.phases(ctx):
         ckpt = None if checkpoint_dir is None else checkpoint_dir / f"{len(ctx.results)}-{phase.name}"
         start = {k: v.detach().clone() for k, v in phase.module.state_dict().items()}

@@ -1,0 +1,76 @@
+"""Backbone recipes: applied to the settings the user left unset, never to the ones given, recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import transferkit
+from transferkit.engine.config import TrainConfig
+from transferkit.engine.loop import PhaseResult
+from transferkit.models import ModelSpec, build_model
+from transferkit.strategies import base
+from transferkit.strategies.base import TransferContext
+from transferkit.strategies.recipes import RECIPES, apply_recipe, recipe_for
+
+
+def _ctx(backbone: str, user_set: frozenset[str] | None) -> TransferContext:
+    model = build_model(ModelSpec("small_cnn", (1, 28, 28), list("01"), {"width": 4, "hidden": 8}), 0)
+    model.spec.name = backbone  # only the name is read
+    x = torch.zeros(2, 1, 28, 28)
+    return TransferContext(model, {}, (x, torch.tensor([0, 1])), None, TrainConfig(), lambda: model, user_set=user_set)
+
+
+def test_a_recipe_fills_only_the_settings_the_user_left_unset() -> None:
+    ctx = _ctx("efficientnet_lite0", frozenset({"lr"}))
+    assert apply_recipe("lp_ft", ctx) == {"batchnorm": "frozen"}
+    assert ctx.cfg.lr == TrainConfig().lr and ctx.cfg.batchnorm == "frozen"
+    assert ctx.info["recipe"]["settings"] == {"batchnorm": "frozen"} and "IMAGE.md" in ctx.info["recipe"]["evidence"]
+
+    ctx = _ctx("minilm", frozenset())
+    assert apply_recipe("lp_ft", ctx) == {"lr": 6e-5, "head_lr_scale": 50.0}
+    assert (ctx.cfg.lr, ctx.head_lr_scale) == (6e-5, 50.0)  # probe 3e-3, fine-tuning 6e-5 x 0.5 = 3e-5
+
+
+def test_no_recipe_for_unmeasured_pairs_nor_for_contexts_built_by_hand() -> None:
+    for backbone, strategy in [("efficientnet_lite0", "scratch"), ("small_cnn", "lp_ft"), ("minilm", "lora")]:
+        ctx = _ctx(backbone, frozenset())
+        assert recipe_for(backbone, strategy) is None and apply_recipe(strategy, ctx) == {} and "recipe" not in ctx.info
+    ctx = _ctx("efficientnet_lite0", None)  # benchmarks and federated clients set their own settings
+    assert apply_recipe("lp_ft", ctx) == {} and ctx.cfg == TrainConfig()
+
+
+def test_every_recipe_is_valid_and_names_its_measurement() -> None:
+    for (backbone, strategy), rec in RECIPES.items():
+        TrainConfig(**{k: v for k, v in rec.settings.items() if k != "head_lr_scale"})  # raises on a bad value
+        assert rec.evidence.startswith("docs/") and Path(__file__).parents[2].joinpath(rec.evidence.split(",")[0]).exists()
+
+
+@pytest.fixture
+def phases_seen(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Replace the training loop with a spy: each phase's peak learning rate and BatchNorm mode."""
+    seen: list[dict[str, Any]] = []
+
+    def spy(phase: Any, cfg: TrainConfig, checkpoint: Any = None) -> PhaseResult:
+        seen.append({"name": phase.name, "lr": phase.lr or cfg.lr, "batchnorm": cfg.batchnorm,
+                     "scales": [g.get("lr_scale", 1.0) for g in phase.param_groups]})
+        return PhaseResult(phase.name)
+
+    monkeypatch.setattr(base, "fit", spy)
+    return seen
+
+
+def test_transfer_applies_the_efficientnet_recipe_unless_the_user_sets_it(phases_seen: list[dict[str, Any]]) -> None:
+    res = transferkit.transfer("efficientnet_lite0", "digits8", strategy="lp_ft", shots=1)
+    probe, ft = phases_seen
+    assert (probe["lr"], ft["lr"], ft["batchnorm"]) == (pytest.approx(1e-3), 1e-4, "frozen")
+    assert res.metrics["strategy_info"]["recipe"]["settings"] == {"lr": 1e-4, "batchnorm": "frozen"}
+    assert any("efficientnet_lite0 recipe for lp_ft: lr=0.0001, batchnorm=frozen" in n for n in res.notes)
+
+    phases_seen.clear()
+    res = transferkit.transfer("efficientnet_lite0", "digits8", strategy="lp_ft", shots=1, lr=3e-3, batchnorm="train")
+    assert [(p["lr"], p["batchnorm"]) for p in phases_seen] == [(pytest.approx(3e-2), "train"), (3e-3, "train")]
+    assert "recipe" not in res.metrics["strategy_info"]
