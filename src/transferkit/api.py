@@ -155,7 +155,7 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
             rec = ctx.info["recipe"]
             notes.append(f"{rec['backbone']} recipe for {rec['strategy']}: "
                          + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec["settings"].items())
-                         + " (settings you leave unset; measured in " + rec["evidence"].split(",")[0] + ")")
+                         + " (only settings you did not give; measured in " + rec["evidence"].split(",")[0] + ")")
         metrics["target"] = evaluate_model(model, sp.test, ds.num_classes)
         metrics.update(train_seconds=time.perf_counter() - t0, n_train=len(train_ds), n_val=len(val_ds),
                        phases=[_phase_summary(r) for r in results], strategy_info=ctx.info, notes=notes)

@@ -26,13 +26,13 @@ def _ctx(backbone: str, user_set: frozenset[str] | None) -> TransferContext:
 
 def test_a_recipe_fills_only_the_settings_the_user_left_unset() -> None:
     ctx = _ctx("efficientnet_lite0", frozenset({"lr"}))
-    assert apply_recipe("lp_ft", ctx) == {"batchnorm": "frozen"}
-    assert ctx.cfg.lr == TrainConfig().lr and ctx.cfg.batchnorm == "frozen"
-    assert ctx.info["recipe"]["settings"] == {"batchnorm": "frozen"} and "IMAGE.md" in ctx.info["recipe"]["evidence"]
+    assert apply_recipe("lp_ft", ctx) == {"batchnorm": "frozen", "batch_size": 16, "epochs": 5}
+    assert ctx.cfg.lr == TrainConfig().lr and (ctx.cfg.batchnorm, ctx.cfg.batch_size, ctx.cfg.epochs) == ("frozen", 16, 5)
+    assert ctx.info["recipe"]["settings"]["batchnorm"] == "frozen" and "IMAGE.md" in ctx.info["recipe"]["evidence"]
 
     ctx = _ctx("minilm", frozenset())
-    assert apply_recipe("lp_ft", ctx) == {"lr": 6e-5, "head_lr_scale": 50.0}
-    assert (ctx.cfg.lr, ctx.head_lr_scale) == (6e-5, 50.0)  # probe 3e-3, fine-tuning 6e-5 x 0.5 = 3e-5
+    assert apply_recipe("lp_ft", ctx)["head_lr_scale"] == 50.0
+    assert (ctx.cfg.lr, ctx.head_lr_scale, ctx.cfg.batch_size) == (6e-5, 50.0, 16)  # probe 3e-3, then 6e-5 x 0.5
 
 
 def test_no_recipe_for_unmeasured_pairs_nor_for_contexts_built_by_hand() -> None:
@@ -67,10 +67,13 @@ def test_transfer_applies_the_efficientnet_recipe_unless_the_user_sets_it(phases
     res = transferkit.transfer("efficientnet_lite0", "digits8", strategy="lp_ft", shots=1)
     probe, ft = phases_seen
     assert (probe["lr"], ft["lr"], ft["batchnorm"]) == (pytest.approx(1e-3), 1e-4, "frozen")
-    assert res.metrics["strategy_info"]["recipe"]["settings"] == {"lr": 1e-4, "batchnorm": "frozen"}
-    assert any("efficientnet_lite0 recipe for lp_ft: lr=0.0001, batchnorm=frozen" in n for n in res.notes)
+    assert res.metrics["strategy_info"]["recipe"]["settings"] == {"lr": 1e-4, "batchnorm": "frozen", "batch_size": 16,
+                                                                  "epochs": 5}
+    assert any("efficientnet_lite0 recipe for lp_ft: lr=0.0001, batchnorm=frozen, batch_size=16, epochs=5" in n
+               for n in res.notes)
 
     phases_seen.clear()
-    res = transferkit.transfer("efficientnet_lite0", "digits8", strategy="lp_ft", shots=1, lr=3e-3, batchnorm="train")
+    res = transferkit.transfer("efficientnet_lite0", "digits8", strategy="lp_ft", shots=1, lr=3e-3, batchnorm="train",
+                               batch_size=64, epochs=5)
     assert [(p["lr"], p["batchnorm"]) for p in phases_seen] == [(pytest.approx(3e-2), "train"), (3e-3, "train")]
     assert "recipe" not in res.metrics["strategy_info"]

@@ -4,8 +4,8 @@ The library's defaults (``lr`` 1e-3, BatchNorm in training mode, a head at 10x t
 suit the small CNNs it pretrains itself. Large pretrained backbones want gentler settings: an
 ImageNet EfficientNet fine-tuned on 16-image batches loses its BatchNorm statistics, and a BERT
 encoder wants a learning rate around 3e-5 (Devlin et al., NAACL 2019). A recipe is keyed by
-(backbone, strategy), lists the settings and names the benchmark row that measured them; only
-measured pairs are listed. :func:`transferkit.transfer` applies the recipe to every setting the
+(backbone, strategy), lists the settings the benchmark ran with (batch size and epochs included)
+and names the row that measured them; only measured pairs are listed. :func:`transferkit.transfer` applies the recipe to every setting the
 user left unset (a flag or keyword the user gives always wins) and records it in the run's
 ``strategy_info["recipe"]``; ``auto`` applies the recipe of the candidate it trains.
 """
@@ -27,17 +27,21 @@ class Recipe:
     evidence: str
 
 
+#: benchmarks/text.py's training settings, with which the MiniLM rows were measured
+_TEXT = {"batch_size": 16, "epochs": 5, "patience": 2, "precision": "fp32"}
+
 RECIPES: dict[tuple[str, str], Recipe] = {
     ("efficientnet_lite0", "lp_ft"): Recipe(
-        {"lr": 1e-4, "batchnorm": "frozen"},
-        "docs/IMAGE.md, column lp_ft_bn_frozen: 10 shots per class at batch 16, digits8 81.1% vs 71.6% with the "
-        "library defaults (fontdigits 97.4% vs 86.2%), 3 seeds"),
+        {"lr": 1e-4, "batchnorm": "frozen", "batch_size": 16, "epochs": 5},
+        "docs/IMAGE.md, column lp_ft_bn_frozen: 10 shots per class, digits8 81.1% vs 71.6% at lr 1e-3 with "
+        "BatchNorm training (fontdigits 97.4% vs 86.2%), 3 seeds; docs/CURVES.md: above the linear probe at "
+        "1 to all shots per class"),
     ("minilm", "lp_ft"): Recipe(
-        {"lr": 6e-5, "head_lr_scale": 50.0},
+        {"lr": 6e-5, "head_lr_scale": 50.0, **_TEXT},
         "docs/TEXT.md, row lp_ft (probe at 3e-3, then every layer at 3e-5 = 6e-5 x ft_lr_scale 0.5): vader-movies "
         "0.750 at 64 labelled snippets per class, 3 seeds"),
     ("minilm", "full"): Recipe(
-        {"lr": 3e-5},
+        {"lr": 3e-5, **_TEXT},
         "docs/TEXT.md, row full (3e-5, the BERT fine-tuning rate): vader-movies 0.693 at 64 snippets per class"),
 }
 
