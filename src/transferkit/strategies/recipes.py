@@ -33,16 +33,16 @@ _TEXT = {"batch_size": 16, "epochs": 5, "patience": 2, "precision": "fp32"}
 RECIPES: dict[tuple[str, str], Recipe] = {
     ("efficientnet_lite0", "lp_ft"): Recipe(
         {"lr": 1e-4, "batchnorm": "frozen", "batch_size": 16, "epochs": 5},
-        "docs/IMAGE.md, column lp_ft_bn_frozen: 10 shots per class, digits8 81.1% vs 71.6% at lr 1e-3 with "
-        "BatchNorm training (fontdigits 97.4% vs 86.2%), 3 seeds; docs/CURVES.md: above the linear probe at "
-        "1 to all shots per class"),
+        "docs/IMAGE.md, columns lp_ft (this recipe) and lp_ft_defaults (lr 1e-3, BatchNorm training) at 10 shots "
+        "per class on digits8 and fontdigits, 3 seeds; docs/CURVES.md, lp_ft against the linear probe from 1 to "
+        "all shots per class"),
     ("minilm", "lp_ft"): Recipe(
         {"lr": 6e-5, "head_lr_scale": 50.0, **_TEXT},
-        "docs/TEXT.md, row lp_ft (probe at 3e-3, then every layer at 3e-5 = 6e-5 x ft_lr_scale 0.5): vader-movies "
-        "0.750 at 64 labelled snippets per class, 3 seeds"),
+        "docs/TEXT.md, row lp_ft (probe at 3e-3, then every layer at 3e-5 = 6e-5 x ft_lr_scale 0.5), 64 labelled "
+        "vader-movies snippets per class, 3 seeds"),
     ("minilm", "full"): Recipe(
         {"lr": 3e-5, **_TEXT},
-        "docs/TEXT.md, row full (3e-5, the BERT fine-tuning rate): vader-movies 0.693 at 64 snippets per class"),
+        "docs/TEXT.md, row full (3e-5, the BERT fine-tuning rate), 64 labelled vader-movies snippets per class"),
 }
 
 
