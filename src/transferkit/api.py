@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from transferkit.models import ModelSpec, TransferModel, build_model
 from transferkit.report import write_report
 from transferkit.runs import LoadedRun, RunDir, load_run, load_source, marks_failure
 from transferkit.strategies import STRATEGIES, TransferContext, make_strategy, run_strategy
+from transferkit.strategies.recipes import recipe_settings
 
 SPLIT = {"val": 0.15, "test": 0.3}
 
@@ -142,7 +143,11 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
         notes.append(f"new head for {ds.num_classes} target classes (source had {spec_src.num_classes})")
     config = {"command": "transfer", "source": str(source) if isinstance(source, (str, Path)) else type(source).__name__,
               "data": data, "strategy": strategy, "options": dict(options or {}), "shots": shots, "seed": seed,
-              "head": head, "source_data": source_data, "model_kwargs": dict(model_kwargs or {}), "split": {**SPLIT, "seed": seed}, "train": asdict(cfg)}
+              "head": head, "source_data": source_data, "model_kwargs": dict(model_kwargs or {}), "split": {**SPLIT, "seed": seed}}
+    # the settings training will use: the backbone's recipe fills what the user did not give (auto: per candidate)
+    recipe = recipe_settings(spec_src.name, strategy, frozenset(train))
+    config["train"] = asdict(replace(cfg, **{k: v for k, v in recipe.items() if k != "head_lr_scale"}))
+    config["recipe"] = "per candidate (metrics.json: strategy_info.recipe)" if strategy == "auto" else recipe or None
     run = RunDir.create(out, "transfer", config, overwrite) if out is not None else None
     with marks_failure(run):
         t0 = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,11 @@ def phases_seen(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     return seen
 
 
-def test_transfer_applies_the_efficientnet_recipe_unless_the_user_sets_it(phases_seen: list[dict[str, Any]]) -> None:
-    res = transferkit.transfer("efficientnet_lite0", "digits8", strategy="lp_ft", shots=1)
+def test_transfer_applies_the_efficientnet_recipe_unless_the_user_sets_it(phases_seen: list[dict[str, Any]],
+                                                                        tmp_path: Path) -> None:
+    res = transferkit.transfer("efficientnet_lite0", "digits8", strategy="lp_ft", shots=1, out=tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())  # the resolved settings, recipe included
+    assert (config["train"]["lr"], config["train"]["batchnorm"], config["recipe"]["batch_size"]) == (1e-4, "frozen", 16)
     probe, ft = phases_seen
     assert (probe["lr"], ft["lr"], ft["batchnorm"]) == (pytest.approx(1e-3), 1e-4, "frozen")
     assert res.metrics["strategy_info"]["recipe"]["settings"] == {"lr": 1e-4, "batchnorm": "frozen", "batch_size": 16,
@@ -77,3 +81,6 @@ def test_transfer_applies_the_efficientnet_recipe_unless_the_user_sets_it(phases
                                batch_size=64, epochs=5)
     assert [(p["lr"], p["batchnorm"]) for p in phases_seen] == [(pytest.approx(3e-2), "train"), (3e-3, "train")]
     assert "recipe" not in res.metrics["strategy_info"]
+    assert transferkit.transfer("efficientnet_lite0", "digits8", strategy="linear_probe", shots=1,
+                                out=tmp_path / "probe").metrics["strategy_info"] == {}
+    assert json.loads((tmp_path / "probe" / "config.json").read_text())["recipe"] is None

@@ -52,16 +52,19 @@ def recipe_for(backbone: str, strategy: str) -> Recipe | None:
     return RECIPES.get((backbone, strategy))
 
 
+def recipe_settings(backbone: str, strategy: str, user_set: frozenset[str]) -> dict[str, Any]:
+    """The settings of (``backbone``, ``strategy``)'s recipe that the user did not give (empty without one)."""
+    rec = recipe_for(backbone, strategy)
+    return {} if rec is None else {k: v for k, v in rec.settings.items() if k not in user_set}
+
+
 def apply_recipe(strategy: str, ctx: TransferContext) -> dict[str, Any]:
     """Set ``ctx.cfg`` / ``ctx.head_lr_scale`` from the recipe of (``ctx.model``'s backbone, ``strategy``),
     skipping the settings in ``ctx.user_set``; returns what was applied (empty when nothing was, or when
     ``ctx.user_set`` is None: a context built by hand keeps exactly the settings it was given)."""
     if ctx.user_set is None:
         return {}
-    rec = recipe_for(ctx.model.spec.name, strategy)
-    if rec is None:
-        return {}
-    applied = {k: v for k, v in rec.settings.items() if k not in ctx.user_set}
+    applied = recipe_settings(ctx.model.spec.name, strategy, ctx.user_set)
     cfg = {k: v for k, v in applied.items() if k != "head_lr_scale"}
     if cfg:
         ctx.cfg = replace(ctx.cfg, **cfg)
@@ -69,5 +72,5 @@ def apply_recipe(strategy: str, ctx: TransferContext) -> dict[str, Any]:
         ctx.head_lr_scale = float(applied["head_lr_scale"])
     if applied:
         ctx.info["recipe"] = {"backbone": ctx.model.spec.name, "strategy": strategy, "settings": applied,
-                              "evidence": rec.evidence}
+                              "evidence": RECIPES[ctx.model.spec.name, strategy].evidence}
     return applied
