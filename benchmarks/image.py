@@ -43,11 +43,15 @@ from transferkit.strategies import STRATEGIES
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ["efficientnet_lite0", "mnist_cnn"]
 TARGETS = ["digits8", "fontdigits"]
-ALL_STRATEGIES = ["scratch", "linear_probe", "lp_ft", "lora", "lp_ft_defaults"]
-# a column that runs a strategy with its own training options on top of the cell's: `lp_ft` at the library's
-# defaults (lr 1e-3, BatchNorm re-estimating its statistics per batch) instead of the backbone's recipe
-# (src/transferkit/strategies/recipes.py), which `lp_ft` gets where the row leaves those settings unset
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"lp_ft_defaults": ("lp_ft", {"lr": 1e-3, "batchnorm": "train"})}
+#: fine-tuning strategies that EfficientNet-Lite0 runs with its recipe and again at the library's defaults
+RECIPE_STRATEGIES = ["lp_ft", "full", "l2sp", "wise_ft", "layerwise_lr"]
+# a `<strategy>_defaults` column runs the strategy at the library's defaults (lr 1e-3, BatchNorm re-estimating its
+# statistics per batch) instead of the backbone's recipe (src/transferkit/strategies/recipes.py), which the plain
+# column gets where the row leaves those settings unset
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {f"{s}_defaults": (s, {"lr": 1e-3, "batchnorm": "train"})
+                                                   for s in RECIPE_STRATEGIES}
+ALL_STRATEGIES = ["scratch", "linear_probe", "lp_ft", "lora",
+                  *(n for s in RECIPE_STRATEGIES for n in ([] if s == "lp_ft" else [s]) + [f"{s}_defaults"])]
 
 
 @dataclass(frozen=True)
@@ -140,11 +144,11 @@ def render(rows: list[dict[str, Any]], seeds: list[int], strategies: list[str], 
              "random weights trained on the same examples with the same budget. Shots: labelled training "
              "examples per class (validation uses at most as many); `all` is the whole training split. "
              "Strategies at their defaults, plus the backbone's recipe where one exists "
-             "(src/transferkit/strategies/recipes.py: EfficientNet-Lite0 + `lp_ft` trains at lr 1e-4 with BatchNorm "
+             "(src/transferkit/strategies/recipes.py: EfficientNet-Lite0 fine-tunes at lr 1e-4 with BatchNorm "
              "frozen); training options per row as listed, and they win over a recipe. A source whose classes are "
              "the target's (`mnist_cnn`: digits 0-9) keeps its head as the starting head (`--head auto`). "
-             + " ".join(f"`{v}` = `{s}` with {', '.join(f'{k}={x}' for k, x in o.items())} on top of the row's "
-                        "options." for v, (s, o) in VARIANTS.items()), "",
+             + "`X_defaults` = `X` with " + ", ".join(f"{k}={x}" for k, x in next(iter(VARIANTS.values()))[1].items())
+             + " on top of the row's options (no recipe).", "",
              "| source | target | shots | " + " | ".join(f"`{s}`" for s in strategies)
              + " | best − scratch (pt) | training options |",
              "|---|---|---|" + "---|" * len(strategies) + "---|---|"]

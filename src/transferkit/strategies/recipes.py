@@ -31,11 +31,12 @@ class Recipe:
 _TEXT = {"batch_size": 16, "epochs": 5, "patience": 2, "precision": "fp32"}
 
 RECIPES: dict[tuple[str, str], Recipe] = {
-    ("efficientnet_lite0", "lp_ft"): Recipe(
+    **{("efficientnet_lite0", s): Recipe(
         {"lr": 1e-4, "batchnorm": "frozen", "batch_size": 16, "epochs": 5},
-        "docs/IMAGE.md, columns lp_ft (this recipe) and lp_ft_defaults (lr 1e-3, BatchNorm training) at 10 shots "
-        "per class on digits8 and fontdigits, 3 seeds; docs/CURVES.md, lp_ft against the linear probe from 1 to "
-        "all shots per class"),
+        f"docs/IMAGE.md, columns {s} (this recipe) and {s}_defaults (lr 1e-3, BatchNorm training) at 10 shots per "
+        "class on digits8 and fontdigits, 3 seeds" + ("; docs/CURVES.md, lp_ft against the linear probe from 1 to "
+                                                      "all shots per class" if s == "lp_ft" else ""))
+       for s in ("lp_ft", "full", "l2sp", "wise_ft", "layerwise_lr")},
     ("minilm", "lp_ft"): Recipe(
         {"lr": 6e-5, "head_lr_scale": 50.0, **_TEXT},
         "docs/TEXT.md, row lp_ft (probe at 3e-3, then every layer at 3e-5 = 6e-5 x ft_lr_scale 0.5), 64 labelled "
