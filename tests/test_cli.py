@@ -166,6 +166,13 @@ def test_shots_larger_than_class(capsys: pytest.CaptureFixture[str], source_run:
     _no_running_run(tmp_path / "o")
 
 
+def test_unlabelled_rest_without_shots(capsys: pytest.CaptureFixture[str], source_run: Path, tmp_path: Path) -> None:
+    _assert_one_line_error(capsys, ["transfer", "--source", str(source_run), "--data", "digits8", "--strategy",
+                                    "self_train", "--unlabelled", "rest", "--out", str(tmp_path / "o"), *FAST],
+                           "--unlabelled rest", "no --shots was given")
+    _no_running_run(tmp_path / "o")
+
+
 def test_corrupt_image_in_folder(capsys: pytest.CaptureFixture[str], bad_inputs: dict[str, Path],
                                  tmp_path: Path) -> None:
     broken = bad_inputs["images"] / "one" / "broken.png"

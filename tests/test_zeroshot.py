@@ -261,3 +261,25 @@ def test_output_ensemble_endpoints_and_range() -> None:
     np.testing.assert_allclose(np.exp(log_softmax_np(np.array([[1.0, 2.0, 3.0]]))).sum(), 1.0)
     with pytest.raises(ConfigError):
         output_ensemble(a, b, 1.5)
+
+
+def test_self_train_teacher_mixes_the_zero_shot_prior(minilm: TransferModel) -> None:
+    from transferkit.models.text import tokenize
+
+    train, val, pool = _slice("vader-tweets", 4), _slice("vader-tweets", 10, start=4), _slice("vader-tweets", 20, start=14)
+    model = copy.deepcopy(minilm)
+    model.reset_head(["negative", "positive"])
+    ctx = _ctx(model, train, val)
+    ctx.unlabelled = torch.from_numpy(tokenize(pool.x))  # its own token width: padded to the labelled one's
+    strategy = make_strategy("self_train", {"base": "linear_probe", "keep": "0.5", "templates": "a {} review"})
+    run_strategy(strategy, ctx)
+    info = ctx.info["self_train"]
+    assert info["teacher"] == "probe + zero-shot" and 0.0 <= info["alpha"] <= 1.0
+    assert info["templates"] == ["a {} review"] and info["n_unlabelled"] == 40
+    nll = info["val_nll"]  # the default rule: the weight of least validation NLL (ties to the zero-shot side)
+    assert info["weight_rule"] == "nll" and f"{info['alpha']:.1f}" == min(nll, key=lambda k: (nll[k], float(k)))
+    kept, labels = strategy.pseudo  # type: ignore[attr-defined]
+    assert info["n_pseudo"] == len(kept) and max(info["pseudo_per_class"]) <= 10
+    assert len(ctx.train[0]) == 8 + len(kept)
+    # the real tweets' labels: the teacher's confident half is right well above chance
+    assert float((labels == pool.require_labels()[kept]).mean()) >= 0.7

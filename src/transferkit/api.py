@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from transferkit.data import ArrayDataset, align_classes, kshot, load_dataset, split
+from transferkit.data import ArrayDataset, align_classes, kshot, kshot_rest, load_dataset, split
 from transferkit.engine.config import TrainConfig
 from transferkit.engine.features import DEFAULT_CACHE, FeatureCache
 from transferkit.errors import ConfigError
@@ -93,7 +93,7 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
              shots: int | None = None, seed: int = 0, out: str | Path | None = None,
              options: dict[str, str] | None = None, head: str = "auto", source_data: str | None = None,
              compare_scratch: bool = False, overwrite: bool = False, cache: FeatureCache | None = None,
-             model_kwargs: dict[str, Any] | None = None, **train: Any) -> RunResult:
+             model_kwargs: dict[str, Any] | None = None, unlabelled: str | None = None, **train: Any) -> RunResult:
     """Initialise a target model from ``source`` and adapt it to ``data`` with ``strategy``.
 
     Args:
@@ -107,6 +107,9 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
         source_data: the source data set; when given, source accuracy before and after is measured.
         compare_scratch: also train ``scratch`` on the same data and budget and report the gain.
         model_kwargs: options of a pretrained backbone named by ``source`` (e.g. ``resolution``).
+        unlabelled: unlabelled inputs of the target task for strategies that use them (``self_train``):
+            ``"rest"`` (the training split's examples that ``shots`` left unlabelled) or a data set,
+            whose labels, if any, are ignored.
         train: :class:`TrainConfig` fields (``epochs``, ``lr``, ``precision`` ...).
     """
     if head not in ("auto", "new", "keep"):
@@ -123,6 +126,9 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
         train_ds = kshot(sp.train, shots, seed=seed)
         val_ds = kshot(sp.val, min(shots, int(np.bincount(sp.val.require_labels()).min())), seed=seed)
     notes: list[str] = []
+    x_unl = _unlabelled(unlabelled, sp.train, shots, seed, spec_src, train_ds)
+    if x_unl is not None and not getattr(strat, "uses_unlabelled", False):
+        notes.append(f"--unlabelled is read only by strategies that learn from it (self_train); {strategy} ignores it")
     keep = ds.class_names == spec_src.class_names
     if head == "keep" and not keep:
         raise ConfigError(f"--head keep: source has {spec_src.num_classes} classes, {data} has {ds.num_classes} "
@@ -143,7 +149,8 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
         notes.append(f"new head for {ds.num_classes} target classes (source had {spec_src.num_classes})")
     config = {"command": "transfer", "source": str(source) if isinstance(source, (str, Path)) else type(source).__name__,
               "data": data, "strategy": strategy, "options": dict(options or {}), "shots": shots, "seed": seed,
-              "head": head, "source_data": source_data, "model_kwargs": dict(model_kwargs or {}), "split": {**SPLIT, "seed": seed}}
+              "head": head, "source_data": source_data, "model_kwargs": dict(model_kwargs or {}), "split": {**SPLIT, "seed": seed},
+              "unlabelled": unlabelled}
     # the settings training will use: the backbone's recipe fills what the user did not give (auto: per candidate)
     recipe = recipe_settings(spec_src.name, strategy, frozenset(train))
     config["train"] = asdict(replace(cfg, **{k: v for k, v in recipe.items() if k != "head_lr_scale"}))
@@ -153,7 +160,7 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
         t0 = time.perf_counter()
         ctx = TransferContext(model, {k: v.clone() for k, v in model.state_dict().items()}, _tensors(train_ds),
                               _tensors(val_ds), cfg, lambda: _fresh_like(model, seed), cache=cache or DEFAULT_CACHE,
-                              user_set=frozenset(train))
+                              user_set=frozenset(train), unlabelled=x_unl)
         results = run_strategy(strat, ctx, run.checkpoints if run else None)
         model = ctx.model
         if "recipe" in ctx.info:
@@ -163,6 +170,7 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
                          + " (only settings you did not give; measured in " + rec["evidence"].split(",")[0] + ")")
         metrics["target"] = evaluate_model(model, sp.test, ds.num_classes)
         metrics.update(train_seconds=time.perf_counter() - t0, n_train=len(train_ds), n_val=len(val_ds),
+                       n_unlabelled=0 if x_unl is None else len(x_unl),
                        phases=[_phase_summary(r) for r in results], strategy_info=ctx.info, notes=notes)
         if src_eval is not None and strategy != "scratch":
             after = source_accuracy(model, source_head, src_eval)
@@ -178,6 +186,27 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
             metrics["artifacts"] = [p.name for p in strat.save_artifacts(run.path)]
         _finish(run, model, metrics, history, extra)
     return RunResult(model, metrics, run.path if run else None, history, notes)
+
+
+def _unlabelled(spec: str | None, train_split: ArrayDataset, shots: int | None, seed: int, model: ModelSpec,
+                train_ds: ArrayDataset) -> torch.Tensor | None:
+    """The inputs of ``transfer(unlabelled=...)``: ``rest`` of the few-shot draw, or a data set's inputs."""
+    if spec is None:
+        return None
+    if spec == "rest":
+        if shots is None:
+            raise ConfigError("--unlabelled rest: the rest of a --shots draw, but no --shots was given (the whole "
+                              "training split is labelled); pass --shots K or --unlabelled DATA")
+        ds = kshot_rest(train_split, shots, seed=seed)
+    else:
+        ds = load_dataset(spec, model=model, seed=seed, labels_required=False)
+    if len(ds) == 0:
+        raise ConfigError(f"--unlabelled {spec}: no examples")
+    text = model.modality == "text" and ds.x.shape[1:-1] == train_ds.x.shape[1:-1]  # token widths may differ
+    if ds.x.shape[1:] != train_ds.x.shape[1:] and not text:
+        raise ConfigError(f"--unlabelled {spec}: inputs of shape {ds.x.shape[1:]} do not match the labelled data's "
+                          f"{train_ds.x.shape[1:]}")
+    return torch.from_numpy(ds.x)
 
 
 _SOURCE_BEFORE: dict[str, dict[str, Any]] = {}

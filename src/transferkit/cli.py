@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--shots", type=int, default=None, help="labelled examples per class (default: all)")
     tr.add_argument("--model-opt", action="append", metavar="KEY=VALUE",
                     help="option of a pretrained backbone named by --source (e.g. resolution=96), repeatable")
+    tr.add_argument("--unlabelled", default=None, metavar="rest|DATA",
+                    help="unlabelled target inputs for --strategy self_train: 'rest' (the examples --shots left "
+                         "unlabelled) or a data set (its labels are ignored)")
     tr.add_argument("--head", default="auto", choices=("auto", "new", "keep"), help="keep the source head when classes match")
     tr.add_argument("--source-data", default=None, help="source data: measure source accuracy before/after (forgetting)")
     tr.add_argument("--compare-scratch", action="store_true", help="also train scratch on the same budget; report the gain")
@@ -168,13 +171,20 @@ def run(args: argparse.Namespace) -> int:
                           out=args.out, options=options, head=args.head,
                           source_data=args.source_data, compare_scratch=args.compare_scratch,
                           overwrite=args.overwrite, model_kwargs=_kv(args.model_opt, "--model-opt"),
-                          **_train_overrides(args))
+                          unlabelled=args.unlabelled, **_train_overrides(args))
         for note in res.notes:
             print(f"note: {note}")
         auto = res.metrics.get("strategy_info", {}).get("auto")
         if auto:
             sig = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in auto["signals"].items())
             print(f"auto: chose {auto['choice']} ({auto['reason']}); signals: {sig}")
+        st = res.metrics.get("strategy_info", {}).get("self_train")
+        if st:
+            mix = f", zero-shot weight {1 - st['alpha']:.1f}" if "alpha" in st else ""
+            print(f"self_train: teacher {st['teacher']}{mix} (validation accuracy "
+                  f"{100 * st.get('teacher_val_acc', st['probe_val_acc']):.1f}%) pseudo-labelled {st['n_pseudo']} of "
+                  f"{st['n_unlabelled']} unlabelled examples (per class {st['pseudo_per_class']}); "
+                  f"{st['base']} trained on them and the {st['n_labelled']} labelled")
         m = res.metrics
         line = f"target accuracy {100 * m['target']['accuracy']:.2f}% (macro-F1 {100 * m['target']['macro_f1']:.2f}%)"
         if "forgetting" in m:

@@ -78,6 +78,8 @@ def test_strategy_contract(name: str, source_model: TransferModel, digits_fewsho
     assert isinstance(strategy, Strategy) and strategy.name == name
     fresh_log: list[State] = []
     ctx = _ctx(source_model, digits_fewshot, fresh_log)
+    if getattr(strategy, "uses_unlabelled", False):  # real digits with their labels dropped
+        ctx.unlabelled = torch.cat([digits_fewshot[0][0], digits_fewshot[1][0]])
     start = _state(source_model)
     results = run_strategy(strategy, ctx)
     model = ctx.model
@@ -108,8 +110,9 @@ def test_strategy_contract(name: str, source_model: TransferModel, digits_fewsho
 def test_strategy_run_directory_round_trip(name: str, source_run: Path, digits_fewshot: tuple[Tensors, Tensors],
                                            tmp_path: Path) -> None:
     out = tmp_path / name
+    unlabelled = "rest" if getattr(make_strategy(name), "uses_unlabelled", False) else None
     res = transferkit.transfer(source_run, "digits8", strategy=name, shots=5, seed=0, out=out, epochs=1,
-                               batch_size=32, precision="fp32", progress="off")
+                               batch_size=32, precision="fp32", progress="off", unlabelled=unlabelled)
     assert res.run_dir == out
     loaded = transferkit.load_run(out)
     assert loaded.config["strategy"] == name and loaded.config["command"] == "transfer"
@@ -139,7 +142,8 @@ def test_strategy_resumes_after_interruption(name: str, source_run: Path, tmp_pa
     from transferkit.engine import loop
 
     kw: dict[str, Any] = {"strategy": name, "shots": 5, "seed": 0, "epochs": 2, "batch_size": 16, "patience": 0,
-                          "precision": "fp32", "progress": "off"}
+                          "precision": "fp32", "progress": "off",
+                          "unlabelled": "rest" if getattr(make_strategy(name), "uses_unlabelled", False) else None}
     original = loop.save_checkpoint
     saves: list[str] = []
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from transferkit.data.base import ArrayDataset, Splits, align_classes, kshot, split
+from transferkit.data.base import ArrayDataset, Splits, align_classes, kshot, kshot_rest, split
 from transferkit.data.builtin import digits8, fontdigits, mnist5k
 from transferkit.data.files import load_path
 from transferkit.data.prepare import PREPARERS, prepare
@@ -121,6 +121,7 @@ __all__ = [
     "align_classes",
     "conform",
     "kshot",
+    "kshot_rest",
     "load_dataset",
     "prepare",
     "split",

@@ -104,6 +104,19 @@ def split(ds: ArrayDataset, *, val: float = 0.15, test: float = 0.3, seed: int =
 
 def kshot(ds: ArrayDataset, k: int, *, seed: int = 0) -> ArrayDataset:
     """Sample ``k`` labelled examples per class (seeded). Raises if a class has fewer than ``k``."""
+    return ds.subset(kshot_indices(ds, k, seed=seed), f":{k}shot")
+
+
+def kshot_rest(ds: ArrayDataset, k: int, *, seed: int = 0) -> ArrayDataset:
+    """The examples of ``ds`` that :func:`kshot` with the same ``k`` and ``seed`` does not draw, without
+    their labels (the unlabelled remainder of a few-shot draw)."""
+    rest = np.setdiff1d(np.arange(len(ds)), kshot_indices(ds, k, seed=seed))
+    sub = ds.subset(rest, f":rest{k}shot")
+    return replace(sub, y=None)
+
+
+def kshot_indices(ds: ArrayDataset, k: int, *, seed: int = 0) -> np.ndarray:
+    """The sorted indices :func:`kshot` draws."""
     if k < 1:
         raise ConfigError(f"shots must be at least 1, got {k}")
     y = ds.require_labels()
@@ -116,7 +129,7 @@ def kshot(ds: ArrayDataset, k: int, *, seed: int = 0) -> ArrayDataset:
                 f"shots={k} is larger than class '{ds.class_names[c]}' of {ds.name} ({len(idx)} examples)"
             )
         picked.append(rng.choice(idx, size=k, replace=False))
-    return ds.subset(np.sort(np.concatenate(picked)), f":{k}shot")
+    return np.sort(np.concatenate(picked))
 
 
 def align_classes(ds: ArrayDataset, class_names: list[str]) -> ArrayDataset:

@@ -11,10 +11,11 @@ from transferkit.strategies.regularized import L2SP, WiseFT
 from transferkit.strategies.simple import LPFT, Full, LayerwiseLR, LinearProbe, Partial, Scratch
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+from transferkit.strategies.semi import SelfTrain  # noqa: E402
 from transferkit.strategies.text_prior import ZeroShotInit  # noqa: E402
 
 for _cls in (Scratch, LinearProbe, Full, Partial, LPFT, LayerwiseLR, GradualUnfreeze, L2SP, WiseFT, Auto, LoRA, BitFit,
-             ZeroShotInit):
+             ZeroShotInit, SelfTrain):
     STRATEGIES.add(_cls.name, _cls, (_cls.__doc__ or "").strip().splitlines()[0])
 
 

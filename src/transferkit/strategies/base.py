@@ -48,6 +48,8 @@ class TransferContext:
     #: training settings the user gave explicitly; a backbone recipe (strategies/recipes.py) fills in the
     #: others. None (a context built by hand): no recipe is applied.
     user_set: frozenset[str] | None = None
+    #: unlabelled inputs of the target task (``--unlabelled``), for strategies that learn from them
+    unlabelled: torch.Tensor | None = None
     probe_epochs: int = 100
     probe_batch_size: int = 256
     results: list[PhaseResult] = field(default_factory=list)
@@ -180,6 +182,17 @@ def _as_bool(value: str) -> bool:
     if low in ("0", "false", "no", "off"):
         return False
     raise ValueError(value)
+
+
+def parse_kv(text: str, what: str) -> dict[str, str]:
+    """``"k=v,k=v"`` -> ``{"k": "v", ...}`` (an empty string gives ``{}``); ``what`` names it in errors."""
+    out: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what}: expected key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
 
 
 _TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}

@@ -1,0 +1,183 @@
+"""``self_train``: few labels plus unlabelled examples of the same task, by pseudo-labelling.
+
+A few-shot target often comes with many unlabelled examples (the rest of a corpus nobody
+labelled). Self-training (Yarowsky, ACL 1995; Lee's pseudo-label, ICML-W 2013; the teacher /
+student of Noisy Student, Xie et al., CVPR 2020) lets them count:
+
+1. **teacher**: a linear probe on the frozen features of the labelled examples (one backbone
+   pass per example, cached). On a text encoder it is mixed with the zero-shot classifier of the
+   prompted label names (both temperature-scaled on the validation split, the mixing weight
+   picked there too: output-space WiSE-FT, Wortsman et al., CVPR 2022), so the teacher starts
+   from the encoder's own prior as well as from the few labels;
+2. **pseudo-labels**: the teacher labels every unlabelled example; the ``keep`` most confident
+   fraction is kept, in equal numbers per class (class-balanced selection, as in Zou et al.,
+   ECCV 2018, so a teacher's bias toward one class is not amplified);
+3. **student**: the ``base`` strategy (LP-FT by default) trains on the labelled and the kept
+   pseudo-labelled examples together, with early stopping and every other setting on the
+   labelled validation split only (pseudo-labels never reach validation).
+
+The unlabelled inputs come from ``ctx.unlabelled`` (``transferkit transfer --unlabelled rest``:
+the training split's examples that ``--shots`` left unlabelled; or any data set, whose labels are
+ignored). Nothing here reads a test split. The kept indices and labels stay on the strategy
+(``self.pseudo``) for a benchmark to score them against labels it holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from transferkit.engine.loop import Phase
+from transferkit.errors import ConfigError
+from transferkit.models.base import TransferModel
+from transferkit.strategies.base import Strategy, TransferContext, parse_kv, probe_phase
+from transferkit.strategies.text_prior import select_alpha
+
+ALPHAS = [i / 10 for i in range(11)]
+
+
+@dataclass
+class SelfTrainOptions:
+    base: str = field(default="lp_ft", metadata={"help": "strategy the student trains with (labelled + pseudo-labelled)"})
+    base_options: str = field(default="", metadata={"help": "the base strategy's options, 'key=value,key=value'"})
+    keep: float = field(default=0.25, metadata={
+        "help": "fraction of the unlabelled examples kept as pseudo-labelled, most confident first, equal per class"})
+    zero_shot: str = field(default="auto", metadata={
+        "help": "mix the zero-shot classifier of the label names into the teacher: auto (text encoders) | on | off"})
+    templates: str = field(default="{}|this is {}|it is {}|something {}",
+                           metadata={"help": "'|'-separated prompt templates of the zero-shot part of the teacher"})
+    scale: float = field(default=20.0, metadata={"help": "logit scale s of the zero-shot part: s * cos(f(x), t_c)"})
+    teacher_weight: str = field(default="nll", metadata={
+        "help": "weight of the probe against the zero-shot part: nll | accuracy (the best on the validation split "
+                "by that measure) | a number in [0, 1] (1 = probe only)"})
+
+    def __post_init__(self) -> None:
+        if not 0 < self.keep <= 1:
+            raise ConfigError(f"self_train: keep must be in (0, 1], got {self.keep}")
+        if self.zero_shot not in ("auto", "on", "off"):
+            raise ConfigError(f"self_train: zero_shot={self.zero_shot!r} is not one of auto, on, off")
+        if self.base in ("self_train", "auto"):
+            raise ConfigError(f"self_train: base={self.base!r} cannot be nested; use a training strategy such as lp_ft")
+        if self.scale <= 0:
+            raise ConfigError(f"self_train: scale must be positive, got {self.scale}")
+        if self.teacher_weight not in ("nll", "accuracy"):
+            try:
+                ok = 0 <= float(self.teacher_weight) <= 1
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ConfigError(f"self_train: teacher_weight={self.teacher_weight!r} is not nll, accuracy or a "
+                                  "number in [0, 1]")
+
+
+def balanced_top(probs: np.ndarray, keep: float) -> np.ndarray:
+    """Indices (sorted) of the ``keep * N / K`` most confident examples predicted as each class ``[N, K]``
+    (fewer for a class predicted less often)."""
+    pred, conf = probs.argmax(1), probs.max(1)
+    per_class = int(keep * len(probs) / probs.shape[1])
+    picked = [idx[np.argsort(-conf[idx], kind="stable")[:per_class]]
+              for idx in (np.flatnonzero(pred == c) for c in range(probs.shape[1]))]
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
+
+
+def concat_inputs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a`` then ``b`` along the batch; integer token arrays ``[N, 2, L]`` of two widths are zero-padded
+    (id 0 and mask 0: padding) to the wider one."""
+    if a.shape[1:] != b.shape[1:] and not a.is_floating_point() and a.shape[1:-1] == b.shape[1:-1]:
+        width = max(a.shape[-1], b.shape[-1])
+        a, b = (torch.nn.functional.pad(t, (0, width - t.shape[-1])) for t in (a, b))
+    return torch.cat([a, b.to(a.dtype)])
+
+
+class SelfTrain(Strategy):
+    """Self-training: a (probe + zero-shot) teacher pseudo-labels unlabelled data, a student trains on both."""
+
+    name = "self_train"
+    Options = SelfTrainOptions
+    uses_unlabelled = True
+
+    def __init__(self, options: SelfTrainOptions | None = None) -> None:
+        super().__init__(options)
+        from transferkit.strategies import make_strategy
+
+        self.base = make_strategy(self.options.base, parse_kv(self.options.base_options, "self_train base_options"))
+        self.pseudo: tuple[np.ndarray, np.ndarray] | None = None
+
+    def phases(self, ctx: TransferContext) -> Iterator[Phase]:
+        from transferkit.strategies.recipes import apply_recipe
+
+        if ctx.unlabelled is None or len(ctx.unlabelled) == 0:
+            raise ConfigError("self_train needs unlabelled inputs: pass --unlabelled rest (the examples --shots left "
+                              "unlabelled) or --unlabelled DATA")
+        if ctx.val is None:
+            raise ConfigError("self_train needs a labelled validation split to calibrate its teacher")
+        apply_recipe(self.base.name, ctx)  # the student's recipe; the teacher's probe uses its head rate too
+        head = ctx.model.head
+        start = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        yield probe_phase(ctx, name="teacher")
+        probs, info = self._teacher(ctx)
+        head.load_state_dict(start)  # the student starts as the base strategy would without a teacher
+        kept = balanced_top(probs, self.options.keep)
+        labels = probs[kept].argmax(1)
+        self.pseudo = (kept, labels)
+        x, y = ctx.train
+        ctx.train = (concat_inputs(x, ctx.unlabelled[torch.from_numpy(kept)]),
+                     torch.cat([y, torch.from_numpy(labels).to(y.dtype)]))
+        info.update(n_unlabelled=len(probs), n_pseudo=len(kept),
+                    pseudo_per_class=np.bincount(labels, minlength=probs.shape[1]).tolist(),
+                    teacher_predicted=np.bincount(probs.argmax(1), minlength=probs.shape[1]).tolist(),
+                    n_labelled=len(y), base=self.base.name)
+        ctx.info["self_train"] = info
+        yield from self.base.phases(ctx)
+
+    def _teacher(self, ctx: TransferContext) -> tuple[np.ndarray, dict[str, object]]:
+        """The teacher's class probabilities on ``ctx.unlabelled`` and what it was made of."""
+        from transferkit.zeroshot import class_embeddings, fit_temperature, log_softmax_np, output_ensemble
+
+        o, model = self.options, ctx.model
+        assert ctx.val is not None and ctx.unlabelled is not None
+        place = ctx.placement()
+        feats = {"val": ctx.cache.features(model, ctx.val[0], place).float(),
+                 "unl": ctx.cache.features(model, ctx.unlabelled, place).float()}
+        y_val = ctx.val[1].numpy()
+        with torch.no_grad():
+            probe = {k: model.head(f.to(next(model.head.parameters()).device)).float().cpu().numpy()
+                     for k, f in feats.items()}
+        t_p = fit_temperature(probe["val"], y_val)
+        lp = {k: log_softmax_np(v, t_p) for k, v in probe.items()}
+        use_zs = o.zero_shot == "on" or (o.zero_shot == "auto" and model.spec.modality == "text")
+        info: dict[str, object] = {"teacher": "probe", "probe_val_acc": float((lp["val"].argmax(1) == y_val).mean())}
+        if not use_zs:
+            return np.exp(lp["unl"]), info
+        classes = class_embeddings(model, model.spec.class_names, o.templates.split("|"))
+        zs = {k: (o.scale * torch.nn.functional.normalize(f, dim=-1) @ classes.T).numpy() for k, f in feats.items()}
+        t_z = fit_temperature(zs["val"], y_val)
+        lz = {k: log_softmax_np(v, t_z) for k, v in zs.items()}
+        mixed = {f"{a:.1f}": output_ensemble(lz["val"], lp["val"], a) for a in ALPHAS}
+        val_acc = {k: float((v.argmax(1) == y_val).mean()) for k, v in mixed.items()}
+        # the mixture as a distribution: renormalised, its mean negative log-likelihood of the validation labels
+        val_nll = {k: float(-(log_softmax_np(v)[np.arange(len(y_val)), y_val]).mean()) for k, v in mixed.items()}
+        if o.teacher_weight == "accuracy":
+            alpha = select_alpha(val_acc, len(y_val), "best")
+        elif o.teacher_weight == "nll":
+            alpha = float(min(val_nll, key=lambda k: (val_nll[k], float(k))))
+        else:
+            alpha = float(o.teacher_weight)
+        chosen = float((output_ensemble(lz["val"], lp["val"], alpha).argmax(1) == y_val).mean())
+        info.update(teacher="probe + zero-shot", templates=o.templates.split("|"), alpha=alpha,
+                    weight_rule=o.teacher_weight, teacher_val_acc=chosen,
+                    zero_shot_val_acc=val_acc["0.0"], val_nll=val_nll)
+        return np.exp(output_ensemble(lz["unl"], lp["unl"], alpha)), info
+
+    def finish(self, ctx: TransferContext) -> None:
+        self.base.finish(ctx)
+
+    def trained_groups(self, model: TransferModel) -> list[str]:
+        return self.base.trained_groups(model)
+
+    def save_artifacts(self, directory: Path) -> list[Path]:
+        return self.base.save_artifacts(directory)

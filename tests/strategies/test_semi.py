@@ -1,0 +1,124 @@
+"""``self_train``: class-balanced selection, token padding, options, and a run on real digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import transferkit
+from tests.conftest import as_tensors
+from transferkit.data import ArrayDataset, kshot, kshot_rest, load_dataset, split
+from transferkit.data.base import kshot_indices
+from transferkit.engine.config import TrainConfig
+from transferkit.errors import ConfigError
+from transferkit.models import TransferModel
+from transferkit.strategies import TransferContext, make_strategy, run_strategy
+from transferkit.strategies.base import parse_kv
+from transferkit.strategies.semi import balanced_top, concat_inputs
+
+
+def test_balanced_top_takes_the_most_confident_per_predicted_class() -> None:
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.8, 0.2], [0.3, 0.7], [0.45, 0.55], [0.05, 0.95], [0.7, 0.3],
+                      [0.2, 0.8]])
+    # keep 0.5 of 8 over 2 classes: 2 per class; class 0 by confidence 0.9, 0.8; class 1: 0.95, 0.8
+    assert balanced_top(probs, 0.5).tolist() == [0, 2, 5, 7]
+    # a class predicted less often than its share gives what it has: 3 per class, class 1 has 4, class 0 has 4
+    assert balanced_top(probs, 0.75).tolist() == [0, 2, 3, 5, 6, 7]
+    only_zero = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3]])
+    assert balanced_top(only_zero, 1.0).tolist() == [0]  # 1 per class (3 // 2); class 1 is never predicted
+
+
+def test_concat_inputs_zero_pads_token_widths() -> None:
+    a = torch.ones(2, 2, 3, dtype=torch.int64)
+    b = torch.full((1, 2, 5), 7, dtype=torch.int64)
+    c = concat_inputs(a, b)
+    assert c.shape == (3, 2, 5)
+    assert c[:2, :, 3:].eq(0).all() and c[:2, :, :3].eq(1).all() and c[2].eq(7).all()
+    x = concat_inputs(torch.zeros(2, 1, 4, 4), torch.ones(3, 1, 4, 4))  # images: plain concatenation
+    assert x.shape == (5, 1, 4, 4) and x[2:].eq(1).all()
+
+
+def test_parse_kv() -> None:
+    assert parse_kv("", "x") == {}
+    assert parse_kv("ft_lr_scale=1, prior = 0.5", "x") == {"ft_lr_scale": "1", "prior": "0.5"}
+    with pytest.raises(ConfigError, match="x: expected key=value, got 'oops'"):
+        parse_kv("oops", "x")
+
+
+@pytest.mark.parametrize("opts, needle", [({"keep": "0"}, "keep must be in"), ({"keep": "1.5"}, "keep must be in"),
+                                          ({"zero_shot": "maybe"}, "zero_shot="), ({"base": "auto"}, "cannot be nested"),
+                                          ({"base": "self_train"}, "cannot be nested"), ({"scale": "0"}, "scale"),
+                                          ({"base_options": "bogus=1"}, "unknown strategy option 'bogus'"),
+                                          ({"teacher_weight": "1.5"}, "teacher_weight="),
+                                          ({"teacher_weight": "likelihood"}, "teacher_weight=")])
+def test_bad_options_are_one_config_error(opts: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        make_strategy("self_train", opts)
+
+
+def test_kshot_rest_is_the_unlabelled_complement(digits_ds: ArrayDataset) -> None:
+    pool = split(digits_ds, seed=3).train
+    drawn, rest = kshot(pool, 5, seed=3), kshot_rest(pool, 5, seed=3)
+    assert rest.y is None and len(drawn) + len(rest) == len(pool)
+    idx = kshot_indices(pool, 5, seed=3)
+    assert np.array_equal(drawn.x, pool.x[idx])
+    others = np.setdiff1d(np.arange(len(pool)), idx)
+    assert np.array_equal(rest.x, pool.x[others])
+
+
+def _ctx(model: TransferModel, digits_ds: ArrayDataset, n_unlabelled: int) -> tuple[TransferContext, np.ndarray]:
+    sp = split(digits_ds, seed=0)
+    rest_idx = np.setdiff1d(np.arange(len(sp.train)), kshot_indices(sp.train, 5, seed=0))[:n_unlabelled]
+    model.reset_head(digits_ds.class_names)
+    cfg = TrainConfig(epochs=2, batch_size=64, precision="fp32", progress="off", seed=0)
+    ctx = TransferContext(model, {}, as_tensors(kshot(sp.train, 5, seed=0)), as_tensors(kshot(sp.val, 5, seed=0)), cfg,
+                          lambda: model, probe_epochs=30, unlabelled=torch.from_numpy(sp.train.x[rest_idx]))
+    return ctx, sp.train.require_labels()[rest_idx]
+
+
+def test_self_train_on_real_digits(source_model: TransferModel, digits_ds: ArrayDataset) -> None:
+    ctx, truth = _ctx(source_model, digits_ds, 400)
+    labelled = ctx.train[0].clone()
+    strategy = make_strategy("self_train", {"base": "full", "keep": "0.5"})
+    run_strategy(strategy, ctx)
+    info = ctx.info["self_train"]
+    kept, labels = strategy.pseudo  # type: ignore[attr-defined]
+    assert info["teacher"] == "probe"  # an image backbone: no zero-shot part
+    assert info["n_unlabelled"] == 400 and info["n_pseudo"] == len(kept) == sum(info["pseudo_per_class"])
+    assert max(info["pseudo_per_class"]) <= 20  # keep 0.5 of 400 over 10 classes: at most 20 each
+    assert len(ctx.train[0]) == 50 + len(kept) and torch.equal(ctx.train[0][:50], labelled)
+    assert torch.equal(ctx.train[1][50:], torch.from_numpy(labels))
+    # a teacher trained on 50 real digits labels its most confident picks far above chance (10%)
+    assert float((labels == truth[kept]).mean()) > 0.6
+    assert [r.name for r in ctx.results] == ["teacher", "finetune"]
+
+
+def test_self_train_needs_unlabelled_inputs(source_model: TransferModel, digits_ds: ArrayDataset) -> None:
+    ctx, _ = _ctx(source_model, digits_ds, 10)
+    ctx.unlabelled = None
+    with pytest.raises(ConfigError, match="--unlabelled rest"):
+        run_strategy(make_strategy("self_train"), ctx)
+    ctx.unlabelled = torch.from_numpy(digits_ds.x[:10])
+    with pytest.raises(ConfigError, match="zero-shot needs a text encoder"):
+        run_strategy(make_strategy("self_train", {"zero_shot": "on"}), ctx)
+
+
+def test_transfer_unlabelled_rest_end_to_end(source_run: Path, tmp_path: Path) -> None:
+    res = transferkit.transfer(source_run, "digits8", strategy="self_train", shots=5, out=tmp_path / "st",
+                               options={"base": "linear_probe"}, unlabelled="rest", epochs=1, precision="fp32",
+                               progress="off")
+    m = res.metrics
+    spec = transferkit.load_run(source_run).model.spec
+    pool = len(split(load_dataset("digits8", model=spec), seed=0).train)
+    assert m["n_unlabelled"] == pool - 50
+    assert m["strategy_info"]["self_train"]["n_pseudo"] > 0
+    config = transferkit.load_run(tmp_path / "st").config
+    assert config["unlabelled"] == "rest"
+    with pytest.raises(ConfigError, match="no --shots was given"):
+        transferkit.transfer(source_run, "digits8", strategy="self_train", unlabelled="rest", epochs=1)
+    res = transferkit.transfer(source_run, "digits8", strategy="linear_probe", shots=5, unlabelled="rest", epochs=1,
+                               precision="fp32", progress="off")
+    assert any("linear_probe ignores it" in n for n in res.notes)
