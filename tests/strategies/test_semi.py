@@ -53,7 +53,8 @@ def test_parse_kv() -> None:
                                           ({"base": "self_train"}, "cannot be nested"), ({"scale": "0"}, "scale"),
                                           ({"base_options": "bogus=1"}, "unknown strategy option 'bogus'"),
                                           ({"teacher_weight": "1.5"}, "teacher_weight="),
-                                          ({"teacher_weight": "likelihood"}, "teacher_weight=")])
+                                          ({"teacher_weight": "likelihood"}, "teacher_weight="),
+                                          ({"teacher": "svm"}, "teacher=")])
 def test_bad_options_are_one_config_error(opts: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         make_strategy("self_train", opts)
@@ -93,7 +94,28 @@ def test_self_train_on_real_digits(source_model: TransferModel, digits_ds: Array
     assert torch.equal(ctx.train[1][50:], torch.from_numpy(labels))
     # a teacher trained on 50 real digits labels its most confident picks far above chance (10%)
     assert float((labels == truth[kept]).mean()) > 0.6
-    assert [r.name for r in ctx.results] == ["teacher", "finetune"]
+    assert [r.name for r in ctx.results] == ["finetune"]  # the default teacher (lbfgs) is no training phase
+    assert info["probe"] == "lbfgs" and info["probe_c"] in 10.0 ** np.arange(-2, 3.5, 0.5)
+
+
+def test_self_train_sgd_teacher_is_a_phase_and_the_head_restarts(source_model: TransferModel,
+                                                                 digits_ds: ArrayDataset) -> None:
+    ctx, truth = _ctx(source_model, digits_ds, 200)
+    head0 = {k: v.clone() for k, v in ctx.model.head.state_dict().items()}
+    strategy = make_strategy("self_train", {"base": "linear_probe", "teacher": "sgd"})
+    seen: list[dict[str, torch.Tensor]] = []
+    base_phases = strategy.base.phases  # type: ignore[attr-defined]
+
+    def spy(c: TransferContext):  # type: ignore[no-untyped-def]
+        seen.append({k: v.clone() for k, v in c.model.head.state_dict().items()})
+        return base_phases(c)
+
+    strategy.base.phases = spy  # type: ignore[attr-defined]
+    run_strategy(strategy, ctx)
+    assert [r.name for r in ctx.results] == ["teacher", "probe"]
+    assert all(torch.equal(seen[0][k], head0[k]) for k in head0)  # the student's head starts where it was
+    kept, labels = strategy.pseudo  # type: ignore[attr-defined]
+    assert float((labels == truth[kept]).mean()) > 0.6
 
 
 def test_self_train_needs_unlabelled_inputs(source_model: TransferModel, digits_ds: ArrayDataset) -> None:
