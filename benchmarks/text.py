@@ -381,6 +381,11 @@ def import_cells(path: Path) -> dict[str, Any]:
         if len(runs) != len(seeds):
             raise SystemExit(f"--import {path}: row {name!r} has {len(runs)} cells for seeds {seeds}")
         cells.update({f"{name}/movies/{s}": r for s, r in zip(seeds, runs)})
+    fresh = prev["settings"].get("confirm_seeds", [])
+    for name, runs in (prev["results"].get("confirm") or {}).items():
+        if len(runs) != len(fresh):
+            raise SystemExit(f"--import {path}: confirmation row {name!r} has {len(runs)} cells for seeds {fresh}")
+        cells.update({f"{name}/movies/{s}": r for s, r in zip(fresh, runs)})
     for key, runs in prev["results"]["pairs"].items():
         src, strat = key.split("/")
         cells.update({f"{strat}/{src}/{s}": r for s, r in zip(seeds, runs) if f"{strat}/{src}/{s}" not in cells})
@@ -491,6 +496,11 @@ def render(results: dict[str, Any], cfg: dict[str, Any], machine: dict[str, Any]
         lines.append(f"  `{k}` pseudo-labels: {ps[0]['n']} of {ps[0]['n_unlabelled']} unlabelled snippets kept, "
                      f"correct {', '.join(format(p_['accuracy'], '.3f') for p_ in ps)} per seed (scored against the labels "
                      "the benchmark holds back; the strategy never sees them).")
+    fresh = (results.get("confirm") or {}).get(CONFIRM_ROW) or []
+    if fresh:
+        fm, ft = (statistics.mean(r[d]["accuracy"] for r in fresh) for d in ("movies", "tweets"))
+        lines.append(f"- the same row on fresh seeds {cfg['confirm_seeds']}, fixed as the one to confirm before they ran "
+                     f"(section below): `{CONFIRM_ROW}` {fm:.3f} / {ft:.3f}: {verdict(('', fm, ft))}.")
     if trans[0]:
         lines.append(f"- transductive (unlabelled test texts): best is `{trans[0]}` with {trans[1]:.3f} / "
                      f"{trans[2]:.3f}: {verdict(trans)}.")
@@ -525,7 +535,8 @@ def render(results: dict[str, Any], cfg: dict[str, Any], machine: dict[str, Any]
               "prompted class names, FLYP-style fine-tuning of text and prompts together, then WiSE-FT toward the "
               "zero-shot model with alpha picked on the movies validation draw (never on a test set or on tweets; "
               "see transferkit/strategies/text_prior.py).", ""]
-    finished = [r for rows in (results["main"], results["pairs"]) for runs in rows.values() for r in runs]
+    finished = [r for rows in (results["main"], results["pairs"], results.get("confirm") or {}) for runs in rows.values()
+                for r in runs]
     finished += [results["template_choice"]] if results.get("template_choice") else []
     secs = sum(r.get("cell_seconds", 0.0) for r in finished)
     lines += [(f"Compute: {secs / 60:.0f} min of single-thread cell time recorded over the finished cells (all "
@@ -561,6 +572,14 @@ def _confirm_section(results: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
         ok = lambda a, b: "MET" if min(a, b) >= TARGET else "NOT MET"
         out += ["", (f"`{CONFIRM_ROW}` on the fresh seeds: {mov:.3f} / {tw:.3f} (movies / tweets): {ok(mov, tw)}; over "
                      f"all {len(both)} seeds: {pm:.3f} / {pt:.3f}: {ok(pm, pt)}.")]
+    pooled = []
+    for m in CONFIRM_METHODS:
+        runs = (results["main"].get(m) or []) + conf.get(m, [])
+        if runs:
+            mean = lambda d, key="accuracy": statistics.mean(r[d][key] for r in runs)
+            pooled.append(f"`{m}` movies {mean('movies'):.3f}, tweets {mean('tweets'):.3f} (balanced "
+                          f"{mean('tweets', 'balanced_accuracy'):.3f}), amazon {mean('amazon'):.3f}")
+    out += ["", f"Each trained model alone, mean over all its seeds (main table and fresh seeds): {'; '.join(pooled)}."]
     return out
 
 

@@ -156,7 +156,7 @@ class SelfTrain(Strategy):
                               "unlabelled) or --unlabelled DATA")
         if ctx.val is None:
             raise ConfigError("self_train needs a labelled validation split to calibrate its teacher")
-        apply_recipe(self.base.name, ctx)  # the student's recipe; the teacher's probe uses its head rate too
+        apply_recipe(self.base.name, ctx)  # the student's recipe (an sgd teacher probes at its head rate too)
         head = ctx.model.head
         start = {k: v.detach().clone() for k, v in head.state_dict().items()}
         if self.options.teacher == "sgd":
