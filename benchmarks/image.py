@@ -11,7 +11,7 @@ MNIST CNN from the ``ccexam`` package (``mnist_cnn``), both by name through the 
 fontdigits (printed digits). Strategies: ``scratch`` (same architecture, random weights: the
 baseline), ``linear_probe``, ``lp_ft`` and ``lora`` (when registered), each at its defaults plus
 the backbone's recipe where one exists, with 10 labelled examples per class and with the whole
-training split; on EfficientNet-Lite0's 10-shot rows also ``full``, ``l2sp``, ``wise_ft`` and
+training split; at 10 shots also ``self_train`` (the rest of the training split unlabelled); on EfficientNet-Lite0's 10-shot rows also ``full``, ``l2sp``, ``wise_ft`` and
 ``layerwise_lr``, and every one of those fine-tuning strategies again as ``<name>_defaults``
 (lr 1e-3, BatchNorm training: no recipe), which shows what the recipe changes. Fine-tuning
 EfficientNet-Lite0 on the whole split (~1,000 images; a minute or more an epoch on 2 busy cores)
@@ -54,7 +54,10 @@ RECIPE_STRATEGIES = ["lp_ft", "full", "l2sp", "wise_ft", "layerwise_lr"]
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {f"{s}_defaults": (s, {"lr": 1e-3, "batchnorm": "train"})
                                                    for s in RECIPE_STRATEGIES}
 # the first four run on every row (plan() slices them); the rest on EfficientNet's 10-shot rows
-ALL_STRATEGIES = ["scratch", "linear_probe", "lp_ft", "lora", "lp_ft_defaults",
+#: transfer() arguments beyond training options: self_train also reads the rest of the target's training split,
+#: unlabelled (``--unlabelled rest``); it runs on the 10-shot rows only (the whole split leaves nothing unlabelled)
+TRANSFER_KWARGS: dict[str, dict[str, Any]] = {"self_train": {"unlabelled": "rest"}}
+ALL_STRATEGIES = ["scratch", "linear_probe", "lp_ft", "lora", "self_train", "lp_ft_defaults",
                   *(x for s in RECIPE_STRATEGIES[1:] for x in (s, f"{s}_defaults"))]
 
 
@@ -79,10 +82,10 @@ def plan(quick: bool, targets: list[str] = TARGETS) -> list[Cell]:
     strategies = tuple(s for s in ALL_STRATEGIES if VARIANTS.get(s, (s,))[0] in STRATEGIES)
     if quick:
         return [Cell("efficientnet_lite0", "digits8", 10, strategies, {"epochs": 1, "batch_size": 16}),
-                Cell("mnist_cnn", "digits8", 10, strategies[:4], {"epochs": 5, "batch_size": 16})]
+                Cell("mnist_cnn", "digits8", 10, strategies[:5], {"epochs": 5, "batch_size": 16})]
     cells = []
     for target in targets:
-        cells += [Cell("mnist_cnn", target, 10, strategies[:4], {"epochs": 20, "batch_size": 16}),  # cheap ones first
+        cells += [Cell("mnist_cnn", target, 10, strategies[:5], {"epochs": 20, "batch_size": 16}),  # cheap ones first
                   Cell("mnist_cnn", target, None, strategies[:4], {"epochs": 10}),
                   Cell("efficientnet_lite0", target, None, ("linear_probe",)),
                   Cell("efficientnet_lite0", target, 10, strategies, {"epochs": 5, "batch_size": 16})]
@@ -100,6 +103,7 @@ def run(cells: list[Cell], seeds: list[int], work: Path) -> dict[str, dict[str, 
                     continue
                 t0 = time.perf_counter()
                 strategy, extra = VARIANTS.get(name, (name, {}))
+                extra = {**extra, **TRANSFER_KWARGS.get(name, {})}
                 m = transferkit.transfer(cell.source, cell.target, strategy=strategy, shots=cell.shots, seed=seed,
                                          progress="off", **{**cell.train, **extra}).metrics
                 done[key] = {"accuracy": m["target"]["accuracy"], "train_seconds": m["train_seconds"],
@@ -152,7 +156,11 @@ def render(rows: list[dict[str, Any]], seeds: list[int], strategies: list[str], 
              "frozen); training options per row as listed, and they win over a recipe. A source whose classes are "
              "the target's (`mnist_cnn`: digits 0-9) keeps its head as the starting head (`--head auto`). "
              + "`X_defaults` = `X` with " + ", ".join(f"{k}={x}" for k, x in next(iter(VARIANTS.values()))[1].items())
-             + " on top of the row's options (no recipe).", "",
+             + " on top of the row's options (no recipe). `self_train` (semi-supervised) also reads the rest of the "
+             "target's training split without its labels (`--unlabelled rest`): a logistic-regression teacher on the "
+             "frozen features pseudo-labels it, the most confident quarter (equal per class) joins the labelled "
+             "examples and `lp_ft` (with the backbone's recipe) trains on both (src/transferkit/strategies/semi.py).",
+             "",
              "| source | target | shots | " + " | ".join(f"`{s}`" for s in strategies)
              + " | best − scratch (pt) | training options |",
              "|---|---|---|" + "---|" * len(strategies) + "---|---|"]

@@ -17,7 +17,7 @@ from transferkit.errors import ConfigError
 from transferkit.models import TransferModel
 from transferkit.strategies import TransferContext, make_strategy, run_strategy
 from transferkit.strategies.base import parse_kv
-from transferkit.strategies.semi import balanced_top, concat_inputs
+from transferkit.strategies.semi import balanced_top, concat_inputs, lbfgs_probe
 
 
 def test_balanced_top_takes_the_most_confident_per_predicted_class() -> None:
@@ -144,3 +144,20 @@ def test_transfer_unlabelled_rest_end_to_end(source_run: Path, tmp_path: Path) -
     res = transferkit.transfer(source_run, "digits8", strategy="linear_probe", shots=5, unlabelled="rest", epochs=1,
                                precision="fp32", progress="off")
     assert any("linear_probe ignores it" in n for n in res.notes)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_lbfgs_probe_logits_give_its_probabilities_and_stay_finite(digits_ds: ArrayDataset, binary: bool) -> None:
+    from scipy.special import softmax
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = digits_ds.x.reshape(len(digits_ds), -1)[:300].astype(np.float64)
+    y = digits_ds.require_labels()[:300]
+    y = (y > 4).astype(np.int64) if binary else y
+    out, c = lbfgs_probe(x[:200], y[:200], {"rest": x[200:]})
+    assert c in 10.0 ** np.arange(-2, 3.5, 0.5)
+    assert out["rest"].shape == (100, 2 if binary else 10) and np.isfinite(out["rest"]).all()
+    ref = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x[:200], y[:200])
+    np.testing.assert_allclose(softmax(out["rest"], axis=1), ref.predict_proba(x[200:]), atol=1e-6)

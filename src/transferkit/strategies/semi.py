@@ -117,7 +117,7 @@ def lbfgs_probe(x: np.ndarray, y: np.ndarray, score: dict[str, np.ndarray], seed
     """Multinomial logistic regression on standardised features, fitted to convergence by L-BFGS, its
     inverse L2 strength ``C`` picked from ``cs`` by stratified cross-validated log-loss on ``(x, y)``
     (the linear-evaluation protocol: Kornblith et al., CVPR 2019; Radford et al., ICML 2021). Returns
-    its log-probabilities ``[N, K]`` for each array of ``score`` and the chosen ``C``."""
+    its logits ``[N, K]`` (softmax = its probabilities) for each array of ``score`` and the chosen ``C``."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
@@ -131,7 +131,12 @@ def lbfgs_probe(x: np.ndarray, y: np.ndarray, score: dict[str, np.ndarray], seed
         loss = [-float(np.mean(cross_val_score(probe(c), x, y, cv=cv, scoring="neg_log_loss"))) for c in cs]
         c = float(cs[int(np.argmin(loss))])
     fitted = probe(c).fit(x, y)
-    return {k: fitted.predict_log_proba(v) for k, v in score.items()}, c
+
+    def logits(v: np.ndarray) -> np.ndarray:  # finite where predict_log_proba gives log(0) = -inf
+        d = fitted.decision_function(v)
+        return np.stack([-d / 2, d / 2], 1) if d.ndim == 1 else d  # two classes: one margin, softmax-equivalent
+
+    return {k: logits(v) for k, v in score.items()}, c
 
 
 class SelfTrain(Strategy):
