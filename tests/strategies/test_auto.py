@@ -142,6 +142,17 @@ def test_a_budget_too_small_for_a_second_trial_keeps_the_rules_choice(source_run
     assert info["search"]["skipped"] == info["candidates"][1:]
 
 
+def test_unlabelled_inputs_add_self_train_as_the_last_candidate(source_run: Path) -> None:
+    kw = {"shots": 5, "epochs": 2, "seed": 0, "unlabelled": "rest"}
+    res = transferkit.transfer(load_run(source_run), "digits8", strategy="auto", options={"budget": "600"}, **kw)
+    info = res.metrics["strategy_info"]["auto"]
+    assert info["candidates"][-1] == "self_train" and "self_train" in info["search"]["val_acc"], info
+    if info["choice"] == "self_train":  # the winner's trial is the model: its pseudo-labelling is recorded
+        assert res.metrics["strategy_info"]["self_train"]["n_pseudo"] > 0
+    rules_only = transferkit.transfer(load_run(source_run), "digits8", strategy="auto", **kw)
+    assert rules_only.metrics["strategy_info"]["auto"]["choice"] != "self_train"  # budget 0: the rules' choice
+
+
 def test_under_torchrun_rank_zeros_clock_and_scores_decide_the_search(source_run: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Each rank times its own trials; if each decided from its own clock, one rank could start a

@@ -19,6 +19,12 @@ The rules, in order (each decision is recorded in ``ctx.info["auto"]`` with its 
    source weights (Li et al., ICML 2018); with ``k >= 10``, fine-tune every layer from a probed head
    (LP-FT), which distorts the features less than a random head, without a weight anchor.
 
+With unlabelled target inputs (``--unlabelled``) and informative source features (rule 3), ``self_train``
+(``lp_ft`` on the labelled examples plus confidently pseudo-labelled ones; strategies/semi.py) joins the
+candidates, last: on MiniLM / vader-movies it beat ``lp_ft`` by 3.3 pt over 6 seeds (docs/TEXT.md), on the
+image rows of docs/IMAGE.md it was within the seed spread of ``lp_ft``, so only the search's validation
+accuracy, never a rule, picks it.
+
 With ``budget > 0`` and a validation split, a budgeted search compares the candidates at full
 fidelity. Every trial runs a candidate's own recipe (its phases, learning-rate scales and finishing
 step) for the run's full ``epochs``, from a copy of the run's starting model and with the run's seed,
@@ -157,6 +163,7 @@ class Auto(Strategy):
 
     name = "auto"
     Options = AutoOptions
+    uses_unlabelled = True  # as a search candidate (self_train)
 
     def signals(self, ctx: TransferContext) -> dict[str, Any]:
         """Shots, LogME, and cross-fitted nearest-mean probes on the frozen features and raw inputs."""
@@ -213,6 +220,8 @@ class Auto(Strategy):
         # under torchrun every rank must take the same branches: rank 0's signals and timings decide
         sig = distributed.broadcast_object(sig)
         cands, reason = self.rules(sig)
+        if ctx.unlabelled is not None and "scratch" not in cands and "self_train" not in cands:
+            cands = [*cands, "self_train"]  # unlabelled inputs to learn from: the search may try it
         info: dict[str, Any] = {"signals": sig, "reason": reason, "candidates": cands}
         self._inner: Strategy | None = None
         if len(cands) > 1 and self.options.budget > 0 and ctx.val is not None:
