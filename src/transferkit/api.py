@@ -129,6 +129,9 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
     x_unl = _unlabelled(unlabelled, sp.train, shots, seed, spec_src, train_ds)
     if x_unl is not None and not getattr(strat, "uses_unlabelled", False):
         notes.append(f"--unlabelled is read only by strategies that learn from it (self_train); {strategy} ignores it")
+    if unlabelled == data:
+        notes.append(f"--unlabelled {data} holds the test split too: the test accuracy is then transductive, not "
+                     "held out (--unlabelled rest keeps to the training split)")
     keep = ds.class_names == spec_src.class_names
     if head == "keep" and not keep:
         raise ConfigError(f"--head keep: source has {spec_src.num_classes} classes, {data} has {ds.num_classes} "

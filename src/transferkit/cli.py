@@ -88,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--model-opt", action="append", metavar="KEY=VALUE",
                     help="option of a pretrained backbone named by --source (e.g. resolution=96), repeatable")
     tr.add_argument("--unlabelled", default=None, metavar="rest|DATA",
-                    help="unlabelled target inputs for --strategy self_train: 'rest' (the examples --shots left "
-                         "unlabelled) or a data set (its labels are ignored)")
+                    help="unlabelled target inputs for strategies that learn from them (self_train; auto's search): "
+                         "'rest' (the examples --shots left unlabelled) or a data set (its labels are ignored)")
     tr.add_argument("--head", default="auto", choices=("auto", "new", "keep"), help="keep the source head when classes match")
     tr.add_argument("--source-data", default=None, help="source data: measure source accuracy before/after (forgetting)")
     tr.add_argument("--compare-scratch", action="store_true", help="also train scratch on the same budget; report the gain")

@@ -54,7 +54,7 @@ def test_parse_kv() -> None:
                                           ({"base_options": "bogus=1"}, "unknown strategy option 'bogus'"),
                                           ({"teacher_weight": "1.5"}, "teacher_weight="),
                                           ({"teacher_weight": "likelihood"}, "teacher_weight="),
-                                          ({"teacher": "svm"}, "teacher=")])
+                                          ({"teacher": "svm"}, "teacher="), ({"rounds": "0"}, "rounds")])
 def test_bad_options_are_one_config_error(opts: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         make_strategy("self_train", opts)
@@ -144,6 +144,10 @@ def test_transfer_unlabelled_rest_end_to_end(source_run: Path, tmp_path: Path) -
     res = transferkit.transfer(source_run, "digits8", strategy="linear_probe", shots=5, unlabelled="rest", epochs=1,
                                precision="fp32", progress="off")
     assert any("linear_probe ignores it" in n for n in res.notes)
+    res = transferkit.transfer(source_run, "digits8", strategy="self_train", shots=5, unlabelled="digits8", epochs=1,
+                               options={"base": "linear_probe"}, precision="fp32", progress="off")
+    assert res.metrics["n_unlabelled"] == len(load_dataset("digits8", model=spec))  # labels dropped, all of it
+    assert any("test accuracy is then transductive" in n for n in res.notes)
 
 
 @pytest.mark.parametrize("binary", [False, True])
@@ -161,3 +165,19 @@ def test_lbfgs_probe_logits_give_its_probabilities_and_stay_finite(digits_ds: Ar
     assert out["rest"].shape == (100, 2 if binary else 10) and np.isfinite(out["rest"]).all()
     ref = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x[:200], y[:200])
     np.testing.assert_allclose(softmax(out["rest"], axis=1), ref.predict_proba(x[200:]), atol=1e-6)
+
+
+def test_second_round_is_taught_by_the_first_student(source_model: TransferModel, digits_ds: ArrayDataset) -> None:
+    ctx, truth = _ctx(source_model, digits_ds, 300)
+    start = {k: v.clone() for k, v in ctx.model.state_dict().items()}
+    strategy = make_strategy("self_train", {"base": "linear_probe", "rounds": "2", "keep": "0.5"})
+    run_strategy(strategy, ctx)
+    info = ctx.info["self_train"]
+    assert [r["teacher"] for r in info["rounds"]] == ["probe", "student"] and info["round"] == 2
+    assert [r.name for r in ctx.results] == ["probe", "probe"]  # one student per round
+    assert len(ctx.train[0]) == 50 + info["n_pseudo"]  # round 2's pseudo-labels replace round 1's
+    kept, labels = strategy.pseudo  # type: ignore[attr-defined]
+    assert float((labels == truth[kept]).mean()) > 0.6
+    # the second student restarted from the pretrained weights: its backbone is untouched (linear_probe)
+    end = ctx.model.state_dict()
+    assert all(torch.equal(end[k], start[k]) for k in start if not k.startswith("head"))

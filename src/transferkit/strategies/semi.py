@@ -38,6 +38,7 @@ ignored). Nothing here reads a test split. The kept indices and labels stay on t
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,9 @@ class SelfTrainOptions:
     templates: str = field(default="{}|this is {}|it is {}|something {}",
                            metadata={"help": "'|'-separated prompt templates of the zero-shot part of the teacher"})
     scale: float = field(default=20.0, metadata={"help": "logit scale s of the zero-shot part: s * cos(f(x), t_c)"})
+    rounds: int = field(default=1, metadata={
+        "help": "teacher/student rounds: from the second on, the last student (mixed with the zero-shot part on "
+                "text) is the teacher and a new student starts again from the pretrained weights"})
     teacher: str = field(default="lbfgs", metadata={
         "help": "the teacher's probe: lbfgs (logistic regression to convergence, L2 strength by cross-validated "
                 "log-loss on the labelled examples) | sgd (the library's probe phase, early-stopped on validation)"})
@@ -81,6 +85,8 @@ class SelfTrainOptions:
             raise ConfigError(f"self_train: base={self.base!r} cannot be nested; use a training strategy such as lp_ft")
         if self.scale <= 0:
             raise ConfigError(f"self_train: scale must be positive, got {self.scale}")
+        if self.rounds < 1:
+            raise ConfigError(f"self_train: rounds must be at least 1, got {self.rounds}")
         if self.teacher not in ("lbfgs", "sgd"):
             raise ConfigError(f"self_train: teacher={self.teacher!r} is not one of lbfgs, sgd")
         if self.teacher_weight not in ("nll", "accuracy"):
@@ -152,8 +158,10 @@ class SelfTrain(Strategy):
 
         self.base = make_strategy(self.options.base, parse_kv(self.options.base_options, "self_train base_options"))
         self.pseudo: tuple[np.ndarray, np.ndarray] | None = None
+        self._pretrained: TransferModel | None = None
 
     def phases(self, ctx: TransferContext) -> Iterator[Phase]:
+        from transferkit.strategies import make_strategy
         from transferkit.strategies.recipes import apply_recipe
 
         if ctx.unlabelled is None or len(ctx.unlabelled) == 0:
@@ -162,41 +170,59 @@ class SelfTrain(Strategy):
         if ctx.val is None:
             raise ConfigError("self_train needs a labelled validation split to calibrate its teacher")
         apply_recipe(self.base.name, ctx)  # the student's recipe (an sgd teacher probes at its head rate too)
-        head = ctx.model.head
-        start = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        start = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
+        if self.options.rounds > 1:  # the zero-shot part of later teachers reads the pretrained encoder
+            self._pretrained = copy.deepcopy(ctx.model).eval()
         if self.options.teacher == "sgd":
             yield probe_phase(ctx, name="teacher")
         probs, info = self._teacher(ctx)
-        head.load_state_dict(start)  # the student starts as the base strategy would without a teacher
-        kept = balanced_top(probs, self.options.keep)
-        labels = probs[kept].argmax(1)
-        self.pseudo = (kept, labels)
-        x, y = ctx.train
-        ctx.train = (concat_inputs(x, ctx.unlabelled[torch.from_numpy(kept)]),
-                     torch.cat([y, torch.from_numpy(labels).to(y.dtype)]))
-        info.update(n_unlabelled=len(probs), n_pseudo=len(kept),
-                    pseudo_per_class=np.bincount(labels, minlength=probs.shape[1]).tolist(),
-                    teacher_predicted=np.bincount(probs.argmax(1), minlength=probs.shape[1]).tolist(),
-                    n_labelled=len(y), base=self.base.name)
-        ctx.info["self_train"] = info
-        yield from self.base.phases(ctx)
+        ctx.model.load_state_dict(start)  # the student starts as the base strategy would without a teacher
+        labelled = ctx.train
+        history = []
+        for r in range(self.options.rounds):
+            if r > 0:  # the finished student teaches; the next one starts from the pretrained weights again
+                self.base.finish(ctx)
+                probs, info = self._teacher(ctx, student=True)
+                ctx.model.load_state_dict(start)
+                self.base = make_strategy(self.options.base,
+                                          parse_kv(self.options.base_options, "self_train base_options"))
+            kept = balanced_top(probs, self.options.keep)
+            labels = probs[kept].argmax(1)
+            self.pseudo = (kept, labels)
+            x, y = labelled
+            ctx.train = (concat_inputs(x, ctx.unlabelled[torch.from_numpy(kept)]),
+                         torch.cat([y, torch.from_numpy(labels).to(y.dtype)]))
+            info.update(round=r + 1, n_unlabelled=len(probs), n_pseudo=len(kept),
+                        pseudo_per_class=np.bincount(labels, minlength=probs.shape[1]).tolist(),
+                        teacher_predicted=np.bincount(probs.argmax(1), minlength=probs.shape[1]).tolist(),
+                        n_labelled=len(y), base=self.base.name)
+            history.append(dict(info))
+            ctx.info["self_train"] = {**info, "rounds": history} if self.options.rounds > 1 else info
+            yield from self.base.phases(ctx)
 
-    def _teacher(self, ctx: TransferContext) -> tuple[np.ndarray, dict[str, object]]:
-        """The teacher's class probabilities on ``ctx.unlabelled`` and what it was made of."""
+    def _teacher(self, ctx: TransferContext, student: bool = False) -> tuple[np.ndarray, dict[str, object]]:
+        """The teacher's class probabilities on ``ctx.unlabelled`` and what it was made of: the probe, or
+        with ``student`` the trained model itself (the zero-shot part uses the pretrained encoder)."""
+        from transferkit.engine.precision import predict_logits
         from transferkit.zeroshot import class_embeddings, fit_temperature, log_softmax_np, output_ensemble
 
         o, model = self.options, ctx.model
         assert ctx.val is not None and ctx.unlabelled is not None
         place = ctx.placement()
+        if student:  # its outputs first; the pretrained encoder's features (cached) for the zero-shot part
+            probe = {"val": predict_logits(model, ctx.val[0], place).numpy(),
+                     "unl": predict_logits(model, ctx.unlabelled, place).numpy()}
+            assert self._pretrained is not None
+            model = self._pretrained
         feats = {"val": ctx.cache.features(model, ctx.val[0], place).float(),
                  "unl": ctx.cache.features(model, ctx.unlabelled, place).float()}
         y_val = ctx.val[1].numpy()
-        info: dict[str, object] = {"teacher": "probe", "probe": o.teacher}
-        if o.teacher == "lbfgs":
+        info: dict[str, object] = {"teacher": "student" if student else "probe", "probe": o.teacher}
+        if not student and o.teacher == "lbfgs":
             train = ctx.cache.features(model, ctx.train[0], place).float().numpy()
             probe, info["probe_c"] = lbfgs_probe(train, ctx.train[1].numpy(), {k: f.numpy() for k, f in feats.items()},
                                                  seed=ctx.cfg.seed)
-        else:
+        elif not student:
             with torch.no_grad():
                 probe = {k: model.head(f.to(next(model.head.parameters()).device)).float().cpu().numpy()
                          for k, f in feats.items()}
