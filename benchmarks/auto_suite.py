@@ -112,8 +112,9 @@ class Plan:
     tau_seeds: tuple[int, ...] = (0,)
 
 
-# strategies that make sense for every backbone (lora / bitfit / zs_init target transformers or text priors)
-ALL_STRATEGIES = [n for n in STRATEGIES if n not in ("auto", "lora", "bitfit", "zs_init")]
+# strategies that make sense for every backbone (lora / bitfit / zs_init target transformers or text priors) and
+# learn from the labels alone (self_train also reads unlabelled data, which the suite's tasks do not give auto)
+ALL_STRATEGIES = [n for n in STRATEGIES if n not in ("auto", "lora", "bitfit", "zs_init", "self_train")]
 SOURCES = [Source("mnist5k", "mnist5k", 5), Source("fontdigits", "fontdigits", 5), Source("digits8", "digits8", 5),
            Source("unrelated", "permuted-mnist5k.npz", 5, "permute"),
            Source("shuffled", "shuffled-mnist5k.npz", 5, "shuffle_labels"), Source("mnist5k-1ep", "mnist5k", 1),
