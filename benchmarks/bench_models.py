@@ -41,9 +41,7 @@ def hwm():
 src = load_run(sys.argv[1])
 load_dataset("digits8")
 base = hwm()
-semi = {"unlabelled": "rest"} if sys.argv[2] == "self_train" else {}  # the rest of the split, unlabelled
-res = transferkit.transfer(src, "digits8", strategy=sys.argv[2], shots=int(sys.argv[3]), epochs=5, progress="off",
-                           **semi)
+res = transferkit.transfer(src, "digits8", strategy=sys.argv[2], shots=int(sys.argv[3]), epochs=5, progress="off")
 print(json.dumps({"base_mib": base, "peak_mib": hwm(), "accuracy": res.metrics["target"]["accuracy"]}))
 """
 

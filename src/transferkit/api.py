@@ -126,6 +126,13 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
         train_ds = kshot(sp.train, shots, seed=seed)
         val_ds = kshot(sp.val, min(shots, int(np.bincount(sp.val.require_labels()).min())), seed=seed)
     notes: list[str] = []
+    if unlabelled is None and getattr(strat, "needs_unlabelled", False):
+        if shots is None:
+            raise ConfigError(f"{strategy} needs unlabelled inputs: pass --unlabelled DATA, or --shots K to use the "
+                              "rest of the training split")
+        unlabelled = "rest"
+        notes.append(f"{strategy}: --unlabelled rest (the training split's examples --shots left unlabelled), as no "
+                     "--unlabelled was given")
     x_unl = _unlabelled(unlabelled, sp.train, shots, seed, spec_src, train_ds)
     if x_unl is not None and not getattr(strat, "uses_unlabelled", False):
         notes.append(f"--unlabelled is read only by strategies that learn from it (self_train); {strategy} ignores it")

@@ -48,9 +48,7 @@ def run_demo(out: str | Path = "runs/demo", shots: list[int] | None = None, patt
     rows: list[dict[str, Any]] = []
     for k in shots:
         for name in names:
-            semi = {"unlabelled": "rest"} if name == "self_train" else {}  # what --shots left unlabelled
-            per_seed = [transfer(src, TARGET, strategy=name, shots=k, seed=s, source_data=SOURCE, **semi).metrics
-                        for s in seeds]
+            per_seed = [transfer(src, TARGET, strategy=name, shots=k, seed=s, source_data=SOURCE).metrics for s in seeds]
             row: dict[str, Any] = {
                 "strategy": name, "shots": k, "seeds": seeds,
                 "target_acc": _mean([m["target"]["accuracy"] for m in per_seed]),

@@ -141,6 +141,11 @@ def test_transfer_unlabelled_rest_end_to_end(source_run: Path, tmp_path: Path) -
     assert config["unlabelled"] == "rest"
     with pytest.raises(ConfigError, match="no --shots was given"):
         transferkit.transfer(source_run, "digits8", strategy="self_train", unlabelled="rest", epochs=1)
+    with pytest.raises(ConfigError, match="self_train needs unlabelled inputs: pass --unlabelled DATA, or --shots K"):
+        transferkit.transfer(source_run, "digits8", strategy="self_train", epochs=1)
+    res = transferkit.transfer(source_run, "digits8", strategy="self_train", shots=5, options={"base": "linear_probe"},
+                               epochs=1, precision="fp32", progress="off")  # no --unlabelled: the rest of the draw
+    assert res.metrics["n_unlabelled"] == pool - 50 and any("--unlabelled rest" in n for n in res.notes)
     res = transferkit.transfer(source_run, "digits8", strategy="linear_probe", shots=5, unlabelled="rest", epochs=1,
                                precision="fp32", progress="off")
     assert any("linear_probe ignores it" in n for n in res.notes)

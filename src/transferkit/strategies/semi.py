@@ -151,6 +151,7 @@ class SelfTrain(Strategy):
     name = "self_train"
     Options = SelfTrainOptions
     uses_unlabelled = True
+    needs_unlabelled = True  # transfer() gives it the rest of a --shots draw when no --unlabelled is named
 
     def __init__(self, options: SelfTrainOptions | None = None) -> None:
         super().__init__(options)
