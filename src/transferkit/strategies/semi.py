@@ -20,7 +20,10 @@ student of Noisy Student, Xie et al., CVPR 2020) lets them count:
    ECCV 2018, so a teacher's bias toward one class is not amplified);
 3. **student**: the ``base`` strategy (LP-FT by default) trains on the labelled and the kept
    pseudo-labelled examples together, with early stopping and every other setting on the
-   labelled validation split only (pseudo-labels never reach validation).
+   labelled validation split only (pseudo-labels never reach validation). With ``rounds=N`` the
+   finished student (mixed with the zero-shot part on text, as the probe was) is the next teacher and
+   a fresh student starts from the pretrained weights (Noisy Student's iteration; on MiniLM /
+   vader-movies two rounds were no better than one, docs/TEXT.md row ``self_train@r2``).
 
 History, so nobody repeats it: the first version used the SGD probe with the weight picked by
 validation accuracy; on MiniLM / vader-movies that chose the probe alone (zero-shot weight 0) in 2
