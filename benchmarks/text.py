@@ -54,14 +54,14 @@ import numpy as np
 import torch
 from bench_common import log, machine_info
 
-from transferkit.data import ArrayDataset, kshot, load_dataset, split
+from transferkit.data import ArrayDataset, Splits, kshot, load_dataset, split
 from transferkit.data.base import kshot_indices
 from transferkit.engine.config import TrainConfig
 from transferkit.engine.features import FeatureCache
 from transferkit.engine.precision import predict_logits, resolve_placement
 from transferkit.models import TransferModel, from_pretrained
 from transferkit.strategies import TransferContext, make_strategy, run_strategy
-from transferkit.strategies.text_prior import select_alpha
+from transferkit.strategies.text_prior import ALPHAS, select_alpha
 from transferkit.zeroshot import (
     balanced_accuracy,
     class_embeddings,
@@ -160,8 +160,7 @@ class Bench:
 
     def task(self, domain: str, seed: int) -> tuple[ArrayDataset, ArrayDataset, dict[str, ArrayDataset]]:
         """(train k-shot, val k-shot, test sets by domain): the in-domain test comes from the held-out split."""
-        ds = self.data[domain]
-        sp = split(ds, seed=seed, val=0.15, test=0.3)
+        sp = self.split(domain, seed)
         k = self.cfg["shots"]
         train, val = kshot(sp.train, k, seed=seed), kshot(sp.val, k, seed=seed)
         tests = {}
@@ -230,10 +229,14 @@ class Bench:
             np.savez_compressed(self.logits_dir / f"{strategy}-{domain}-{seed}.npz", **saved)  # type: ignore[arg-type]
         return out
 
+    def split(self, domain: str, seed: int) -> Splits:
+        """The seeded train / validation / test split of ``domain`` every cell draws from."""
+        return split(self.data[domain], seed=seed, val=0.15, test=0.3)
+
     def rest(self, domain: str, seed: int) -> ArrayDataset:
         """The training split's snippets that the k-shot draw left out, labels kept (the strategy never sees
         them: only ``x`` goes into the context; they score the pseudo-labels), as ``--unlabelled rest``."""
-        pool = split(self.data[domain], seed=seed, val=0.15, test=0.3).train
+        pool = self.split(domain, seed).train
         keep = np.setdiff1d(np.arange(len(pool)), kshot_indices(pool, self.cfg["shots"], seed=seed))
         return pool.subset(keep, ":rest")
 
@@ -302,7 +305,6 @@ POSTHOC_BASES = ("full", "lp_ft", "lora", "zs_init", "full@5e-5", "lora@3e-3", "
 ENSEMBLE = "⊕ zero-shot"  # output-space WiSE: calibrated log-probabilities mixed, alpha on the movies val draw
 EM = "+ EM prior [transductive]"  # Saerens et al. 2002 on the unlabelled test texts of each domain
 ZSP = "+ zero-shot prior [transductive]"  # the prior the zero-shot model predicts on the unlabelled test texts
-ALPHAS = [i / 10 for i in range(11)]
 SEEDS = 3  # cells with fewer finished seeds are marked (n=...)
 
 

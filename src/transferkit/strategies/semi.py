@@ -53,9 +53,7 @@ from transferkit.engine.loop import Phase
 from transferkit.errors import ConfigError
 from transferkit.models.base import TransferModel
 from transferkit.strategies.base import Strategy, TransferContext, parse_kv, probe_phase
-from transferkit.strategies.text_prior import select_alpha
-
-ALPHAS = [i / 10 for i in range(11)]
+from transferkit.strategies.text_prior import ALPHAS, select_alpha
 
 
 @dataclass
@@ -158,14 +156,16 @@ class SelfTrain(Strategy):
 
     def __init__(self, options: SelfTrainOptions | None = None) -> None:
         super().__init__(options)
-        from transferkit.strategies import make_strategy
-
-        self.base = make_strategy(self.options.base, parse_kv(self.options.base_options, "self_train base_options"))
+        self.base = self._new_base()
         self.pseudo: tuple[np.ndarray, np.ndarray] | None = None
         self._pretrained: TransferModel | None = None
 
-    def phases(self, ctx: TransferContext) -> Iterator[Phase]:
+    def _new_base(self) -> Strategy:
         from transferkit.strategies import make_strategy
+
+        return make_strategy(self.options.base, parse_kv(self.options.base_options, "self_train base_options"))
+
+    def phases(self, ctx: TransferContext) -> Iterator[Phase]:
         from transferkit.strategies.recipes import apply_recipe
 
         if ctx.unlabelled is None or len(ctx.unlabelled) == 0:
@@ -188,8 +188,7 @@ class SelfTrain(Strategy):
                 self.base.finish(ctx)
                 probs, info = self._teacher(ctx, student=True)
                 ctx.model.load_state_dict(start)
-                self.base = make_strategy(self.options.base,
-                                          parse_kv(self.options.base_options, "self_train base_options"))
+                self.base = self._new_base()
             kept = balanced_top(probs, self.options.keep)
             labels = probs[kept].argmax(1)
             self.pseudo = (kept, labels)

@@ -39,6 +39,8 @@ from transferkit.strategies.base import Strategy, TransferContext, finetune_phas
 from transferkit.strategies.regularized import interpolate
 
 TRAIN_MODES = ("none", "probe", "finetune", "lp_ft", "align")
+#: the mixing weights scored when one is picked on validation (0 = the zero-shot side, 1 = the trained side)
+ALPHAS = [i / 10 for i in range(11)]
 
 
 class HeadPrior(nn.Module):
@@ -197,7 +199,7 @@ class ZeroShotInit(Strategy):
             return
         model = ctx.model
         self._end = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        alphas = [i / 10 for i in range(11)] if o.wise == -1 else [o.wise]
+        alphas = ALPHAS if o.wise == -1 else [o.wise]
         scores: dict[str, float] = {}
         if len(alphas) > 1 and ctx.val is not None:
             for a in alphas:
