@@ -173,6 +173,14 @@ def test_unlabelled_rest_without_shots(capsys: pytest.CaptureFixture[str], sourc
     _no_running_run(tmp_path / "o")
 
 
+def test_unlabelled_pool_with_an_unknown_source(capsys: pytest.CaptureFixture[str], source_run: Path,
+                                                tmp_path: Path) -> None:
+    _assert_one_line_error(capsys, ["transfer", "--source", str(source_run), "--data", "digits8", "--strategy",
+                                    "self_train", "--shots", "5", "--unlabelled", "rest+digitz8",
+                                    "--out", str(tmp_path / "o"), *FAST], "digitz8")
+    _no_running_run(tmp_path / "o")
+
+
 def test_corrupt_image_in_folder(capsys: pytest.CaptureFixture[str], bad_inputs: dict[str, Path],
                                  tmp_path: Path) -> None:
     broken = bad_inputs["images"] / "one" / "broken.png"

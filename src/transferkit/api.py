@@ -21,6 +21,7 @@ from transferkit.report import write_report
 from transferkit.runs import LoadedRun, RunDir, load_run, load_source, marks_failure
 from transferkit.strategies import STRATEGIES, TransferContext, make_strategy, run_strategy
 from transferkit.strategies.recipes import recipe_settings
+from transferkit.strategies.semi import concat_inputs
 
 SPLIT = {"val": 0.15, "test": 0.3}
 
@@ -109,7 +110,9 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
         model_kwargs: options of a pretrained backbone named by ``source`` (e.g. ``resolution``).
         unlabelled: unlabelled inputs of the target task for strategies that use them (``self_train``):
             ``"rest"`` (the training split's examples that ``shots`` left unlabelled) or a data set,
-            whose labels, if any, are ignored.
+            whose labels, if any, are ignored; ``"rest+DATA"`` pools several sources (``self_train``
+            then pseudo-labels the same fraction of each: unsupervised domain adaptation when DATA is
+            unlabelled text of the domain the model will meet).
         train: :class:`TrainConfig` fields (``epochs``, ``lr``, ``precision`` ...).
     """
     if head not in ("auto", "new", "keep"):
@@ -133,10 +136,10 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
         unlabelled = "rest"
         notes.append(f"{strategy}: --unlabelled rest (the training split's examples --shots left unlabelled), as no "
                      "--unlabelled was given")
-    x_unl = _unlabelled(unlabelled, sp.train, shots, seed, spec_src, train_ds)
+    x_unl, unl_groups = _unlabelled(unlabelled, sp.train, shots, seed, spec_src, train_ds)
     if x_unl is not None and not getattr(strat, "uses_unlabelled", False):
         notes.append(f"--unlabelled is read only by strategies that learn from it (self_train); {strategy} ignores it")
-    if unlabelled == data:
+    if unlabelled is not None and data in unlabelled_sources(unlabelled):
         notes.append(f"--unlabelled {data} holds the test split too: the test accuracy is then transductive, not "
                      "held out (--unlabelled rest keeps to the training split)")
     keep = ds.class_names == spec_src.class_names
@@ -170,7 +173,7 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
         t0 = time.perf_counter()
         ctx = TransferContext(model, {k: v.clone() for k, v in model.state_dict().items()}, _tensors(train_ds),
                               _tensors(val_ds), cfg, lambda: _fresh_like(model, seed), cache=cache or DEFAULT_CACHE,
-                              user_set=frozenset(train), unlabelled=x_unl)
+                              user_set=frozenset(train), unlabelled=x_unl, unlabelled_groups=unl_groups)
         results = run_strategy(strat, ctx, run.checkpoints if run else None)
         model = ctx.model
         if "recipe" in ctx.info:
@@ -199,24 +202,44 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
 
 
 def _unlabelled(spec: str | None, train_split: ArrayDataset, shots: int | None, seed: int, model: ModelSpec,
-                train_ds: ArrayDataset) -> torch.Tensor | None:
-    """The inputs of ``transfer(unlabelled=...)``: ``rest`` of the few-shot draw, or a data set's inputs."""
+                train_ds: ArrayDataset) -> tuple[torch.Tensor | None, np.ndarray | None]:
+    """The inputs of ``transfer(unlabelled=...)`` and, when ``spec`` pools several sources
+    (``rest+vader-tweets``), the source index of each: ``rest`` of the few-shot draw, or a data set's
+    inputs (its labels ignored)."""
     if spec is None:
-        return None
-    if spec == "rest":
-        if shots is None:
-            raise ConfigError("--unlabelled rest: the rest of a --shots draw, but no --shots was given (the whole "
-                              "training split is labelled); pass --shots K or --unlabelled DATA")
-        ds = kshot_rest(train_split, shots, seed=seed)
-    else:
-        ds = load_dataset(spec, model=model, seed=seed, labels_required=False)
-    if len(ds) == 0:
-        raise ConfigError(f"--unlabelled {spec}: no examples")
-    text = model.modality == "text" and ds.x.shape[1:-1] == train_ds.x.shape[1:-1]  # token widths may differ
-    if ds.x.shape[1:] != train_ds.x.shape[1:] and not text:
-        raise ConfigError(f"--unlabelled {spec}: inputs of shape {ds.x.shape[1:]} do not match the labelled data's "
-                          f"{train_ds.x.shape[1:]}")
-    return torch.from_numpy(ds.x)
+        return None, None
+    parts = unlabelled_sources(spec)
+    xs = []
+    for part in parts:
+        if part == "rest":
+            if shots is None:
+                raise ConfigError("--unlabelled rest: the rest of a --shots draw, but no --shots was given (the whole "
+                                  "training split is labelled); pass --shots K or --unlabelled DATA")
+            ds = kshot_rest(train_split, shots, seed=seed)
+        else:
+            ds = load_dataset(part, model=model, seed=seed, labels_required=False)
+        if len(ds) == 0:
+            raise ConfigError(f"--unlabelled {part}: no examples")
+        text = model.modality == "text" and ds.x.shape[1:-1] == train_ds.x.shape[1:-1]  # token widths may differ
+        if ds.x.shape[1:] != train_ds.x.shape[1:] and not text:
+            raise ConfigError(f"--unlabelled {part}: inputs of shape {ds.x.shape[1:]} do not match the labelled data's "
+                              f"{train_ds.x.shape[1:]}")
+        xs.append(torch.from_numpy(ds.x))
+    if len(xs) == 1:
+        return xs[0], None
+    x = xs[0]
+    for more in xs[1:]:
+        x = concat_inputs(x, more)
+    return x, np.repeat(np.arange(len(xs)), [len(v) for v in xs])
+
+
+def unlabelled_sources(spec: str) -> list[str]:
+    """The sources of an ``--unlabelled`` value: ``rest+vader-tweets`` -> ``['rest', 'vader-tweets']``
+    (one source when the whole value is an existing path)."""
+    parts = [spec] if Path(spec).exists() else spec.split("+")
+    if any(not p for p in parts):
+        raise ConfigError(f"--unlabelled {spec!r}: an empty source between '+' signs")
+    return parts
 
 
 _SOURCE_BEFORE: dict[str, dict[str, Any]] = {}
@@ -255,6 +278,10 @@ def evaluate(run: str | Path, data: str, source_data: str | None = None, save: b
         ds = split(ds, val=s.get("val", 0.15), test=s.get("test", 0.3), seed=int(s.get("seed", 0))).test
     ds = align_classes(ds, spec.class_names)
     out: dict[str, Any] = {"target": evaluate_model(loaded.model, ds, spec.num_classes)}
+    unl = loaded.config.get("unlabelled")
+    if unl and data in unlabelled_sources(unl):  # self_train read these inputs, without labels, while training
+        out["target"]["transductive"] = (f"the run read {data}'s inputs unlabelled (--unlabelled {unl}): this accuracy "
+                                         "is transductive; hold out a test set the run never read for a held-out one")
     if source_data is not None:
         head = loaded.source_head() or loaded.model.head
         src_cfg = _source_config(loaded)

@@ -87,9 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--shots", type=int, default=None, help="labelled examples per class (default: all)")
     tr.add_argument("--model-opt", action="append", metavar="KEY=VALUE",
                     help="option of a pretrained backbone named by --source (e.g. resolution=96), repeatable")
-    tr.add_argument("--unlabelled", default=None, metavar="rest|DATA",
+    tr.add_argument("--unlabelled", default=None, metavar="rest|DATA[+DATA]",
                     help="unlabelled target inputs for strategies that learn from them (self_train; auto's search): "
-                         "'rest' (the examples --shots left unlabelled) or a data set (its labels are ignored)")
+                         "'rest' (the examples --shots left unlabelled) or a data set (its labels are ignored); "
+                         "'+' pools several, e.g. rest+vader-tweets (self_train pseudo-labels each in the same share)")
     tr.add_argument("--head", default="auto", choices=("auto", "new", "keep"), help="keep the source head when classes match")
     tr.add_argument("--source-data", default=None, help="source data: measure source accuracy before/after (forgetting)")
     tr.add_argument("--compare-scratch", action="store_true", help="also train scratch on the same budget; report the gain")
@@ -183,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
             mix = f", zero-shot weight {1 - st['alpha']:.1f}" if "alpha" in st else ""
             print(f"self_train: teacher {st['teacher']}{mix} (validation accuracy "
                   f"{100 * st.get('teacher_val_acc', st['probe_val_acc']):.1f}%) pseudo-labelled {st['n_pseudo']} of "
-                  f"{st['n_unlabelled']} unlabelled examples (per class {st['pseudo_per_class']}); "
+                  f"{st['n_unlabelled']} unlabelled examples (per class {st['pseudo_per_class']}"
+                  + (f", per source {st['pseudo_per_source']}" if "pseudo_per_source" in st else "") + "); "
                   f"{st['base']} trained on them and the {st['n_labelled']} labelled")
         m = res.metrics
         line = f"target accuracy {100 * m['target']['accuracy']:.2f}% (macro-F1 {100 * m['target']['macro_f1']:.2f}%)"

@@ -17,7 +17,8 @@ from transferkit.errors import ConfigError
 from transferkit.models import TransferModel
 from transferkit.strategies import TransferContext, make_strategy, run_strategy
 from transferkit.strategies.base import parse_kv
-from transferkit.strategies.semi import balanced_top, concat_inputs, lbfgs_probe
+from transferkit.api import unlabelled_sources
+from transferkit.strategies.semi import balanced_top, concat_inputs, grouped_top, lbfgs_probe
 
 
 def test_balanced_top_takes_the_most_confident_per_predicted_class() -> None:
@@ -29,6 +30,26 @@ def test_balanced_top_takes_the_most_confident_per_predicted_class() -> None:
     assert balanced_top(probs, 0.75).tolist() == [0, 2, 3, 5, 6, 7]
     only_zero = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3]])
     assert balanced_top(only_zero, 1.0).tolist() == [0]  # 1 per class (3 // 2); class 1 is never predicted
+
+
+def test_grouped_top_gives_each_source_its_share() -> None:
+    # source 0 (in-domain) is confident, source 1 (a shifted domain) less so: pooled, every slot goes to source 0
+    probs = np.array([[0.99, 0.01], [0.98, 0.02], [0.03, 0.97], [0.04, 0.96],
+                      [0.7, 0.3], [0.6, 0.4], [0.35, 0.65], [0.45, 0.55]])
+    groups = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    assert balanced_top(probs, 0.5).tolist() == [0, 1, 2, 3]
+    assert grouped_top(probs, 0.5, groups).tolist() == [0, 2, 4, 6]  # 1 per class per source, most confident
+    assert grouped_top(probs, 0.5, None).tolist() == balanced_top(probs, 0.5).tolist()
+
+
+def test_unlabelled_sources(tmp_path: Path) -> None:
+    assert unlabelled_sources("rest") == ["rest"]
+    assert unlabelled_sources("rest+vader-tweets") == ["rest", "vader-tweets"]
+    odd = tmp_path / "a+b.csv"
+    odd.write_text("text\nhello\n")
+    assert unlabelled_sources(str(odd)) == [str(odd)]  # an existing path is one source, '+' and all
+    with pytest.raises(ConfigError, match="empty source"):
+        unlabelled_sources("rest++vader-tweets")
 
 
 def test_concat_inputs_zero_pads_token_widths() -> None:
@@ -153,6 +174,18 @@ def test_transfer_unlabelled_rest_end_to_end(source_run: Path, tmp_path: Path) -
                                options={"base": "linear_probe"}, precision="fp32", progress="off")
     assert res.metrics["n_unlabelled"] == len(load_dataset("digits8", model=spec))  # labels dropped, all of it
     assert any("test accuracy is then transductive" in n for n in res.notes)
+    res = transferkit.transfer(source_run, "digits8", strategy="self_train", shots=5, unlabelled="rest+digits8",
+                               epochs=1, options={"base": "linear_probe"}, precision="fp32", progress="off")
+    st = res.metrics["strategy_info"]["self_train"]
+    assert res.metrics["n_unlabelled"] == pool - 50 + len(load_dataset("digits8", model=spec))
+    assert len(st["pseudo_per_source"]) == 2 and all(sum(c) > 0 for c in st["pseudo_per_source"])
+    assert sum(map(sum, st["pseudo_per_source"])) == st["n_pseudo"]
+    assert any("test accuracy is then transductive" in n for n in res.notes)  # digits8 is one of the sources
+    assert "transductive" not in transferkit.evaluate(tmp_path / "st", "fontdigits", save=False)["target"]
+    res = transferkit.transfer(source_run, "digits8", strategy="self_train", shots=5, unlabelled="rest+fontdigits",
+                               epochs=1, options={"base": "linear_probe"}, precision="fp32", progress="off",
+                               out=tmp_path / "uda")
+    assert "transductive" in transferkit.evaluate(tmp_path / "uda", "fontdigits", save=False)["target"]
 
 
 @pytest.mark.parametrize("binary", [False, True])

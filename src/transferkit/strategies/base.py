@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -50,6 +51,8 @@ class TransferContext:
     user_set: frozenset[str] | None = None
     #: unlabelled inputs of the target task (``--unlabelled``), for strategies that learn from them
     unlabelled: torch.Tensor | None = None
+    #: the source (0, 1, ...) of each unlabelled input when ``--unlabelled`` pools several (``rest+DATA``)
+    unlabelled_groups: np.ndarray | None = None
     probe_epochs: int = 100
     probe_batch_size: int = 256
     results: list[PhaseResult] = field(default_factory=list)

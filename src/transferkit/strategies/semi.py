@@ -35,7 +35,10 @@ numbers of all three are in docs/TEXT.md (rows ``self_train@acc``, ``self_train@
 
 The unlabelled inputs come from ``ctx.unlabelled`` (``transferkit transfer --unlabelled rest``:
 the training split's examples that ``--shots`` left unlabelled; or any data set, whose labels are
-ignored). Nothing here reads a test split. The kept indices and labels stay on the strategy
+ignored; ``rest+DATA`` pools several, ``ctx.unlabelled_groups`` says which is which, and each source
+gets its own ``keep`` share per class: with unlabelled text of the domain the model will be used on,
+that is unsupervised domain adaptation by self-training, as in Zou et al.'s class-balanced version).
+Nothing here reads a test split. The kept indices and labels stay on the strategy
 (``self.pseudo``) for a benchmark to score them against labels it holds.
 """
 
@@ -108,6 +111,16 @@ def balanced_top(probs: np.ndarray, keep: float) -> np.ndarray:
     picked = [idx[np.argsort(-conf[idx], kind="stable")[:per_class]]
               for idx in (np.flatnonzero(pred == c) for c in range(probs.shape[1]))]
     return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
+
+
+def grouped_top(probs: np.ndarray, keep: float, groups: np.ndarray | None) -> np.ndarray:
+    """:func:`balanced_top` within each source of a pooled unlabelled set (``groups[i]``: the source of
+    example ``i``; ``None``: one source), so a domain the teacher is less sure of (a shifted target)
+    still gets its share of pseudo-labels instead of losing every slot to the in-domain examples."""
+    if groups is None:
+        return balanced_top(probs, keep)
+    picked = [idx[balanced_top(probs[idx], keep)] for idx in (np.flatnonzero(groups == g) for g in np.unique(groups))]
+    return np.sort(np.concatenate(picked))
 
 
 def concat_inputs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -189,7 +202,8 @@ class SelfTrain(Strategy):
                 probs, info = self._teacher(ctx, student=True)
                 ctx.model.load_state_dict(start)
                 self.base = self._new_base()
-            kept = balanced_top(probs, self.options.keep)
+            groups = ctx.unlabelled_groups
+            kept = grouped_top(probs, self.options.keep, groups)
             labels = probs[kept].argmax(1)
             self.pseudo = (kept, labels)
             x, y = labelled
@@ -199,6 +213,9 @@ class SelfTrain(Strategy):
                         pseudo_per_class=np.bincount(labels, minlength=probs.shape[1]).tolist(),
                         teacher_predicted=np.bincount(probs.argmax(1), minlength=probs.shape[1]).tolist(),
                         n_labelled=len(y), base=self.base.name)
+            if groups is not None:  # pseudo-labels per class of each unlabelled source, in --unlabelled order
+                info["pseudo_per_source"] = [np.bincount(labels[groups[kept] == g], minlength=probs.shape[1]).tolist()
+                                             for g in range(int(groups.max()) + 1)]
             history.append(dict(info))
             ctx.info["self_train"] = {**info, "rounds": history} if self.options.rounds > 1 else info
             yield from self.base.phases(ctx)
