@@ -17,7 +17,11 @@ as ``transferkit transfer --shots 64`` does), 500 test snippets from the held-ou
 0, 1, 2. Cross-domain: the same movie-trained models scored on 500 random ``vader-tweets`` (no
 tweet is ever used for training or selection), with balanced accuracy and the majority-class
 rate beside every accuracy. Then a domain-pair table: train on one VADER domain, test on each, and
-``sms-spam`` in-domain.
+``sms-spam`` in-domain. Two blocks run on seeds fixed before they ran: the fresh-seed confirmation
+(seeds 3-5) of the row chosen on seeds 0-2, and unsupervised adaptation (``self_train@uda``, seeds
+0-5: the unlabelled pool also holds the tweets outside each seed's tweets test draw).
+
+The rows and recipes live in ``text_rows.py``; ``text_report.py`` renders docs/TEXT.md from the cells.
 
 Cost: at most 5 epochs per phase with early stopping (patience 2); frozen features (the probe and the
 zero-shot model) come from one :class:`FeatureCache`; each trained cell's validation and test logits
@@ -42,7 +46,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse
 import copy
-import datetime
 import json
 import statistics
 import sys
@@ -53,6 +56,24 @@ from typing import Any
 import numpy as np
 import torch
 from bench_common import log, machine_info
+from text_report import render
+from text_rows import (
+    CONFIRM_METHODS,
+    CONFIRM_SEEDS,
+    DOMAINS,
+    EM,
+    ENSEMBLE,
+    POSTHOC_BASES,
+    RECIPES,
+    SPAM,
+    TEMPLATE_CANDIDATES,
+    UDA_ROW,
+    UDA_SEEDS,
+    WISE_ROWS,
+    ZS_ENSEMBLE,
+    ZS_TEMPLATES,
+    ZSP,
+)
 
 from transferkit.data import ArrayDataset, Splits, kshot, load_dataset, split
 from transferkit.data.base import kshot_indices
@@ -75,72 +96,6 @@ from transferkit.zeroshot import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-DOMAINS = ("movies", "tweets", "amazon")
-SPAM = "sms-spam"  # a second task in the pair table: in-domain only (ham / spam)
-REFERENCE = {"linear_probe": 0.717, "full": 0.721, "lora": 0.715, "zero_shot 'a {} review'": 0.646}
-TARGET = 0.75
-#: the prompt ensemble with the highest mean zero-shot accuracy on the three movies validation draws among
-#: TEMPLATE_CANDIDATES (``--pick-templates`` prints them; no test set is read)
-ZS_ENSEMBLE = ("{} sentiment", "the sentiment is {}", "a {} review")
-#: strategy -> (options, training overrides). Fine-tuning a BERT wants lr ~3e-5 (Devlin et al. 2019);
-#: the probe gets 100x that (the engine scales the head's rate by ctx.head_lr_scale).
-RECIPES: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
-    "linear_probe": ({}, {"lr": 1e-3}),
-    "lp_ft": ({"ft_lr_scale": "1"}, {"lr": 3e-5}),
-    "full": ({}, {"lr": 3e-5}),
-    # align (FLYP-style) fine-tuning at 0.03 x --lr, WiSE-FT alpha picked on the movies validation draw
-    # (wise=-1); the prompt is the issue's zero-shot reference prompt "a {} review" (the source is reviews)
-    "zs_init": ({"templates": "a {} review", "wise": "-1", "wise_rule": "best"}, {}),
-    "lora": ({}, {"lr": 1e-3}),
-    # a second learning rate each for full fine-tuning and LoRA: the one with the higher mean accuracy on the
-    # movies *validation* draw is the one compared in target 2 (never chosen on a test set)
-    "full@5e-5": ({}, {"lr": 5e-5}),
-    "lora@3e-3": ({}, {"lr": 3e-3}),
-    "scratch": ({}, {"lr": 1e-4}),
-    # weight-space WiSE-FT from the zero-shot model (Wortsman et al., CVPR 2022): head initialised from the
-    # prompt ensemble chosen on the movies validation draws (ZS_ENSEMBLE), then LP-FT (probe pulled toward the
-    # zero-shot head, then everything at 3e-5) or plain fine-tuning, then alpha on the movies validation draw
-    "zs_init@lp_ft": ({"templates": "|".join(ZS_ENSEMBLE), "train": "lp_ft",
-                       "wise": "-1", "wise_rule": "best"}, {}),
-    "zs_init@ft": ({"templates": "|".join(ZS_ENSEMBLE), "train": "finetune",
-                    "wise": "-1", "wise_rule": "best"}, {}),
-    # LP-FT with a 3x smaller feature learning rate (1e-5; the probe phase unchanged at 100 x 3e-5): less
-    # distortion of the pretrained features, which is what LP-FT protects (Kumar et al., ICLR 2022)
-    "lp_ft@ft1e-5": ({"ft_lr_scale": str(1 / 3)}, {"lr": 3e-5}),
-    # semi-supervised: the rest of the movies training split, unlabelled, pseudo-labelled by a probe + zero-shot
-    # teacher (prompt ensemble ZS_ENSEMBLE, weight on the validation draw); the top quarter per class joins the 128
-    # labelled snippets and the student is the lp_ft row's recipe (transferkit/strategies/semi.py)
-    "self_train": ({"base": "lp_ft", "base_options": "ft_lr_scale=1", "keep": "0.25",
-                    "templates": "|".join(ZS_ENSEMBLE)}, {"lr": 3e-5}),
-    # two teacher/student rounds: the first student (with the zero-shot part) teaches a second, fresh one
-    "self_train@r2": ({"base": "lp_ft", "base_options": "ft_lr_scale=1", "keep": "0.25", "rounds": "2",
-                       "templates": "|".join(ZS_ENSEMBLE)}, {"lr": 3e-5}),
-    # earlier versions (see TEXT.md): the teacher's probe the library's SGD probe phase (early-stopped on the
-    # validation draw) instead of L-BFGS logistic regression, its zero-shot weight by validation NLL or accuracy
-    "self_train@sgd": ({"base": "lp_ft", "base_options": "ft_lr_scale=1", "keep": "0.25", "teacher": "sgd",
-                        "templates": "|".join(ZS_ENSEMBLE)}, {"lr": 3e-5}),
-    "self_train@acc": ({"base": "lp_ft", "base_options": "ft_lr_scale=1", "keep": "0.25", "teacher": "sgd",
-                        "teacher_weight": "accuracy", "templates": "|".join(ZS_ENSEMBLE)}, {"lr": 3e-5}),
-    # unsupervised domain adaptation: the self_train row with the unlabelled pool widened to the tweets this seed
-    # does not test on (about 2,900, labels dropped), pseudo-labelled in the same share as the movie snippets
-    # (`--unlabelled rest+vader-tweets`); fixed, with UDA_SEEDS, before any of its cells ran
-    "self_train@uda": ({"base": "lp_ft", "base_options": "ft_lr_scale=1", "keep": "0.25",
-                        "templates": "|".join(ZS_ENSEMBLE)}, {"lr": 3e-5}),
-}
-#: target 1 with unlabelled tweets (unsupervised domain adaptation: labels from movies only, no test tweet read):
-#: the row and its six seeds were fixed before any of them ran; no other variant is tried on them
-UDA_ROW = "self_train@uda"
-UDA_SEEDS = [0, 1, 2, 3, 4, 5]
-#: the row that meets target 1 on seeds 0-2, found after trying three self_train versions against those seeds'
-#: test sets; fixed here *before* seeds 3-5 ran, which then confirm it or not on fresh draws (train, validation
-#: and test alike), with the rows it came from
-CONFIRM_ROW = "self_train@sgd ⊕ zero-shot (1se)"
-CONFIRM_METHODS = ("lp_ft", "self_train@sgd", "self_train")
-CONFIRM_SEEDS = [3, 4, 5]
-#: WiSE-FT weights also scored from the saved path of a zs_init cell: the 1se rule and WiSE-FT's a-priori 0.5
-WISE_ROWS = {"(1se)": "1se", "(a=0.5)": 0.5}
-
-
 def settings(quick: bool) -> dict[str, Any]:
     if quick:
         return {"seeds": [0], "shots": 64, "test": 200, "epochs": 3, "patience": 2, "pair_sources": ["movies", "tweets"],
@@ -301,41 +256,12 @@ class Bench:
         return out
 
 
-ZS_TEMPLATES = ("a {} review",)
-TEMPLATE_CANDIDATES = {
-    "a {} review": ("a {} review",),
-    "default": ("{}", "this is {}", "it is {}", "something {}"),
-    "sentiment": ZS_ENSEMBLE,
-    "opinion": ("a {} review", "a {} comment", "a {} opinion", "a {} text"),
-    "statement": ("a {} review", "a {} comment", "a {} opinion", "a {} statement", "a {} post", "this is {}"),
-    "feel": ("a {} review", "i feel {}", "this is {}", "a {} comment"),
-    "movie": ("a {} movie review", "a {} review", "a {} review of a film"),
-}
-
-
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
 def _done(runs: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
     return [r for r in runs if r is not None]
-
-
-def _mean(vals: list[float]) -> tuple[float, float]:
-    return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
-
-
-def _cell(runs: list[dict[str, Any]], domain: str, key: str = "accuracy") -> str:
-    m, s = _mean([r[domain][key] for r in runs])
-    return (f"{m:.3f} ± {s:.3f}" if len(runs) > 1 else f"{m:.3f}") + (f" (n={len(runs)})" if len(runs) < SEEDS else "")
-
-
-POSTHOC_BASES = ("full", "lp_ft", "lora", "zs_init", "full@5e-5", "lora@3e-3", "lp_ft@ft1e-5", "zs_init@lp_ft",
-                 "zs_init@ft", "self_train", "self_train@sgd", "self_train@acc", "self_train@r2", "self_train@uda")
-ENSEMBLE = "⊕ zero-shot"  # output-space WiSE: calibrated log-probabilities mixed, alpha on the movies val draw
-EM = "+ EM prior [transductive]"  # Saerens et al. 2002 on the unlabelled test texts of each domain
-ZSP = "+ zero-shot prior [transductive]"  # the prior the zero-shot model predicts on the unlabelled test texts
-SEEDS = 3  # cells with fewer finished seeds are marked (n=...)
 
 
 def posthoc(path: Path) -> dict[str, Any]:
@@ -432,293 +358,6 @@ def import_cells(path: Path) -> dict[str, Any]:
     if prev["results"].get("template_choice"):
         cells["template_choice/movies/val"] = prev["results"]["template_choice"]
     return cells
-
-
-def _best(results: dict[str, Any], names: list[str]) -> tuple[str, float, float]:
-    best = ("", -1.0, -1.0)
-    for name in names:
-        runs = results["main"].get(name) or []
-        if runs:
-            mov, tw = (statistics.mean(r[d]["accuracy"] for r in runs) for d in ("movies", "tweets"))
-            if min(mov, tw) > min(best[1:]):
-                best = (name, mov, tw)
-    return best
-
-
-def render(results: dict[str, Any], cfg: dict[str, Any], machine: dict[str, Any], wall: float, command: str) -> str:
-    global SEEDS
-    seeds = cfg["seeds"]
-    SEEDS = len(seeds)
-    lines = [f"# Text transfer: MiniLM on VADER (generated by `{command}`)", "",
-             (f"Generated {datetime.date.today()} in {wall / 60:.1f} min on {machine['cpu_model']} "
-             f"({machine['usable_cpus']} usable cores, torch {machine['torch']}, {torch.get_num_threads()} threads, "
-             f"load average at start {machine['load_average_start'][0]:.1f}). Seeds {seeds}; mean ± std over seeds. "
-             "Wall time counts only the cells computed by this invocation (finished cells are resumed from "
-             "`runs/text/results.json`)."),
-             "", "## vader-movies, 64 labelled snippets per class; the same models on vader-tweets", "",
-             (f"Test sets: {cfg['test']} held-out movie snippets; {cfg['test']} random tweets (never used for training "
-             "or selection). Tweets: balanced accuracy and the majority-class rate beside the accuracy. "
-             "Reference numbers: the issue's standard Hugging Face recipes (500 test snippets, 3 seeds)."), "",
-             (f"- `X {ENSEMBLE}`: output-space WiSE-FT (Wortsman et al., CVPR 2022): both models' log-probabilities, "
-              "each temperature-scaled on the movies validation draw, mixed as `(1-a) zero-shot + a X`, with `a` "
-              "picked on the movies validation draw (highest accuracy; `(1se)`: the smallest `a` within one binomial "
-              "standard error of it, i.e. as close to zero-shot as the validation draw allows). Needs no target data."),
-             (f"- `X {EM}`: the class prior of each *unlabelled* test set re-estimated by EM (Saerens et al., 2002) "
-              "from X's temperature-scaled posteriors, and the predictions re-weighted by it. Transductive: it reads "
-              "the unlabelled test texts (never their labels), so it is reported apart from the target-free methods."),
-             (f"- `X {ZSP}`: X's posteriors re-weighted by `pi / pi_s`, with `pi` the mean zero-shot posterior over "
-              "the unlabelled test texts (the prior the zero-shot model estimates) and `pi_s` the uniform training "
-              "prior. Transductive as well."),
-             ("- `zs_init@lp_ft`, `zs_init@ft`: weight-space WiSE-FT (Wortsman et al., CVPR 2022) as `transferkit "
-              "transfer --strategy zs_init --option train=lp_ft|finetune` runs it: the head starts as the zero-shot "
-              f"classifier of the prompt ensemble {list(ZS_ENSEMBLE)} (the candidate set with the best mean zero-shot "
-              "accuracy on the movies validation draws, `--pick-templates`), is probed (pulled toward its zero-shot "
-              "weights; `lp_ft` only), everything is fine-tuned, and the weights are interpolated "
-              "`(1-alpha) zero-shot + alpha fine-tuned`, alpha picked on the movies validation draw "
-              "(`wise_rule=best`). "
-              "`(1se)`: the alpha the `wise_rule=1se` option picks from the same validation accuracies; `(a=0.5)`: "
-              "WiSE-FT's a-priori mid-point. Both are read off the same trained models' saved WiSE-FT path. "
-              "One model at inference, no target data."),
-             ("- `lp_ft@ft1e-5`: `lp_ft` with the fine-tuning phase at 1e-5 instead of 3e-5 (`--option "
-              "ft_lr_scale=0.333`; the probe phase unchanged), to distort the pretrained features less (Kumar et al., "
-              "ICLR 2022); its `⊕ zero-shot` rows as above."),
-             ("- `self_train`: semi-supervised, as `transferkit transfer --strategy self_train --unlabelled rest` runs it: "
-              "the movies training split's snippets that the 64-per-class draw left out (about 5,400, labels dropped) "
-              "are pseudo-labelled by a teacher, a logistic-regression probe (L-BFGS, L2 strength by cross-validated "
-              f"log-loss) on the 128 labelled snippets mixed with the zero-shot classifier of {list(ZS_ENSEMBLE)} "
-              "(weight of least validation NLL); the most confident quarter, equal per class, joins the labelled "
-              "snippets and `lp_ft` (the row's recipe) trains on all of them. More *movie* text than the other rows, "
-              "no tweet and no extra label; reported on its own line below. `self_train@sgd`: the teacher's probe is "
-              "the library's SGD probe phase (early-stopped on the validation draw); `self_train@acc`: that, with the "
-              "zero-shot weight picked by validation accuracy (the first version). The order they were tried in: "
-              "`@acc`, `@sgd`, then `self_train`, each change made after seeing the one before (transferkit/strategies/"
-              "semi.py tells why), so the last is the one chosen with the test numbers in view. `self_train@r2`: two "
-              "rounds (`--option rounds=2`): the first student, mixed with the zero-shot classifier as the probe was, "
-              "pseudo-labels the pool again and a second student trains from the pretrained weights."),
-             "",
-             "| method | movies acc | tweets acc | tweets balanced acc | tweets majority | amazon acc | reference (movies) | train s |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, runs in results["main"].items():
-        if not runs:
-            continue
-        ref = REFERENCE.get(name, "")
-        lines.append(f"| {name} | {_cell(runs, 'movies')} | {_cell(runs, 'tweets')} | "
-                     f"{_cell(runs, 'tweets', 'balanced_accuracy')} | {_cell(runs, 'tweets', 'majority_rate')} | "
-                     f"{_cell(runs, 'amazon')} | {ref} | {statistics.mean(r['train_seconds'] for r in runs):.0f} |")
-    picked = {k: [r.get("info", {}).get("zs_init", {}).get("wise_alpha") for r in v] for k, v in results["main"].items()
-              if v and "wise_alpha" in v[0].get("info", {}).get("zs_init", {})}
-    picked.update({k: [r.get("alpha") for r in v] for k, v in results["main"].items()
-                   if v and "alpha" in v[0] and "(a=" not in k})
-    if picked:
-        lines += ["", "Mixing weights (`a` of the ensembles, WiSE-FT's alpha of the `zs_init` rows) picked on the "
-                  "movies validation draw, per seed: " +
-                  "; ".join(f"`{k}` {v}" for k, v in picked.items()) + "."]
-    em = {k: [round(r["em_prior"]["tweets"], 3) for r in v] for k, v in results["main"].items()
-          if k.endswith(EM) and v and "em_prior" in v[0]}
-    if em:
-        lines += ["", "EM's estimate of the tweets' positive rate (true rate = 1 - majority when positive is the "
-                  "majority): " + "; ".join(f"`{k}` {v}" for k, v in em.items()) + "."]
-    trained = [n for n, v in results["main"].items() if v and not n.startswith("zero_shot")]
-    semi = lambda n: n.startswith("self_train")  # reads unlabelled movie snippets beyond the 128 labelled ones
-    free = _best(results, [n for n in trained if "transductive" not in n and not semi(n)])
-    trans = _best(results, [n for n in trained if "transductive" in n])
-    verdict = lambda b: "MET" if min(b[1:]) >= TARGET else "NOT MET"
-    lines += ["", (f"**Target 1** (>= {TARGET} on movies and >= {TARGET} on tweets, trained on movies only; the best "
-                   "row is picked after seeing the test numbers, which flatters it):"),
-              f"- without target data: best is `{free[0]}` with {free[1]:.3f} / {free[2]:.3f}: {verdict(free)}."]
-    single = _best(results, [n for n in trained if "transductive" not in n and ENSEMBLE not in n and not semi(n)])
-    lines.append(f"- one model as `transferkit transfer` returns it (no output ensemble): best is `{single[0]}` with "
-                 f"{single[1]:.3f} / {single[2]:.3f}: {verdict(single)}.")
-    ssl = _best(results, [n for n in trained if "transductive" not in n and semi(n)])
-    if ssl[0]:
-        lines.append(f"- semi-supervised (the 128 labelled snippets plus unlabelled movie snippets; no tweet read): "
-                     f"best is `{ssl[0]}` with {ssl[1]:.3f} / {ssl[2]:.3f}: {verdict(ssl)}.")
-    pseudo = {k: [r["pseudo"] for r in v] for k, v in results["main"].items() if v and "pseudo" in v[0]}
-    for k, ps in pseudo.items():
-        lines.append(f"  `{k}` pseudo-labels: {ps[0]['n']} of {ps[0]['n_unlabelled']} unlabelled snippets kept, "
-                     f"correct {', '.join(format(p_['accuracy'], '.3f') for p_ in ps)} per seed (scored against the labels "
-                     "the benchmark holds back; the strategy never sees them).")
-    fresh = (results.get("confirm") or {}).get(CONFIRM_ROW) or []
-    if fresh:
-        fm, ft = (statistics.mean(r[d]["accuracy"] for r in fresh) for d in ("movies", "tweets"))
-        lines.append(f"- the same row on fresh seeds {cfg['confirm_seeds']}, fixed as the one to confirm before they ran "
-                     f"(section below): `{CONFIRM_ROW}` {fm:.3f} / {ft:.3f}: {verdict(('', fm, ft))}.")
-    uda = (results.get("uda") or {}).get(UDA_ROW) or []
-    if uda:
-        um, ut = (statistics.mean(r[d]["accuracy"] for r in uda) for d in ("movies", "tweets"))
-        lines.append(f"- unsupervised domain adaptation (plus unlabelled tweets, none of them a test tweet), fixed with its "
-                     f"seeds before they ran (section below): `{UDA_ROW}` over seeds {cfg['uda_seeds'][:len(uda)]} "
-                     f"{um:.3f} / {ut:.3f}: {verdict(('', um, ut))}.")
-    if trans[0]:
-        lines.append(f"- transductive (unlabelled test texts): best is `{trans[0]}` with {trans[1]:.3f} / "
-                     f"{trans[2]:.3f}: {verdict(trans)}.")
-    choice = (results.get("template_choice") or {}).get("val_accuracy")
-    if choice:
-        top = max(choice, key=lambda k: choice[k])
-        same = tuple(TEMPLATE_CANDIDATES[top]) == ZS_ENSEMBLE
-        lines += ["", ("Prompt sets for the zero-shot classifier, mean zero-shot accuracy on the three movies "
-                       "validation draws (no test set read): " + "; ".join(f"{n} {a:.3f}" for n, a in choice.items()) +
-                       f". Highest: {top}" + (" = the prompt ensemble used above." if same else
-                                              f", but ZS_ENSEMBLE is {list(ZS_ENSEMBLE)}: update it."))]
-    lines += _confirm_section(results, cfg)
-    lines += _uda_section(results, cfg)
-    lines += _path_section(results)
-    lines += _lora_section(results)
-    lines += ["", "## Domain pairs: train on one domain (64 per class), test on each", "",
-              ("Accuracy (balanced accuracy, majority rate) on each test domain; the diagonal is in-domain. "
-               f"`{SPAM}` is its own task (ham / spam, 13% spam), tested in-domain only."), "",
-              "| train on | strategy | " + " | ".join(f"test {d}" for d in (*DOMAINS, SPAM)) + " |",
-              "|---|---|" + "---|" * (len(DOMAINS) + 1)]
-    if not results["pairs"]:
-        lines[-5:] = ["Not run this time (`--no-pairs`)."]
-    for key, runs in results["pairs"].items():
-        if not runs:
-            continue
-        src, strat = key.split("/")
-        cells = [f"{_cell(runs, d)} ({_cell(runs, d, 'balanced_accuracy')}, {runs[0][d]['majority_rate']:.3f})"
-                 if d in runs[0] else "" for d in (*DOMAINS, SPAM)]
-        lines.append(f"| {src} | {strat} | " + " | ".join(cells) + " |")
-    lines += ["", "Recipes: " + "; ".join(f"`{s}` {o or ''} {v or ''}".strip() for s, (o, v) in RECIPES.items()) +
-              f"; batch 16, at most {cfg['epochs']} epochs per phase, early stopping (patience {cfg['patience']}) on "
-              "the 64-per-class validation draw, which also restores the best epoch. `zs_init` = head from the "
-              "prompted class names, FLYP-style fine-tuning of text and prompts together, then WiSE-FT toward the "
-              "zero-shot model with alpha picked on the movies validation draw (never on a test set or on tweets; "
-              "see transferkit/strategies/text_prior.py).", ""]
-    finished = [r for rows in (results["main"], results["pairs"], results.get("confirm") or {}) for runs in rows.values()
-                for r in runs]
-    finished += [results["template_choice"]] if results.get("template_choice") else []
-    secs = sum(r.get("cell_seconds", 0.0) for r in finished)
-    lines += [(f"Compute: {secs / 60:.0f} min of single-thread cell time recorded over the finished cells (all "
-               "invocations; cells from before `cell_seconds` was recorded count 0).")]
-    if cfg.get("missing_cells"):
-        lines += ["", f"**Not finished in this session** ({len(cfg['missing_cells'])} cells; rerun without "
-                  "`--render-only` to compute them, finished cells are kept): " +
-                  ", ".join(f"`{k}`" for k in cfg["missing_cells"]) + "."]
-    lines.append("")
-    return "\n".join(lines)
-
-
-def _confirm_section(results: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
-    """The fresh-seed confirmation of CONFIRM_ROW: every row of CONFIRM_METHODS on ``confirm_seeds``."""
-    conf = {k: v for k, v in (results.get("confirm") or {}).items() if v}
-    if not conf:
-        return []
-    seeds = cfg["confirm_seeds"]
-    out = ["", (f"**Fresh seeds {seeds}** (new training, validation and test draws): `{CONFIRM_ROW}` was fixed as "
-                "the row to confirm (`CONFIRM_ROW` in benchmarks/text.py) before these seeds ran, with nothing in "
-                f"the method changed afterwards; every row of {', '.join(f'`{m}`' for m in CONFIRM_METHODS)} on them:"),
-           "", "| method | movies acc | tweets acc | tweets balanced acc | tweets majority | amazon acc |",
-           "|---|---|---|---|---|---|"]
-    for name, runs in conf.items():
-        out.append(f"| {name} | {_cell(runs, 'movies')} | {_cell(runs, 'tweets')} | "
-                   f"{_cell(runs, 'tweets', 'balanced_accuracy')} | {_cell(runs, 'tweets', 'majority_rate')} | "
-                   f"{_cell(runs, 'amazon')} |")
-    fresh = conf.get(CONFIRM_ROW, [])
-    if fresh:
-        mov, tw = (statistics.mean(r[d]["accuracy"] for r in fresh) for d in ("movies", "tweets"))
-        both = fresh + (results["main"].get(CONFIRM_ROW) or [])
-        pm, pt = (statistics.mean(r[d]["accuracy"] for r in both) for d in ("movies", "tweets"))
-        ok = lambda a, b: "MET" if min(a, b) >= TARGET else "NOT MET"
-        out += ["", (f"`{CONFIRM_ROW}` on the fresh seeds: {mov:.3f} / {tw:.3f} (movies / tweets): {ok(mov, tw)}; over "
-                     f"all {len(both)} seeds: {pm:.3f} / {pt:.3f}: {ok(pm, pt)}.")]
-    pooled = []
-    for m in CONFIRM_METHODS:
-        runs = (results["main"].get(m) or []) + conf.get(m, [])
-        if runs:
-            mean = lambda d, key="accuracy": statistics.mean(r[d][key] for r in runs)
-            pooled.append(f"`{m}` movies {mean('movies'):.3f}, tweets {mean('tweets'):.3f} (balanced "
-                          f"{mean('tweets', 'balanced_accuracy'):.3f}), amazon {mean('amazon'):.3f}")
-    out += ["", f"Each trained model alone, mean over all its seeds (main table and fresh seeds): {'; '.join(pooled)}."]
-    return out
-
-
-def _uda_section(results: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
-    """Target 1 with unlabelled tweets: UDA_ROW (fixed with its seeds before they ran) beside the label-only
-    and movie-only rows on the same seeds, and how its pseudo-labels fared per source."""
-    uda = {k: v for k, v in (results.get("uda") or {}).items() if v}
-    if not uda:
-        return []
-    seeds = cfg["uda_seeds"]
-    same = {}  # the rows it is compared with, on the same seeds (main table and fresh seeds together)
-    for m in ("lp_ft", "self_train"):
-        by_seed = dict(zip(cfg["seeds"], results["main"].get(m) or []))
-        by_seed.update(zip(cfg.get("confirm_seeds", []), (results.get("confirm") or {}).get(m) or []))
-        if all(s in by_seed for s in seeds):
-            same[f"{m} (no tweet read)"] = [by_seed[s] for s in seeds]
-    out = ["", (f"**Unsupervised domain adaptation** (seeds {seeds}): `{UDA_ROW}` is `self_train` with the unlabelled "
-                "pool widened by the tweets outside each seed's tweets test draw (labels dropped; `transferkit transfer "
-                "--strategy self_train --unlabelled rest+vader-tweets`), each source pseudo-labelled in the same share "
-                "(a quarter, equal per class). Labels come from movies only; no test tweet is read. The row and its "
-                f"seeds were fixed (`UDA_ROW`, `UDA_SEEDS` in benchmarks/text.py) before any of its cells ran, and no "
-                "other variant was run on them. Every row is the mean over these seeds:"),
-           "", "| method | movies acc | tweets acc | tweets balanced acc | tweets majority | amazon acc |",
-           "|---|---|---|---|---|---|"]
-    for name, runs in {**same, **uda}.items():
-        out.append(f"| {name} | {_cell(runs, 'movies')} | {_cell(runs, 'tweets')} | "
-                   f"{_cell(runs, 'tweets', 'balanced_accuracy')} | {_cell(runs, 'tweets', 'majority_rate')} | "
-                   f"{_cell(runs, 'amazon')} |")
-    row = uda.get(UDA_ROW, [])
-    if row:
-        per = ", ".join(f"{r['movies']['accuracy']:.3f} / {r['tweets']['accuracy']:.3f}" for r in row)
-        out += ["", f"`{UDA_ROW}` per seed (movies / tweets): {per}."]
-        if all("per_source" in r.get("pseudo", {}) for r in row):
-            srcs = ("movie snippets", "tweets")
-            for g, name in enumerate(srcs):
-                ps = [r["pseudo"]["per_source"][g] for r in row]
-                out.append(f"Pseudo-labelled {name}: {ps[0]['n']} of {ps[0]['n_unlabelled']} kept per seed, correct "
-                           f"{', '.join(format(p_['accuracy'], '.3f') for p_ in ps)} (true positive rate of the pool "
-                           f"{statistics.mean(p_['positive_rate'] for p_ in ps):.3f}; scored against labels the "
-                           "strategy never sees).")
-    return out
-
-
-def _path_section(results: dict[str, Any]) -> list[str]:
-    """Test accuracies along each zs_init row's WiSE-FT path (mean over seeds): the trade-off, shown, not used."""
-    out: list[str] = []
-    for name, runs in results["main"].items():
-        if not runs or any("wise_path" not in r for r in runs):
-            continue
-        tweets_pos = statistics.mean(r["tweets_positive_rate"] for r in runs)
-        out += ["", (f"WiSE-FT path of `{name}` on the test sets, mean over seeds (alpha 0 = the zero-shot model, 1 = "
-                     "fine-tuned; shown to explain the trade-off, never used to choose alpha). The tweets' true "
-                     f"positive rate is {tweets_pos:.3f}."), "",
-                "| alpha | " + " | ".join(runs[0]["wise_path"]) + " |", "|---|" + "---|" * len(runs[0]["wise_path"])]
-        labels = {"movies": "movies acc", "tweets": "tweets acc", "tweets_balanced": "tweets balanced acc",
-                  "tweets_positive_rate": "tweets predicted positive"}
-        for key, label in labels.items():
-            out.append(f"| {label} | " + " | ".join(f"{statistics.mean(r['wise_path'][a][key] for r in runs):.3f}"
-                                                     for a in runs[0]["wise_path"]) + " |")
-    return out
-
-
-def _lora_section(results: dict[str, Any]) -> list[str]:
-    def by_val(method: str) -> tuple[str, list[dict[str, Any]]]:
-        """The learning-rate variant of ``method`` with the best mean validation accuracy (last phase)."""
-        cands = {k: v for k, v in results["main"].items() if k.split("@")[0] == method and v and "best_val_acc" in v[0]}
-        if not cands:
-            return method, []
-        name = max(cands, key=lambda k: statistics.mean(r["best_val_acc"][-1] for r in cands[k]))
-        return name, cands[name]
-
-    (lora_name, lora), (full_name, full) = by_val("lora"), by_val("full")
-    if not lora or not full:
-        return []
-    val = {k: round(statistics.mean(r["best_val_acc"][-1] for r in v), 3) for k, v in results["main"].items()
-           if k.split("@")[0] in ("lora", "full") and v and "best_val_acc" in v[0]}
-    frac = [r["info"]["lora"]["trainable_fraction"] for r in lora]
-    n = [r["info"]["lora"]["trainable_params"] for r in lora]
-    gaps = [f["movies"]["accuracy"] - lo["movies"]["accuracy"] for f, lo in zip(full, lora)]
-    gap = statistics.mean(gaps)
-    full_acc = statistics.mean(r["movies"]["accuracy"] for r in full)
-    ok = max(frac) < 0.02 and gap <= 0.01
-    return ["", (f"**Target 2** (LoRA trains < 2% of the parameters and is at most 1 point below full fine-tuning "
-            f"on movies; each method's learning rate picked by mean movies-validation accuracy {val}: `{lora_name}` vs "
-            f"`{full_name}`): LoRA trains {statistics.mean(n):,.0f} parameters, {100 * statistics.mean(frac):.2f}% of "
-            f"the model (peft's count, head included); full - LoRA = {100 * gap:+.1f} points on movies (per seed "
-            f"{', '.join(f'{100 * g:+.1f}' for g in gaps)}): {'MET' if ok else 'NOT MET'}."
-            + ("" if len(val) > 2 else " Only one learning rate per method finished, so nothing was tuned.")
-            + ("" if full_acc >= REFERENCE["full"] else f" `{full_name}` ({full_acc:.3f}) is below the issue's "
-               f"reference for full fine-tuning ({REFERENCE['full']}) at this budget, which flatters LoRA."))]
 
 
 def main() -> int:
