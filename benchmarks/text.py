@@ -67,6 +67,7 @@ from text_rows import (
     RECIPES,
     SPAM,
     TEMPLATE_CANDIDATES,
+    UDA_DOMAINS,
     UDA_ROW,
     UDA_SEEDS,
     WISE_ROWS,
@@ -158,10 +159,10 @@ class Bench:
         probed = "lp_ft" in (base, options.get("base"))  # the probe phase's rate: 100 x lr (3e-3)
         rest = self.rest(domain, seed) if base == "self_train" else None
         pools = [rest] if rest is not None else []
-        if strategy == UDA_ROW:  # the tweets outside this seed's tweets test draw, labels dropped
-            tweets = self.data["tweets"]
-            pools.append(tweets.subset(np.setdiff1d(np.arange(len(tweets)), self.test_indices(len(tweets), seed)),
-                                       ":unlabelled"))
+        if strategy in UDA_DOMAINS:  # that domain's texts outside this seed's test draw of it, labels dropped
+            other = self.data[UDA_DOMAINS[strategy]]
+            pools.append(other.subset(np.setdiff1d(np.arange(len(other)), self.test_indices(len(other), seed)),
+                                      ":unlabelled"))
         groups = np.repeat(np.arange(len(pools)), [len(p_) for p_ in pools]) if len(pools) > 1 else None
         x_unl = None
         for p_ in pools:
@@ -493,9 +494,10 @@ def main() -> int:
         results["confirm"] = {}
         for strat in CONFIRM_METHODS:
             movie_rows(strat, cfg["confirm_seeds"], results["confirm"])
-    if not args.quick and not args.no_uda and not args.confirm_only and wanted(UDA_ROW):  # unlabelled tweets: its own pre-registered block
+    if not args.quick and not args.no_uda and not args.confirm_only:  # unlabelled tweets: its own pre-registered block
         results["uda"] = {}
-        movie_rows(UDA_ROW, cfg["uda_seeds"], results["uda"])
+        for row in filter(wanted, UDA_DOMAINS):
+            movie_rows(row, cfg["uda_seeds"], results["uda"])
     if args.confirm_only:
         cfg["pair_sources"] = []
     for src in cfg["pair_sources"]:
