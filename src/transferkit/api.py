@@ -279,7 +279,8 @@ def evaluate(run: str | Path, data: str, source_data: str | None = None, save: b
     ds = align_classes(ds, spec.class_names)
     out: dict[str, Any] = {"target": evaluate_model(loaded.model, ds, spec.num_classes)}
     unl = loaded.config.get("unlabelled")
-    if unl and data in unlabelled_sources(unl):  # self_train read these inputs, without labels, while training
+    read = (loaded.metrics.get("strategy_info") or {}).get("unlabelled_read")  # set by a strategy that read them
+    if unl and read and data in unlabelled_sources(unl):
         out["target"]["transductive"] = (f"the run read {data}'s inputs unlabelled (--unlabelled {unl}): this accuracy "
                                          "is transductive; hold out a test set the run never read for a held-out one")
     if source_data is not None:

@@ -186,6 +186,9 @@ def test_transfer_unlabelled_rest_end_to_end(source_run: Path, tmp_path: Path) -
                                epochs=1, options={"base": "linear_probe"}, precision="fp32", progress="off",
                                out=tmp_path / "uda")
     assert "transductive" in transferkit.evaluate(tmp_path / "uda", "fontdigits", save=False)["target"]
+    transferkit.transfer(source_run, "digits8", strategy="linear_probe", shots=5, unlabelled="rest+fontdigits",
+                         epochs=1, precision="fp32", progress="off", out=tmp_path / "lp")  # recorded, never read
+    assert "transductive" not in transferkit.evaluate(tmp_path / "lp", "fontdigits", save=False)["target"]
 
 
 @pytest.mark.parametrize("binary", [False, True])

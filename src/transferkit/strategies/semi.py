@@ -216,6 +216,7 @@ class SelfTrain(Strategy):
             if groups is not None:  # pseudo-labels per class of each unlabelled source, in --unlabelled order
                 info["pseudo_per_source"] = [np.bincount(labels[groups[kept] == g], minlength=probs.shape[1]).tolist()
                                              for g in range(int(groups.max()) + 1)]
+            ctx.info["unlabelled_read"] = len(probs)  # evaluate() flags scores on data read this way
             history.append(dict(info))
             ctx.info["self_train"] = {**info, "rounds": history} if self.options.rounds > 1 else info
             yield from self.base.phases(ctx)
