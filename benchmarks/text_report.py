@@ -156,7 +156,7 @@ def render(results: dict[str, Any], cfg: dict[str, Any], machine: dict[str, Any]
                 else f"{len(uda)} of seeds {cfg['uda_seeds']} (unfinished)")
         lines.append(f"- unsupervised domain adaptation (plus unlabelled tweets, none of them a test text), fixed with its "
                      f"seeds before they ran (section below): `{UDA_ROW}` over {done} "
-                     f"{um:.3f} / {ut:.3f}: {verdict(('', um, ut))}.")
+                     f"{um:.3f} / {ut:.3f}: {verdict(('', um, ut))}" + _se_note(uda))
     if trans[0]:
         lines.append(f"- transductive (unlabelled test texts): best is `{trans[0]}` with {trans[1]:.3f} / "
                      f"{trans[2]:.3f}: {verdict(trans)}.")
@@ -238,6 +238,18 @@ def _confirm_section(results: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
                           f"{mean('tweets', 'balanced_accuracy'):.3f}), amazon {mean('amazon'):.3f}")
     out += ["", f"Each trained model alone, mean over all its seeds (main table and fresh seeds): {'; '.join(pooled)}."]
     return out
+
+
+def _se_note(runs: list[dict[str, Any]]) -> str:
+    """How far the movies / tweets means sit from TARGET, in standard errors of the mean over ``runs``."""
+    if len(runs) < 2:
+        return "."
+    parts = []
+    for d in ("movies", "tweets"):
+        vals = [r[d]["accuracy"] for r in runs]
+        se = statistics.stdev(vals) / len(vals) ** 0.5
+        parts.append(f"{d} {statistics.mean(vals) - TARGET:+.3f} = {(statistics.mean(vals) - TARGET) / se:+.1f} SE")
+    return f" (distance from {TARGET}: {', '.join(parts)}; standard error = std / sqrt(seeds))."
 
 
 def _uda_section(results: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
