@@ -84,7 +84,7 @@ from transferkit.engine.features import FeatureCache
 from transferkit.engine.precision import predict_logits, resolve_placement
 from transferkit.models import TransferModel, from_pretrained
 from transferkit.strategies import TransferContext, make_strategy, run_strategy
-from transferkit.strategies.semi import concat_inputs
+from transferkit.strategies.semi import pool_inputs
 from transferkit.strategies.text_prior import ALPHAS, select_alpha
 from transferkit.zeroshot import (
     balanced_accuracy,
@@ -158,20 +158,8 @@ class Bench:
 
         t = lambda d: (torch.from_numpy(d.x), torch.from_numpy(d.require_labels()))
         probed = "lp_ft" in (base, options.get("base"))  # the probe phase's rate: 100 x lr (3e-3)
-        rest = self.rest(domain, seed) if base == "self_train" else None
-        pools = [rest] if rest is not None else []
-        dropped = 0
-        if strategy in UDA_DOMAINS:  # that domain's texts outside this seed's test draw of it, labels dropped,
-            other = self.data[UDA_DOMAINS[strategy]]  # and none whose tokens repeat a test text (the data has repeats)
-            seen = {_text_key(r) for ds in tests.values() for r in ds.x}
-            idx = np.setdiff1d(np.arange(len(other)), self.test_indices(len(other), seed))
-            fresh_idx = np.array([i for i in idx if _text_key(other.x[i]) not in seen], dtype=np.int64)
-            dropped = len(idx) - len(fresh_idx)
-            pools.append(other.subset(fresh_idx, ":unlabelled"))
-        groups = np.repeat(np.arange(len(pools)), [len(p_) for p_ in pools]) if len(pools) > 1 else None
-        x_unl = None
-        for p_ in pools:
-            x_unl = torch.from_numpy(p_.x) if x_unl is None else concat_inputs(x_unl, torch.from_numpy(p_.x))
+        pools, dropped = self.pools(strategy, domain, seed, tests) if base == "self_train" else ([], 0)
+        x_unl, groups = pool_inputs([torch.from_numpy(p_.x) for p_ in pools]) if pools else (None, None)
         ctx = TransferContext(model, {}, t(train), t(val), tc, fresh, cache=self.cache,
                               head_lr_scale=100.0 if probed else 10.0, unlabelled=x_unl, unlabelled_groups=groups)
         t0 = time.perf_counter()
@@ -231,6 +219,21 @@ class Bench:
         pool = self.split(domain, seed).train
         keep = np.setdiff1d(np.arange(len(pool)), kshot_indices(pool, self.cfg["shots"], seed=seed))
         return pool.subset(keep, ":rest")
+
+    def pools(self, strategy: str, domain: str, seed: int,
+              tests: dict[str, ArrayDataset]) -> tuple[list[ArrayDataset], int]:
+        """A self_train cell's unlabelled sources, labels kept for scoring (only ``x`` reaches the strategy):
+        the ``rest`` of the k-shot draw, and for an adaptation row (UDA_DOMAINS) that domain's texts outside
+        this seed's test draw of it, less any whose tokens repeat a test text (the data has repeats; their
+        number is the second value)."""
+        pools = [self.rest(domain, seed)]
+        if strategy not in UDA_DOMAINS:
+            return pools, 0
+        other = self.data[UDA_DOMAINS[strategy]]
+        seen = {_text_key(r) for ds in tests.values() for r in ds.x}
+        idx = np.setdiff1d(np.arange(len(other)), self.test_indices(len(other), seed))
+        kept = np.array([i for i in idx if _text_key(other.x[i]) not in seen], dtype=np.int64)
+        return [*pools, other.subset(kept, ":unlabelled")], len(idx) - len(kept)
 
     def _zs_logits(self, ds: ArrayDataset) -> np.ndarray:
         """``s * cos(f(x), t_c)`` of the zero-shot classifier (prompt 'a {} review', s = 20)."""

@@ -21,7 +21,7 @@ from transferkit.report import write_report
 from transferkit.runs import LoadedRun, RunDir, load_run, load_source, marks_failure
 from transferkit.strategies import STRATEGIES, TransferContext, make_strategy, run_strategy
 from transferkit.strategies.recipes import recipe_settings
-from transferkit.strategies.semi import concat_inputs
+from transferkit.strategies.semi import pool_inputs
 
 SPLIT = {"val": 0.15, "test": 0.3}
 
@@ -225,12 +225,7 @@ def _unlabelled(spec: str | None, train_split: ArrayDataset, shots: int | None, 
             raise ConfigError(f"--unlabelled {part}: inputs of shape {ds.x.shape[1:]} do not match the labelled data's "
                               f"{train_ds.x.shape[1:]}")
         xs.append(torch.from_numpy(ds.x))
-    if len(xs) == 1:
-        return xs[0], None
-    x = xs[0]
-    for more in xs[1:]:
-        x = concat_inputs(x, more)
-    return x, np.repeat(np.arange(len(xs)), [len(v) for v in xs])
+    return pool_inputs(xs)
 
 
 def unlabelled_sources(spec: str) -> list[str]:

@@ -18,7 +18,7 @@ from transferkit.models import TransferModel
 from transferkit.strategies import TransferContext, make_strategy, run_strategy
 from transferkit.strategies.base import parse_kv
 from transferkit.api import unlabelled_sources
-from transferkit.strategies.semi import balanced_top, concat_inputs, grouped_top, lbfgs_probe
+from transferkit.strategies.semi import balanced_top, concat_inputs, grouped_top, lbfgs_probe, pool_inputs
 
 
 def test_balanced_top_takes_the_most_confident_per_predicted_class() -> None:
@@ -40,6 +40,14 @@ def test_grouped_top_gives_each_source_its_share() -> None:
     assert balanced_top(probs, 0.5).tolist() == [0, 1, 2, 3]
     assert grouped_top(probs, 0.5, groups).tolist() == [0, 2, 4, 6]  # 1 per class per source, most confident
     assert grouped_top(probs, 0.5, None).tolist() == balanced_top(probs, 0.5).tolist()
+
+
+def test_pool_inputs_keeps_order_and_sources() -> None:
+    a, b = torch.ones(2, 2, 3, dtype=torch.int64), torch.full((3, 2, 5), 7, dtype=torch.int64)
+    x, groups = pool_inputs([a, b])
+    assert x.shape == (5, 2, 5) and x[2:].eq(7).all() and groups is not None and groups.tolist() == [0, 0, 1, 1, 1]
+    one, none = pool_inputs([a])
+    assert one is a and none is None
 
 
 def test_unlabelled_sources(tmp_path: Path) -> None:

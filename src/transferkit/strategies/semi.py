@@ -132,6 +132,15 @@ def concat_inputs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.cat([a, b.to(a.dtype)])
 
 
+def pool_inputs(xs: list[torch.Tensor]) -> tuple[torch.Tensor, np.ndarray | None]:
+    """Several unlabelled sources as one input tensor (:func:`concat_inputs`, in order) and the source
+    index of each row (``None`` for a single source: nothing to tell apart)."""
+    x = xs[0]
+    for more in xs[1:]:
+        x = concat_inputs(x, more)
+    return x, (np.repeat(np.arange(len(xs)), [len(v) for v in xs]) if len(xs) > 1 else None)
+
+
 def lbfgs_probe(x: np.ndarray, y: np.ndarray, score: dict[str, np.ndarray], seed: int = 0,
                 cs: tuple[float, ...] = tuple(10.0 ** np.arange(-2, 3.5, 0.5))) -> tuple[dict[str, np.ndarray], float]:
     """Multinomial logistic regression on standardised features, fitted to convergence by L-BFGS, its
