@@ -353,20 +353,13 @@ def import_cells(path: Path) -> dict[str, Any]:
     prev = json.loads(path.read_text())
     seeds = prev["settings"]["seeds"]
     cells: dict[str, Any] = {}
-    for name, runs in prev["results"]["main"].items():
-        if len(runs) != len(seeds):
-            raise SystemExit(f"--import {path}: row {name!r} has {len(runs)} cells for seeds {seeds}")
-        cells.update({f"{name}/movies/{s}": r for s, r in zip(seeds, runs)})
-    fresh = prev["settings"].get("confirm_seeds", [])
-    for name, runs in (prev["results"].get("confirm") or {}).items():
-        if len(runs) != len(fresh):
-            raise SystemExit(f"--import {path}: confirmation row {name!r} has {len(runs)} cells for seeds {fresh}")
-        cells.update({f"{name}/movies/{s}": r for s, r in zip(fresh, runs)})
-    uda = prev["settings"].get("uda_seeds", [])
-    for name, runs in (prev["results"].get("uda") or {}).items():
-        if len(runs) != len(uda):
-            raise SystemExit(f"--import {path}: adaptation row {name!r} has {len(runs)} cells for seeds {uda}")
-        cells.update({f"{name}/movies/{s}": r for s, r in zip(uda, runs)})
+    # each movies block (main table, fresh-seed confirmation, adaptation) with the seeds its rows ran on
+    for block, seeds_key in (("main", "seeds"), ("confirm", "confirm_seeds"), ("uda", "uda_seeds")):
+        block_seeds = prev["settings"].get(seeds_key, [])
+        for name, runs in (prev["results"].get(block) or {}).items():
+            if len(runs) != len(block_seeds):
+                raise SystemExit(f"--import {path}: {block} row {name!r} has {len(runs)} cells for seeds {block_seeds}")
+            cells.update({f"{name}/movies/{s}": r for s, r in zip(block_seeds, runs)})
     for key, runs in prev["results"]["pairs"].items():
         src, strat = key.split("/")
         cells.update({f"{strat}/{src}/{s}": r for s, r in zip(seeds, runs) if f"{strat}/{src}/{s}" not in cells})

@@ -40,6 +40,13 @@ def _cell(runs: list[dict[str, Any]], domain: str, key: str = "accuracy", n_full
     return (f"{m:.3f} ± {s:.3f}" if len(runs) > 1 else f"{m:.3f}") + (f" (n={len(runs)})" if len(runs) < full else "")
 
 
+def _accuracy_cells(runs: list[dict[str, Any]], n_full: int | None = None) -> str:
+    """The table columns movies acc | tweets acc | tweets balanced acc | tweets majority | amazon acc."""
+    cols = [("movies", "accuracy"), ("tweets", "accuracy"), ("tweets", "balanced_accuracy"),
+            ("tweets", "majority_rate"), ("amazon", "accuracy")]
+    return " | ".join(_cell(runs, d, key, n_full) for d, key in cols)
+
+
 def _best(results: dict[str, Any], names: list[str]) -> tuple[str, float, float]:
     best = ("", -1.0, -1.0)
     for name in names:
@@ -108,9 +115,8 @@ def render(results: dict[str, Any], cfg: dict[str, Any], machine: dict[str, Any]
         if not runs:
             continue
         ref = REFERENCE.get(name, "")
-        lines.append(f"| {name} | {_cell(runs, 'movies')} | {_cell(runs, 'tweets')} | "
-                     f"{_cell(runs, 'tweets', 'balanced_accuracy')} | {_cell(runs, 'tweets', 'majority_rate')} | "
-                     f"{_cell(runs, 'amazon')} | {ref} | {statistics.mean(r['train_seconds'] for r in runs):.0f} |")
+        lines.append(f"| {name} | {_accuracy_cells(runs)} | {ref} | "
+                     f"{statistics.mean(r['train_seconds'] for r in runs):.0f} |")
     picked = {k: [r.get("info", {}).get("zs_init", {}).get("wise_alpha") for r in v] for k, v in results["main"].items()
               if v and "wise_alpha" in v[0].get("info", {}).get("zs_init", {})}
     picked.update({k: [r.get("alpha") for r in v] for k, v in results["main"].items()
@@ -218,9 +224,7 @@ def _confirm_section(results: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
            "", "| method | movies acc | tweets acc | tweets balanced acc | tweets majority | amazon acc |",
            "|---|---|---|---|---|---|"]
     for name, runs in conf.items():
-        out.append(f"| {name} | {_cell(runs, 'movies')} | {_cell(runs, 'tweets')} | "
-                   f"{_cell(runs, 'tweets', 'balanced_accuracy')} | {_cell(runs, 'tweets', 'majority_rate')} | "
-                   f"{_cell(runs, 'amazon')} |")
+        out.append(f"| {name} | {_accuracy_cells(runs)} |")
     fresh = conf.get(CONFIRM_ROW, [])
     if fresh:
         mov, tw = (statistics.mean(r[d]["accuracy"] for r in fresh) for d in ("movies", "tweets"))
@@ -277,9 +281,7 @@ def _uda_section(results: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
            "|---|---|---|---|---|---|"]
     n = len(seeds)
     for name, runs in {**same, **uda}.items():
-        out.append(f"| {name} | {_cell(runs, 'movies', n_full=n)} | {_cell(runs, 'tweets', n_full=n)} | "
-                   f"{_cell(runs, 'tweets', 'balanced_accuracy', n)} | {_cell(runs, 'tweets', 'majority_rate', n)} | "
-                   f"{_cell(runs, 'amazon', n_full=n)} |")
+        out.append(f"| {name} | {_accuracy_cells(runs, n)} |")
     for name, domain in UDA_DOMAINS.items():
         row = uda.get(name, [])
         if not row:

@@ -10,6 +10,7 @@ import torch
 
 import transferkit
 from tests.conftest import as_tensors
+from transferkit.api import unlabelled_sources
 from transferkit.data import ArrayDataset, kshot, kshot_rest, load_dataset, split
 from transferkit.data.base import kshot_indices
 from transferkit.engine.config import TrainConfig
@@ -17,7 +18,6 @@ from transferkit.errors import ConfigError
 from transferkit.models import TransferModel
 from transferkit.strategies import TransferContext, make_strategy, run_strategy
 from transferkit.strategies.base import parse_kv
-from transferkit.api import unlabelled_sources
 from transferkit.strategies.semi import balanced_top, concat_inputs, grouped_top, lbfgs_probe, pool_inputs
 
 
