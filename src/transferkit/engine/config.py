@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -58,3 +59,17 @@ class TrainConfig:
     @classmethod
     def field_help(cls) -> dict[str, str]:
         return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+
+MAX_EPOCHS_ENV = "TRANSFERKIT_MAX_EPOCHS"
+
+
+def capped_epochs(epochs: int) -> int:
+    """``epochs``, capped by ``$TRANSFERKIT_MAX_EPOCHS`` when set: the quick mode in which CI runs the
+    README's commands as written (scripts/readme_check.py); never set for a measured run."""
+    cap = os.environ.get(MAX_EPOCHS_ENV, "").strip()
+    if not cap:
+        return epochs
+    if not cap.isdigit() or int(cap) < 1:
+        raise ConfigError(f"${MAX_EPOCHS_ENV}={cap!r} is not a positive whole number")
+    return min(epochs, int(cap))

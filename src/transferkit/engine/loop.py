@@ -16,7 +16,7 @@ from torch import nn
 
 from transferkit.engine import distributed
 from transferkit.engine.checkpoint import load_checkpoint, save_checkpoint
-from transferkit.engine.config import TrainConfig
+from transferkit.engine.config import TrainConfig, capped_epochs
 from transferkit.engine.global_batch import global_batch
 from transferkit.engine.precision import (
     Placement,
@@ -216,7 +216,7 @@ def _fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None, place: Placeme
     module.to(place.device)
     if place.channels_last:
         set_memory_format(module, torch.channels_last)
-    epochs = phase.epochs or cfg.epochs
+    epochs = capped_epochs(phase.epochs or cfg.epochs)
     lr = phase.lr or cfg.lr
     x, y = phase.train
     x, y = place.to_input(x), y.to(place.device)
