@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +10,13 @@ import pytest
 import torch
 
 import transferkit
+from transferkit.engine.config import MAX_EPOCHS_ENV
 from transferkit.data import ArrayDataset, kshot, load_dataset, split
 from transferkit.models import TransferModel
 from transferkit.runs import LoadedRun
+
+# The suite measures real training: the README check's epoch cap (scripts/readme_check.py) never applies.
+os.environ.pop(MAX_EPOCHS_ENV, None)
 
 #: The tiny source backbone: small_cnn keeps BatchNorm (running stats) and dropout in play.
 SOURCE_MODEL = "small_cnn"
