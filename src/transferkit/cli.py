@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", help="image model: an image, a folder of images or an .npz with 'x'; text model: a .txt "
                     "(one input per line), .csv with a 'text' column or .jsonl; audio model: a .wav or a folder of .wav")
     pr.add_argument("--out", default=None, help="write predictions as CSV here")
+    pr.add_argument("--top-k", type=int, default=1, metavar="K",
+                    help="the K most probable classes per input: columns class, probability, class_2, probability_2, ...")
 
     rk = sub.add_parser("rank", help="rank candidate source models for target data by transferability scores")
     rk.add_argument("--data", required=True, help="target dataset name or path")
@@ -202,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "predict":
         from transferkit.predict import predict_to_csv
 
-        print(predict_to_csv(args.run, args.inputs, args.out), end="")
+        print(predict_to_csv(args.run, args.inputs, args.out, args.top_k), end="")
         return 0
     if args.command == "rank":
         from transferkit.io import write_json

@@ -13,7 +13,7 @@ import torch
 from transferkit.data import ArrayDataset, conform, prepare
 from transferkit.data.files import IMAGE_SUFFIXES, _decode, load_npz, load_path
 from transferkit.engine.precision import predict_logits, resolve_placement
-from transferkit.errors import DataError
+from transferkit.errors import ConfigError, DataError
 from transferkit.models.base import ModelSpec
 from transferkit.runs import load_run
 
@@ -81,28 +81,54 @@ def _audio_inputs(p: Path, spec: ModelSpec) -> tuple[ArrayDataset, list[str]]:
     raise DataError(f"{p}: an audio model takes a .wav file or a folder of .wav files")
 
 
-def predict(run: str | Path, inputs: str | Path) -> list[dict[str, Any]]:
-    """Top class and its probability for each input, using the run's model."""
+def predict(run: str | Path, inputs: str | Path, top_k: int = 1) -> list[dict[str, Any]]:
+    """The ``top_k`` most probable classes for each input, using the run's model.
+
+    Each row has ``input``, ``class`` and ``probability`` (the top class), then ``class_2``,
+    ``probability_2`` ... ``class_K``, ``probability_K`` in decreasing probability.
+
+    Raises:
+        ConfigError: ``top_k`` is below 1 or above the run's number of classes.
+    """
     loaded = load_run(run)
+    classes = loaded.spec.class_names
+    if not 1 <= top_k <= len(classes):
+        raise ConfigError(f"--top-k {top_k}: must be between 1 and the run's {len(classes)} classes")
     ds, names = load_inputs(inputs, loaded.spec)
     model = loaded.model
     place = resolve_placement(model, "auto", "auto")
     model.to(place.device)
     x = ds.x if isinstance(ds.x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(ds.x))
-    probs = predict_logits(model, x, place).softmax(1)
-    conf, idx = probs.max(1)
-    classes = loaded.spec.class_names
-    return [{"input": n, "class": classes[int(i)], "probability": float(c)} for n, i, c in zip(names, idx, conf)]
+    probs = predict_logits(model, x, place).float().softmax(1)
+    conf, idx = probs.topk(top_k, dim=1)
+    return [_row(name, [classes[int(i)] for i in ii], cc.tolist()) for name, ii, cc in zip(names, idx, conf)]
 
 
-def predict_to_csv(run: str | Path, inputs: str | Path, out: str | Path | None = None) -> str:
-    """Predictions as CSV text (``input,class,probability``); also written to ``out`` if given."""
-    rows = predict(run, inputs)
+def topk_columns(top_k: int) -> list[str]:
+    """CSV columns of :func:`predict`'s rows: ``input, class, probability, class_2, probability_2, ...``."""
+    cols = ["input", "class", "probability"]
+    for r in range(2, top_k + 1):
+        cols += [f"class_{r}", f"probability_{r}"]
+    return cols
+
+
+def _row(name: str, classes: list[str], probs: list[float]) -> dict[str, Any]:
+    row: dict[str, Any] = {"input": name}
+    for r, (c, p) in enumerate(zip(classes, probs), start=1):
+        suffix = "" if r == 1 else f"_{r}"
+        row[f"class{suffix}"] = c
+        row[f"probability{suffix}"] = float(p)
+    return row
+
+
+def predict_to_csv(run: str | Path, inputs: str | Path, out: str | Path | None = None, top_k: int = 1) -> str:
+    """Predictions as CSV text (see :func:`topk_columns`); also written to ``out`` if given."""
+    rows = predict(run, inputs, top_k)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["input", "class", "probability"], lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=topk_columns(top_k), lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({**r, "probability": f"{r['probability']:.4f}"})
+        w.writerow({k: f"{v:.4f}" if k.startswith("probability") else v for k, v in r.items()})
     if out is not None:
         from transferkit.io import atomic_write_bytes
 
