@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from transferkit.data.augment import affine_matrices as shared_affine
+
 
 @dataclass(frozen=True)
 class GlyphAugment:
@@ -52,18 +54,14 @@ def affine_matrices(n: int, aug: GlyphAugment, device: torch.device | None = Non
     """Random 2x3 affine matrices (rotation, anisotropic-free scale, x-shear, shift) in the
     normalised ``[-1, 1]`` coordinates of :func:`torch.nn.functional.affine_grid`.
 
-    ``A = R(theta) @ [[s, sh], [0, s]]``, translation ``2 * shift * U(-1, 1)``.
+    ``A = R(theta) @ [[s, sh], [0, s]]``, translation ``2 * shift * U(-1, 1)``
+    (:func:`transferkit.data.augment.affine_matrices`), drawn from the global torch RNG.
 
     Shape: -> ``[n, 2, 3]``.
     """
     u = torch.rand(n, 5, device=device) * 2 - 1
-    th = u[:, 0] * math.radians(aug.rotate)
-    s = 1 + u[:, 1] * aug.scale
-    sh = u[:, 2] * aug.shear
-    c, si = torch.cos(th), torch.sin(th)
-    a = torch.stack([torch.stack([c * s, c * sh - si * s], 1), torch.stack([si * s, si * sh + c * s], 1)], 1)
-    t = (2 * aug.shift * u[:, 3:5]).unsqueeze(2)
-    return torch.cat([a, t], dim=2)
+    return shared_affine(u[:, 0] * math.radians(aug.rotate), 1 + u[:, 1] * aug.scale, u[:, 2] * aug.shear,
+                         2 * aug.shift * u[:, 3:5])
 
 
 def elastic_field(n: int, h: int, w: int, alpha: float, sigma: float, device: torch.device | None = None

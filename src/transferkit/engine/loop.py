@@ -61,6 +61,9 @@ class Phase:
     unlabelled: torch.Tensor | None = None
     step_loss: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
     val_score: Callable[[], tuple[float, float]] | None = None
+    #: ``augment(x_batch, generator) -> x_batch``: applied to every training batch (never to validation
+    #: inputs), drawing from the loop's generator, whose state the checkpoints keep (a resume draws the same)
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
 
 
 @dataclass
@@ -170,6 +173,7 @@ def _distributed_step(phase: Phase, module: nn.Module, data: tuple[torch.Tensor,
     world, r = distributed.world_size(), distributed.rank()
     lo, hi = distributed.shard_bounds(len(idx), world, r)
     local = idx[lo:hi]
+    xb = x[local] if phase.augment is None else phase.augment(x[idx], gen)[lo:hi]  # drawn for the global batch
     xu_idx = None  # drawn for the global batch, as in one process, so ``gen`` stays in step
     if phase.step_loss is not None and xt is not None:
         xu_idx = torch.randint(len(xt), (len(idx),), generator=gen).to(place.device)
@@ -178,10 +182,10 @@ def _distributed_step(phase: Phase, module: nn.Module, data: tuple[torch.Tensor,
         if phase.step_loss is not None:
             xu = None if xt is None or xu_idx is None else xt[xu_idx[lo:hi]]
             with place.autocast():
-                loss = phase.step_loss(module, x[local], y[local], xu).float() * ((hi - lo) / len(idx))
+                loss = phase.step_loss(module, xb, y[local], xu).float() * ((hi - lo) / len(idx))
         else:
             with place.autocast():
-                out = module(x[local])
+                out = module(xb)
             loss = nn.functional.cross_entropy(out.float(), y[local], reduction="sum") / len(idx)
         if phase.extra_loss is not None:
             loss = loss + phase.extra_loss() / world
@@ -264,13 +268,14 @@ def _fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None, place: Placeme
                 run_loss += _distributed_step(phase, module, (x, y, xt), idx, gen, place, opt, clip_params, cfg, epoch, i)
                 loop["step"] += 1
                 continue
+            xb = x[idx] if phase.augment is None else phase.augment(x[idx], gen)
             if phase.step_loss is not None:
                 xu = None if xt is None else xt[torch.randint(len(xt), (len(idx),), generator=gen).to(place.device)]
                 with place.autocast():
-                    loss = phase.step_loss(module, x[idx], y[idx], xu).float()
+                    loss = phase.step_loss(module, xb, y[idx], xu).float()
             else:
                 with place.autocast():
-                    out = module(x[idx])
+                    out = module(xb)
                 loss = loss_fn(out.float(), y[idx])
             if phase.extra_loss is not None:
                 loss = loss + phase.extra_loss()
