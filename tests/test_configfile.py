@@ -96,3 +96,95 @@ def test_config_argument_errors(argv: list[str], message: str, capsys: pytest.Ca
     (tmp_path / "x.toml").write_text("")
     code, err = _run(argv, capsys)
     assert code == 2 and message in err
+
+
+OUTSIDE = "/tmp/outside.npz"
+
+#: Every path-valued key of every command, with a value that leaves the config's folder.
+ESCAPES = [
+    ("pretrain", "data", OUTSIDE), ("pretrain", "out", "../o"),
+    ("transfer", "source", OUTSIDE), ("transfer", "data", "../x.npz"), ("transfer", "source_data", OUTSIDE),
+    ("transfer", "unlabelled", "/abs/outside.jsonl"), ("transfer", "unlabelled", "rest+/abs/outside.jsonl"),
+    ("transfer", "unlabelled", "vader-tweets+../u.jsonl"), ("transfer", "out", "~/o"),
+    ("evaluate", "data", OUTSIDE), ("evaluate", "source_data", "../s.npz"),
+    ("predict", "out", "/tmp/p.csv"),
+    ("rank", "data", OUTSIDE), ("rank", "candidates", ["mnist_cnn", "/abs/run"]), ("rank", "candidates", "../run"),
+    ("rank", "json", "/tmp/r.json"),
+    ("demo", "out", "/tmp/demo"),
+    ("adapt", "source", OUTSIDE), ("adapt", "source_data", OUTSIDE), ("adapt", "target_data", "../t.npz"),
+    ("adapt", "eval_data", OUTSIDE), ("adapt", "out", "/tmp/o"),
+    ("report", "out", "/tmp/report.html"),
+    ("federate", "source", "../src"), ("federate", "data", OUTSIDE), ("federate", "clients_from", "/abs/a.npz"),
+    ("federate", "clients_from", "digits8,/abs/outside.npz"), ("federate", "clients_from", "digits8, ../b.npz"),
+    ("federate", "out", "/tmp/fed"),
+    ("zeroshot", "source", "/abs/hf_model"), ("zeroshot", "data", OUTSIDE), ("zeroshot", "json", "../z.json"),
+]
+
+
+@pytest.mark.parametrize(("command", "key", "value"), ESCAPES, ids=lambda v: str(v))
+def test_every_path_key_stays_in_the_folder(command: str, key: str, value: str | list[str], tmp_path: Path) -> None:
+    from transferkit.errors import ConfigError
+
+    (tmp_path / "c.json").write_text(json.dumps({key: value}))
+    with pytest.raises(ConfigError) as e:
+        expand_config(build_parser(), [command, "--config", str(tmp_path / "c.json")])
+    msg = str(e.value)
+    bad = next(v for v in ([value] if isinstance(value, str) else value) if "/abs" in v or ".." in v or "/tmp" in v
+               or v.startswith("~"))
+    assert len(msg.splitlines()) == 1 and f"{key} = " in msg and ("is absolute" in msg or "escapes" in msg), msg
+    assert repr(bad.split(",")[-1].split("+")[-1].strip()) in msg, msg
+
+
+def test_outside_path_via_the_cli_is_one_line(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "c.toml").write_text('source = "minilm"\ndata = "vader-movies"\nunlabelled = "/abs/outside.jsonl"\n'
+                                    'strategy = "self_train"\nout = "o"\n')
+    code, err = _run(["transfer", "--config", str(project / "c.toml")], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "unlabelled = '/abs/outside.jsonl' is absolute" in err, err
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("clients_from", "digits8, a.npz", "digits8,{root}/a.npz"),
+    ("clients_from", "spoken-digits:voices=A", "spoken-digits:voices=A"),
+    ("unlabelled", "rest", "rest"),
+    ("unlabelled", "rest+vader-tweets", "rest+vader-tweets"),
+    ("unlabelled", "rest+u.jsonl", "rest+{root}/u.jsonl"),
+    ("unlabelled", "a+b.jsonl", "{root}/a+b.jsonl"),  # an existing file whose name holds '+' is one path
+])
+def test_multi_path_values_inside_the_folder(key: str, value: str, expected: str, tmp_path: Path) -> None:
+    (tmp_path / "a+b.jsonl").write_text('{"text": "x"}\n')
+    command = "federate" if key == "clients_from" else "transfer"
+    (tmp_path / "c.json").write_text(json.dumps({key: value}))
+    argv = expand_config(build_parser(), [command, "--config", str(tmp_path / "c.json")])
+    assert argv[-1] == expected.format(root=tmp_path.resolve())
+
+
+def test_a_folder_name_holding_the_separator_is_refused(tmp_path: Path) -> None:
+    from transferkit.errors import ConfigError
+
+    root = tmp_path / "a,b"
+    root.mkdir()
+    (root / "c.json").write_text(json.dumps({"clients_from": "x.npz,digits8"}))
+    with pytest.raises(ConfigError, match="holds ','"):
+        expand_config(build_parser(), ["federate", "--config", str(root / "c.json")])
+
+
+def test_positional_paths_cannot_come_from_a_config(tmp_path: Path) -> None:
+    from transferkit.errors import ConfigError
+
+    (tmp_path / "c.json").write_text(json.dumps({"run": "/etc"}))
+    with pytest.raises(ConfigError, match="unknown key 'run'"):
+        expand_config(build_parser(), ["evaluate", "--config", str(tmp_path / "c.json")])
+
+
+def test_every_flag_that_takes_a_path_is_a_path_key() -> None:
+    """A flag whose help speaks of files or folders must obey the folder rule (add it to PATH_KEYS)."""
+    import argparse
+    import re
+
+    from transferkit.configfile import PATH_KEYS
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missed = {(name, a.dest) for name, p in sub.choices.items() for a in p._actions
+              if a.option_strings and a.dest not in PATH_KEYS
+              and re.search(r"\b(path|file|folder|director)", a.help or "", re.I)}
+    assert not missed, f"path-valued flags outside PATH_KEYS: {sorted(missed)}"

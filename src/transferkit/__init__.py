@@ -1,30 +1,54 @@
 """transferkit: transfer learning done fast and measured.
 
-The public API: :func:`pretrain`, :func:`transfer`, :func:`evaluate`, :func:`predict` and
-:func:`load_run`. Heavy modules (torch) load on first use, so ``import transferkit`` is cheap.
+The public API: :func:`pretrain`, :func:`transfer`, :func:`adapt`, :func:`federate`,
+:func:`evaluate`, :func:`predict`, :func:`rank` and :func:`load_run`. Each loads its module
+(and torch) on first use, so ``import transferkit`` is cheap.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
 
-_API = {"pretrain", "transfer", "evaluate", "predict", "RunResult"}
-__all__ = ["__version__", "load_run", "rank", *sorted(_API)]
+#: Public name -> the module that defines it (imported on first access).
+_LAZY = {
+    "pretrain": "transferkit.api",
+    "transfer": "transferkit.api",
+    "evaluate": "transferkit.api",
+    "RunResult": "transferkit.api",
+    "adapt": "transferkit.adaptation.api",
+    "federate": "transferkit.federated.api",
+    "predict": "transferkit.predict",
+    "rank": "transferkit.transferability.rank",
+    "load_run": "transferkit.runs",
+}
+__all__ = ["__version__", *sorted(_LAZY)]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _API:
-        from transferkit import api
-
-        return getattr(api, name)
-    if name == "rank":
-        from transferkit.transferability.rank import rank
-
-        return rank
-    if name == "load_run":
-        from transferkit.runs import load_run
-
-        return load_run
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'transferkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+class _Package(types.ModuleType):
+    """Keeps ``transferkit.predict`` the function: importing the submodule of the same name
+    (``from transferkit.predict import ...``) would otherwise replace it with the module."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

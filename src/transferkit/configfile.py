@@ -8,22 +8,35 @@ A config file holds the flags of one sub-command as keys (``data = "digits8"``, 
   are looked up in transferkit's registries: nothing in a config is ever imported;
 - path values (``data``, ``source``, ``out``...) are relative to the config file's folder and
   must stay inside it (no absolute paths, no ``..`` or symlink escaping it), so a config shared
-  with you can read and write only where you put it.
+  with you can read and write only where you put it. Values that hold several paths obey the
+  rule part by part: ``clients_from = "a.npz,b.npz"`` and ``unlabelled = "rest+tweets.jsonl"``
+  (``rest`` is not a path); a list (``candidates``) item by item.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import tomllib
+import sys
 from pathlib import Path
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as ``tomli``
+    import tomli as tomllib
 
 from transferkit.errors import ConfigError, did_you_mean
 
 #: Flags whose values are files or folders (unless they name a registered dataset or backbone).
 PATH_KEYS = frozenset({"data", "source", "source_data", "target_data", "eval_data", "out", "candidates",
-                       "clients_from", "inputs", "json"})
+                       "clients_from", "unlabelled", "inputs", "json", "run", "runs"})
+
+#: Path keys whose one value lists several paths, and the separator between them.
+MULTI_PATH_SEPARATORS = {"clients_from": ",", "unlabelled": "+"}
+
+#: Parts of a multi-path value that are words, not paths (``--unlabelled rest``).
+NOT_PATHS = {"unlabelled": frozenset({"rest"})}
 
 
 def split_config_arg(argv: list[str]) -> tuple[list[str], str | None]:
@@ -90,6 +103,30 @@ def guard_path(value: str, key: str, root: Path, config: Path) -> str:
     return str(resolved)
 
 
+def guard_value(value: str, key: str, root: Path, config: Path) -> str:
+    """``guard_path`` for every path in ``value``: each part of a separated multi-path value
+    (``clients_from``, ``unlabelled``), the whole value otherwise; the error names the part."""
+    sep = MULTI_PATH_SEPARATORS.get(key)
+    if sep is None or (sep not in value and value not in NOT_PATHS.get(key, ())):
+        return guard_path(value, key, root, config)
+    if not Path(value).is_absolute() and (root / value).exists():
+        return guard_path(value, key, root, config)  # one file whose name holds the separator
+    out: list[str] = []
+    for part in value.split(sep):
+        part = part.strip()
+        if not part or part in NOT_PATHS.get(key, ()):
+            out.append(part)
+            continue
+        try:
+            out.append(guard_path(part, key, root, config))
+        except ConfigError as e:
+            raise ConfigError(f"{e} (in {key} = {value!r})") from None
+        if sep in out[-1] and not _is_registered(part):
+            raise ConfigError(f"{config}: {key} = {value!r}: the path {out[-1]!r} holds {sep!r}, "
+                              f"which separates the paths of {key}; rename the folder")
+    return sep.join(out)
+
+
 def _actions(parser: argparse.ArgumentParser, command: str) -> dict[str, argparse.Action]:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     if command not in sub.choices:
@@ -134,7 +171,7 @@ def config_tokens(parser: argparse.ArgumentParser, command: str, path: str) -> l
         key = str(raw_key).replace("-", "_")
         if key not in actions:
             raise ConfigError(f"{cfg_path}: unknown key '{raw_key}' for `{command}`{did_you_mean(key, actions)}")
-        to_path = (lambda v, k=key: guard_path(v, k, root, cfg_path)) if key in PATH_KEYS else (lambda v: v)
+        to_path = (lambda v, k=key: guard_value(v, k, root, cfg_path)) if key in PATH_KEYS else (lambda v: v)
         tokens += _flag_tokens(key, value, actions[key], to_path)
     return tokens
 
