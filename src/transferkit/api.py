@@ -20,7 +20,7 @@ from transferkit.models import ModelSpec, TransferModel, build_model
 from transferkit.report import write_report
 from transferkit.runs import LoadedRun, RunDir, load_run, load_source, marks_failure
 from transferkit.strategies import STRATEGIES, TransferContext, make_strategy, run_strategy
-from transferkit.strategies.recipes import recipe_settings
+from transferkit.strategies.recipes import given_settings, recipe_settings
 from transferkit.strategies.semi import pool_inputs
 
 SPLIT = {"val": 0.15, "test": 0.3}
@@ -165,7 +165,7 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
               "head": head, "source_data": source_data, "model_kwargs": dict(model_kwargs or {}), "split": {**SPLIT, "seed": seed},
               "unlabelled": unlabelled}
     # the settings training will use: the backbone's recipe fills what the user did not give (auto: per candidate)
-    recipe = recipe_settings(spec_src.name, strategy, frozenset(train))
+    recipe = recipe_settings(spec_src.name, strategy, given_settings(train))
     config["train"] = asdict(replace(cfg, **{k: v for k, v in recipe.items() if k != "head_lr_scale"}))
     config["recipe"] = "per candidate (metrics.json: strategy_info.recipe)" if strategy == "auto" else recipe or None
     run = RunDir.create(out, "transfer", config, overwrite) if out is not None else None
@@ -173,7 +173,7 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
         t0 = time.perf_counter()
         ctx = TransferContext(model, {k: v.clone() for k, v in model.state_dict().items()}, _tensors(train_ds),
                               _tensors(val_ds), cfg, lambda: _fresh_like(model, seed), cache=cache or DEFAULT_CACHE,
-                              user_set=frozenset(train), unlabelled=x_unl, unlabelled_groups=unl_groups)
+                              user_set=given_settings(train), unlabelled=x_unl, unlabelled_groups=unl_groups)
         results = run_strategy(strat, ctx, run.checkpoints if run else None)
         model = ctx.model
         if "recipe" in ctx.info:

@@ -16,7 +16,8 @@ def add_parsers(sub: Any) -> None:
     """Add ``adapt`` and ``methods`` to the ``transferkit`` sub-parsers ``sub``."""
     from transferkit.cli import _add_train_args
 
-    ad = sub.add_parser("adapt", help="unsupervised domain adaptation of a source run to unlabelled target data")
+    ad = sub.add_parser("adapt", help="unsupervised domain adaptation of a source run to unlabelled target data",
+                        conflict_handler="resolve")  # adapt's own --augment (below) replaces the training one
     ad.add_argument("--source", required=True, help="source run directory (from `transferkit pretrain`)")
     ad.add_argument("--source-data", required=True, help="labelled source data (name or path)")
     ad.add_argument("--target-data", required=True,
@@ -34,9 +35,9 @@ def add_parsers(sub: Any) -> None:
     ad.add_argument("--overwrite", action="store_true", help="replace a complete run in --out")
     ad.add_argument("--iterations", type=int, default=None,
                     help="training budget in optimizer steps per method (overrides --epochs)")
+    _add_train_args(ad)
     ad.add_argument("--augment", action="store_true",
                     help="re-style source batches at random (affine, stroke width, blur) -- for digit/glyph images")
-    _add_train_args(ad)
     _adapt_defaults(ad)
 
     ls = sub.add_parser("methods", help="list the domain-adaptation methods and validators")
@@ -82,7 +83,8 @@ def run(args: argparse.Namespace) -> int | None:
     res = adapt(args.source, args.source_data, args.target_data, method=args.method, out=args.out, seed=args.seed,
                 target_labels_for_eval=args.eval_data, options=_kv(args.option, "--option"), validator=args.validator,
                 overwrite=args.overwrite, max_source=args.max_source, max_target=args.max_target,
-                iterations=args.iterations, augment=args.augment, **_train_overrides(args))
+                iterations=args.iterations, augment=args.augment,
+                **{k: v for k, v in _train_overrides(args).items() if k != "augment"})
     m = res.metrics
     if len(m.get("candidates", [])) > 1:
         for c in m["candidates"]:

@@ -84,6 +84,10 @@ class LightAugment:
         if self.crop is not None and not 0 < self.crop[0] <= self.crop[1] <= 1:
             raise ConfigError(f"augmentation: crop={self.crop} must be an area range within (0, 1]")
 
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """:func:`augment_batch` with this policy (the signature of the training loop's ``Phase.augment``)."""
+        return augment_batch(x, self, generator)
+
     @classmethod
     def for_kind(cls, kind: ImageKind) -> LightAugment:
         """The policy for ``kind``: glyphs get the affine part only, photos also crop and flip."""

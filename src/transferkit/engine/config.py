@@ -16,6 +16,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "channels_last": ("auto", "on", "off"),
     "progress": ("auto", "on", "off"),
     "batchnorm": ("train", "frozen"),
+    "augment": ("auto", "on", "off"),
 }
 
 
@@ -42,6 +43,9 @@ class TrainConfig:
     progress: str = _f("auto", "auto | on | off: progress bar (auto = only on a terminal)")
     batchnorm: str = _f("train", "train | frozen: frozen keeps every BatchNorm on its running statistics while "
                         "training (affine parameters still learn); for pretrained backbones on small batches")
+    augment: str = _f("auto", "auto | on | off: light random augmentation of image training batches (small affine; "
+                      "colour photos also crop + flip; see docs/AUGMENT.md), never of cached features; auto = the "
+                      "backbone recipe where it measured better, else off")
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():

@@ -148,12 +148,14 @@ def run_strategy(strategy: Strategy, ctx: TransferContext, checkpoint_dir: Path 
     A phase whose loss turns NaN/inf is rolled back to its starting weights and retried with the
     learning rate times ``lr_backoff`` (at most ``max_retries`` times); every retry is recorded in
     ``ctx.info["divergence"]``. When the retries are spent the :class:`DivergenceError` propagates.
-    The backbone's recipe for the strategy (strategies/recipes.py) is applied first.
+    The backbone's recipe for the strategy (strategies/recipes.py) is applied first; with ``augment``
+    on, each phase that trains the model on its image inputs gets the augmentation policy.
     """
-    from transferkit.strategies.recipes import apply_recipe
+    from transferkit.strategies.recipes import apply_recipe, attach_augment
 
     apply_recipe(strategy.name, ctx)
     for phase in strategy.phases(ctx):
+        attach_augment(phase, ctx)  # training batches of the model's own inputs, when augment is on
         ckpt = None if checkpoint_dir is None else checkpoint_dir / f"{len(ctx.results)}-{phase.name}"
         start = {k: v.detach().clone() for k, v in phase.module.state_dict().items()}
         for attempt in range(max_retries + 1):

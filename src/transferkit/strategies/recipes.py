@@ -8,14 +8,27 @@ encoder wants a learning rate around 3e-5 (Devlin et al., NAACL 2019). A recipe 
 and names the row that measured them; only measured pairs are listed. :func:`transferkit.transfer` applies the recipe to every setting the
 user left unset (a flag or keyword the user gives always wins) and records it in the run's
 ``strategy_info["recipe"]``; ``auto`` applies the recipe of the candidate it trains.
+
+``augment`` (image training batches, :mod:`transferkit.data.augment`) is a recipe setting too: ``on``
+only for the pairs benchmarks/augment.py measured it better for (docs/AUGMENT.md); ``auto``, the
+default, means the recipe's value, and off where the recipe has none. :func:`attach_augment` gives
+each phase that trains the model on its image inputs the policy; a probe on cached features never
+gets it (augmentation cannot change features computed once).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from transferkit.data.augment import LightAugment, image_kind
+from transferkit.engine.loop import Phase
+from transferkit.errors import ConfigError
 from transferkit.strategies.base import TransferContext
+
+log = logging.getLogger("transferkit")
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,12 @@ RECIPES: dict[tuple[str, str], Recipe] = {
 }
 
 
+def given_settings(train: Mapping[str, Any]) -> frozenset[str]:
+    """The training settings in ``train`` that the user chose: ``augment="auto"`` asks for the recipe,
+    so it does not count as chosen."""
+    return frozenset(k for k, v in train.items() if not (k == "augment" and v == "auto"))
+
+
 def recipe_for(backbone: str, strategy: str) -> Recipe | None:
     """The recipe for ``strategy`` on a model built as ``backbone`` (a run fine-tuned from a pretrained
     backbone keeps its name), or None."""
@@ -65,7 +84,8 @@ def apply_recipe(strategy: str, ctx: TransferContext) -> dict[str, Any]:
     ``ctx.user_set`` is None: a context built by hand keeps exactly the settings it was given)."""
     if ctx.user_set is None:
         return {}
-    applied = recipe_settings(ctx.model.spec.name, strategy, ctx.user_set)
+    user_set = ctx.user_set - {"augment"} if ctx.cfg.augment == "auto" else ctx.user_set
+    applied = recipe_settings(ctx.model.spec.name, strategy, user_set)
     cfg = {k: v for k, v in applied.items() if k != "head_lr_scale"}
     if cfg:
         ctx.cfg = replace(ctx.cfg, **cfg)
@@ -75,3 +95,32 @@ def apply_recipe(strategy: str, ctx: TransferContext) -> dict[str, Any]:
         ctx.info["recipe"] = {"backbone": ctx.model.spec.name, "strategy": strategy, "settings": applied,
                               "evidence": RECIPES[ctx.model.spec.name, strategy].evidence}
     return applied
+
+
+def attach_augment(phase: Phase, ctx: TransferContext) -> None:
+    """Give ``phase`` the light augmentation policy when ``ctx.cfg.augment`` is ``on`` (``auto`` left
+    unresolved by a recipe is off) and the phase trains ``ctx.model`` itself on image inputs; record it in
+    ``ctx.info["augment"]``. A phase training anything else (a head on cached features) runs unaugmented,
+    and the record lists it under ``not_augmented``.
+
+    Raises:
+        ConfigError: ``augment=on`` for a model whose inputs are not images.
+    """
+    if ctx.cfg.augment != "on":
+        return
+    if ctx.model.spec.modality != "image":
+        raise ConfigError(f"augment=on applies to image models; {ctx.model.spec.name} takes {ctx.model.spec.modality} "
+                          "inputs (use augment=off)")
+    from_recipe = "augment" in ctx.info.get("recipe", {}).get("settings", {})
+    rec = ctx.info.setdefault("augment", {"setting": "on", "source": "recipe" if from_recipe else "given",
+                                          "augmented": [], "not_augmented": []})
+    x = phase.train[0]
+    if phase.module is not ctx.model or x.ndim != 4:
+        rec["not_augmented"].append(f"{phase.name} (trains on cached features, which augmentation cannot change)")
+        log.info("augment: phase '%s' trains on cached features; its batches are not augmented", phase.name)
+        return
+    kind = image_kind(x)
+    policy = LightAugment.for_kind(kind)
+    phase.augment = policy
+    rec["augmented"].append(phase.name)
+    rec.update(kind=kind, policy=asdict(policy))
