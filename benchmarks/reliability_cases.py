@@ -165,6 +165,48 @@ def error_cases(tmp: Path, source: Path) -> dict[str, list[str]]:
 
 
 
+def tester_cases(tmp: Path, source: Path) -> dict[str, list[str]]:
+    """What a careful tester tries next: nonsense numbers, files where folders go, empty and binary inputs."""
+    out, src = str(tmp / "out"), str(source)
+    t = tmp / "tester"
+    (t / "noclasses").mkdir(parents=True)
+    (t / "emptyfolder").mkdir()
+    (t / "an_out_file").write_text("a user's file\n")
+    (t / "header_only.csv").write_text("text,label\n")
+    (t / "binary.csv").write_bytes(bytes(range(256)) * 8)
+    (t / "badline.jsonl").write_text('{"text": "fine", "label": "pos"}\n{"text": "broken", \n')
+    (t / "plain.txt").write_text("a text with no label\nanother\n")
+    (t / "bad.toml").write_text('data = "digits8\n')
+    running = t / "running_run"
+    running.mkdir()
+    for f in ("config.json", "model.json", "model.safetensors"):
+        (running / f).write_bytes((source / f).read_bytes())
+    killed = {**json.loads((source / "run.json").read_text()), "status": "running", "pid": 2**22 + 1}
+    (running / "run.json").write_text(json.dumps(killed))
+    return {
+        "zero shots": ["transfer", "--source", src, "--data", "digits8", "--shots", "0", "--out", out],
+        "negative shots": ["transfer", "--source", src, "--data", "digits8", "--shots", "-3", "--out", out],
+        "--out is an existing file": ["transfer", "--source", src, "--data", "digits8", "--shots", "2",
+                                      "--out", str(t / "an_out_file")],
+        "folder with no class sub-folders": ["pretrain", "--data", str(t / "noclasses"), "--out", out],
+        "CSV with a header only": ["pretrain", "--data", str(t / "header_only.csv"), "--out", out],
+        "binary file named .csv": ["pretrain", "--data", str(t / "binary.csv"), "--out", out],
+        "invalid JSON line": ["pretrain", "--data", str(t / "badline.jsonl"), "--out", out],
+        "unlabelled text file as training data": ["pretrain", "--data", str(t / "plain.txt"), "--out", out],
+        "malformed TOML config": ["transfer", "--config", str(t / "bad.toml"), "--source", src, "--out", out],
+        "missing config file": ["transfer", "--config", str(t / "nope.toml"), "--source", src, "--out", out],
+        "auto budget is not a number": ["transfer", "--source", src, "--data", "digits8", "--strategy", "auto",
+                                        "--budget", "soon", "--out", out],
+        "predict with a killed run": ["predict", str(running), str(t / "emptyfolder")],
+        "predict on an empty folder": ["predict", src, str(t / "emptyfolder")],
+        "evaluate a folder that is not a run": ["evaluate", str(t / "noclasses"), "--data", "digits8"],
+        "report on a folder that is not a run": ["report", str(t / "noclasses"), "--out", str(t / "r.html")],
+        "zero-shot with an image model": ["zeroshot", "--source", src, "--data", "digits8", "--labels", "0,1"],
+        "source is a file": ["transfer", "--source", str(t / "an_out_file"), "--data", "digits8", "--out", out],
+    }
+
+
 def build_cases(tmp: Path, source: Path) -> dict[str, Case]:
     """Every case of the matrix, in the order the document lists them."""
-    return {name: Case(argv) for name, argv in error_cases(tmp, source).items()}
+    errors = {**error_cases(tmp, source), **tester_cases(tmp, source)}
+    return {name: Case(argv) for name, argv in errors.items()}
