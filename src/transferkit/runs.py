@@ -208,16 +208,21 @@ def load_source(source: str | Path | LoadedRun | TransferModel,
                 model_kwargs: dict[str, Any] | None = None) -> tuple[TransferModel, dict[str, Any]]:
     """A transfer source and the config of the run that made it (empty when there is none).
 
-    ``source`` is a model, a loaded run, a run directory, or the name of a registered pretrained
-    backbone (``efficientnet_lite0``, ``minilm``...; ``model_kwargs`` are its options). A path
-    is tried first, so a run directory named like a backbone still loads as a run.
+    ``source`` is a model, a loaded run, a run directory, a local Hugging Face checkpoint folder
+    (``config.json`` + ``model.safetensors``: the ``hf`` backbone) or the name of a registered
+    pretrained backbone (``efficientnet_lite0``, ``minilm``...); ``model_kwargs`` are the
+    backbone's options. A path is tried first, so a run directory named like a backbone still
+    loads as a run.
     """
     from transferkit.models import MODELS, from_pretrained
+    from transferkit.models.hf import is_hf_folder
 
     if isinstance(source, TransferModel):
         return source, {}
     if isinstance(source, LoadedRun):
         return source.model, source.config
+    if is_hf_folder(source):
+        return from_pretrained("hf", {**(model_kwargs or {}), "path": str(source)}), {}
     if model_kwargs and (Path(source).exists() or str(source) not in MODELS):
         raise ConfigError(f"model options apply to a pretrained backbone name, not to the run {source}")
     if not Path(source).exists():

@@ -25,6 +25,7 @@ import pytest
 import torch
 
 import transferkit
+import transferkit.models.text
 from transferkit.data import DATASETS, ArrayDataset, load_dataset
 from transferkit.models import MODELS, ModelSpec, TransferModel, build_model, from_pretrained, is_pretrained
 from transferkit.runs import load_run
@@ -36,6 +37,8 @@ ARCHITECTURE_MODALITY = {"small_cnn": "image", "mlp": "image", "audio_cnn": "aud
 PER_CLASS = 4  # enough for a stratified train/val/test split (2/1/1 per class)
 BATCH = 3
 NAMES = list(MODELS)
+#: options a pretrained backbone needs to build (``hf``: a local Hugging Face folder, here MiniLM's package folder)
+SOURCE_OPTIONS = {"hf": {"path": str(transferkit.models.text.model_path())}}
 
 
 def _slice(modality: str) -> ArrayDataset:
@@ -81,7 +84,7 @@ class Built:
     def __init__(self, name: str, root: Path) -> None:
         self.name = name
         if is_pretrained(name):
-            self.model: TransferModel = from_pretrained(name)
+            self.model: TransferModel = from_pretrained(name, SOURCE_OPTIONS.get(name))
             modality = self.model.spec.modality
         else:
             assert name in ARCHITECTURE_MODALITY, f"add the input modality of '{name}' to ARCHITECTURE_MODALITY"
@@ -171,7 +174,7 @@ def test_reset_head(backbone: Built) -> None:
 def test_save_load_round_trip_through_a_run_directory(backbone: Built, tmp_path: Path) -> None:
     source: Any = backbone.name if is_pretrained(backbone.name) else backbone.model
     res = transferkit.transfer(source, str(backbone.data), strategy="linear_probe", head="new", out=tmp_path / "run",
-                               progress="off")
+                               progress="off", model_kwargs=SOURCE_OPTIONS.get(backbone.name))
     loaded = load_run(tmp_path / "run")
     assert loaded.spec == res.model.spec
     torch.testing.assert_close(_logits(loaded.model, backbone.x), _logits(res.model, backbone.x), rtol=0, atol=0)

