@@ -177,7 +177,8 @@ def test_positional_paths_cannot_come_from_a_config(tmp_path: Path) -> None:
 
 
 def test_every_flag_that_takes_a_path_is_a_path_key() -> None:
-    """A flag whose help speaks of files or folders must obey the folder rule (add it to PATH_KEYS)."""
+    """A flag named ``*data`` or whose help speaks of files or folders must obey the folder rule
+    (add it to PATH_KEYS); switches and ``*_column`` names are not paths."""
     import argparse
     import re
 
@@ -185,6 +186,6 @@ def test_every_flag_that_takes_a_path_is_a_path_key() -> None:
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     missed = {(name, a.dest) for name, p in sub.choices.items() for a in p._actions
-              if a.option_strings and a.dest not in PATH_KEYS
-              and re.search(r"\b(path|file|folder|director)", a.help or "", re.I)}
+              if a.option_strings and a.dest not in PATH_KEYS and a.nargs != 0 and not a.dest.endswith("_column")
+              and (a.dest.endswith("data") or re.search(r"\b(path|file|folder|director)", a.help or "", re.I))}
     assert not missed, f"path-valued flags outside PATH_KEYS: {sorted(missed)}"

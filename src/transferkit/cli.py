@@ -228,6 +228,40 @@ def run(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (as :data:`logging.lastResort` does)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def setup_logging(debug: bool = False) -> None:
+    """transferkit's own messages on stderr, one line each (``transferkit: ...``), at INFO (DEBUG with
+    ``--debug``). Only the ``transferkit`` logger: other libraries' INFO chatter (Flower, Ray, alembic
+    plugins) stays off, and a library with its own handler is not printed twice. Where logging is
+    already configured (handlers on the root logger), transferkit's records go there instead."""
+    log = logging.getLogger("transferkit")
+    log.setLevel(logging.DEBUG if debug else logging.INFO)
+    if logging.getLogger().handlers or any(isinstance(h, _Stderr) for h in log.handlers):
+        return
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter("transferkit: %(message)s"))
+    log.addHandler(handler)
+
+
+def check_device(args: argparse.Namespace) -> None:
+    """A ``--device`` this machine lacks fails at once, before any data loads (one line)."""
+    if getattr(args, "device", None) not in (None, "auto"):
+        from transferkit.engine.precision import resolve_device
+
+        resolve_device(args.device)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = build_parser()
@@ -245,8 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if not distributed.is_main():
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
-    logging.basicConfig(level=logging.INFO, format="transferkit: %(message)s", stream=sys.stderr)
+    setup_logging(debug=args.debug)
     try:
+        check_device(args)
         return run(args)
     except TransferkitError as e:
         if args.debug:

@@ -29,8 +29,8 @@ else:  # Python 3.10: the same parser, published as ``tomli``
 from transferkit.errors import ConfigError, did_you_mean
 
 #: Flags whose values are files or folders (unless they name a registered dataset or backbone).
-PATH_KEYS = frozenset({"data", "source", "source_data", "target_data", "eval_data", "out", "candidates",
-                       "clients_from", "unlabelled", "inputs", "json", "run", "runs"})
+PATH_KEYS = frozenset({"data", "source", "source_data", "target_data", "eval_data", "check_data", "out",
+                       "candidates", "clients_from", "unlabelled", "inputs", "json", "run", "runs"})
 
 #: Path keys whose one value lists several paths, and the separator between them.
 MULTI_PATH_SEPARATORS = {"clients_from": ",", "unlabelled": "+"}

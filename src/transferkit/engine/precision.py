@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from transferkit.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -32,14 +34,37 @@ class Placement:
         return {"device": str(self.device), "bf16_autocast": self.bf16, "channels_last": self.channels_last}
 
 
+def available_devices() -> list[str]:
+    """The ``--device`` values this machine can run on (``auto`` picks the first GPU, else ``cpu``)."""
+    out = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        out += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if torch.backends.mps.is_available():
+        out.append("mps")
+    return out
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto``: the GPU when there is one. Under torchrun, ``auto`` and ``cuda`` mean this
-    process's GPU, ``cuda:$LOCAL_RANK``."""
+    process's GPU, ``cuda:$LOCAL_RANK``. A device this machine lacks is a one-line
+    :class:`ConfigError` naming it and what is available."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % max(1, torch.cuda.device_count())}")
-    return torch.device(name)
+    here = ", ".join(available_devices())
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {name!r} is not a device; available here: {here}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        why = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise ConfigError(f"--device {name}: {why}; available here: {here}")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: there are {torch.cuda.device_count()} CUDA GPUs; available here: {here}")
+    if dev.type not in ("cpu", "cuda") and not (dev.type == "mps" and "mps" in here):
+        raise ConfigError(f"--device {name}: not available on this machine; available here: {here}")
+    return dev
 
 
 def cpu_has_fast_bf16() -> bool:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +28,41 @@ MODES = ("simulation", "deployment")
 
 
 def simulate(cfg: FedConfig) -> tuple[Any, Any]:
-    """Run ``cfg`` in Flower's simulation engine (Ray), one CPU per client; returns (model, tracker)."""
+    """Run ``cfg`` in Flower's simulation engine (Ray), one CPU per client; returns (model, tracker).
+
+    Quiet (:func:`~transferkit.federated.quiet.quiet_simulation`): one line per round on the
+    ``transferkit`` logger, one per failed client; Ray's session folder is removed afterwards."""
     from flwr.simulation import run_simulation
 
     from transferkit.federated.client_app import make_client_app
+    from transferkit.federated.quiet import quiet_simulation, verbose
     from transferkit.federated.server_app import make_server_app
 
     sink: dict[str, Any] = {}
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-               "init_args": {"include_dashboard": False, "log_to_driver": True}}
-    run_simulation(make_server_app(cfg, sink), make_client_app(cfg), num_supernodes=cfg.clients,
-                   backend_config=backend)  # type: ignore[arg-type]
+               "init_args": {"include_dashboard": False, "log_to_driver": verbose(),
+                             "logging_level": "INFO" if verbose() else "ERROR"}}
+    with quiet_simulation():
+        run_simulation(make_server_app(cfg, sink), make_client_app(cfg), num_supernodes=cfg.clients,
+                       backend_config=backend)  # type: ignore[arg-type]
     if "model" not in sink:
-        raise ConfigError("the federation ended without a result (see the Flower log above)")
+        raise ConfigError("the federation ended without a result (see the error above; --debug shows Flower's log)")
     return sink["model"], sink["tracker"]
+
+
+def check_training(cfg: FedConfig) -> None:
+    """Local training settings (``train``: TrainConfig fields, ``--device`` among them) checked once,
+    here: in a client they would only fail every reply, and the federation end without a result."""
+    from transferkit.engine.config import TrainConfig
+    from transferkit.engine.precision import resolve_device
+
+    from transferkit.errors import did_you_mean
+
+    known = {f.name for f in fields(TrainConfig)}
+    for key in cfg.train_overrides:
+        if key not in known:
+            raise ConfigError(f"train={cfg.train!r}: unknown setting '{key}'{did_you_mean(key, known)}")
+    resolve_device(TrainConfig(**cfg.train_overrides).device)
 
 
 def _deploy(cfg: FedConfig, run_path: Path | None, superlink: str | None) -> tuple[Any, Any, dict[str, Any]]:
@@ -58,6 +80,8 @@ def _deploy(cfg: FedConfig, run_path: Path | None, superlink: str | None) -> tup
         info = local_federation(cfg, result_dir, work)
     model = initial_model(cfg)  # the ServerApp saved the global model merged (plain layers)
     tracker = load_result(result_dir, model)
+    shutil.rmtree(work, ignore_errors=True)  # read: the app, Flower's home and the logs served their turn
+    info.pop("work_dir", None)
     return model, tracker, info
 
 
@@ -97,6 +121,7 @@ def federate(source: str, data: str | None = None, *, clients_from: str | list[s
     from transferkit.federated.local import require_share
 
     require_share(cfg.share)
+    check_training(cfg)
     if not cfg.class_names:
         from transferkit.federated.clients import class_names
 

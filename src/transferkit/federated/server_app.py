@@ -88,6 +88,10 @@ class Tracker:
         clients = [c for c in self.round(r)["clients"].values() if "correct" in c]
         n = sum(c["num_examples"] for c in clients)
         self.round(r)["pooled_accuracy"] = sum(c["correct"] for c in clients) / n if n else float("nan")
+        rec = self.round(r)
+        log.info("round %d/%d: pooled held-out accuracy %.2f%% over %d of %d clients%s", r, self.cfg.rounds,
+                 100 * rec["pooled_accuracy"], len(clients), self.cfg.clients,
+                 f"; {len(rec['failed'])} failed replies" if rec["failed"] else "")
 
 
 def tracked_strategy(cfg: FedConfig, tracker: Tracker) -> Any:
