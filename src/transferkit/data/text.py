@@ -192,31 +192,48 @@ def _labelled(path: Path, texts: list[str], raw: list[str] | None, class_names: 
     return ArrayDataset(x=_texts(texts), y=y, class_names=classes, name=name or str(path), modality="text")
 
 
-def csv_text_column(path: Path, text_column: str = "text") -> bool:
-    """Whether the CSV ``path`` is text data: its header names ``text_column``.
+def _first_record_fields(path: Path) -> list[str]:
+    """The field names of the first JSON object in a JSON Lines file ([] when there is none to read)."""
+    try:
+        with path.open(encoding="utf-8-sig") as fh:
+            for line in fh:
+                if line.strip():
+                    obj = json.loads(line)
+                    return [str(k) for k in obj] if isinstance(obj, dict) else []
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        pass  # the loader that reads the whole file reports it
+    return []
 
-    Raises a DataError when it has no such column but a feature column holds words (a text CSV
-    whose text column is named otherwise), instead of a "not a number" error on some line.
-    """
+
+def _csv_header(path: Path) -> list[str]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, [])
-            first = next(reader, [])
+            return [h.strip() for h in next(csv.reader(fh), [])]
     except (OSError, UnicodeDecodeError, csv.Error):
-        return False  # the numeric CSV loader reports unreadable files
-    if _find(header, text_column) is not None:
-        return True
-    for h, cell in zip(header, first):
-        if h.strip().lower() == "label":
-            continue
-        try:
-            float(cell)
-        except ValueError:
-            if len(cell.split()) > 1:  # words, not a categorical code
-                raise DataError(f"{path}: column '{h.strip()}' holds text but the text column must be named "
-                                f"'{text_column}' (columns: {', '.join(x.strip() for x in header[:8])})") from None
-    return False
+        return []  # the table loader reports unreadable files
+
+
+def load_text_table(path: Path, *, label_column: str | None = None, text_column: str | None = None,
+                    labels_required: bool = True) -> ArrayDataset:
+    """A ``.csv`` or ``.jsonl`` file as text data or as a table.
+
+    Text when ``text_column`` is given (it must exist) or a column / field is named ``text``
+    (any case); otherwise a table (:func:`transferkit.data.tabular.load_table`, which refuses a
+    column of free text with a hint to pass ``--text-column``).
+    """
+    from transferkit.data.tabular import columns_text, load_table
+
+    jsonl = path.suffix.lower() == ".jsonl"
+    header = _first_record_fields(path) if jsonl else _csv_header(path)
+    if text_column is not None and header and _find(header, text_column) is None:
+        kind = "field" if jsonl else "column"
+        raise DataError(f"{path}: no text {kind} '{text_column}' ({kind}s: {columns_text(header, 60)})")
+    if text_column is None and _find(header, "text") is None:
+        return load_table(path, label_column=label_column, labels_required=labels_required)
+    column = text_column or header[_find(header, "text") or 0]
+    if jsonl:
+        return load_jsonl(path, text_column=column, label_column=label_column, labels_required=labels_required)
+    return load_text_csv(path, text_column=column, label_column=label_column, labels_required=labels_required)
 
 
 def load_text_csv(path: str | Path, *, text_column: str = "text", label_column: str | None = None,
@@ -237,7 +254,7 @@ def load_text_csv(path: str | Path, *, text_column: str = "text", label_column: 
         raise DataError(f"{p}: no text column '{text_column}' (columns: {', '.join(h.strip() for h in header[:8])})")
     wanted = label_column or "label"
     li = _find(header, wanted)
-    if li is None and (labels_required or label_column is not None):
+    if li is None and labels_required:
         raise DataError(f"{p}: no label column '{wanted}' (columns: {', '.join(h.strip() for h in header[:8])})")
     for n, r in enumerate(rows[1:], start=2):
         if len(r) <= max(ti, li or 0):
@@ -267,12 +284,13 @@ def load_jsonl(path: str | Path, *, text_column: str = "text", label_column: str
         except json.JSONDecodeError as err:
             raise DataError(f"{p}: line {n} is not JSON ({_reason(err)})") from None
         if not isinstance(obj, dict) or text_column not in obj:
-            raise DataError(f"{p}: line {n} has no field '{text_column}'")
+            fields = ", ".join(map(str, obj)) if isinstance(obj, dict) else "not an object"
+            raise DataError(f"{p}: line {n} has no field '{text_column}' (fields: {fields})")
         texts.append(str(obj[text_column]))
         if labelled is None:
-            labelled = wanted in obj or labels_required or label_column is not None
+            labelled = wanted in obj or labels_required
         if labelled and wanted not in obj:
-            raise DataError(f"{p}: line {n} has no label field '{wanted}'")
+            raise DataError(f"{p}: line {n} has no label field '{wanted}' (fields: {', '.join(map(str, obj))})")
         if labelled:
             raw.append(str(obj[wanted]))
     return _labelled(p, texts, raw if labelled else None, None, None)

@@ -24,6 +24,8 @@ class ModelSpec:
     class_names: list[str]
     kwargs: dict[str, Any] = field(default_factory=dict)
     modality: str = "image"
+    #: input preprocessing fitted on the training data (tabular: see transferkit.data.tabular_prep), or None
+    preprocess: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -32,6 +34,8 @@ class ModelSpec:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["input_shape"] = list(self.input_shape)
+        if d["preprocess"] is None:
+            del d["preprocess"]
         return d
 
     @classmethod
@@ -42,6 +46,7 @@ class ModelSpec:
             class_names=[str(c) for c in d["class_names"]],
             kwargs=dict(d.get("kwargs", {})),
             modality=str(d.get("modality", "image")),
+            preprocess=d.get("preprocess"),
         )
 
 
