@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from transferkit.data.base import ArrayDataset
+from transferkit.data.base import SKIP_HINT, ArrayDataset, report_skipped
 from transferkit.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -177,13 +177,34 @@ def is_wav_folder(path: Path) -> bool:
     return any(_wav_files(sub) for sub in path.iterdir() if sub.is_dir() and not sub.name.startswith("."))
 
 
-def load_wav_folder(path: str | Path, *, labels_required: bool = True) -> ArrayDataset:
+def _read_clips(files: list[Path], root: Path, skip_bad_files: bool) -> list[np.ndarray | None]:
+    """Each file as a 16 kHz clip; an unreadable one raises (with the skip hint) or, skipping, is ``None``
+    and listed."""
+    clips: list[np.ndarray | None] = []
+    bad: list[tuple[Path, str]] = []
+    for file in files:
+        try:
+            samples, rate = read_wav(file)
+        except DataError as err:
+            if not skip_bad_files:
+                raise DataError(f"{err}; {SKIP_HINT}") from None
+            bad.append((file, str(err).removeprefix(f"{file}: ")))
+            clips.append(None)
+            continue
+        clips.append(resample(samples, rate, SAMPLE_RATE))
+    if bad:
+        report_skipped(root, bad, "unreadable files (--skip-bad-files)")
+    return clips
+
+
+def load_wav_folder(path: str | Path, *, labels_required: bool = True, skip_bad_files: bool = False) -> ArrayDataset:
     """``.wav`` files in one sub-folder per class (class names = sorted sub-folder names).
 
     Each file is read by :func:`read_wav` (mono), resampled to 16 kHz (:func:`resample`) and the
     clips are zero-padded at the end to the longest one (an audio model's preparer then fits them
     to its own length). With ``labels_required=False`` a flat folder of ``.wav`` files loads
-    unlabelled (``y=None``).
+    unlabelled (``y=None``). An unreadable file stops the load with a one-line error, unless
+    ``skip_bad_files`` (then it is left out and listed; ``meta["files"]`` names the files read).
     """
     root = Path(path)
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -192,20 +213,26 @@ def load_wav_folder(path: str | Path, *, labels_required: bool = True) -> ArrayD
             subdirs = [root]
         else:
             raise DataError(f"{root}: .wav files must be in one sub-folder per class")
-    clips: list[np.ndarray] = []
+    files: list[Path] = []
     labels: list[int] = []
     for label, sub in enumerate(subdirs):
-        files = _wav_files(sub)
-        if not files:
+        found = _wav_files(sub)
+        if not found:
             raise DataError(f"{sub}: empty class folder (no .wav files)")
-        for file in files:
-            samples, rate = read_wav(file)
-            clips.append(resample(samples, rate, SAMPLE_RATE))
-            labels.append(label)
+        files += found
+        labels += [label] * len(found)
+    read = _read_clips(files, root, skip_bad_files)
+    kept = [i for i, c in enumerate(read) if c is not None]
+    if not kept:
+        raise DataError(f"{root}: none of its {len(files)} .wav files could be read")
+    clips = [c for c in read if c is not None]
+    labels = [labels[i] for i in kept]
+    for c in sorted(set(range(len(subdirs))) - set(labels)):
+        raise DataError(f"{subdirs[c]}: no readable .wav files left in this class folder (all were skipped)")
     x = np.zeros((len(clips), max(len(c) for c in clips)), dtype=np.float32)
     for i, clip in enumerate(clips):
         x[i, : len(clip)] = clip
-    meta: dict[str, object] = {"sample_rate": SAMPLE_RATE}
+    meta: dict[str, object] = {"sample_rate": SAMPLE_RATE, "files": [str(files[i]) for i in kept]}
     if subdirs == [root]:
         return ArrayDataset(x=x, y=None, class_names=[], name=str(root), modality="audio", meta=meta)
     return ArrayDataset(x=x, y=np.array(labels, dtype=np.int64), class_names=[p.name for p in subdirs],

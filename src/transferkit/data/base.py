@@ -1,13 +1,71 @@
-"""The in-memory dataset every loader returns, plus seeded splits and k-shot sampling."""
+"""The in-memory dataset every loader returns, how user files are read, seeded splits and k-shot sampling."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from transferkit.data.storage import all_finite, take_rows
 from transferkit.errors import ConfigError, DataError
+
+
+log = logging.getLogger("transferkit")
+
+#: The hint that ends the error of an unreadable file inside a data folder.
+SKIP_HINT = "pass --skip-bad-files (skip_bad_files=True) to skip unreadable files and list them"
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How user data files are read (one value passed down from a command to the loaders).
+
+    Attributes:
+        skip_bad_files: in a folder of images or ``.wav`` files, skip the files that cannot be
+            read (listed on stderr: how many, and the first few) instead of stopping at the first.
+        input_range: ``(low, high)`` of the raw values a run was trained on, when they were read
+            from an ``.npz``/IDX whose range was declared or detected (see
+            :func:`~transferkit.data.transforms.resolve_range`): an ``.npz`` read later for the same
+            run is scaled by it, so training, evaluation and prediction agree.
+    """
+
+    skip_bad_files: bool = False
+    input_range: tuple[float, float] | None = None
+
+    @classmethod
+    def for_run(cls, config: Mapping[str, Any], skip_bad_files: bool = False) -> ReadOptions:
+        """How to read data for a saved run: in the input range its ``config.json`` recorded, if any."""
+        rng = config.get("input_range")
+        return cls(skip_bad_files, (float(rng[0]), float(rng[1])) if rng else None)
+
+
+def recorded_range(ds: ArrayDataset) -> list[float] | None:
+    """The input range a run trained on ``ds`` must record (``config.json: input_range``): one that was
+    declared by the file or detected from its values, else ``None`` (self-evident: uint8, 0..1, decoded images)."""
+    rng = ds.meta.get("input_range")
+    if ds.meta.get("input_range_how") in ("declared", "detected", "run") and isinstance(rng, (list, tuple)):
+        return [float(rng[0]), float(rng[1])]
+    return None
+
+
+def report_skipped(where: str | Path, skipped: Sequence[tuple[Path, str]], why: str, *, show: int = 3) -> str:
+    """Log (warning, on stderr from the CLI) and return one line listing the files skipped in ``where``.
+
+    ``skipped`` holds ``(file, reason)``; the first ``show`` are named with their reason.
+    """
+    root = Path(where)
+    def name(f: Path) -> str:
+        return str(f.relative_to(root)) if f.is_relative_to(root) else str(f)
+
+    shown = "; ".join(f"{name(f)} ({r})" if r else name(f) for f, r in skipped[:show])
+    more = f"; ... and {len(skipped) - show} more" if len(skipped) > show else ""
+    line = f"note: {root}: skipped {len(skipped)} {why}: {shown}{more}"
+    log.warning("%s", line)
+    return line
 
 
 @dataclass
@@ -84,6 +142,7 @@ def split(ds: ArrayDataset, *, val: float = 0.15, test: float = 0.3, seed: int =
     if not (0 < val < 1 and 0 < test < 1 and val + test < 1):
         raise ConfigError(f"split fractions val={val}, test={test} must be in (0, 1) and sum below 1")
     y = ds.require_labels()
+    require_classes(ds)
     rng = np.random.default_rng(seed)
     parts: list[list[np.ndarray]] = [[], [], []]
     for c in range(ds.num_classes):
@@ -100,6 +159,14 @@ def split(ds: ArrayDataset, *, val: float = 0.15, test: float = 0.3, seed: int =
     if len(va) == 0 or len(te) == 0:
         raise DataError(f"{ds.name}: too few examples per class to split (need at least 3)")
     return Splits(ds.subset(tr, ":train"), ds.subset(va, ":val"), ds.subset(te, ":test"))
+
+
+def require_classes(ds: ArrayDataset) -> None:
+    """Refuse labelled data with fewer than two classes: any classifier scores 100% on it."""
+    if ds.num_classes < 2:
+        only = f"only one class ('{ds.class_names[0]}')" if ds.class_names else "no classes"
+        raise DataError(f"{ds.name}: {only}; training and testing a classifier need at least 2 classes "
+                        "(one sub-folder or label value per class)")
 
 
 def kshot(ds: ArrayDataset, k: int, *, seed: int = 0) -> ArrayDataset:

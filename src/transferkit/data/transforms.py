@@ -7,7 +7,9 @@ which anti-aliases downscaling).
 
 from __future__ import annotations
 
-from dataclasses import replace
+import logging
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -15,8 +17,36 @@ from PIL import Image
 from transferkit.data.base import ArrayDataset
 from transferkit.errors import ConfigError, DataError
 
+log = logging.getLogger("transferkit")
+
 #: ITU-R BT.601 luma weights, the ones Pillow uses for ``convert("L")``.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+#: Whole-number image values above 1 with no declared range are read as ``0..c``, ``c`` the first of
+#: these that holds their maximum: 0..16 (UCI optdigits / sklearn ``load_digits``), 8-bit, 16-bit.
+RANGE_CEILINGS = (16, 255, 65535)
+
+RangeSource = Literal["declared", "dtype", "unit", "run", "detected"]
+
+
+@dataclass(frozen=True)
+class ValueRange:
+    """The raw ``low..high`` that maps to ``0..1``, and where it came from.
+
+    ``how``: ``declared`` (the file's ``x_range``), ``dtype`` (uint8 or bool), ``unit`` (fractions
+    already in 0..1), ``run`` (the range the run was trained on, see
+    :class:`~transferkit.data.base.ReadOptions`) or ``detected`` (from the values, by
+    :data:`RANGE_CEILINGS`).
+    """
+
+    low: float
+    high: float
+    how: RangeSource
+
+    @property
+    def recorded(self) -> bool:
+        """Whether a run trained on such data must store the range to read later files alike."""
+        return self.how in ("declared", "detected", "run")
 
 
 def to_channels(x: np.ndarray, channels: int, *, name: str = "images") -> np.ndarray:
@@ -41,20 +71,88 @@ def to_channels(x: np.ndarray, channels: int, *, name: str = "images") -> np.nda
     raise DataError(f"{name}: cannot convert {c}-channel images to {channels} channels (use 1 or 3)")
 
 
-def scale_images(x: np.ndarray, where: str) -> np.ndarray:
-    """Images as float32 in ``[0, 1]``: uint8 data, or any data above 1, is divided by 255."""
+KNOWN = "0..1, 0..16, 0..255, 0..65535"
+DECLARE_HINT = "add an array 'x_range' = [low, high] to the .npz to declare the range"
+
+
+def _declared(declared: np.ndarray, where: str) -> ValueRange:
+    v = np.asarray(declared, dtype=np.float64).ravel() if np.asarray(declared).dtype.kind in "iuf" else None
+    if v is None or v.size != 2 or not np.isfinite(v).all() or v[1] <= v[0]:
+        raise DataError(f"{where}: 'x_range' must be two numbers [low, high] with low < high, got {declared.tolist()}")
+    return ValueRange(float(v[0]), float(v[1]), "declared")
+
+
+def resolve_range(x: np.ndarray, where: str, *, declared: np.ndarray | None = None,
+                  run_range: tuple[float, float] | None = None) -> ValueRange:
+    """The raw value range of images ``x`` (any shape), to be mapped to ``0..1``.
+
+    In order: the range ``declared`` by the file; uint8 (0..255) and bool (0..1) by their dtype;
+    ``run_range`` (the range a run was trained on) when ``x`` holds whole numbers inside it, so a
+    few images whose maximum happens to be lower are read as the training data were; fractions
+    already in 0..1 (and 0/1 masks); whole numbers as ``0..c`` with ``c`` the first of :data:`RANGE_CEILINGS` at or
+    above their maximum (a rule of the file's own values: the same file always scales the same way);
+    other non-negative numbers up to 255 as 0..255. Anything else raises a one-line DataError.
+    """
     if x.dtype.kind not in "iuf" and x.dtype != np.bool_:
         raise DataError(f"{where}: image values must be numeric, got dtype {x.dtype}")
+    if declared is not None:
+        return _declared(declared, where)
+    if x.dtype == np.uint8:
+        return ValueRange(0.0, 255.0, "dtype")
+    if x.dtype == np.bool_ or x.size == 0:
+        return ValueRange(0.0, 1.0, "dtype")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise DataError(f"{where}: image values contain NaN or inf")
+    lo, hi = float(x.min()), float(x.max())
+    whole = x.dtype.kind in "iu" or bool(np.all(x == np.round(x)))
+    if run_range is not None and whole and run_range[0] <= lo and hi <= run_range[1]:
+        return ValueRange(float(run_range[0]), float(run_range[1]), "run")
+    if lo < 0:
+        raise DataError(f"{where}: image values {lo:g}..{hi:g} include negative numbers, so they fit no known range "
+                        f"({KNOWN}); {DECLARE_HINT}")
+    if hi <= 1.0:
+        return ValueRange(0.0, 1.0, "unit")
+    ceiling = next((c for c in RANGE_CEILINGS if hi <= c), None) if whole else (255 if hi <= 255 else None)
+    if ceiling is None:
+        raise DataError(f"{where}: image values {lo:g}..{hi:g} fit no known range ({KNOWN}); {DECLARE_HINT}")
+    return ValueRange(0.0, float(ceiling), "detected")
+
+
+def range_note(vr: ValueRange, x: np.ndarray, where: str, run_range: tuple[float, float] | None = None) -> str | None:
+    """One line saying what range was assumed for ``x`` (logged), or ``None`` when it was self-evident."""
+    span = f"{vr.low:g}..{vr.high:g}"
+    found = f"{float(x.min()):g}..{float(x.max()):g}" if x.size else "none"
+    if vr.how == "run":
+        line = f"note: {where}: values {found} scaled from {span}, the range the run was trained on"
+    elif vr.how == "detected":
+        kind = "whole numbers" if x.dtype.kind in "iu" or bool(np.all(x == np.round(x))) else "values"
+        line = f"note: {where}: {kind} {found} read as the range {span} (scaled to 0..1); {DECLARE_HINT}"
+        if run_range is not None and tuple(run_range) != (vr.low, vr.high):
+            line += f"; the run was trained on {run_range[0]:g}..{run_range[1]:g}"
+    else:
+        return None
+    log.info("%s", line)
+    return line
+
+
+def scale_to_unit(x: np.ndarray, vr: ValueRange, where: str) -> np.ndarray:
+    """``x`` as float32 mapped from ``vr.low..vr.high`` to ``0..1``; values outside raise a DataError."""
     out = x.astype(np.float32)
     if out.size and not np.isfinite(out).all():
         raise DataError(f"{where}: image values contain NaN or inf")
-    if x.dtype == np.uint8 or (out.size and out.max() > 1.0):
-        out /= 255.0
-    if out.size and (out.min() < 0.0 or out.max() > 1.0):
-        raise DataError(
-            f"{where}: image values must lie in 0..1 or 0..255, found {float(x.min()):g}..{float(x.max()):g}"
-        )
-    return out
+    out -= np.float32(vr.low)
+    out /= np.float32(vr.high - vr.low)
+    if out.size and (out.min() < -1e-6 or out.max() > 1.0 + 1e-6):
+        raise DataError(f"{where}: image values {float(x.min()):g}..{float(x.max()):g} lie outside the range "
+                        f"{vr.low:g}..{vr.high:g} ({vr.how})")
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def scale_images(x: np.ndarray, where: str) -> np.ndarray:
+    """Images as float32 in ``[0, 1]``, scaled from their detected range (:func:`resolve_range`; noted)."""
+    vr = resolve_range(x, where)
+    range_note(vr, x, where)
+    return scale_to_unit(x, vr, where)
 
 
 def resize_plane(

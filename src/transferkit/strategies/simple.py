@@ -63,6 +63,11 @@ class Partial(Strategy):
 
     def trained_groups(self, model: TransferModel) -> list[str]:
         names = [n for n, _ in model.layer_groups()]
+        if self.options.k > len(names):
+            raise ConfigError(
+                f"partial: k={self.options.k} but {model.spec.name} has {len(names)} layer groups "
+                f"({', '.join(names)}); use k=1..{len(names)} (k={len(names)} trains all of them, as --strategy full does)"
+            )
         return names[-self.options.k :]
 
     def phases(self, ctx: TransferContext) -> Iterator[Phase]:
