@@ -87,7 +87,8 @@ def pretrain(data: str, model: str = "small_cnn", out: str | Path | None = None,
 
 def _phase_summary(r: Any) -> dict[str, Any]:
     return {"name": r.name, "epochs": r.epochs_run, "best_epoch": r.best_epoch, "best_val_acc": r.best_val_acc,
-            "seconds": r.seconds, **r.placement}
+            "seconds": r.seconds, **r.placement,  # rollbacks / warnings only where divergence happened
+            **{k: v for k, v in (("rollbacks", r.rollbacks), ("warnings", r.warnings)) if v}}
 
 
 def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strategy: str = "lp_ft",

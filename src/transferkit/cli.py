@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from typing import Any
 
 from transferkit.errors import TransferkitError
@@ -41,17 +41,43 @@ def _kv(items: Sequence[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+#: The training settings a backbone recipe (strategies/recipes.py) may set for ``transfer`` (kept equal
+#: to the recipes' settings by tests/engine/test_train_help.py; importing the recipes here would load torch).
+RECIPE_FIELDS = ("lr", "batch_size", "epochs", "patience", "precision", "batchnorm")
+
+#: A command's training defaults where they are not TrainConfig's: what its ``--help`` states
+#: (pretrain: api.pretrain; federate: federated/local.py; tests/engine/test_train_help.py checks them).
+COMMAND_DEFAULTS: dict[str, dict[str, str]] = {
+    "pretrain": {"epochs": "8; tables: 100"},
+    "transfer": {"epochs": "from the backbone's recipe where it has one, else 40; a linear probe on cached "
+                           "features: 100"},
+    "federate": {"epochs": "not used: --local-epochs and --probe-epochs set each round's epochs", "progress": "off"},
+}
+
+
+def train_default(command: str, name: str) -> str:
+    """The default of training setting ``name`` that ``command`` uses, as its ``--help`` states it."""
+    from transferkit.engine.config import TrainConfig
+
+    if name in COMMAND_DEFAULTS.get(command, {}):
+        return COMMAND_DEFAULTS[command][name]
+    default = TrainConfig.default(name)
+    if command == "transfer" and name in RECIPE_FIELDS:
+        return f"from the backbone's recipe where it has one, else {default}"
+    return str(default)
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     from transferkit.engine.config import TrainConfig
 
+    command = p.prog.split()[-1]
     g = p.add_argument_group("training")
     for f in fields(TrainConfig):
         if f.name == "seed":
             continue
         typ = {"int": int, "float": float}.get(str(f.type), str)
-        default = f.default if f.default is not MISSING else None
         g.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=None,
-                       help=f"{f.metadata.get('help', '')} (default: {default})")
+                       help=f"{f.metadata.get('help', '')} (default: {train_default(command, f.name)})")
 
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -14,7 +14,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "schedule": ("cosine", "onecycle", "constant"),
     "precision": ("auto", "fp32", "bf16"),
     "channels_last": ("auto", "on", "off"),
-    "progress": ("auto", "on", "off"),
+    "progress": ("auto", "bar", "lines", "off", "on"),
     "batchnorm": ("train", "frozen"),
     "augment": ("auto", "on", "off"),
 }
@@ -40,7 +40,9 @@ class TrainConfig:
     channels_last: str = _f("auto", "auto | on | off; auto = on for convolutional models")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
     seed: int = _f(0, "random seed (data sampling, initialisation, shuffling)")
-    progress: str = _f("auto", "auto | on | off: progress bar (auto = only on a terminal)")
+    progress: str = _f("auto", "auto | bar | lines | off (on = bar): a per-batch bar with an ETA, or one line per "
+                       "epoch, on stderr; auto = the bar on a terminal, lines otherwise, unless $TRANSFERKIT_PROGRESS "
+                       "says (0 = off)")
     batchnorm: str = _f("train", "train | frozen: frozen keeps every BatchNorm on its running statistics while "
                         "training (affine parameters still learn); for pretrained backbones on small batches")
     augment: str = _f("auto", "auto | on | off: light random augmentation of image training batches (small affine; "
@@ -59,6 +61,11 @@ class TrainConfig:
         for name in ("weight_decay", "patience", "grad_clip"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise ConfigError(f"{name} must be zero or positive, got {getattr(self, name)}")
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default of field ``name``."""
+        return next(f.default for f in fields(cls) if f.name == name)
 
     @classmethod
     def field_help(cls) -> dict[str, str]:

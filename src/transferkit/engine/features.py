@@ -71,7 +71,9 @@ class FeatureCache:
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         return self.spill_dir / f"{key.replace('|', '-').replace('=', '')}.f32"
 
-    def features(self, model: TransferModel, x: torch.Tensor, place: Placement) -> torch.Tensor:
+    def features(self, model: TransferModel, x: torch.Tensor, place: Placement, desc: str = "features") -> torch.Tensor:
+        """``model``'s features of ``x`` (:func:`extract_features`), from the cache when computed before;
+        ``desc`` names the per-batch bar shown on a terminal while they are computed."""
         state = [v for _, v in sorted(model.state_dict().items()) if not _is_head(_)]
         key = fingerprint(*state, x) + f"|bf16={place.bf16}"
         if distributed.all_true(key in self._store):  # ranks agree, so all compute a miss together
@@ -81,9 +83,10 @@ class FeatureCache:
         self.misses += 1
         free = max(0, self.memory_budget - self._in_ram())
         if distributed.world_size() > 1:
-            feats = extract_features_shared(model, x, place, free, lambda: self._spill_path(key))
+            feats = extract_features_shared(model, x, place, free, lambda: self._spill_path(key), desc)
         else:
-            feats = extract_features(model, x, place, memory_budget=free, spill_to=lambda: self._spill_path(key))
+            feats = extract_features(model, x, place, memory_budget=free, spill_to=lambda: self._spill_path(key),
+                                     desc=desc)
         self.spilled += int(getattr(feats, "_tk_spilled", False))
         self._store[key] = feats
         if len(self._store) > self.max_entries:
@@ -96,20 +99,21 @@ def _is_head(name: str) -> bool:
 
 
 def extract_features(model: TransferModel, x: torch.Tensor, place: Placement, memory_budget: int | None = None,
-                     spill_to: Path | Callable[[], Path] | None = None) -> torch.Tensor:
+                     spill_to: Path | Callable[[], Path] | None = None, desc: str = "features") -> torch.Tensor:
     """``model.forward_features`` over ``x`` in eval mode, as float32 on the CPU. Shape ``[N, D]``.
 
     When ``N * D * 4`` bytes exceed ``memory_budget``, the features stream batch by batch into a
     memory-mapped file at ``spill_to`` and the returned tensor is backed by that file. ``spill_to``
     may be a callable, called only when the features do spill (so no folder is made for nothing).
+    On a terminal a per-batch bar named ``desc`` shows the progress (:mod:`transferkit.engine.progress`).
     """
     model.to(place.device)
     feats = _Features(model)
     if memory_budget is None or spill_to is None or len(x) == 0:
-        return predict_logits(feats, x, place)
+        return predict_logits(feats, x, place, desc=desc)
     first = predict_logits(feats, x[:1], place)
     if len(x) * first.shape[1] * 4 <= memory_budget:
-        return predict_logits(feats, x, place)
+        return predict_logits(feats, x, place, desc=desc)
     path = spill_to() if callable(spill_to) else spill_to
     mm = np.lib.format.open_memmap(path.with_suffix(".npy"), mode="w+", dtype=np.float32,
                                    shape=(len(x), first.shape[1]))
@@ -117,7 +121,7 @@ def extract_features(model: TransferModel, x: torch.Tensor, place: Placement, me
     def sink(start: int, out: torch.Tensor) -> None:
         mm[start : start + len(out)] = out.numpy()
 
-    predict_logits(feats, x, place, sink=sink)
+    predict_logits(feats, x, place, sink=sink, desc=desc)
     mm.flush()
     out = torch.from_numpy(mm)
     out._tk_spilled = True  # type: ignore[attr-defined]
@@ -125,7 +129,7 @@ def extract_features(model: TransferModel, x: torch.Tensor, place: Placement, me
 
 
 def extract_features_shared(model: TransferModel, x: torch.Tensor, place: Placement, memory_budget: int,
-                            spill_to: Callable[[], Path]) -> torch.Tensor:
+                            spill_to: Callable[[], Path], desc: str = "features") -> torch.Tensor:
     """:func:`extract_features` computed once across torchrun ranks: each rank runs its share of the
     128-sample batches (the same batches as one process, so the same features) and every rank
     receives all ``[N, D]`` rows. Past ``memory_budget`` the rows go into ONE memory-mapped file
@@ -140,7 +144,7 @@ def extract_features_shared(model: TransferModel, x: torch.Tensor, place: Placem
     if len(x) * dim * 4 <= memory_budget:
         return distributed.predict_sharded(feats, x, place)
     if not distributed.single_node():
-        return extract_features(model, x, place, memory_budget=memory_budget, spill_to=spill_to)
+        return extract_features(model, x, place, memory_budget=memory_budget, spill_to=spill_to, desc=desc)
     path: Path = distributed.broadcast_object(spill_to().with_suffix(".npy") if distributed.is_main() else Path())
     if distributed.is_main():
         np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(x), dim)).flush()
@@ -152,7 +156,7 @@ def extract_features_shared(model: TransferModel, x: torch.Tensor, place: Placem
         mm[lo + start : lo + start + len(out)] = out.numpy()
 
     if hi > lo:
-        predict_logits(feats, x[lo:hi], place, sink=sink)
+        predict_logits(feats, x[lo:hi], place, sink=sink, desc=desc)  # rank 0's share shows a bar
     mm.flush()
     distributed.barrier()
     out = torch.from_numpy(mm)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,8 @@ from transferkit.engine.precision import (
     resolve_placement,
     set_memory_format,
 )
+from transferkit.engine.progress import EpochProgress, Stopwatch
+from transferkit.engine.runlog import MetricsLog
 from transferkit.errors import ConfigError, TransferkitError
 
 log = logging.getLogger("transferkit")
@@ -75,6 +76,10 @@ class PhaseResult:
     seconds: float = 0.0
     epochs_run: int = 0
     placement: dict[str, object] = field(default_factory=dict)
+    #: attempts rolled back before this one (:mod:`transferkit.engine.divergence`): phase, error, lr, retry_lr
+    rollbacks: list[dict[str, Any]] = field(default_factory=list)
+    #: one-line warnings about how the phase trained (e.g. the learning rate it recovered at)
+    warnings: list[str] = field(default_factory=list)
 
 
 def lr_factor(schedule: str, step: int, total: int) -> float:
@@ -246,8 +251,11 @@ def _fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None, place: Placeme
     if checkpoint is not None and distributed.broadcast_object(resume):  # rank 0's view decides
         loop, best = load_checkpoint(checkpoint, module, opt, gen)
         log.info("phase '%s': resuming from %s after epoch %d", phase.name, checkpoint.name, loop["epoch"])
-    show = (cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())) and distributed.is_main()
-    bar = _progress(epochs, phase.name, show, loop["epoch"])
+    bar = EpochProgress(cfg.progress, phase.name, epochs, steps_per_epoch, loop["epoch"])
+    metrics_log = MetricsLog.for_checkpoint(checkpoint)
+    if metrics_log is not None:
+        metrics_log.begin(loop)
+    watch = Stopwatch()
     loss_fn = nn.CrossEntropyLoss()
     clip_params = [p for g in opt.param_groups for p in g["params"]]
     start = time.perf_counter() - loop["seconds"]
@@ -267,6 +275,7 @@ def _fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None, place: Placeme
             if world > 1:
                 run_loss += _distributed_step(phase, module, (x, y, xt), idx, gen, place, opt, clip_params, cfg, epoch, i)
                 loop["step"] += 1
+                bar.step()
                 continue
             xb = x[idx] if phase.augment is None else phase.augment(x[idx], gen)
             if phase.step_loss is not None:
@@ -288,6 +297,7 @@ def _fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None, place: Placeme
             opt.step()
             run_loss += loss.detach()
             loop["step"] += 1
+            bar.step()
         if world > 1:  # buffers of layers that global_batch does not cover (custom norms) follow rank 0
             distributed.broadcast_module_(module, parameters=False)
         rec: dict[str, float] = {"epoch": epoch, "train_loss": run_loss.item() / steps_per_epoch, "lr": f * lr}
@@ -305,14 +315,19 @@ def _fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None, place: Placeme
             else:
                 loop["bad"] += 1
         loop["history"].append(rec)
+        loop.setdefault("times", []).append(watch.lap())  # seconds per epoch (history.csv), kept on resume
         loop["epoch"] = epoch + 1
         loop["seconds"] = time.perf_counter() - start
         if checkpoint is not None:
             _save(checkpoint, module, opt, best, gen, loop)
-        bar(rec)
+        if metrics_log is not None:  # after the checkpoint: a resume rewrites the log from it (no duplicate rows)
+            metrics_log.append(rec, loop["times"][-1])
+        bar.epoch(rec, loop["times"][-1])
         if validated and cfg.patience and loop["bad"] >= cfg.patience:
             break
-    bar(None)
+    bar.close()
+    if metrics_log is not None:
+        metrics_log.close()
     if checkpoint is not None and not loop.get("done"):
         loop["done"] = True  # a resumed run skips a finished (or early-stopped) phase
         _save(checkpoint, module, opt, best, gen, loop)
@@ -324,21 +339,3 @@ def _fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None, place: Placeme
     if place.channels_last:
         set_memory_format(module, torch.contiguous_format)
     return res
-
-
-def _progress(total: int, desc: str, show: bool, initial: int) -> Callable[[dict[str, float] | None], None]:
-    """A tqdm bar over epochs when ``show``; a no-op otherwise."""
-    if not show:
-        return lambda rec: None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, desc=desc, initial=initial, leave=False, file=sys.stderr)
-
-    def update(rec: dict[str, float] | None) -> None:
-        if rec is None:
-            bar.close()
-            return
-        bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k in ("train_loss", "val_acc")})
-        bar.update(1)
-
-    return update

@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferkit.engine import distributed
+from transferkit.engine import progress
 from transferkit.engine.config import TrainConfig
+from transferkit.engine.divergence import fit_with_retries
 from transferkit.engine.features import FeatureCache
-from transferkit.engine.loop import DivergenceError, Phase, PhaseResult, fit
+from transferkit.engine.loop import Phase, PhaseResult
 from transferkit.engine.precision import Placement, resolve_placement
 from transferkit.errors import ConfigError
 from transferkit.models.base import TransferModel
@@ -145,35 +146,25 @@ def run_strategy(strategy: Strategy, ctx: TransferContext, checkpoint_dir: Path 
                  max_retries: int = 2, lr_backoff: float = 0.1) -> list[PhaseResult]:
     """Run every phase of ``strategy`` through the training loop, then its ``finish`` step.
 
-    A phase whose loss turns NaN/inf is rolled back to its starting weights and retried with the
-    learning rate times ``lr_backoff`` (at most ``max_retries`` times); every retry is recorded in
-    ``ctx.info["divergence"]``. When the retries are spent the :class:`DivergenceError` propagates.
+    A phase whose loss turns NaN/inf, or that does not learn after such a rollback, is rolled back to
+    its starting weights and retried with the learning rate times ``lr_backoff`` (at most
+    ``max_retries`` times; :func:`~transferkit.engine.divergence.fit_with_retries`); every retry is
+    recorded in ``ctx.info["divergence"]``, a recovery's warning in ``ctx.info["warnings"]``. When
+    the retries are spent a one-line :class:`DivergenceError` names the learning rate to lower.
     The backbone's recipe for the strategy (strategies/recipes.py) is applied first; with ``augment``
     on, each phase that trains the model on its image inputs gets the augmentation policy.
     """
     from transferkit.strategies.recipes import apply_recipe, attach_augment
 
     apply_recipe(strategy.name, ctx)
-    for phase in strategy.phases(ctx):
+    for phase in progress.following(ctx.cfg.progress, strategy.phases(ctx)):  # feature bars follow --progress
         attach_augment(phase, ctx)  # training batches of the model's own inputs, when augment is on
         ckpt = None if checkpoint_dir is None else checkpoint_dir / f"{len(ctx.results)}-{phase.name}"
-        start = {k: v.detach().clone() for k, v in phase.module.state_dict().items()}
-        for attempt in range(max_retries + 1):
-            try:
-                ctx.results.append(fit(phase, ctx.cfg, ckpt))
-                break
-            except DivergenceError as e:
-                lr = (phase.lr or ctx.cfg.lr) * lr_backoff
-                ctx.info.setdefault("divergence", []).append({"phase": phase.name, "error": str(e), "retry_lr": lr})
-                if attempt == max_retries:
-                    raise DivergenceError(f"{e}; gave up after {max_retries} retries with lower learning rates "
-                                          f"(last lr {phase.lr or ctx.cfg.lr:g})") from None
-                log.warning("%s; restoring the phase's starting weights and retrying with lr %g", e, lr)
-                phase.module.load_state_dict(start)
-                phase.lr = lr
-                if ckpt is not None and distributed.is_main():  # under torchrun rank 0 owns the files
-                    for f in (ckpt.with_suffix(".json"), ckpt.with_suffix(".safetensors")):
-                        f.unlink(missing_ok=True)
+        res = fit_with_retries(phase, ctx.cfg, ckpt, max_retries, lr_backoff,
+                               on_rollback=lambda r: ctx.info.setdefault("divergence", []).append(r))
+        ctx.results.append(res)
+        if res.warnings:
+            ctx.info.setdefault("warnings", []).extend(res.warnings)
     strategy.finish(ctx)
     for p in ctx.model.parameters():
         p.requires_grad_(True)

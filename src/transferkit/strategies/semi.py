@@ -241,11 +241,11 @@ class SelfTrain(Strategy):
         place = ctx.placement()
         if student:  # its outputs first; the pretrained encoder's features (cached) for the zero-shot part
             probe = {"val": predict_logits(model, ctx.val[0], place).numpy(),
-                     "unl": predict_logits(model, ctx.unlabelled, place).numpy()}
+                     "unl": predict_logits(model, ctx.unlabelled, place, desc="pseudo-labelling").numpy()}
             assert self._pretrained is not None
             model = self._pretrained
         feats = {"val": ctx.cache.features(model, ctx.val[0], place).float(),
-                 "unl": ctx.cache.features(model, ctx.unlabelled, place).float()}
+                 "unl": ctx.cache.features(model, ctx.unlabelled, place, desc="pseudo-labelling").float()}
         y_val = ctx.val[1].numpy()
         info: dict[str, object] = {"teacher": "student" if student else "probe", "probe": o.teacher}
         if not student and o.teacher == "lbfgs":
