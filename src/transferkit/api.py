@@ -57,6 +57,7 @@ def _finish(run: RunDir | None, model: TransferModel, metrics: dict[str, Any], h
     run.save_model(model, extra)
     run.write("history.json", history)
     run.write("metrics.json", metrics)
+    run.adopt("report.md")
     write_report(run.path)
     run.complete()
 
@@ -198,6 +199,7 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
         extra = {f"source_head.{k}": v for k, v in source_head.state_dict().items()}
         if run is not None:
             metrics["artifacts"] = [p.name for p in strat.save_artifacts(run.path)]
+            run.adopt(*metrics["artifacts"])
         _finish(run, model, metrics, history, extra)
     return RunResult(model, metrics, run.path if run else None, history, notes)
 
@@ -288,7 +290,8 @@ def evaluate(run: str | Path, data: str, source_data: str | None = None, save: b
     if save:
         metrics = dict(loaded.metrics)
         metrics.setdefault("evaluations", {})[data] = out
-        RunDir(loaded.path).write("metrics.json", metrics)
+        with RunDir(loaded.path).locked() as done:  # never into a folder that is not a complete run
+            done.write("metrics.json", metrics)
     return out
 
 

@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", help="image model: an image, a folder of images or an .npz with 'x'; text model: a .txt "
                     "(one input per line), .csv with a 'text' column or .jsonl; audio model: a .wav or a folder of .wav")
     pr.add_argument("--out", default=None, help="write predictions as CSV here")
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing --out file not written by predict")
     pr.add_argument("--top-k", type=int, default=1, metavar="K",
                     help="the K most probable classes per input: columns class, probability, class_2, probability_2, ...")
 
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--max-samples", type=int, default=2000)
     rk.add_argument("--seed", type=int, default=0)
     rk.add_argument("--json", default=None, help="also write the result as JSON here")
+    rk.add_argument("--overwrite", action="store_true", help="replace an existing --json file not written by rank")
 
     for name in LISTINGS:
         ls = sub.add_parser(name, help=f"list the registered {name}")
@@ -156,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--shots", default="1,5,10", help="comma-separated shots per class")
     demo.add_argument("--strategies", default="*", help="glob over strategy names")
     demo.add_argument("--seeds", default="0", help="comma-separated seeds")
+    demo.add_argument("--overwrite", action="store_true", help="replace results.json / results.md not written by demo")
     for plugin in _plugins():
         plugin.add_parsers(sub)
     return p
@@ -228,14 +231,20 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "confusion"} for k, v in out.items()}, indent=2))
         return 0
     if args.command == "predict":
+        from transferkit.io import check_output_file
         from transferkit.predict import predict_to_csv
 
+        if args.out is not None:
+            check_output_file(args.out, args.overwrite, lambda head: head.startswith(b"input,class"), "transferkit predict")
         print(predict_to_csv(args.run, args.inputs, args.out, args.top_k), end="")
         return 0
     if args.command == "rank":
-        from transferkit.io import write_json
+        from transferkit.io import check_output_file, write_json
         from transferkit.transferability.rank import DEFAULT_SCORES
 
+        if args.json:
+            check_output_file(args.json, args.overwrite, lambda head: b'"higher_is_better"' in head, "transferkit rank",
+                              "--json")
         scores = tuple(args.scores.split(",")) if args.scores else DEFAULT_SCORES
         result = tk.rank(args.candidates, args.data, shots=args.shots, seed=args.seed, scores=scores,
                          max_samples=args.max_samples)
@@ -249,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
         from transferkit.demo import run_demo
 
         run_demo(args.out, shots=[int(s) for s in args.shots.split(",")], pattern=args.strategies,
-                 seeds=[int(s) for s in args.seeds.split(",")])
+                 seeds=[int(s) for s in args.seeds.split(",")], overwrite=args.overwrite)
         return 0
     raise AssertionError(args.command)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from transferkit.api import pretrain, transfer
-from transferkit.io import atomic_write_bytes, write_json
+from transferkit.io import atomic_write_bytes, check_output_file, write_json
 from transferkit.runs import RunDir, load_run
 from transferkit.strategies import STRATEGIES
 
@@ -37,9 +37,14 @@ def _mean(vals: list[float]) -> float:
 
 
 def run_demo(out: str | Path = "runs/demo", shots: list[int] | None = None, pattern: str = "*",
-             seeds: list[int] | None = None, log: Any = print) -> dict[str, Any]:
-    """Run the demo; returns the results written to ``results.json``."""
+             seeds: list[int] | None = None, log: Any = print, overwrite: bool = False) -> dict[str, Any]:
+    """Run the demo; returns the results written to ``results.json``.
+
+    ``results.json`` / ``results.md`` in ``out`` that the demo did not write are replaced only with ``overwrite``.
+    """
     out = Path(out)
+    for name, mark in (("results.json", b'"source_accuracy"'), ("results.md", f"## {SOURCE} -> {TARGET}".encode())):
+        check_output_file(out / name, overwrite, lambda head, m=mark: m in head, "transferkit demo")
     shots = shots or [1, 5, 10]
     seeds = seeds or [0]
     names = [e.name for e in STRATEGIES.list(pattern)]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from transferkit.errors import CheckpointError
+from transferkit.errors import CheckpointError, ConfigError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -27,6 +28,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_output_file(path: str | Path, overwrite: bool, ours: Callable[[bytes], bool], what: str,
+                      flag: str = "--out") -> None:
+    """Refuse to replace an existing file at ``path`` that ``what`` did not write, unless ``overwrite``.
+
+    ``ours`` tells from the file's first 64 KiB whether ``what`` wrote it (rewriting one's own
+    output is fine). Call it before the work, so a refusal costs nothing; write with
+    :func:`atomic_write_bytes`.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder; {flag} names the file to write")
+    if overwrite or not p.exists():
+        return
+    try:
+        with p.open("rb") as f:
+            head = f.read(65536)
+    except OSError as e:
+        raise ConfigError(f"{p}: exists and cannot be read ({e.strerror}); pick another {flag}") from None
+    if not ours(head):
+        raise ConfigError(f"{p}: exists and was not written by {what}; pass --overwrite to replace it, "
+                          f"or pick another {flag}")
 
 
 def _umask() -> int:

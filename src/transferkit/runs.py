@@ -2,7 +2,9 @@
 
 Layout::
 
-    run.json            status (running | complete | failed), kind, version, times, error
+    run.json            status (running | complete | failed), kind, version, times, error, and
+                        ``files``: what the run wrote (all that ``--overwrite`` removes)
+    .transferkit.lock   held (flock) by the command writing the run; see :mod:`transferkit.locks`
     config.json         the resolved configuration, library version and seed
     model.json          the architecture (rebuilds the model) and class names
     model.safetensors   the weights (plus ``source_head.*`` for transferred models)
@@ -14,11 +16,14 @@ Layout::
     checkpoints/        per-phase training state while running (removed when complete)
 
 Every file is written atomically; ``run.json`` says ``complete`` only after everything else.
+A run is created only in a missing or empty folder or a transferkit run: a folder of anything
+else is never written into; a user's files beside a run's (a NOTES.txt) are never removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -30,10 +35,21 @@ from typing import Any
 
 import torch
 
-from transferkit import __version__
+from transferkit import __version__, locks
 from transferkit.errors import CheckpointError, ConfigError, did_you_mean
 from transferkit.io import atomic_write_bytes, load_tensors, read_json, save_tensors, write_json
 from transferkit.models import ModelSpec, TransferModel, build_model
+
+
+#: Statuses a transferkit ``run.json`` holds; a ``run.json`` without one is not ours.
+STATUSES = ("running", "complete", "failed")
+
+#: What every run writes or may write from its start (its manifest grows from this).
+BASE_FILES = ("run.json", "config.json", "checkpoints")
+
+#: What runs wrote before ``run.json`` listed its files: all ``--overwrite`` removes from such a run.
+LEGACY_FILES = (*BASE_FILES, "model.json", "model.safetensors", "metrics.json", "history.json", "report.md",
+                "adapter.safetensors", "adapter.json", "payloads.json", "federation")
 
 
 def _read_or_none(path: Path) -> Any:
@@ -41,6 +57,60 @@ def _read_or_none(path: Path) -> Any:
         return read_json(path)
     except CheckpointError:
         return None
+
+
+def run_info(path: Path) -> dict[str, Any] | None:
+    """``path/run.json`` when transferkit wrote it (a status and a kind); ``None`` when absent or foreign."""
+    f = path / "run.json"
+    info = _read_or_none(f) if f.is_file() else None
+    if isinstance(info, dict) and info.get("status") in STATUSES and isinstance(info.get("kind"), str):
+        return info
+    return None
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """What keeps ``path`` from being a run folder: nothing for a run, an empty or a missing folder."""
+    if not path.is_dir() or run_info(path) is not None:
+        return []
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir() if not _starting(p.name))
+
+
+def _starting(name: str) -> bool:
+    """The lock file, or ``run.json`` half-written: what a run being created holds before its ``run.json``."""
+    return name == locks.LOCK_NAME or (name.startswith(".run.json.") and name.endswith(".tmp"))
+
+
+def refuse_foreign(path: Path) -> None:
+    """Raise unless ``path`` may hold a run: missing, empty, or a transferkit run (whatever else it holds)."""
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"{path}: exists and is not a directory")
+    found = foreign_entries(path)
+    if found:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise CheckpointError(f"{path}: exists and is not a transferkit run (holds {shown}); pick another --out")
+
+
+def _written_by(path: Path, info: dict[str, Any]) -> list[str]:
+    """The top-level names the run in ``path`` wrote: its manifest, or the known names of an older run."""
+    if isinstance(info.get("files"), list):
+        return [str(n) for n in info["files"]]
+    metrics = _read_or_none(path / "metrics.json")
+    artifacts = metrics.get("artifacts", []) if isinstance(metrics, dict) else []
+    return [*LEGACY_FILES, *(str(a) for a in artifacts if isinstance(a, str))]
+
+
+def _remove(path: Path, names: list[str]) -> None:
+    """Remove the run's own ``names`` (and temporary files left while writing them) from ``path``."""
+    for name in names:
+        if name in ("", ".", "..", "run.json", locks.LOCK_NAME) or Path(name).name != name:
+            continue  # only plain top-level names; run.json is rewritten, the lock file is kept
+        target = path / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+        for tmp in path.glob(f".{glob.escape(name)}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def _writer() -> bool:
@@ -55,14 +125,19 @@ def _now() -> str:
 
 
 class RunDir:
+    """A run folder. ``run.json`` lists the files the run wrote (``files``): all ``--overwrite`` removes."""
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
     @classmethod
     def create(cls, path: str | Path, kind: str, config: dict[str, Any], overwrite: bool = False) -> RunDir:
-        """Start a run in ``path``. A complete run there is kept unless ``overwrite``.
+        """Start a run in ``path``, locked for this process until it completes or fails.
 
-        Under torchrun only rank 0 creates it; the other ranks wait, then get a view that writes nothing.
+        ``path`` must be missing, empty or a transferkit run: any other folder is never written
+        into. A complete run there is kept unless ``overwrite``, which removes only what that run
+        wrote; an incomplete one resumes. Under torchrun only rank 0 creates and locks it; the other
+        ranks wait, then get a view that writes nothing.
         """
         from transferkit.engine import distributed
 
@@ -72,35 +147,64 @@ class RunDir:
     @classmethod
     def _create(cls, path: str | Path, kind: str, config: dict[str, Any], overwrite: bool) -> RunDir:
         run = cls(Path(path))
-        status = run.status()
-        if status == "complete" and not overwrite:
-            raise CheckpointError(f"{run.path}: already holds a complete run; pick another --out or pass --overwrite")
-        if run.path.exists() and not run.path.is_dir():
-            raise CheckpointError(f"{run.path}: exists and is not a directory")
-        if status == "complete":
-            shutil.rmtree(run.path)
+        refuse_foreign(run.path)  # before creating anything in it
         run.path.mkdir(parents=True, exist_ok=True)
-        resolved = {**config, "kind": kind, "transferkit_version": __version__}
-        old = run.path / "config.json"
-        if old.exists() and _read_or_none(old) != json.loads(json.dumps(resolved, default=str)):
-            shutil.rmtree(run.checkpoints, ignore_errors=True)  # another job: never resume from its state
-        write_json(old, resolved)
-        write_json(run.path / "run.json", {"status": "running", "kind": kind, "started": _now(), "pid": os.getpid(),
-                                           "transferkit_version": __version__})
+        locked = locks.acquire(run.path)
+        try:
+            refuse_foreign(run.path)  # again, now that no other transferkit command can write here
+            run._start(kind, config, overwrite)
+        except BaseException:
+            if locked:
+                locks.release(run.path)
+            raise
         return run
+
+    def _start(self, kind: str, config: dict[str, Any], overwrite: bool) -> None:
+        info = run_info(self.path) or {}
+        files = set(_written_by(self.path, info)) if info else set()
+        if info.get("status") == "complete":
+            if not overwrite:
+                raise CheckpointError(f"{self.path}: already holds a complete run; pick another --out or pass --overwrite")
+            self._write_info({"status": "running", "kind": kind, "files": sorted({*BASE_FILES, *files})})
+            _remove(self.path, sorted(files))
+            files = set()
+        resolved = {**config, "kind": kind, "transferkit_version": __version__}
+        old = self.path / "config.json"
+        if old.exists() and _read_or_none(old) != json.loads(json.dumps(resolved, default=str)):
+            shutil.rmtree(self.checkpoints, ignore_errors=True)  # another job: never resume from its state
+        self._write_info({"status": "running", "kind": kind, "started": _now(), "pid": os.getpid(),
+                          "transferkit_version": __version__, "files": sorted({*BASE_FILES, *files})})
+        write_json(old, resolved)
+
+    def _write_info(self, info: dict[str, Any]) -> None:
+        write_json(self.path / "run.json", info)
 
     @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
     def status(self) -> str | None:
+        """``running``, ``complete`` or ``failed``; ``None`` without a run.json; ``corrupt`` or
+        ``foreign`` (valid JSON that transferkit did not write) otherwise."""
         f = self.path / "run.json"
         if not f.exists():
             return None
-        try:
-            return str(read_json(f).get("status"))
-        except CheckpointError:
-            return "corrupt"
+        info = run_info(self.path)
+        if info is not None:
+            return str(info["status"])
+        return "corrupt" if _read_or_none(f) is None else "foreign"
+
+    def adopt(self, *names: str | Path) -> None:
+        """Record files or folders in the run folder as the run's own (before writing them), so
+        ``--overwrite`` removes them; a user's files beside them are never listed."""
+        if not _writer():
+            return
+        info = read_json(self.path / "run.json")
+        listed = isinstance(info.get("files"), list)
+        have = list(info["files"]) if listed else [n for n in _written_by(self.path, info) if (self.path / n).exists()]
+        new = [n for n in (_top_name(self.path, x) for x in names) if n not in have]
+        if new or not listed:  # an older run's known files that exist become its manifest
+            self._write_info({**info, "files": sorted({*have, *new})})
 
     def save_model(self, model: TransferModel, extra: dict[str, torch.Tensor] | None = None) -> None:
         if not _writer():
@@ -108,12 +212,14 @@ class RunDir:
         tensors = dict(model.state_dict())
         for k, v in (extra or {}).items():
             tensors[k] = v
+        self.adopt("model.safetensors", "model.json")
         save_tensors(self.path / "model.safetensors", tensors, metadata={"format": "pt"})
         write_json(self.path / "model.json", model.spec.to_json())
 
     def write(self, name: str, obj: Any) -> None:
         if not _writer():
             return
+        self.adopt(name)
         if name.endswith(".json"):
             write_json(self.path / name, obj)
         else:
@@ -124,14 +230,34 @@ class RunDir:
             return
         shutil.rmtree(self.checkpoints, ignore_errors=True)
         info = read_json(self.path / "run.json")
-        write_json(self.path / "run.json", {**info, "status": "complete", "finished": _now()})
+        self._write_info({**info, "status": "complete", "finished": _now()})
+        locks.release(self.path)
 
     def fail(self, error: BaseException) -> None:
         if not _writer() or not (self.path / "run.json").exists():
             return
         info = read_json(self.path / "run.json")
-        write_json(self.path / "run.json", {**info, "status": "failed", "finished": _now(),
-                                            "error": f"{type(error).__name__}: {error}"})
+        self._write_info({**info, "status": "failed", "finished": _now(), "error": f"{type(error).__name__}: {error}"})
+        locks.release(self.path)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[RunDir]:
+        """Hold the lock of this complete run while adding to it (``evaluate``'s metrics)."""
+        locked = locks.acquire(self.path)
+        try:
+            if self.status() != "complete":
+                raise CheckpointError(f"{self.path}: not a complete transferkit run")
+            yield self
+        finally:
+            if locked:
+                locks.release(self.path)
+
+
+def _top_name(root: Path, name: str | Path) -> str:
+    p = Path(name)
+    if p.is_absolute():
+        p = p.relative_to(root)
+    return p.parts[0]
 
 
 @contextlib.contextmanager

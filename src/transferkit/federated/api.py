@@ -134,6 +134,8 @@ def federate(source: str, data: str | None = None, *, clients_from: str | list[s
         if mode == "simulation":
             model, tracker = simulate(cfg)
         else:
+            if run is not None:
+                run.adopt("federation")
             model, tracker, info = _deploy(cfg, run.path if run else None, superlink)
         rounds_ = [tracker.rounds[r] for r in sorted(tracker.rounds)]
         metrics: dict[str, Any] = {"mode": mode, "seconds": time.perf_counter() - t0, "deployment": info,
