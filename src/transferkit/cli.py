@@ -139,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--top-k", type=int, default=1, metavar="K",
                     help="the K most probable classes per input: columns class, probability, class_2, probability_2, ...")
 
+    ex = sub.add_parser("export", help="export a finished run's model to ONNX, checked with onnxruntime against PyTorch")
+    ex.add_argument("run")
+    ex.add_argument("--out", required=True, help="the .onnx file to write (beside it: FILE.json with the inputs it "
+                    "expects, class names and preprocessing; FILE.tokenizer/ for text models)")
+    ex.add_argument("--overwrite", action="store_true", help="replace existing export files")
+    ex.add_argument("--check-data", default=None, metavar="DATA",
+                    help="data whose inputs check the export (default: the data the run trained on)")
+    ex.add_argument("--tolerance", type=float, default=1e-3, help="largest |onnxruntime - PyTorch| logit allowed")
+
     rk = sub.add_parser("rank", help="rank candidate source models for target data by transferability scores")
     rk.add_argument("--data", required=True, help="target dataset name or path")
     rk.add_argument("--candidates", nargs="+", required=True, help="source run directories or pretrained backbone names")
@@ -237,6 +246,12 @@ def run(args: argparse.Namespace) -> int:
         if args.out is not None:
             check_output_file(args.out, args.overwrite, lambda head: head.startswith(b"input,class"), "transferkit predict")
         print(predict_to_csv(args.run, args.inputs, args.out, args.top_k), end="")
+        return 0
+    if args.command == "export":
+        from transferkit.export import export_onnx, result_line
+
+        print(result_line(export_onnx(args.run, args.out, overwrite=args.overwrite, tolerance=args.tolerance,
+                                      check_data=args.check_data)))
         return 0
     if args.command == "rank":
         from transferkit.io import check_output_file, write_json
