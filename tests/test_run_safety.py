@@ -150,6 +150,14 @@ def test_overwrite_keeps_notes_end_to_end(capsys: pytest.CaptureFixture[str], so
     assert load_run(out).config["strategy"] == "linear_probe"
 
 
+def test_artifacts_join_the_manifest(source_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lora"
+    transferkit.transfer(source_run, "digits8", strategy="lora", shots=2, seed=0, out=out, epochs=1, progress="off")
+    files = json.loads((out / "run.json").read_text())["files"]
+    assert {"adapter.safetensors", "adapter.json", "model.safetensors", "report.md"} <= set(files)
+    assert {p.name for p in out.iterdir()} <= {*files, LOCK_NAME}, "a file the manifest does not list"
+
+
 def test_incomplete_runs_keep_foreign_files(tmp_path: Path) -> None:
     p = tmp_path / "run"
     run = RunDir.create(p, "pretrain", {"seed": 0})
@@ -203,6 +211,27 @@ def test_two_processes_racing_on_one_out(tmp_path: Path) -> None:
     for p in procs:
         p.communicate("")
     assert sorted(p.returncode for p in procs) == [0, 2]
+
+
+@pytest.mark.slow
+def test_two_cli_commands_racing_on_one_out(tmp_path: Path) -> None:
+    """The issue's race: two ``pretrain --out runs/race`` at once. One trains; the other ends in one line
+    (in use, or, if it came late, already complete) and the folder holds the winner's run alone."""
+    out = tmp_path / "race"
+    argv = [sys.executable, "-m", "transferkit", "pretrain", "--data", "mnist5k", "--model", "mlp", "--out", str(out),
+            *FAST]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([*argv, "--seed", str(seed)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for seed in (0, 1)]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    assert sorted(code for code, _, _ in results) == [0, 2], results
+    (_, out_won, _), = [r for r in results if r[0] == 0]
+    (_, _, err), = [r for r in results if r[0] != 0]
+    assert err.count("\n") == 1 and ("in use by a running transferkit command (pid " in err
+                                     or "already holds a complete run" in err), err
+    won_seed = 0 if results[0][0] == 0 else 1
+    assert load_run(out).config["seed"] == won_seed
+    assert str(out) in out_won
 
 
 def test_a_live_run_is_not_taken_over_by_the_cli(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
