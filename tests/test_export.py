@@ -132,6 +132,27 @@ def test_audio_run_exports_its_front_end(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
+def test_tabular_run_exports_with_its_preprocessing_described(tmp_path: Path) -> None:
+    from sklearn.datasets import load_wine
+
+    wine = load_wine()
+    with (tmp_path / "wine.csv").open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow([*wine.feature_names, "label"])
+        w.writerows([*row, int(c)] for row, c in zip(wine.data, wine.target))
+    transferkit.pretrain(str(tmp_path / "wine.csv"), "mlp", tmp_path / "run", seed=0, epochs=2, progress="off")
+    res = export.export_onnx(tmp_path / "run", tmp_path / "wine.onnx")
+    info = json.loads(res.info_path.read_text())
+    assert info["inputs"][0]["shape"] == ["batch", 13] and "model.preprocess" in info["preprocessing"]
+    assert [c["name"] for c in info["model"]["preprocess"]["columns"]] == list(wine.feature_names)
+    loaded = load_run(tmp_path / "run")
+    x = load_dataset(str(tmp_path / "wine.csv"), model=loaded.spec).x[:20].astype(np.float32)
+    got = _session(tmp_path / "wine.onnx").run(["logits"], {"input": x})[0]  # type: ignore[attr-defined]
+    with torch.no_grad():
+        want = loaded.model.eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
 @pytest.mark.slow
 def test_efficientnet_lite0_run_exports(tmp_path: Path) -> None:
     run = tmp_path / "eff"

@@ -206,6 +206,11 @@ def _compare(loaded: LoadedRun, path: Path, names: list[str], x: np.ndarray) -> 
     return diff, agree / total
 
 
+_TABULAR = ("feature rows made from the raw table by model.preprocess in this file, column by column in its order "
+            "(transferkit.data.tabular_prep): numeric (x - mean) / std, a missing cell -> fill plus a 0/1 missing "
+            "feature when indicator; categorical one-hot over categories plus one 'other'")
+
+
 def _info(loaded: LoadedRun, names: list[str], x: np.ndarray, opset: int, data: str | None) -> dict[str, Any]:
     spec = loaded.spec
     if spec.modality == "text":
@@ -219,8 +224,8 @@ def _info(loaded: LoadedRun, names: list[str], x: np.ndarray, opset: int, data: 
         pre = {"image": "pixel values scaled to 0..1, channels-first, resized to the input shape (grey: 1 channel); "
                         "the backbone's own normalisation is inside the graph",
                "audio": "mono waveform at 16000 Hz, padded or cut to the input's samples; the front end is inside the graph",
-               "tabular": "numeric feature rows in the column order of model.json, after its preprocessing"}.get(
-                   spec.modality, "the run's prepared inputs")
+               "tabular": _TABULAR if spec.to_json().get("preprocess") else "numeric feature rows, as the run read them"
+               }.get(spec.modality, "the run's prepared inputs")
     return {"format": "onnx", "opset": opset, "transferkit_version": __version__, "run": str(loaded.path),
             "model": spec.to_json(), "class_names": list(spec.class_names), "inputs": inputs,
             "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", spec.num_classes],
