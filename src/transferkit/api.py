@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from transferkit.data import ArrayDataset, align_classes, kshot, kshot_rest, load_dataset, split
+from transferkit.data import ArrayDataset, ReadOptions, align_classes, kshot, kshot_rest, load_dataset, split
+from transferkit.data.base import recorded_range
+from transferkit.data.tabular_prep import TABULAR_EPOCHS, fit_splits
 from transferkit.engine.config import TrainConfig
 from transferkit.engine.features import DEFAULT_CACHE, FeatureCache
 from transferkit.errors import ConfigError
@@ -63,16 +65,26 @@ def _finish(run: RunDir | None, model: TransferModel, metrics: dict[str, Any], h
 
 
 def pretrain(data: str, model: str = "small_cnn", out: str | Path | None = None, *, seed: int = 0,
-             model_kwargs: dict[str, Any] | None = None, overwrite: bool = False, **train: Any) -> RunResult:
-    """Train ``model`` from scratch on ``data`` (a built-in name or a path): the source model."""
-    train.setdefault("epochs", 8)
+             model_kwargs: dict[str, Any] | None = None, overwrite: bool = False, label_column: str | None = None,
+             text_column: str | None = None, skip_bad_files: bool = False, **train: Any) -> RunResult:
+    """Train ``model`` from scratch on ``data`` (a built-in name or a path): the source model.
+
+    ``skip_bad_files``: skip (and list) unreadable files of an image or ``.wav`` folder. The range an
+    ``.npz``'s images were scaled from is recorded in ``config.json`` (``input_range``) for later reads.
+
+    A table's preprocessing is fitted on the training split and saved in ``model.json``; tables
+    train for :data:`~transferkit.data.tabular_prep.TABULAR_EPOCHS` epochs unless ``epochs`` is given.
+    """
+    ds = load_dataset(data, seed=seed, label_column=label_column, text_column=text_column,
+                      read=ReadOptions(skip_bad_files))
+    train.setdefault("epochs", TABULAR_EPOCHS if ds.modality == "tabular" else 8)
     cfg = _config(seed, train)
-    ds = load_dataset(data, seed=seed)
-    sp = split(ds, seed=seed, **SPLIT)
-    spec = ModelSpec(model, ds.input_shape, ds.class_names, dict(model_kwargs or {}), ds.modality)
+    sp, preprocess = fit_splits(split(ds, seed=seed, **SPLIT))  # tables: fitted on the training split only
+    spec = ModelSpec(model, sp.train.input_shape, ds.class_names, dict(model_kwargs or {}), ds.modality, preprocess)
     net = build_model(spec, seed, pretrained=False)  # pretraining starts from random weights
     config = {"command": "pretrain", "data": data, "model": model, "model_kwargs": spec.kwargs, "seed": seed,
-              "split": {**SPLIT, "seed": seed}, "train": asdict(cfg)}
+              "split": {**SPLIT, "seed": seed}, "train": asdict(cfg),
+              "columns": {"label": label_column, "text": text_column}, "input_range": recorded_range(ds)}
     run = RunDir.create(out, "pretrain", config, overwrite) if out is not None else None
     with marks_failure(run):
         t0 = time.perf_counter()
@@ -96,7 +108,8 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
              shots: int | None = None, seed: int = 0, out: str | Path | None = None,
              options: dict[str, str] | None = None, head: str = "auto", source_data: str | None = None,
              compare_scratch: bool = False, overwrite: bool = False, cache: FeatureCache | None = None,
-             model_kwargs: dict[str, Any] | None = None, unlabelled: str | None = None, **train: Any) -> RunResult:
+             model_kwargs: dict[str, Any] | None = None, unlabelled: str | None = None, label_column: str | None = None,
+             text_column: str | None = None, skip_bad_files: bool = False, **train: Any) -> RunResult:
     """Initialise a target model from ``source`` and adapt it to ``data`` with ``strategy``.
 
     Args:
@@ -115,6 +128,9 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
             whose labels, if any, are ignored; ``"rest+DATA"`` pools several sources (``self_train``
             then pseudo-labels the same fraction of each: unsupervised domain adaptation when DATA is
             unlabelled text of the domain the model will meet).
+        label_column, text_column: the label / text column of a CSV or JSONL ``data`` (a table's label
+            column defaults to the source's; its other columns must be the source's).
+        skip_bad_files: skip (and list) unreadable files of an image or ``.wav`` folder.
         train: :class:`TrainConfig` fields (``epochs``, ``lr``, ``precision`` ...).
     """
     if head not in ("auto", "new", "keep"):
@@ -122,9 +138,11 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
     strat = make_strategy(strategy, options)
     cfg = _config(seed, train)
     src_model, src_config = load_source(source, model_kwargs)
+    strat.trained_groups(src_model)  # options checked against the model (partial's k) before anything is read or written
     model = copy.deepcopy(src_model)
     spec_src = copy.deepcopy(model.spec)
-    ds = load_dataset(data, model=spec_src, seed=seed)
+    read = ReadOptions(skip_bad_files)
+    ds = load_dataset(data, model=spec_src, seed=seed, label_column=label_column, text_column=text_column, read=read)
     sp = split(ds, seed=seed, **SPLIT)
     train_ds, val_ds = sp.train, sp.val
     if shots is not None:
@@ -138,7 +156,7 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
         unlabelled = "rest"
         notes.append(f"{strategy}: --unlabelled rest (the training split's examples --shots left unlabelled), as no "
                      "--unlabelled was given")
-    x_unl, unl_groups = _unlabelled(unlabelled, sp.train, shots, seed, spec_src, train_ds)
+    x_unl, unl_groups = _unlabelled(unlabelled, sp.train, shots, seed, spec_src, train_ds, read)
     if x_unl is not None and not getattr(strat, "uses_unlabelled", False):
         notes.append(f"--unlabelled is read only by strategies that learn from it (self_train); {strategy} ignores it")
     if unlabelled is not None and data in unlabelled_sources(unlabelled):
@@ -146,8 +164,7 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
                      "held out (--unlabelled rest keeps to the training split)")
     keep = ds.class_names == spec_src.class_names
     if head == "keep" and not keep:
-        raise ConfigError(f"--head keep: source has {spec_src.num_classes} classes, {data} has {ds.num_classes} "
-                          f"({', '.join(ds.class_names[:5])}...)")
+        raise ConfigError(_head_mismatch(spec_src.class_names, ds.class_names, data))
     source_head = copy.deepcopy(model.head)
     metrics: dict[str, Any] = {"strategy": strategy, "shots": shots, "seed": seed, "data": data}
     src_eval = None
@@ -165,7 +182,8 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
     config = {"command": "transfer", "source": str(source) if isinstance(source, (str, Path)) else type(source).__name__,
               "data": data, "strategy": strategy, "options": dict(options or {}), "shots": shots, "seed": seed,
               "head": head, "source_data": source_data, "model_kwargs": dict(model_kwargs or {}), "split": {**SPLIT, "seed": seed},
-              "unlabelled": unlabelled}
+              "unlabelled": unlabelled, "columns": {"label": label_column, "text": text_column},
+              "input_range": recorded_range(ds)}
     # the settings training will use: the backbone's recipe fills what the user did not give (auto: per candidate)
     recipe = recipe_settings(spec_src.name, strategy, given_settings(train))
     config["train"] = asdict(replace(cfg, **{k: v for k, v in recipe.items() if k != "head_lr_scale"}))
@@ -204,8 +222,21 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
     return RunResult(model, metrics, run.path if run else None, history, notes)
 
 
+def _head_mismatch(source: list[str], target: list[str], data: str) -> str:
+    """Why ``--head keep`` cannot keep the source head: the class counts, or (same count) the names, differ."""
+    def shown(names: list[str]) -> str:
+        return ", ".join(names[:10]) + (f", ... ({len(names)})" if len(names) > 10 else "")
+
+    if len(source) != len(target):
+        return (f"--head keep: the source has {len(source)} classes, {data} has {len(target)}; "
+                f"source: {shown(source)}; data: {shown(target)}")
+    return (f"--head keep: the source and {data} both have {len(source)} classes but their names differ; "
+            f"source: {shown(source)}; data: {shown(target)}")
+
+
 def _unlabelled(spec: str | None, train_split: ArrayDataset, shots: int | None, seed: int, model: ModelSpec,
-                train_ds: ArrayDataset) -> tuple[torch.Tensor | None, np.ndarray | None]:
+                train_ds: ArrayDataset,
+                read: ReadOptions = ReadOptions()) -> tuple[torch.Tensor | None, np.ndarray | None]:
     """The inputs of ``transfer(unlabelled=...)`` and, when ``spec`` pools several sources
     (``rest+vader-tweets``), the source index of each: ``rest`` of the few-shot draw, or a data set's
     inputs (its labels ignored)."""
@@ -220,7 +251,7 @@ def _unlabelled(spec: str | None, train_split: ArrayDataset, shots: int | None, 
                                   "training split is labelled); pass --shots K or --unlabelled DATA")
             ds = kshot_rest(train_split, shots, seed=seed)
         else:
-            ds = load_dataset(part, model=model, seed=seed, labels_required=False)
+            ds = load_dataset(part, model=model, seed=seed, labels_required=False, read=read)
         if len(ds) == 0:
             raise ConfigError(f"--unlabelled {part}: no examples")
         text = model.modality == "text" and ds.x.shape[1:-1] == train_ds.x.shape[1:-1]  # token widths may differ
@@ -261,12 +292,19 @@ def _fresh_like(model: TransferModel, seed: int) -> TransferModel:
     return fresh.to(next(model.parameters()).device)
 
 
-def evaluate(run: str | Path, data: str, source_data: str | None = None, save: bool = True) -> dict[str, Any]:
+def evaluate(run: str | Path, data: str, source_data: str | None = None, save: bool = True, *,
+             label_column: str | None = None, text_column: str | None = None,
+             skip_bad_files: bool = False) -> dict[str, Any]:
     """Score a saved run on ``data`` (its test split when ``data`` is what it trained on) and,
-    with ``source_data``, the source task through the saved source head."""
+    with ``source_data``, the source task through the saved source head. ``label_column`` /
+    ``text_column`` default to the ones the run was trained with; an ``.npz`` is read in the input
+    range the run recorded; ``skip_bad_files`` skips (and lists) unreadable files of a folder."""
     loaded = load_run(run)
     spec = loaded.spec
-    ds = load_dataset(data, model=spec, seed=int(loaded.config.get("seed", 0)))
+    columns = loaded.config.get("columns") or {}
+    ds = load_dataset(data, model=spec, seed=int(loaded.config.get("seed", 0)),
+                      label_column=label_column or columns.get("label"), text_column=text_column or columns.get("text"),
+                      read=ReadOptions.for_run(loaded.config, skip_bad_files))
     if loaded.config.get("command") == "adapt":  # its own target data: the held-out part it never adapted on
         from transferkit.adaptation.api import heldout_target
 

@@ -80,6 +80,24 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                        help=f"{f.metadata.get('help', '')} (default: {train_default(command, f.name)})")
 
 
+def _add_column_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label-column", default=None, metavar="NAME",
+                   help="label column of a .csv / .jsonl file (default: 'label', or the one the run was trained with)")
+    p.add_argument("--text-column", default=None, metavar="NAME",
+                   help="text column of a .csv / .jsonl file (default: 'text'; without one the file is a table)")
+
+
+def add_read_args(p: argparse.ArgumentParser) -> None:
+    """``--skip-bad-files``, for every command that reads data folders."""
+    p.add_argument("--skip-bad-files", action="store_true",
+                   help="in an image or .wav folder, skip files that cannot be read (corrupt, truncated, over the "
+                        "pixel limit) and list them on stderr, instead of stopping at the first")
+
+
+def _columns(args: argparse.Namespace) -> dict[str, str | None]:
+    return {"label_column": args.label_column, "text_column": args.text_column}
+
+
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     from transferkit.engine.config import TrainConfig
 
@@ -102,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--out", required=True, help="run directory to create")
     pre.add_argument("--seed", type=int, default=0)
     pre.add_argument("--overwrite", action="store_true", help="replace a complete run in --out")
+    _add_column_args(pre)
+    add_read_args(pre)
     _add_train_args(pre)
 
     tr = sub.add_parser("transfer", help="initialise from a source run and adapt to target data")
@@ -123,18 +143,24 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="run directory to create")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--overwrite", action="store_true", help="replace a complete run in --out")
+    _add_column_args(tr)
+    add_read_args(tr)
     _add_train_args(tr)
 
     ev = sub.add_parser("evaluate", help="score a run on labelled data (and on the source task)")
     ev.add_argument("run")
     ev.add_argument("--data", required=True)
     ev.add_argument("--source-data", default=None)
+    _add_column_args(ev)
+    add_read_args(ev)
 
     pr = sub.add_parser("predict", help="predict classes for new inputs (images, text, audio) with a run's model")
     pr.add_argument("run")
     pr.add_argument("inputs", help="image model: an image, a folder of images or an .npz with 'x'; text model: a .txt "
                     "(one input per line), .csv with a 'text' column or .jsonl; audio model: a .wav or a folder of .wav")
     pr.add_argument("--out", default=None, help="write predictions as CSV here")
+    _add_column_args(pr)
+    add_read_args(pr)
     pr.add_argument("--overwrite", action="store_true", help="replace an existing --out file not written by predict")
     pr.add_argument("--top-k", type=int, default=1, metavar="K",
                     help="the K most probable classes per input: columns class, probability, class_2, probability_2, ...")
@@ -156,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--max-samples", type=int, default=2000)
     rk.add_argument("--seed", type=int, default=0)
     rk.add_argument("--json", default=None, help="also write the result as JSON here")
+    _add_column_args(rk)
+    add_read_args(rk)
     rk.add_argument("--overwrite", action="store_true", help="replace an existing --json file not written by rank")
 
     for name in LISTINGS:
@@ -199,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "pretrain":
         res = tk.pretrain(args.data, args.model, args.out, seed=args.seed, model_kwargs=_kv(args.model_opt, "--model-opt"),
-                          overwrite=args.overwrite, **_train_overrides(args))
+                          overwrite=args.overwrite, skip_bad_files=args.skip_bad_files, **_columns(args),
+                          **_train_overrides(args))
         print(f"source accuracy {100 * res.metrics['source']['accuracy']:.2f}% on {args.data} (test split); run: {res.run_dir}")
         return 0
     if args.command == "transfer":
@@ -212,7 +241,8 @@ def run(args: argparse.Namespace) -> int:
                           out=args.out, options=options, head=args.head,
                           source_data=args.source_data, compare_scratch=args.compare_scratch,
                           overwrite=args.overwrite, model_kwargs=_kv(args.model_opt, "--model-opt"),
-                          unlabelled=args.unlabelled, **_train_overrides(args))
+                          unlabelled=args.unlabelled, skip_bad_files=args.skip_bad_files, **_columns(args),
+                          **_train_overrides(args))
         for note in res.notes:
             print(f"note: {note}")
         auto = res.metrics.get("strategy_info", {}).get("auto")
@@ -236,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{line}; run: {res.run_dir}")
         return 0
     if args.command == "evaluate":
-        out = tk.evaluate(args.run, args.data, args.source_data)
+        out = tk.evaluate(args.run, args.data, args.source_data, skip_bad_files=args.skip_bad_files, **_columns(args))
         print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "confusion"} for k, v in out.items()}, indent=2))
         return 0
     if args.command == "predict":
@@ -245,7 +275,8 @@ def run(args: argparse.Namespace) -> int:
 
         if args.out is not None:
             check_output_file(args.out, args.overwrite, lambda head: head.startswith(b"input,class"), "transferkit predict")
-        print(predict_to_csv(args.run, args.inputs, args.out, args.top_k), end="")
+        print(predict_to_csv(args.run, args.inputs, args.out, args.top_k, skip_bad_files=args.skip_bad_files,
+                             **_columns(args)), end="")
         return 0
     if args.command == "export":
         from transferkit.export import export_onnx, result_line
@@ -261,7 +292,12 @@ def run(args: argparse.Namespace) -> int:
             check_output_file(args.json, args.overwrite, lambda head: b'"higher_is_better"' in head, "transferkit rank",
                               "--json")
         scores = tuple(args.scores.split(",")) if args.scores else DEFAULT_SCORES
-        result = tk.rank(args.candidates, args.data, shots=args.shots, seed=args.seed, scores=scores,
+        data: Any = args.data
+        if args.label_column or args.text_column or args.skip_bad_files:  # loaded once here; each candidate prepares it
+            from transferkit.data import ReadOptions, load_dataset
+
+            data = load_dataset(args.data, seed=args.seed, read=ReadOptions(args.skip_bad_files), **_columns(args))
+        result = tk.rank(args.candidates, data, shots=args.shots, seed=args.seed, scores=scores,
                          max_samples=args.max_samples)
         print(result.to_table().rstrip("\n"))
         if args.json:

@@ -10,42 +10,66 @@ from typing import Any
 import numpy as np
 import torch
 
-from transferkit.data import ArrayDataset, conform, prepare
-from transferkit.data.files import IMAGE_SUFFIXES, _decode, load_npz, load_path
+from transferkit.data import ArrayDataset, ReadOptions, conform, prepare
+from transferkit.data.files import load_npz, load_path
+from transferkit.data.images import is_image_file, read_images
 from transferkit.engine.precision import predict_logits, resolve_placement
 from transferkit.errors import ConfigError, DataError
 from transferkit.models.base import ModelSpec
 from transferkit.runs import load_run
 
 
-def load_inputs(path: str | Path, spec: ModelSpec | tuple[int, ...]) -> tuple[ArrayDataset, list[str]]:
+def load_inputs(path: str | Path, spec: ModelSpec | tuple[int, ...], *, label_column: str | None = None,
+                text_column: str | None = None, read: ReadOptions = ReadOptions()) -> tuple[ArrayDataset, list[str]]:
     """Unlabelled inputs for a model, converted to its input format; returns the data and a name per sample.
 
     By the model's modality: images from an image file, a folder of images (searched
     recursively) or an ``.npz`` with ``x``; text from a ``.txt`` file (one input per non-empty
-    line), a ``.csv`` with a ``text`` column or a ``.jsonl`` with a ``text`` field; audio from a
-    ``.wav`` file or a folder of ``.wav`` files. A tuple ``spec`` is an image/tabular input shape.
+    line), a ``.csv`` with a ``text`` column (or ``text_column``) or a ``.jsonl`` with a ``text``
+    field; tables from a ``.csv`` / ``.jsonl`` with the training columns (a label column, the
+    training one or ``label_column``, is ignored) or an ``.npz`` with ``x``; audio from a ``.wav``
+    file or a folder of ``.wav`` files. A tuple ``spec`` is an image/tabular input shape. ``read``:
+    skip unreadable files of a folder (listed on stderr); the input range of the run's ``.npz`` images.
     """
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
     modality = spec.modality if isinstance(spec, ModelSpec) else "image"
     if modality == "text":
-        return _text_inputs(p, spec)  # type: ignore[arg-type]
+        return _text_inputs(p, spec, text_column)  # type: ignore[arg-type]
+    if modality == "tabular" and isinstance(spec, ModelSpec):
+        return _table_inputs(p, spec, label_column)
     if modality == "audio":
-        return _audio_inputs(p, spec)  # type: ignore[arg-type]
+        return _audio_inputs(p, spec, read.skip_bad_files)  # type: ignore[arg-type]
     shape = tuple(spec.input_shape) if isinstance(spec, ModelSpec) else spec
     if p.suffix.lower() == ".npz":
-        ds = conform(load_npz(p, labels_required=False), shape)
+        ds = conform(load_npz(p, labels_required=False, read=read), shape)
         return ds, [f"{p.name}[{i}]" for i in range(len(ds))]
-    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f))
     if not files:
-        raise DataError(f"{p}: no images found (expected {', '.join(IMAGE_SUFFIXES)} files or an .npz)")
-    planes = [conform(ArrayDataset(_decode(f)[0][None], None, [], str(f)), shape).x[0] for f in files]
-    return ArrayDataset(np.stack(planes), None, [], str(p)), [str(f) for f in files]
+        raise DataError(f"{p}: no images found (expected image files Pillow decodes: .png, .jpg, .webp, .tif ...; "
+                        "or an .npz)")
+    x, kept = read_images(files, shape, where=p, skip_bad_files=read.skip_bad_files, hint=p.is_dir())
+    return ArrayDataset(x, None, [], str(p)), [str(files[i]) for i in kept]
 
 
-def _text_inputs(p: Path, spec: ModelSpec) -> tuple[ArrayDataset, list[str]]:
+def _table_inputs(p: Path, spec: ModelSpec, label_column: str | None) -> tuple[ArrayDataset, list[str]]:
+    if not p.is_file() or p.suffix.lower() not in (".csv", ".jsonl", ".npz"):
+        raise DataError(f"{p}: a tabular model takes a .csv or .jsonl table (or an .npz with 'x')")
+    if label_column is None and spec.preprocess:
+        label_column = spec.preprocess.get("label_column")
+    if p.suffix.lower() == ".npz":
+        ds = load_npz(p, labels_required=False)
+    else:
+        from transferkit.data.tabular import load_table
+
+        ds = load_table(p, label_column=label_column, labels_required=False, allow_images=False)
+    unit = {".csv": "row", ".jsonl": "line"}.get(p.suffix.lower())
+    names = [f"{p.name}:{unit} {i + 1}" if unit else f"{p.name}[{i}]" for i in range(len(ds))]
+    return prepare(ds, spec), names
+
+
+def _text_inputs(p: Path, spec: ModelSpec, text_column: str | None = None) -> tuple[ArrayDataset, list[str]]:
     suffix = p.suffix.lower()
     if p.is_file() and suffix == ".txt":
         try:
@@ -57,15 +81,15 @@ def _text_inputs(p: Path, spec: ModelSpec) -> tuple[ArrayDataset, list[str]]:
         ds = ArrayDataset(np.array([t for _, t in lines], dtype=object), None, [], str(p), modality="text")
         return prepare(ds, spec), [f"{p.name}:{n}" for n, _ in lines]
     if p.is_file() and suffix in (".csv", ".jsonl"):
-        ds = load_path(p, labels_required=False)
+        ds = load_path(p, labels_required=False, text_column=text_column)
         if ds.modality != "text":
-            raise DataError(f"{p}: no 'text' column, so no text inputs for the text model {spec.name}")
+            raise DataError(f"{p}: no '{text_column or 'text'}' column, so no text inputs for the text model {spec.name}")
         rows = "row" if suffix == ".csv" else "line"
         return prepare(ds, spec), [f"{p.name}:{rows} {i + 1}" for i in range(len(ds))]
     raise DataError(f"{p}: a text model takes a .txt (one input per line), .csv with a 'text' column or .jsonl file")
 
 
-def _audio_inputs(p: Path, spec: ModelSpec) -> tuple[ArrayDataset, list[str]]:
+def _audio_inputs(p: Path, spec: ModelSpec, skip_bad_files: bool = False) -> tuple[ArrayDataset, list[str]]:
     from transferkit.data.audio import SAMPLE_RATE, is_wav_folder, load_wav_folder, read_wav, resample
 
     if p.is_file() and p.suffix.lower() == ".wav":
@@ -77,11 +101,13 @@ def _audio_inputs(p: Path, spec: ModelSpec) -> tuple[ArrayDataset, list[str]]:
         files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".") and f.suffix.lower() == ".wav")
         if not files:
             raise DataError(f"{p}: predict takes a flat folder of .wav files (no class sub-folders)")
-        return prepare(load_wav_folder(p, labels_required=False), spec), [str(f) for f in files]
+        ds = load_wav_folder(p, labels_required=False, skip_bad_files=skip_bad_files)
+        return prepare(ds, spec), [str(f) for f in ds.meta["files"]]  # type: ignore[attr-defined]
     raise DataError(f"{p}: an audio model takes a .wav file or a folder of .wav files")
 
 
-def predict(run: str | Path, inputs: str | Path, top_k: int = 1) -> list[dict[str, Any]]:
+def predict(run: str | Path, inputs: str | Path, top_k: int = 1, *, label_column: str | None = None,
+            text_column: str | None = None, skip_bad_files: bool = False) -> list[dict[str, Any]]:
     """The ``top_k`` most probable classes for each input, using the run's model.
 
     Each row has ``input``, ``class`` and ``probability`` (the top class), then ``class_2``,
@@ -94,7 +120,9 @@ def predict(run: str | Path, inputs: str | Path, top_k: int = 1) -> list[dict[st
     classes = loaded.spec.class_names
     if not 1 <= top_k <= len(classes):
         raise ConfigError(f"--top-k {top_k}: must be between 1 and the run's {len(classes)} classes")
-    ds, names = load_inputs(inputs, loaded.spec)
+    text_column = text_column or (loaded.config.get("columns") or {}).get("text")  # as the run was trained
+    ds, names = load_inputs(inputs, loaded.spec, label_column=label_column, text_column=text_column,
+                            read=ReadOptions.for_run(loaded.config, skip_bad_files))
     model = loaded.model
     place = resolve_placement(model, "auto", "auto")
     model.to(place.device)
@@ -121,9 +149,12 @@ def _row(name: str, classes: list[str], probs: list[float]) -> dict[str, Any]:
     return row
 
 
-def predict_to_csv(run: str | Path, inputs: str | Path, out: str | Path | None = None, top_k: int = 1) -> str:
+def predict_to_csv(run: str | Path, inputs: str | Path, out: str | Path | None = None, top_k: int = 1, *,
+                   label_column: str | None = None, text_column: str | None = None,
+                   skip_bad_files: bool = False) -> str:
     """Predictions as CSV text (see :func:`topk_columns`); also written to ``out`` if given."""
-    rows = predict(run, inputs, top_k)
+    rows = predict(run, inputs, top_k, label_column=label_column, text_column=text_column,
+                   skip_bad_files=skip_bad_files)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=topk_columns(top_k), lineterminator="\n")
     w.writeheader()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from transferkit.data.base import ArrayDataset, Splits, align_classes, kshot, kshot_rest, split
+from transferkit.data.base import ArrayDataset, ReadOptions, Splits, align_classes, kshot, kshot_rest, split
 from transferkit.data.builtin import digits8, fontdigits, mnist5k
 from transferkit.data.files import load_path
 from transferkit.data.prepare import PREPARERS, prepare
@@ -73,6 +73,8 @@ def load_dataset(
     label_column: str | None = None,
     labels_required: bool = True,
     model: ModelSpec | None = None,
+    text_column: str | None = None,
+    read: ReadOptions = ReadOptions(),
 ) -> ArrayDataset:
     """Load a registered dataset by name, or user data from a path.
 
@@ -84,10 +86,15 @@ def load_dataset(
         shape: ``(C, H, W)`` to convert images to (channels and size, see :func:`conform`);
             tabular data must then have exactly ``C*H*W`` features.
         seed: passed to generated built-ins (``fontdigits``); fixed data ignore it.
-        label_column: the label column of a CSV file (default: the one named ``label``).
+        label_column: the label column of a CSV / JSONL file (default: the one a tabular ``model``
+            was trained with, else the one named ``label``).
+        text_column: the text column of a CSV / JSONL file (default: the one named ``text``;
+            without one the file is a table).
         model: the spec of the model the data will feed: the data are converted to its input
             format by its modality's preparer (:func:`~transferkit.data.prepare.prepare`);
             ``shape`` is then ignored.
+        read: how user files are read (:class:`~transferkit.data.base.ReadOptions`: skip unreadable
+            files of a folder; the value range a run's ``.npz`` images were read in).
         labels_required: when false, unlabelled user data loads with ``y=None``: an ``.npz``
             with only ``x``, a flat image folder, a CSV without the label column.
 
@@ -97,6 +104,8 @@ def load_dataset(
     """
     if model is not None and model.modality == "image":
         shape = model.input_shape  # image folders are resized while they load
+    if label_column is None and model is not None and model.preprocess:
+        label_column = model.preprocess.get("label_column")  # a table's label column as in training
     name, _, options = spec.partition(":")  # "spoken-digits:voices=B,per_voice=5"
     if name in DATASETS:
         ds = DATASETS.get(name)(seed=seed, **dataset_options(name, options))
@@ -107,7 +116,8 @@ def load_dataset(
                 raise DataError(f"{spec}: no such file or folder")
             known = ", ".join(DATASETS)
             raise DataError(f"unknown dataset '{spec}'{did_you_mean(spec, DATASETS)} and no such file; known: {known}")
-        ds = load_path(path, shape=shape, label_column=label_column, labels_required=labels_required)
+        ds = load_path(path, shape=shape, label_column=label_column, labels_required=labels_required,
+                       text_column=text_column, read=read)
     if model is not None:
         return prepare(ds, model)
     return conform(ds, shape) if shape is not None else ds
@@ -117,6 +127,7 @@ __all__ = [
     "DATASETS",
     "PREPARERS",
     "ArrayDataset",
+    "ReadOptions",
     "Splits",
     "align_classes",
     "conform",

@@ -10,23 +10,18 @@ labels {3, 5} has two classes "3" and "5"); string labels become their sorted di
 
 from __future__ import annotations
 
-import csv
 import gzip
 import math
 import zipfile
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from transferkit.data.base import ArrayDataset
-from transferkit.data.storage import allocate
-from transferkit.data.transforms import check_shape, resize_plane, scale_images, to_channels
+from transferkit.data.base import ArrayDataset, ReadOptions
+from transferkit.data.images import is_image_file, note_other_files, read_images
+from transferkit.data.transforms import range_note, resolve_range, scale_images, scale_to_unit
 from transferkit.errors import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -68,52 +63,21 @@ def labels_to_classes(raw: np.ndarray, where: str, names: list[str] | None = Non
 # --------------------------------------------------------------------------- image folders
 
 
-def _decode(path: Path) -> tuple[np.ndarray, bool]:
-    """One image file as float32 ``[C, H, W]`` in ``[0, 1]`` plus whether it is greyscale."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            grey = img.mode in GREY_MODES
-            if img.mode.startswith("I") or img.mode == "F":  # 16/32-bit grey
-                raw = np.asarray(img, dtype=np.float32)[..., None]
-                arr = raw / (65535.0 if raw.max() > 255 else 255.0)
-            elif grey:
-                arr = np.asarray(img.convert("L"), dtype=np.float32)[..., None] / 255.0
-            else:
-                rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-                # a palette image whose colours are all greys counts as greyscale
-                grey = img.mode == "P" and bool((rgb[..., :1] == rgb).all())
-                arr = rgb[..., :1] if grey else rgb
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"{path}: cannot read image ({_reason(err)})") from None
-    chw = np.clip(arr, 0.0, 1.0).transpose(2, 0, 1)
-    return chw, grey
-
-
-def _probe(path: Path) -> tuple[bool, tuple[int, int]]:
-    """Whether an image file is greyscale and its ``(H, W)``, from its header where possible."""
-    try:
-        with Image.open(path) as img:
-            if img.mode != "P":  # a palette needs its used colours checked: decode it
-                return img.mode in GREY_MODES, (img.height, img.width)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"{path}: cannot read image ({_reason(err)})") from None
-    arr, grey = _decode(path)
-    return grey, (arr.shape[1], arr.shape[2])
-
-
 def load_image_folder(path: str | Path, *, shape: tuple[int, ...] | None = None,
-                      labels_required: bool = True) -> ArrayDataset:
+                      labels_required: bool = True, read: ReadOptions = ReadOptions()) -> ArrayDataset:
     """Images in one sub-folder per class (class names = sorted sub-folder names).
 
-    PNG/JPEG/BMP/GIF files are decoded with Pillow (other files and hidden entries are ignored).
+    Every format Pillow decodes is read (:func:`~transferkit.data.images.image_suffixes`: PNG,
+    JPEG, BMP, GIF, WebP, TIFF ...); other files are listed in one note, hidden entries ignored.
     Channels are 1 when every image is greyscale (grey modes, or a palette of greys), else 3;
     the size is the most common one. ``shape=(C, H, W)`` overrides both. Values are scaled to
     ``[0, 1]``. A folder holding MNIST IDX files instead of class folders is read by
     :func:`load_idx_folder`. With ``labels_required=False`` a flat folder of images (no class
-    sub-folders) loads unlabelled (``y=None``, no class names).
+    sub-folders) loads unlabelled (``y=None``, no class names). An unreadable image stops the load
+    with a one-line error, unless ``read.skip_bad_files`` (then it is left out and listed).
 
-    Files are decoded one at a time into the result; past the data memory budget
+    Files are decoded one at a time into the result (each under a size cap, see
+    :func:`~transferkit.data.images.decode_image`); past the data memory budget
     (``$TRANSFERKIT_DATA_MEMORY``, see :mod:`transferkit.data.storage`) the result is a
     memory-mapped array on disk, so a folder that does not fit in RAM still loads.
     """
@@ -121,10 +85,10 @@ def load_image_folder(path: str | Path, *, shape: tuple[int, ...] | None = None,
     if not root.is_dir():
         raise DataError(f"{root}: no such folder")
     if find_idx_images(root):
-        return load_idx_folder(root)
+        return load_idx_folder(root, read)
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subdirs:
-        loose = [p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        loose = [p for p in root.iterdir() if p.is_file() and is_image_file(p)]
         if loose and not labels_required:
             subdirs = [root]
         else:
@@ -133,34 +97,20 @@ def load_image_folder(path: str | Path, *, shape: tuple[int, ...] | None = None,
     files: list[Path] = []
     labels: list[int] = []
     for label, sub in enumerate(subdirs):
-        found = sorted(
-            p
-            for p in sub.iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        found = sorted(p for p in sub.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_file(p))
         if not found:
-            raise DataError(f"{sub}: empty class folder (no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} images)")
+            raise DataError(f"{sub}: empty class folder (no image files that Pillow decodes)")
         files += found
         labels += [label] * len(found)
-    if shape is not None:
-        channels, h, w = check_shape(shape)
-        size = (h, w)
-    else:
-        probes = [_probe(f) for f in files]
-        channels = 1 if all(g for g, _ in probes) else 3
-        size = Counter(s for _, s in probes).most_common(1)[0][0]
-    # decoded one file at a time into the output, which is memory-mapped when it exceeds the
-    # data memory budget: a folder larger than RAM streams from disk
-    x = allocate((len(files), channels, size[0], size[1]))
-    for i, file in enumerate(files):
-        arr = to_channels(_decode(file)[0][None], channels, name=str(root))[0]
-        for c in range(channels):
-            x[i, c] = np.clip(resize_plane(arr[c], size, resample=Image.Resampling.BICUBIC), 0.0, 1.0)
+    note_other_files(root, subdirs)
+    x, kept = read_images(files, shape, where=root, skip_bad_files=read.skip_bad_files)
+    meta: dict[str, object] = {"files": [str(files[i]) for i in kept]}
     if subdirs == [root]:  # a flat folder: unlabelled
-        return ArrayDataset(x=x, y=None, class_names=[], name=str(root), modality="image")
-    return ArrayDataset(
-        x=x, y=np.array(labels, dtype=np.int64), class_names=[p.name for p in subdirs], name=str(root), modality="image"
-    )
+        return ArrayDataset(x=x, y=None, class_names=[], name=str(root), modality="image", meta=meta)
+    y = np.array([labels[i] for i in kept], dtype=np.int64)
+    for c in sorted(set(range(len(subdirs))) - set(y.tolist())):
+        raise DataError(f"{subdirs[c]}: no readable images left in this class folder (all were skipped)")
+    return ArrayDataset(x=x, y=y, class_names=[p.name for p in subdirs], name=str(root), modality="image", meta=meta)
 
 
 # --------------------------------------------------------------------------- npz
@@ -178,11 +128,25 @@ def _as_nchw(x: np.ndarray, where: str) -> np.ndarray:
     raise DataError(f"{where}: images {tuple(x.shape)} need 1 or 3 channels, first or last")
 
 
-def load_npz(path: str | Path, *, labels_required: bool = True) -> ArrayDataset:
-    """A ``.npz`` archive with arrays ``x`` and ``y`` and optionally ``class_names``.
+def _images(x: np.ndarray, where: str, read: ReadOptions,
+            declared: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, object]]:
+    """Raw ``[N, C, H, W]`` images scaled to float32 0..1 by their range (noted), and the meta recording it."""
+    vr = resolve_range(x, where, declared=declared, run_range=read.input_range)
+    note = range_note(vr, x, where, read.input_range)
+    meta: dict[str, object] = {"input_range": [vr.low, vr.high], "input_range_how": vr.how}
+    if note:
+        meta["notes"] = [note]
+    return np.ascontiguousarray(scale_to_unit(x, vr, where)), meta
+
+
+def load_npz(path: str | Path, *, labels_required: bool = True, read: ReadOptions = ReadOptions()) -> ArrayDataset:
+    """A ``.npz`` archive with arrays ``x`` and ``y`` and optionally ``class_names`` and ``x_range``.
 
     ``x`` is ``[N, H, W]`` (grey), ``[N, C, H, W]``, ``[N, H, W, C]`` (C in 1, 3; detected) or
-    ``[N, D]`` (tabular rows, kept as they are). Images in 0..255 (or uint8) are scaled to 0..1.
+    ``[N, D]`` (tabular rows, kept as they are). Images are scaled to 0..1 from ``x_range`` =
+    ``[low, high]`` when the archive has it, else from the range :func:`resolve_range` detects
+    (uint8: 0..255; whole numbers up to 16: 0..16, e.g. sklearn's digits; ...), which is logged
+    as a note and recorded in ``meta["input_range"]``.
     """
     p = Path(path)
     if not p.is_file():
@@ -204,77 +168,26 @@ def load_npz(path: str | Path, *, labels_required: bool = True) -> ArrayDataset:
         return ArrayDataset(x=x.astype(np.float32), y=y, class_names=classes, name=str(p), modality="tabular")
     if x.ndim not in (3, 4):
         raise DataError(f"{p}: array 'x' has shape {tuple(x.shape)}; expected [N,H,W], [N,C,H,W], [N,H,W,C] or [N,D]")
-    x = np.ascontiguousarray(scale_images(_as_nchw(x, str(p)), str(p)))
-    return ArrayDataset(x=x, y=y, class_names=classes, name=str(p), modality="image")
+    x, meta = _images(_as_nchw(x, str(p)), str(p), read, arrays.get("x_range"))
+    return ArrayDataset(x=x, y=y, class_names=classes, name=str(p), modality="image", meta=meta)
 
 
 # --------------------------------------------------------------------------- csv
 
 
 def load_csv(path: str | Path, *, label_column: str | None = None, labels_required: bool = True) -> ArrayDataset:
-    """A CSV file with a header row, a label column and numeric feature columns.
+    """A CSV table with a header row, a label column and feature columns (see :mod:`transferkit.data.tabular`).
 
     With ``labels_required=False`` a file without the label column loads unlabelled (``y=None``).
 
-    The label column is ``label_column`` or the one named ``label`` (any case). When the number
-    of features is a perfect square of at least 64 (8x8) and no value is negative, rows are grey
-    square images (divided by 255 when the maximum exceeds 1); otherwise tabular ``[N, D]``.
+    The label column is ``label_column`` or the one named ``label`` (any case). Feature columns
+    are numeric or categorical, missing cells allowed; when every cell is a number, the count
+    per row is a perfect square of at least 64 (8x8) and no value is negative, rows are grey
+    square images (divided by 255 when the maximum exceeds 1); otherwise a raw table.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
-    try:
-        with p.open(newline="", encoding="utf-8-sig") as fh:
-            rows = [(n, r) for n, r in enumerate(csv.reader(fh), start=1) if any(c.strip() for c in r)]
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"{p}: cannot read CSV ({_reason(err)})") from None
-    if not rows:
-        raise DataError(f"{p}: empty file")
-    header = [h.strip() for h in rows[0][1]]
-    wanted = label_column if label_column is not None else "label"
-    matches = [i for i, h in enumerate(header) if h.lower() == wanted.lower()]
-    if not matches and not labels_required and label_column is None:
-        li = -1
-    elif not matches:
-        shown = ", ".join(header[:8]) + (f", ... ({len(header)} columns)" if len(header) > 8 else "")
-        raise DataError(f"{p}: no label column '{wanted}' (columns: {shown})")
-    else:
-        li = matches[0]
-    feature_cols = [i for i in range(len(header)) if i != li]
-    if not feature_cols:
-        raise DataError(f"{p}: no feature columns besides '{header[li]}'")
-    if len(rows) == 1:
-        raise DataError(f"{p}: no data rows after the header")
-    for line, row in rows[1:]:
-        if len(row) != len(header):
-            raise DataError(f"{p}: line {line} has {len(row)} cells, the header has {len(header)}")
-    cells = [[row[i].strip() for i in feature_cols] for _, row in rows[1:]]
-    try:
-        x = np.array(cells, dtype=np.float32)
-    except ValueError:
-        for (line, _), values in zip(rows[1:], cells, strict=True):
-            for j, cell in enumerate(values):
-                try:
-                    float(cell)
-                except ValueError:
-                    raise DataError(
-                        f"{p}: line {line}, column '{header[feature_cols[j]]}': '{cell}' is not a number"
-                    ) from None
-        raise
-    y: np.ndarray | None = None
-    classes: list[str] = []
-    if li >= 0:
-        labels = np.array([row[li].strip() for _, row in rows[1:]])
-        try:
-            raw_y: np.ndarray = labels.astype(np.int64)
-        except ValueError:
-            raw_y = labels
-        y, classes = labels_to_classes(raw_y, str(p))
-    side = math.isqrt(x.shape[1])
-    if side * side == x.shape[1] and side >= 8 and np.isfinite(x).all() and x.min() >= 0:
-        images = scale_images(x.reshape(-1, 1, side, side), str(p))
-        return ArrayDataset(x=images, y=y, class_names=classes, name=str(p), modality="image")
-    return ArrayDataset(x=x, y=y, class_names=classes, name=str(p), modality="tabular")
+    from transferkit.data.tabular import load_table
+
+    return load_table(path, label_column=label_column, labels_required=labels_required)
 
 
 # --------------------------------------------------------------------------- IDX
@@ -317,7 +230,7 @@ def _labels_path(images: Path) -> Path:
     raise DataError(f"{images}: no labels file '{name}' (or '{name}.gz') beside it")
 
 
-def load_idx(path: str | Path) -> ArrayDataset:
+def load_idx(path: str | Path, read: ReadOptions = ReadOptions()) -> ArrayDataset:
     """An MNIST-style IDX images file plus the labels file beside it.
 
     ``x-images-idx3-ubyte[.gz]`` pairs with ``x-labels-idx1-ubyte[.gz]`` (``images.idx3`` with
@@ -340,9 +253,9 @@ def load_idx(path: str | Path) -> ArrayDataset:
         raise DataError(f"{p}: IDX images must have 3 dimensions [N, H, W], got shape {images.shape}")
     if labels.ndim != 1 or len(labels) != len(images):
         raise DataError(f"{lpath}: {labels.shape} labels do not match {len(images)} images in {p.name}")
-    x = np.ascontiguousarray(scale_images(_as_nchw(images, str(p)), str(p)))
+    x, meta = _images(_as_nchw(images, str(p)), str(p), read)
     y, classes = labels_to_classes(labels, str(lpath))
-    return ArrayDataset(x=x, y=y, class_names=classes, name=str(p), modality="image")
+    return ArrayDataset(x=x, y=y, class_names=classes, name=str(p), modality="image", meta=meta)
 
 
 def find_idx_images(folder: Path) -> list[Path]:
@@ -354,7 +267,7 @@ def find_idx_images(folder: Path) -> list[Path]:
     )
 
 
-def load_idx_folder(path: str | Path) -> ArrayDataset:
+def load_idx_folder(path: str | Path, read: ReadOptions = ReadOptions()) -> ArrayDataset:
     """A folder of IDX files: its only images file, or the one whose name contains ``train``."""
     root = Path(path)
     found = find_idx_images(root)
@@ -363,7 +276,7 @@ def load_idx_folder(path: str | Path) -> ArrayDataset:
     if len(found) != 1:
         names = ", ".join(p.name for p in found) or "none"
         raise DataError(f"{root}: expected one IDX images file (or one named '*train*'), found: {names}")
-    return load_idx(found[0])
+    return load_idx(found[0], read)
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -371,29 +284,28 @@ def load_idx_folder(path: str | Path) -> ArrayDataset:
 
 def load_path(
     path: str | Path, *, shape: tuple[int, ...] | None = None, label_column: str | None = None,
-    labels_required: bool = True,
+    labels_required: bool = True, text_column: str | None = None, read: ReadOptions = ReadOptions(),
 ) -> ArrayDataset:
-    """Load a folder, ``.npz``, ``.csv`` or IDX file, choosing the loader by what ``path`` is."""
+    """Load a folder, ``.npz``, ``.csv``, ``.jsonl`` or IDX file, choosing the loader by what ``path`` is.
+
+    ``label_column`` / ``text_column`` name the label and text columns of a CSV or JSONL file;
+    ``read`` says whether unreadable files of a folder are skipped and the range a run's images were read in."""
     p = Path(path).expanduser()
     if p.is_dir():
         from transferkit.data.audio import is_wav_folder, load_wav_folder
 
         if is_wav_folder(p):  # .wav files (flat or one sub-folder per class): 16 kHz waveforms
-            return load_wav_folder(p, labels_required=labels_required)
-        return load_image_folder(p, shape=shape, labels_required=labels_required)
+            return load_wav_folder(p, labels_required=labels_required, skip_bad_files=read.skip_bad_files)
+        return load_image_folder(p, shape=shape, labels_required=labels_required, read=read)
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
     suffix = p.suffix.lower()
     if suffix == ".npz":
-        return load_npz(p, labels_required=labels_required)
-    if suffix in (".csv", ".jsonl"):  # text: a CSV with a 'text' column, or JSON Lines
-        from transferkit.data.text import csv_text_column, load_jsonl, load_text_csv
+        return load_npz(p, labels_required=labels_required, read=read)
+    if suffix in (".csv", ".jsonl"):  # text (a 'text' column / field, or --text-column) or a table
+        from transferkit.data.text import load_text_table
 
-        if suffix == ".jsonl":
-            return load_jsonl(p, label_column=label_column, labels_required=labels_required)
-        if csv_text_column(p):
-            return load_text_csv(p, label_column=label_column, labels_required=labels_required)
-        return load_csv(p, label_column=label_column, labels_required=labels_required)
+        return load_text_table(p, label_column=label_column, text_column=text_column, labels_required=labels_required)
     if is_idx(p):
-        return load_idx(p)
+        return load_idx(p, read)
     raise DataError(f"{p}: unsupported file type (expected a folder, .npz, .csv, .jsonl or an MNIST IDX file)")
