@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -78,3 +80,46 @@ def test_invariant_to_rotating_the_features(make_blobs: Blobs) -> None:
 def test_all_zero_features_stay_finite() -> None:
     y = np.array([0, 1] * 10)
     assert np.isfinite(logme(np.zeros((20, 4)), y))
+
+
+def _no_signal_target(f: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A target column with no linear relation to ``f``: noise with its projection on ``F``'s span removed."""
+    y = np.random.default_rng(seed).normal(size=len(f))
+    return y - f @ np.linalg.lstsq(f, y, rcond=None)[0]
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e3, 1e6])
+def test_a_target_without_signal_stops_at_the_bound_without_overflow(pretrained_inputs: Any, scale: float) -> None:
+    """The supremum at alpha -> inf used to be chased for max_iter steps until ``(t + s)^2`` overflowed
+    (a RuntimeWarning from ``auto`` on real features, issue 17 item 9); now it stops at the bound."""
+    f = pretrained_inputs.features[:, :24] * scale  # N > D: an interior beta, alpha -> inf
+    y = _no_signal_target(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (fit,) = logme_evidence(f, y[:, None])
+    assert fit.iterations < 20 and fit.alpha > 1e90
+    assert fit.evidence == pytest.approx(direct_evidence(f, y, fit.alpha, fit.beta), rel=1e-9)
+
+
+def _bf16(f: np.ndarray) -> np.ndarray:
+    import torch
+
+    return torch.from_numpy(f).to(torch.bfloat16).double().numpy()
+
+
+def test_no_runtime_warning_on_real_features(pretrained_inputs: Any, random_init_inputs: Any) -> None:
+    """Real digits8 features of a pretrained and an untrained CNN: all 500, few-shot draws (N < D: the
+    noise-free fit, beta -> inf), bf16-rounded and rescaled copies; every score finite, no warning."""
+    y = pretrained_inputs.labels
+    cases: list[tuple[np.ndarray, np.ndarray]] = []
+    for inputs in (pretrained_inputs, random_init_inputs):
+        f = inputs.features
+        cases += [(f, y), (_bf16(f), y), (f * 1e-6, y), (f * 1e6, y)]
+        for seed in range(8):
+            rng = np.random.default_rng(seed)
+            idx = np.concatenate([rng.choice(np.flatnonzero(y == c), 5, replace=False) for c in range(10)])
+            cases.append((f[idx], y[idx]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = [logme(f, lab) for f, lab in cases]
+    assert np.isfinite(values).all()

@@ -39,43 +39,71 @@ def _spectrum(f: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sv[keep] ** 2, u[:, keep].T @ y
 
 
+#: ``log alpha`` and ``log beta`` stay within ``[-LOG_BOUND, LOG_BOUND]`` (``e^230 ~ 1e100``): a supremum
+#: at ``alpha -> inf`` (no signal) or ``beta -> inf`` (a noise-free fit, e.g. ``N <= D``) is approached
+#: that far, where the evidence has long settled, instead of overflowing.
+LOG_BOUND = 230.0
+
+
+def _stats(log_t: np.ndarray, s: np.ndarray, z2: np.ndarray, res_perp: np.ndarray,
+           n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``gamma``, ``N - gamma``, ``m^T m``, ``||F m - y||^2`` and ``sum_i log(t + s_i)`` at ``t = alpha / beta``.
+
+    Written with ``r_i = s_i / (t + s_i)`` and ``q_i = t / (t + s_i)``, both in ``[0, 1]``, so nothing
+    overflows for any ``t``; ``N - gamma = (N - k) + sum_i q_i`` keeps its digits when ``gamma -> N``.
+    """
+    t = np.exp(log_t)
+    r, q = s / (t + s), t / (t + s)
+    gamma = r.sum(axis=0)
+    rest = (n - len(s)) + q.sum(axis=0)
+    m2 = (r**2 * z2 / s).sum(axis=0)
+    res2 = (q**2 * z2).sum(axis=0) + res_perp
+    return gamma, rest, m2, res2, np.log(t + s).sum(axis=0)
+
+
+def _log(v: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(v, _TINY))
+
+
 def _fixed_point(sigma: np.ndarray, z: np.ndarray, res_perp: np.ndarray, n: int, d: int, *, tol: float,
                  max_iter: int) -> list[Evidence]:
     """MacKay's fixed point for every target column at once, given ``sigma = s_i^2`` and ``Z = U^T Y``.
 
     With ``t = alpha / beta``: ``m = V diag(s / (t + s^2)) z``, ``gamma = sum s^2 / (t + s^2)``,
     ``alpha <- gamma / m^T m``, ``beta <- (N - gamma) / ||F m - y||^2``, until ``t`` settles (per
-    column). When the supremum lies at ``alpha`` or ``beta -> inf`` (no signal at all, or a noise-free
-    fit when ``N <= D``) the iteration approaches it and stops at ``max_iter``.
+    column; relative change below ``tol``). The iteration runs on ``log alpha`` and ``log beta``
+    (bounded by :data:`LOG_BOUND`), as the authors' reference code bounds ``alpha`` and ``beta`` by
+    adding ``1e-5`` to both denominators: when the supremum lies at ``alpha`` or ``beta -> inf`` (no
+    signal at all, or a noise-free fit when ``N <= D``) it stops at the bound, with no overflow.
+    With ``k`` non-zero ``s_i^2`` the evidence is evaluated as
+
+        L = k/2 log alpha + (N - k)/2 log beta - 1/2 sum_i log(t + s_i^2) - N/2 log 2 pi
+            - beta/2 ||F m - y||^2 - alpha/2 m^T m
+
+    (``log|A| = sum_i log(alpha + beta s_i^2) + (D - k) log alpha``, with ``alpha + beta s_i^2 =
+    beta (t + s_i^2)``), which is finite for any bounded ``alpha, beta``.
     """
     s = sigma[:, None]
     z2 = z**2
     k, cols = z.shape
-    alpha, beta = np.ones(cols), np.ones(cols)
+    log_a, log_b = np.zeros(cols), np.zeros(cols)
     iters = np.zeros(cols, dtype=np.int64)
     active = np.ones(cols, dtype=bool)
-
-    def stats(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        t = alpha / beta
-        gamma = (s / (t + s)).sum(axis=0)
-        m2 = (s * z2 / (t + s) ** 2).sum(axis=0)
-        res2 = ((t / (t + s)) ** 2 * z2).sum(axis=0) + res_perp
-        return gamma, m2, res2
-
     for _ in range(max_iter):
-        gamma, m2, res2 = stats(alpha, beta)
-        t_old = alpha / beta
-        alpha = np.where(active, np.maximum(gamma, _TINY) / np.maximum(m2, _TINY), alpha)
-        beta = np.where(active, np.maximum(n - gamma, _TINY) / np.maximum(res2, _TINY), beta)
+        gamma, rest, m2, res2, _ = _stats(log_a - log_b, s, z2, res_perp, n)
+        log_t_old = log_a - log_b
+        log_a = np.where(active, np.clip(_log(gamma) - _log(m2), -LOG_BOUND, LOG_BOUND), log_a)
+        log_b = np.where(active, np.clip(_log(rest) - _log(res2), -LOG_BOUND, LOG_BOUND), log_b)
         iters += active
-        active &= np.abs(alpha / beta - t_old) > tol * t_old
+        change = np.abs(np.expm1(np.minimum(np.abs(log_a - log_b - log_t_old), 1.0)))  # |t / t_old - 1|, capped
+        active &= change > tol
         if not active.any():
             break
-    _, m2, res2 = stats(alpha, beta)
-    log_det_a = np.log(alpha + beta * s).sum(axis=0) + (d - k) * np.log(alpha)
-    ev = (d / 2 * np.log(alpha) + n / 2 * np.log(beta) - n / 2 * np.log(2 * np.pi)
-          - beta / 2 * res2 - alpha / 2 * m2 - log_det_a / 2)
-    return [Evidence(float(e / n), float(a), float(b), int(i)) for e, a, b, i in zip(ev, alpha, beta, iters)]
+    _, _, m2, res2, log_t_s = _stats(log_a - log_b, s, z2, res_perp, n)
+    ev = (k / 2 * log_a + (n - k) / 2 * log_b - log_t_s / 2 - n / 2 * np.log(2 * np.pi)
+          - np.exp(log_b) / 2 * res2 - np.exp(log_a) / 2 * m2)
+    return [Evidence(float(e / n), float(np.exp(a)), float(np.exp(b)), int(i))
+            for e, a, b, i in zip(ev, log_a, log_b, iters)]
 
 
 def logme_evidence(features: np.ndarray, targets: np.ndarray, *, tol: float = 1e-7,
