@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -75,12 +76,77 @@ def test_zero_shot_beats_chance_on_real_tweets(minilm: TransferModel, tweets_csv
     out = zero_shot(minilm, str(tweets_csv), templates=("a {} review",), split_part="all")
     assert out["n"] == 40 and out["majority_rate"] == 0.5
     assert out["accuracy"] >= 0.7, out  # chance is 0.5
-    named = zero_shot(minilm, str(tweets_csv), "bad,good", split_part="all")
+    named = zero_shot(minilm, str(tweets_csv), "negative=bad,positive=good", split_part="all")
     assert named["labels"] == ["bad", "good"] and named["accuracy"] > 0.6
     with pytest.raises(ConfigError, match="--labels: 3 names given for the 2 classes"):
         zero_shot(minilm, str(tweets_csv), "a,b,c", split_part="all")
     with pytest.raises(ConfigError, match="must contain"):
         zero_shot(minilm, str(tweets_csv), templates=("no slot",), split_part="all")
+
+
+def _write_jsonl(path: Path, texts: list[str], labels: list[object]) -> Path:
+    path.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in zip(texts, labels, strict=True)),
+                    encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def news(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], list[str]]:
+    """30 real 20 Newsgroups posts: 15 from rec.sport.hockey ("sports"), 15 from talk.politics.misc ("politics")."""
+    from transferkit.data.text import newsgroups
+
+    ds = newsgroups(False)
+    y = ds.require_labels()
+    texts: list[str] = []
+    labels: list[str] = []
+    for group, name in (("rec.sport.hockey", "sports"), ("talk.politics.misc", "politics")):
+        idx = np.flatnonzero(y == ds.class_names.index(group))[:15]
+        texts += [str(t) for t in ds.x[idx]]
+        labels += [name] * len(idx)
+    return texts, labels
+
+
+def test_labels_are_matched_to_classes_by_name_never_by_position(minilm: TransferModel, news: tuple[list[str], list[str]],
+                                                                 tmp_path: Path) -> None:
+    """Before the fix the names were paired with the sorted classes by position: one order scored
+    the inverse of the other (issue 17, item 5: 3.3% vs 96.7% on a weather/sports file)."""
+    texts, labels = news
+    named = _write_jsonl(tmp_path / "news.jsonl", texts, labels)  # classes: politics, sports
+    a = zero_shot(minilm, str(named), "sports,politics", split_part="all")
+    b = zero_shot(minilm, str(named), "politics,sports", split_part="all")
+    assert a["accuracy"] == b["accuracy"] >= 0.8, (a["accuracy"], b["accuracy"])
+    assert a["label_map"] == b["label_map"] == {"politics": "politics", "sports": "sports"}
+    assert zero_shot(minilm, str(named), "Sports,POLITICS", split_part="all")["accuracy"] == a["accuracy"]
+    numeric = _write_jsonl(tmp_path / "coded.jsonl", texts, [int(lab == "sports") for lab in labels])  # classes 0, 1
+    c = zero_shot(minilm, str(numeric), "1=sports,0=politics", split_part="all")
+    assert c["accuracy"] == a["accuracy"] and c["label_map"] == {"0": "politics", "1": "sports"}
+    assert zero_shot(minilm, str(named), "sports=hockey", split_part="all")["labels"] == ["politics", "hockey"]
+
+
+@pytest.mark.parametrize(("labels", "message"), [
+    ("sports,weather", r"--labels: 'weather' is not a class of .*news.jsonl \(classes: politics, sports\)"),
+    ("sport,politics", r"'sport' is not a class .*did you mean 'sports'\?"),
+    ("1=sports,0=politics", r"'1' is not a class"),
+    ("sports,sports", r"class 'sports' of .* is given twice"),
+    ("sports=,politics", r"empty name"),
+    ("sports", r"1 names given for the 2 classes"),
+])
+def test_labels_that_are_not_classes_are_refused(news: tuple[list[str], list[str]], tmp_path: Path, labels: str,
+                                                  message: str) -> None:
+    from transferkit.zeroshot import parse_labels
+
+    path = str(tmp_path / "news.jsonl")
+    with pytest.raises(ConfigError, match=message):
+        parse_labels(labels, ["politics", "sports"], path)
+
+
+def test_zeroshot_command_names_an_unknown_label_in_one_line(news: tuple[list[str], list[str]], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write_jsonl(tmp_path / "news.jsonl", *news)
+    assert main(["zeroshot", "--data", str(path), "--labels", "sports,weather", "--split", "all"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("transferkit: error: --labels: 'weather' is not a class") and "\n" not in err
+    assert "politics, sports" in err
 
 
 def test_nearest_class_mean_on_real_tweets(minilm: TransferModel, tweets_csv: Path) -> None:

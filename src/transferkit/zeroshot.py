@@ -54,15 +54,52 @@ def report(y: np.ndarray, pred: np.ndarray, num_classes: int, name: str = "") ->
     return {"data": name, **out}
 
 
+def _class_of(name: str, class_names: list[str], data: str) -> str:
+    """The class ``name`` refers to: an exact class name, else the one that matches ignoring case."""
+    if name in class_names:
+        return name
+    folded = [c for c in class_names if c.casefold() == name.casefold()]
+    if len(folded) == 1:
+        return folded[0]
+    import difflib
+
+    close = difflib.get_close_matches(name, class_names, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(f"--labels: '{name}' is not a class of {data} (classes: {', '.join(class_names[:20])}){hint}; "
+                      "write CLASS=WORD to prompt a class by another word")
+
+
 def parse_labels(labels: str | Sequence[str] | None, class_names: list[str], data: str) -> list[str]:
-    """Label names for prompting, one per class of the data (in its class order)."""
+    """The word prompted for each class of the data, in the data's class order.
+
+    ``labels`` names classes, never positions: ``"weather,sports"`` and ``"sports,weather"`` are
+    the same. An item ``CLASS=WORD`` prompts ``CLASS`` with ``WORD`` (``"0=negative,1=positive"``
+    for classes named ``0``/``1``; ``"negative=bad"``); a bare ``CLASS`` prompts its own name. A
+    class name matches exactly or, failing that, ignoring case. A list of bare names names every
+    class once; with ``CLASS=WORD`` items, classes left out keep their own names.
+
+    Raises:
+        ConfigError: a name that is not a class (naming it and the classes), a class given
+            twice, an empty item, or bare names that are not one per class.
+    """
     if labels is None:
         return list(class_names)
-    names = [s.strip() for s in labels.split(",")] if isinstance(labels, str) else [str(s) for s in labels]
-    if len(names) != len(class_names) or not all(names):
-        raise ConfigError(f"--labels: {len(names)} names given for the {len(class_names)} classes of {data} "
-                          f"({', '.join(class_names[:10])})")
-    return names
+    items = [s.strip() for s in labels.split(",")] if isinstance(labels, str) else [str(s).strip() for s in labels]
+    mapped = any("=" in i for i in items)
+    if len(items) > len(class_names) or (not mapped and len(items) != len(class_names)):
+        raise ConfigError(f"--labels: {len(items)} names given for the {len(class_names)} classes of {data} "
+                          f"({', '.join(class_names[:20])})")
+    words: dict[str, str] = {}
+    for item in items:
+        cls, sep, word = (part.strip() for part in item.partition("="))
+        if not cls or (sep and not word):
+            raise ConfigError(f"--labels: empty name in {labels!r}; give class names or CLASS=WORD items, "
+                              f"comma-separated (classes of {data}: {', '.join(class_names[:20])})")
+        key = _class_of(cls, class_names, data)
+        if key in words:
+            raise ConfigError(f"--labels: class '{key}' of {data} is given twice in {labels!r}")
+        words[key] = word if sep else key
+    return [words.get(c, c) for c in class_names]
 
 
 def class_embeddings(model: TransferModel, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> torch.Tensor:
@@ -125,8 +162,9 @@ def zero_shot(source: str | Path | TransferModel, data: str, labels: str | Seque
 
     Args:
         source: a text backbone name (``minilm``), a run directory or a model.
-        labels: one name per class of ``data`` (comma-separated or a list), used in the prompts;
-            default: the data's class names.
+        labels: which word to prompt for each class, matched to the data's class names by name
+            (comma-separated or a list; ``CLASS=WORD`` items to prompt a class by another word,
+            see :func:`parse_labels`); default: the data's class names.
         templates: prompt templates with ``{}`` for the label, e.g. ``("a {} review",)``.
         split_part: ``test`` scores the held-out split :func:`transferkit.transfer` uses
             (same seed), ``all`` every example.
@@ -136,7 +174,8 @@ def zero_shot(source: str | Path | TransferModel, data: str, labels: str | Seque
     classes = class_embeddings(model, names, templates)
     pred = cosine_predict(_features(model, test), classes)
     out = report(test.require_labels(), pred, test.num_classes, test.name)
-    out.update(method="zero_shot", labels=names, templates=list(templates))
+    out.update(method="zero_shot", labels=names, label_map=dict(zip(test.class_names, names, strict=True)),
+               templates=list(templates))
     return out
 
 

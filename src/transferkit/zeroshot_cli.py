@@ -14,7 +14,8 @@ def add_parsers(sub: Any) -> None:
     zs.add_argument("--source", default="minilm", help="text backbone name or run directory (default: minilm)")
     zs.add_argument("--data", required=True, help="labelled dataset name or path (.csv with a text column, .jsonl)")
     zs.add_argument("--labels", default=None,
-                    help="comma-separated names, one per class in the data's order (default: its class names)")
+                    help="class names to prompt, matched by name (any order), or CLASS=WORD items to prompt a "
+                         "class by another word, e.g. \"0=negative,1=positive\" (default: the class names)")
     zs.add_argument("--template", action="append", default=None, metavar="TEXT",
                     help="prompt template with {} for the label, repeatable (averaged); default: a generic set")
     zs.add_argument("--shots", type=int, default=None,
