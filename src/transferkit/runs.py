@@ -44,8 +44,9 @@ from transferkit.models import ModelSpec, TransferModel, build_model
 #: Statuses a transferkit ``run.json`` holds; a ``run.json`` without one is not ours.
 STATUSES = ("running", "complete", "failed")
 
-#: What every run writes or may write from its start (its manifest grows from this).
-BASE_FILES = ("run.json", "config.json", "checkpoints")
+#: What every run writes or may write from its start (its manifest grows from this); history.csv and
+#: tensorboard/ are the training loop's metrics log (transferkit.engine.runlog), written from the first epoch.
+BASE_FILES = ("run.json", "config.json", "checkpoints", "history.csv", "tensorboard")
 
 #: What runs wrote before ``run.json`` listed its files: all ``--overwrite`` removes from such a run.
 LEGACY_FILES = (*BASE_FILES, "model.json", "model.safetensors", "metrics.json", "history.json", "report.md",
