@@ -39,10 +39,10 @@ def domain_slices(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
 @pytest.fixture(scope="module")
 def federation(source_run: Path, domain_slices: list[str], tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from transferkit.federated.api import federate
+    import transferkit  # the top-level API (issue 18: federate from the package)
 
     out = tmp_path_factory.mktemp("fed") / "run"
-    metrics = federate(str(source_run), clients_from=domain_slices, rounds=2, share="head", out=out,
+    metrics = transferkit.federate(str(source_run), clients_from=domain_slices, rounds=2, share="head", out=out,
                        probe_epochs=10, fault="2:1", train=json.dumps({"precision": "fp32", "batch_size": 64}))
     return {"metrics": metrics, "out": out}
 
