@@ -5,10 +5,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import transferkit
+from transferkit.data import ArrayDataset
+from transferkit.errors import ConfigError, DataError
 from transferkit.engine.loop import DivergenceError
 from transferkit.strategies import TransferContext, run_strategy
 from transferkit.strategies.base import Strategy
@@ -66,3 +69,33 @@ def test_divergence_gives_up_with_a_clear_message(source_run: Path, digits_fewsh
     with pytest.raises(DivergenceError, match="gave up after 2 retries"):
         run_strategy(_Explodes(threshold=0.0), ctx)
     assert len(ctx.info["divergence"]) == 3
+
+
+# ------------------------------------------------------------------------------ options and data that cannot be right
+
+
+def test_partial_k_beyond_the_models_layer_groups_is_refused_before_anything_is_written(source_run: Path,
+                                                                                         tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"partial: k=99 but small_cnn has 4 layer groups \(conv1, conv2, fc, head\)"):
+        transferkit.transfer(source_run, "digits8", strategy="partial", options={"k": "99"}, out=tmp_path / "p")
+    assert not (tmp_path / "p").exists()
+
+
+def test_head_keep_with_equal_counts_but_other_names_shows_both(source_run: Path, digits_ds: ArrayDataset,
+                                                                 tmp_path: Path) -> None:
+    letters = np.array(list("abcdefghij"))
+    idx = np.concatenate([np.flatnonzero(digits_ds.y == c)[:6] for c in range(10)])
+    np.savez(tmp_path / "letters.npz", x=digits_ds.x[idx], y=digits_ds.y[idx], class_names=letters)
+    with pytest.raises(ConfigError) as info:
+        transferkit.transfer(source_run, str(tmp_path / "letters.npz"), strategy="linear_probe", head="keep")
+    msg = str(info.value)
+    assert "both have 10 classes but their names differ" in msg
+    assert "source: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9; data: a, b, c, d, e, f, g, h, i, j" in msg
+
+
+def test_training_on_one_class_is_refused_naming_the_data_and_class(digits_ds: ArrayDataset, tmp_path: Path) -> None:
+    idx = np.flatnonzero(digits_ds.y == 7)[:30]
+    np.savez(tmp_path / "sevens.npz", x=digits_ds.x[idx], y=digits_ds.y[idx])
+    with pytest.raises(DataError, match=r"sevens\.npz: only one class \('7'\)"):
+        transferkit.pretrain(str(tmp_path / "sevens.npz"), out=tmp_path / "run", epochs=1)
+    assert not (tmp_path / "run").exists()

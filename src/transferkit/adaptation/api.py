@@ -23,7 +23,7 @@ from transferkit.adaptation.base import AdaptContext, run_method, validation_dat
 from transferkit.adaptation.methods import METHODS, make_method
 from transferkit.adaptation.validators import VALIDATORS, score_all
 from transferkit.api import SPLIT, RunResult, _config, _finish, _phase_summary
-from transferkit.data import ArrayDataset, align_classes, load_dataset, split
+from transferkit.data import ArrayDataset, ReadOptions, align_classes, load_dataset, split
 from transferkit.engine.features import extract_features
 from transferkit.engine.precision import resolve_placement
 from transferkit.errors import ConfigError
@@ -78,19 +78,20 @@ def _cap(ds: ArrayDataset, limit: int | None, seed: int) -> ArrayDataset:
 
 
 def _prepare(model: TransferModel, src_config: dict[str, Any], source_data: str, target_data: str,
-             eval_data: str | None, seed: int, max_source: int | None, max_target: int | None) -> _Data:
+             eval_data: str | None, seed: int, max_source: int | None, max_target: int | None,
+             read: ReadOptions = ReadOptions()) -> _Data:
     spec = model.spec
     s = {**SPLIT, "seed": seed, **src_config.get("split", {})}
-    ds_s = align_classes(load_dataset(source_data, model=spec, seed=int(s["seed"])), spec.class_names)
+    ds_s = align_classes(load_dataset(source_data, model=spec, seed=int(s["seed"]), read=read), spec.class_names)
     sp = split(ds_s, val=s["val"], test=s["test"], seed=int(s["seed"]))
     tr = _cap(sp.train, max_source, seed)
-    ds_t = load_dataset(target_data, model=spec, seed=seed, labels_required=False)
+    ds_t = load_dataset(target_data, model=spec, seed=seed, labels_required=False, read=read)
     ds_t = replace(ds_t, y=None)  # target labels, if the data has any, go no further
     i_tr, i_va, i_te = unlabelled_split(len(ds_t), seed=seed, **TARGET_SPLIT)
     t_tr = _cap(ds_t.subset(i_tr), max_target, seed)
     ev = ev_all = None
     if eval_data is not None:
-        ev = align_classes(load_dataset(eval_data, model=spec, seed=seed), spec.class_names)
+        ev = align_classes(load_dataset(eval_data, model=spec, seed=seed, read=read), spec.class_names)
         ev.require_labels()
         if eval_data == target_data:  # same inputs: score only the held-out part never adapted on
             ev_all, ev = ev, ev.subset(i_te, ":heldout")
@@ -143,7 +144,7 @@ def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, targ
           target_labels_for_eval: str | None = None, options: dict[str, str] | None = None,
           validator: str = "im", overwrite: bool = False, max_source: int | None = None,
           max_target: int | None = None, iterations: int | None = None, augment: bool = False,
-          **train: Any) -> RunResult:
+          skip_bad_files: bool = False, **train: Any) -> RunResult:
     """Adapt ``source`` to unlabelled ``target_data`` with ``method`` (or ``"auto"``).
 
     Args:
@@ -164,6 +165,7 @@ def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, targ
             budget does not shrink with a small source set. The reference recipes count iterations.
         augment: re-style every source batch at random (affine warp, stroke width, blur; see
             :mod:`transferkit.adaptation.augment`) -- for glyph-like images such as digits.
+        skip_bad_files: skip (and list on stderr) unreadable files of an image or ``.wav`` folder.
         train: :class:`~transferkit.engine.config.TrainConfig` fields; ``epochs`` defaults to 10,
             ``optimizer`` to ``sgd`` and then ``lr`` to 0.01 and ``grad_clip`` to 0 (the UDA papers'
             recipe, see above: no global clip, which would also throttle the domain discriminator).
@@ -190,7 +192,8 @@ def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, targ
     src_model, src_config = load_source(source)
     for m in methods:
         m.check(src_model)
-    data = _prepare(src_model, src_config, source_data, target_data, target_labels_for_eval, seed, max_source, max_target)
+    data = _prepare(src_model, src_config, source_data, target_data, target_labels_for_eval, seed, max_source, max_target,
+                    ReadOptions(skip_bad_files))
     if iterations is not None:
         cfg = replace(cfg, epochs=epochs_for(iterations, len(data.source_train[0]), cfg.batch_size))
     config = {"command": "adapt", "source": str(source) if isinstance(source, (str, Path)) else type(source).__name__,

@@ -14,7 +14,7 @@ COMMANDS = ("adapt", "methods")
 
 def add_parsers(sub: Any) -> None:
     """Add ``adapt`` and ``methods`` to the ``transferkit`` sub-parsers ``sub``."""
-    from transferkit.cli import _add_train_args
+    from transferkit.cli import _add_train_args, add_read_args
 
     ad = sub.add_parser("adapt", help="unsupervised domain adaptation of a source run to unlabelled target data",
                         conflict_handler="resolve")  # adapt's own --augment (below) replaces the training one
@@ -38,6 +38,7 @@ def add_parsers(sub: Any) -> None:
     _add_train_args(ad)
     ad.add_argument("--augment", action="store_true",
                     help="re-style source batches at random (affine, stroke width, blur) -- for digit/glyph images")
+    add_read_args(ad)
     _adapt_defaults(ad)
 
     ls = sub.add_parser("methods", help="list the domain-adaptation methods and validators")
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int | None:
     res = adapt(args.source, args.source_data, args.target_data, method=args.method, out=args.out, seed=args.seed,
                 target_labels_for_eval=args.eval_data, options=_kv(args.option, "--option"), validator=args.validator,
                 overwrite=args.overwrite, max_source=args.max_source, max_target=args.max_target,
-                iterations=args.iterations, augment=args.augment,
+                iterations=args.iterations, augment=args.augment, skip_bad_files=args.skip_bad_files,
                 **{k: v for k, v in _train_overrides(args).items() if k != "augment"})
     m = res.metrics
     if len(m.get("candidates", [])) > 1:

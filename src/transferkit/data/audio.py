@@ -193,7 +193,7 @@ def _read_clips(files: list[Path], root: Path, skip_bad_files: bool) -> list[np.
             continue
         clips.append(resample(samples, rate, SAMPLE_RATE))
     if bad:
-        report_skipped(root, bad, "unreadable files (--skip-bad-files)")
+        report_skipped(root, bad, "unreadable file", "(--skip-bad-files)")
     return clips
 
 

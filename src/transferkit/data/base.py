@@ -17,7 +17,7 @@ from transferkit.errors import ConfigError, DataError
 log = logging.getLogger("transferkit")
 
 #: The hint that ends the error of an unreadable file inside a data folder.
-SKIP_HINT = "pass --skip-bad-files (skip_bad_files=True) to skip unreadable files and list them"
+SKIP_HINT = "pass --skip-bad-files to skip unreadable files and list them"
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,10 @@ def recorded_range(ds: ArrayDataset) -> list[float] | None:
     return None
 
 
-def report_skipped(where: str | Path, skipped: Sequence[tuple[Path, str]], why: str, *, show: int = 3) -> str:
-    """Log (warning, on stderr from the CLI) and return one line listing the files skipped in ``where``.
+def report_skipped(where: str | Path, skipped: Sequence[tuple[Path, str]], noun: str, why: str, *,
+                   show: int = 3) -> str:
+    """Log (warning, on stderr from the CLI) and return one line listing the files skipped in ``where``:
+    ``skipped N <noun>(s) <why>: name (reason); ...``.
 
     ``skipped`` holds ``(file, reason)``; the first ``show`` are named with their reason.
     """
@@ -63,7 +65,8 @@ def report_skipped(where: str | Path, skipped: Sequence[tuple[Path, str]], why: 
 
     shown = "; ".join(f"{name(f)} ({r})" if r else name(f) for f, r in skipped[:show])
     more = f"; ... and {len(skipped) - show} more" if len(skipped) > show else ""
-    line = f"note: {root}: skipped {len(skipped)} {why}: {shown}{more}"
+    n = len(skipped)
+    line = f"note: {root}: skipped {n} {noun}{'' if n == 1 else 's'} {why}: {shown}{more}"
     log.warning("%s", line)
     return line
 

@@ -174,8 +174,8 @@ def note_other_files(root: Path, folders: Sequence[Path]) -> str | None:
     skipped = other_files(root, folders)
     if not skipped:
         return None
-    return report_skipped(root, [(f, "") for f in skipped],
-                          "files that are not images Pillow decodes (read: .png, .jpg, .bmp, .gif, .webp, .tif, ...)")
+    return report_skipped(root, [(f, "") for f in skipped], "file",
+                          "that Pillow does not decode as an image (read: .png, .jpg, .bmp, .gif, .webp, .tif, ...)")
 
 
 def _attempt(fn: Callable[[Path], T], file: Path, bad: list[tuple[Path, str]], skip: bool, hint: bool) -> T | None:
@@ -226,7 +226,7 @@ def read_images(files: Sequence[Path], shape: tuple[int, ...] | None, *, where: 
             x[len(kept), c] = np.clip(resize_plane(arr[c], size, resample=Image.Resampling.BICUBIC), 0.0, 1.0)
         kept.append(i)
     if bad:
-        report_skipped(where, bad, "unreadable files (--skip-bad-files)")
+        report_skipped(where, bad, "unreadable file", "(--skip-bad-files)")
     if not kept:
         raise DataError(f"{where}: none of its {len(files)} image files could be read")
     return (x if len(kept) == len(x) else x[: len(kept)]), kept
