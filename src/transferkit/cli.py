@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="predict classes for new inputs (images, text, audio) with a run's model")
     pr.add_argument("run")
     pr.add_argument("inputs", help="image model: an image, a folder of images or an .npz with 'x'; text model: a .txt "
-                    "(one input per line), .csv with a 'text' column or .jsonl; audio model: a .wav or a folder of .wav")
+                    "(one input per line), .csv with a 'text' column or .jsonl; tabular model: a .csv / .jsonl table with the "
+                    "training columns (a label column is ignored); audio model: a .wav or a folder of .wav")
     pr.add_argument("--out", default=None, help="write predictions as CSV here")
     _add_column_args(pr)
     add_read_args(pr)

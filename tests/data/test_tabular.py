@@ -210,6 +210,14 @@ def test_hostile_tables(tmp_path: Path, text: str, expected: str | None) -> None
     assert str(err.value).startswith(f"{f}: ") and expected in str(err.value) and "\n" not in str(err.value)
 
 
+def test_jsonl_table_fields_absent_or_null_are_missing(tmp_path: Path) -> None:
+    f = tmp_path / "t.jsonl"
+    f.write_text('{"a": 1, "b": "x", "label": "p"}\n{"a": null, "label": "q"}\n{"b": "y", "a": 3, "label": "p"}\n')
+    ds = load_dataset(str(f))
+    assert ds.meta["columns"] == ["a", "b"] and ds.x.tolist() == [["1", "x"], ["", ""], ["3", "y"]]
+    assert TabularPreprocess.fit(ds).width == 2 + 4  # a, a=missing; b=(missing), x, y, other
+
+
 def test_a_category_phrase_column_is_not_taken_for_text(tmp_path: Path) -> None:
     rows = [[str(i), ["New York", "Los Angeles", "San Diego"][i % 3], "ab"[i % 2]] for i in range(30)]
     ds = load_dataset(str(write_csv(tmp_path / "c.csv", ["n", "city", "label"], rows)))

@@ -8,6 +8,7 @@ fitted on a training split and saved with the model (:mod:`transferkit.data.tabu
 Rules the loader applies to the whole file (a schema, no statistics):
 
 - missing cells are empty or one of ``NA``, ``N/A``, ``NaN``, ``null``, ``None``, ``?`` (any case);
+  in JSON Lines also ``null`` and a field a record lacks;
 - a column is numeric when at least half of its non-missing cells are numbers; a non-number in
   such a column is a typo and a one-line error names the file, line, column and cell;
 - any other column is categorical, unless its values are mostly distinct phrases: that is free
@@ -92,13 +93,13 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
 
 
 def read_jsonl_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """A JSON Lines table as CSV-like rows: the first record's keys are the header; ``null`` is missing."""
+    """A JSON Lines table as CSV-like rows: the header is every field in order of first appearance;
+    a field a record lacks, or ``null``, is a missing cell."""
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot read ({_reason(err)})") from None
-    header: list[str] | None = None
-    rows: list[tuple[int, list[str]]] = []
+    records: list[tuple[int, dict[str, Any]]] = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -108,15 +109,11 @@ def read_jsonl_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]
             raise DataError(f"{path}: line {n} is not JSON ({_reason(err)})") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}: line {n} is not a JSON object")
-        if header is None:
-            header = check_header(path, [str(k) for k in obj])
-        if sorted(map(str, obj)) != sorted(header):
-            raise DataError(f"{path}: line {n} has fields {columns_text(sorted(map(str, obj)))}; the first record has "
-                            f"{columns_text(header)}")
-        rows.append((n, ["" if obj[k] is None else str(obj[k]).strip() for k in header]))
-    if header is None:
+        records.append((n, {str(k).strip(): v for k, v in obj.items()}))
+    if not records:
         raise DataError(f"{path}: empty file")
-    return header, rows
+    header = check_header(path, list(dict.fromkeys(k for _, r in records for k in r)))
+    return header, [(n, ["" if r.get(k) is None else str(r[k]).strip() for k in header]) for n, r in records]
 
 
 def _label_index(path: Path, header: list[str], label_column: str | None, labels_required: bool) -> int | None:
