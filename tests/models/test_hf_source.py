@@ -126,6 +126,22 @@ def test_pickled_weights_and_a_missing_tokenizer_are_refused(tiny_bert: Path, tw
         from_pretrained("hf")
 
 
+def test_corrupt_or_mismatched_safetensors_are_refused(tiny_bert: Path, tmp_path: Path) -> None:
+    """Garbage weights fail in one line; a file with other tensors never yields a silently random encoder."""
+    from safetensors.torch import save_file
+
+    for name, write in (("corrupt", lambda f: f.write_bytes(b"garbage")),
+                        ("other_keys", lambda f: save_file({"x": torch.zeros(3)}, str(f)))):
+        folder = tmp_path / name
+        shutil.copytree(tiny_bert, folder)
+        write(folder / "model.safetensors")
+        with pytest.raises(ConfigError) as info:
+            load_source(folder)
+        assert len(str(info.value).splitlines()) == 1 and str(folder) in str(info.value)
+        if name == "other_keys":
+            assert "are not in its safetensors file" in str(info.value) and "random weights" in str(info.value)
+
+
 def test_tiny_vit_folder_is_an_image_source(tmp_path: Path, digits_ds: ArrayDataset) -> None:
     from transformers import ViTConfig, ViTModel
 

@@ -67,16 +67,24 @@ def _auto_model(path: Path, pretrained: bool) -> nn.Module:
     import transformers
     from transformers import AutoConfig, AutoModel
 
+    from safetensors import SafetensorError
+
     transformers.logging.set_verbosity_error()  # "pooler weights newly initialised": the pooler is dropped
     transformers.logging.disable_progress_bar()
     try:
         config = AutoConfig.from_pretrained(str(path), local_files_only=True)
-        if pretrained:
-            return AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
-        return AutoModel.from_config(config)
-    except (OSError, ValueError, KeyError) as e:
+        if not pretrained:
+            return AutoModel.from_config(config)
+        model, info = AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True,
+                                                output_loading_info=True)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"{path}: transformers cannot load this folder with AutoModel ({first[:200]})") from None
+    missing = [k for k in info.get("missing_keys", []) if not k.startswith("pooler.")]
+    if missing:  # transformers would start them from random weights, with a warning at most
+        raise ConfigError(f"{path}: {len(missing)} weights of the {type(model).__name__} are not in its safetensors "
+                          f"file (e.g. {sorted(missing)[0]}); it would start from random weights")
+    return model
 
 
 def split_groups(hf: nn.Module) -> OrderedDict[str, nn.Module]:
