@@ -231,3 +231,19 @@ def test_wav_folder_skips_bad_files_when_asked(tmp_path: Path) -> None:
         load_dataset(str(tmp_path / "w"))
     ds = load_dataset(str(tmp_path / "w"), read=ReadOptions(skip_bad_files=True))
     assert len(ds) == 4 and ds.class_names == ["a", "b"] and not any(Path(f).name == "bad.wav" for f in ds.meta["files"])
+
+
+def test_cli_predict_stops_at_a_corrupt_image_or_skips_and_lists_it(tmp_path: Path, source_run: Path,
+                                                                    mnist_small: ArrayDataset) -> None:
+    import os
+
+    root = _folder(tmp_path / "new", mnist_small.subset(np.arange(4)))
+    (root / "0" / "bad.png").write_bytes(b"not a png")
+    cmd = [sys.executable, "-m", "transferkit.cli", "predict", str(source_run), str(root)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFERKIT_PROGRESS": "0"}
+    bad = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.count("\n") == 1 and "bad.png: cannot read image" in bad.stderr and "--skip-bad-files" in bad.stderr
+    ok = subprocess.run([*cmd, "--skip-bad-files"], capture_output=True, text=True, env=env, timeout=120)
+    assert ok.returncode == 0 and len(ok.stdout.splitlines()) == 1 + 4
+    assert "skipped 1 unreadable file (--skip-bad-files): 0/bad.png" in ok.stderr

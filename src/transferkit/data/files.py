@@ -292,7 +292,7 @@ def load_path(
     ``read`` says whether unreadable files of a folder are skipped and the range a run's images were read in."""
     p = Path(path).expanduser()
     if p.is_dir():
-        from transferkit.data.audio import is_wav_folder, load_wav_folder
+        from transferkit.data.wav import is_wav_folder, load_wav_folder
 
         if is_wav_folder(p):  # .wav files (flat or one sub-folder per class): 16 kHz waveforms
             return load_wav_folder(p, labels_required=labels_required, skip_bad_files=read.skip_bad_files)
