@@ -70,9 +70,11 @@ def test_a_rollback_is_resumed_where_it_stopped(mnist_slices: tuple[Tensors, Ten
     m = build_model(ModelSpec("mlp", (1, 28, 28), [str(i) for i in range(10)], {"hidden": 32}), 0)
     phase = Phase("scratch", m, (x[::2], y[::2]), (xv[::3], yv[::3]), [{"params": list(m.parameters())}])
     cfg = TrainConfig(epochs=2, batch_size=32, precision="fp32", progress="off", lr=1e-2, schedule="constant")
-    res = fit_with_retries(phase, cfg, ckpt)
+    recorded: list[dict[str, Any]] = []
+    res = fit_with_retries(phase, cfg, ckpt, on_rollback=recorded.append)
     assert [h["lr"] for h in res.history] == pytest.approx([1e-3, 1e-3])
     assert [r["retry_lr"] for r in res.rollbacks] == pytest.approx([1e-3]) and len(res.warnings) == 1
+    assert recorded == res.rollbacks  # ctx.info["divergence"] as in the run before the kill
 
 
 def test_lr_1e6_fails_in_one_line_naming_the_learning_rate(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -81,10 +81,13 @@ def fit_with_retries(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = N
     rollback record ``{"phase", "error", "lr", "retry_lr"}`` as it happens."""
     start = {k: v.detach().clone() for k, v in phase.module.state_dict().items()}
     base_lr = phase.lr or cfg.lr
-    done = runlog.read_rollbacks(checkpoint) if checkpoint is not None else []
+    kept = runlog.read_rollbacks(checkpoint) if checkpoint is not None and distributed.is_main() else []
+    done = distributed.broadcast_object(kept)  # rank 0's files decide, as for the checkpoint itself
     if done:  # a resumed run goes on with the retry it was in
         phase.lr = float(done[-1]["retry_lr"])
     records = [{k: v for k, v in d.items() if k != "rows"} for d in done]
+    for rec in records if on_rollback is not None else []:  # the caller's record matches an uninterrupted run's
+        on_rollback(rec)
     for attempt in range(min(len(done), max_retries), max_retries + 1):
         lr = phase.lr or cfg.lr
         try:
