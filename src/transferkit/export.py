@@ -145,13 +145,19 @@ def _targets(out: Path, text: bool, overwrite: bool) -> list[Path]:
     return paths
 
 
-def check_inputs(loaded: LoadedRun, data: str | None, n: int) -> np.ndarray:
-    """``n`` real inputs of ``data`` (default: the data the run trained on), prepared for its model."""
-    from transferkit.data import load_dataset
-
-    name = data or loaded.config.get("data") or loaded.config.get("target")
+def check_data_name(loaded: LoadedRun, data: str | None) -> str:
+    """``data``, else the data the run trained on (``data``; ``target_data`` for ``adapt`` runs)."""
+    name = data or loaded.config.get("data") or loaded.config.get("target_data")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{loaded.path}: the run names no data to check the export on; pass --check-data DATA")
+    return name
+
+
+def check_inputs(loaded: LoadedRun, data: str | None, n: int) -> np.ndarray:
+    """``n`` real inputs of ``data`` (default: :func:`check_data_name`), prepared for the run's model."""
+    from transferkit.data import load_dataset
+
+    name = check_data_name(loaded, data)
     try:
         ds = load_dataset(name, model=loaded.spec, seed=int(loaded.config.get("seed", 0)), labels_required=False)
     except TransferkitError as e:
@@ -230,7 +236,7 @@ def _info(loaded: LoadedRun, names: list[str], x: np.ndarray, opset: int, data: 
             "model": spec.to_json(), "class_names": list(spec.class_names), "inputs": inputs,
             "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", spec.num_classes],
                          "note": "unnormalised scores; softmax gives the class probabilities"}],
-            "preprocessing": pre, "check_data": data or loaded.config.get("data")}
+            "preprocessing": pre, "check_data": check_data_name(loaded, data)}
 
 
 def export_onnx(run: str | Path, out: str | Path, *, overwrite: bool = False, tolerance: float = 1e-3,
