@@ -84,6 +84,19 @@ def test_a_bad_environment_value_is_a_one_line_error(monkeypatch: pytest.MonkeyP
     assert "\n" not in str(e.value)
 
 
+def test_a_bad_environment_value_fails_before_a_run_folder_is_made(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from transferkit.cli import main
+
+    monkeypatch.setenv(progress.ENV, "loud")
+    code = main(["pretrain", "--data", "digits8", "--model", "mlp", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1, err
+    assert err[0].startswith("transferkit: error: $TRANSFERKIT_PROGRESS='loud' is not one of 0, 1, auto, bar")
+    assert not (tmp_path / "run").exists()
+
+
 def test_only_rank_0_prints(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(distributed, "is_main", lambda: False)
     assert {progress.mode(s) for s in ("bar", "lines", "auto", "on")} == {"off"}

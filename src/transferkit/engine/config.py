@@ -61,6 +61,7 @@ class TrainConfig:
         for name in ("weight_decay", "patience", "grad_clip"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise ConfigError(f"{name} must be zero or positive, got {getattr(self, name)}")
+        progress_env()  # a bad $TRANSFERKIT_PROGRESS fails here, before a run folder is made
 
     @classmethod
     def default(cls, name: str) -> Any:
@@ -84,3 +85,19 @@ def capped_epochs(epochs: int) -> int:
     if not cap.isdigit() or int(cap) < 1:
         raise ConfigError(f"${MAX_EPOCHS_ENV}={cap!r} is not a positive whole number")
     return min(epochs, int(cap))
+
+
+PROGRESS_ENV = "TRANSFERKIT_PROGRESS"
+_PROGRESS_VALUES = {"0": "off", "off": "off", "false": "off", "no": "off", "1": "bar", "on": "bar", "true": "bar",
+                    "yes": "bar", "bar": "bar", "lines": "lines", "auto": "auto"}
+
+
+def progress_env() -> str | None:
+    """``$TRANSFERKIT_PROGRESS`` as a ``progress`` setting (``0``/``off`` -> off, ``1``/``on`` -> bar,
+    ``lines``, ``auto``), None when unset; it decides what ``progress=auto`` shows."""
+    value = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if not value:
+        return None
+    if value not in _PROGRESS_VALUES:
+        raise ConfigError(f"${PROGRESS_ENV}={value!r} is not one of {', '.join(sorted(_PROGRESS_VALUES))}")
+    return _PROGRESS_VALUES[value]

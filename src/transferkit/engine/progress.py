@@ -14,7 +14,6 @@ only: one line per epoch is the off-terminal summary.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -22,13 +21,11 @@ from contextvars import ContextVar
 from typing import Any, Literal, TypeVar
 
 from transferkit.engine import distributed
-from transferkit.errors import ConfigError
+from transferkit.engine.config import PROGRESS_ENV, progress_env
 
-ENV = "TRANSFERKIT_PROGRESS"
+ENV = PROGRESS_ENV
 T = TypeVar("T")
 Mode = Literal["bar", "lines", "off"]
-_ENV_VALUES: dict[str, str] = {"0": "off", "off": "off", "false": "off", "no": "off", "1": "bar", "on": "bar",
-                               "bar": "bar", "true": "bar", "yes": "bar", "lines": "lines", "auto": "auto"}
 _SETTING: ContextVar[str] = ContextVar("transferkit_progress", default="auto")
 
 
@@ -55,11 +52,8 @@ def mode(setting: str | None = None) -> Mode:
     if not distributed.is_main():
         return "off"
     chosen = setting or _SETTING.get()
-    env = os.environ.get(ENV, "").strip().lower()
-    if chosen == "auto" and env:
-        if env not in _ENV_VALUES:
-            raise ConfigError(f"${ENV}={env!r} is not one of {', '.join(sorted(set(_ENV_VALUES)))}")
-        chosen = _ENV_VALUES[env]
+    if chosen == "auto":
+        chosen = progress_env() or chosen
     if chosen in ("bar", "on"):
         return "bar"
     if chosen in ("lines", "off"):
