@@ -68,28 +68,69 @@ def linear_cka(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> fl
     return min(1.0, cross / (nx * ny))  # rounding can land a hair above 1 for X == Y
 
 
+def is_token_batch(x: torch.Tensor) -> bool:
+    """Whether ``x`` holds text tokens as the text models take them: int ``[N, 2, L]`` (ids, mask)."""
+    return not x.is_floating_point() and x.ndim == 3 and x.shape[1] == 2
+
+
+def cka_batches(x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Index batches for a forward pass whose per-example outputs do not depend on the batch.
+
+    Image, audio and tabular inputs have one width: plain consecutive batches. Token inputs are
+    grouped by length (tokens in the mask) so a batch holds texts of one length: a text model
+    trims each batch to its longest text, and a batch of equal lengths has no padding, so every
+    layer's token states (and their mean) are those the text gets alone.
+    """
+    if not is_token_batch(x):
+        return list(torch.arange(len(x)).split(batch_size))
+    lengths = x[:, 1].sum(1)
+    out: list[torch.Tensor] = []
+    for n in torch.unique(lengths).tolist():
+        out += list(torch.nonzero(lengths == n).flatten().split(batch_size))
+    return out
+
+
+def pool_output(out: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """One row per example from a layer's output: a token sequence ``[n, T, D]`` (text, when
+    ``mask`` ``[n, L >= T]`` is given) -> the masked mean over its tokens ``[n, D]``; anything
+    else is flattened ``[n, -1]``. Text widths vary with the batch; the mean does not."""
+    out = out.detach().float()
+    if mask is not None and out.ndim == 3 and out.shape[1] <= mask.shape[1]:
+        m = mask[:, : out.shape[1]].to(out.device, out.dtype).unsqueeze(-1)
+        out = (out * m).sum(1) / m.sum(1).clamp(min=1.0)
+    return out.reshape(len(out), -1).cpu().clone()  # clone: later in-place ops
+
+
 def _group_activations(model: TransferModel, x: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
-    """The output of every layer group of ``model`` on ``x``, flattened to ``[N, -1]`` (fp32, CPU)."""
+    """The output of every layer group of ``model`` on ``x``, one row per example (fp32, CPU), in
+    the order of ``x``: flattened, or mean-pooled over tokens for text (see :func:`pool_output`)."""
     outs: dict[str, list[torch.Tensor]] = {name: [] for name, _ in model.layer_groups()}
+    mask: list[torch.Tensor | None] = [None]  # the current batch's attention mask (text), read by the hooks
 
     def keep(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
         def hook(_m: nn.Module, _inp: object, out: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
             if isinstance(out, (tuple, list)):  # e.g. a transformer layer's (hidden states, ...)
                 out = out[0]
-            outs[name].append(out.detach().float().reshape(len(out), -1).cpu().clone())  # later in-place ops
+            outs[name].append(pool_output(out, mask[0]))
 
         return hook
 
     handles = [module.register_forward_hook(keep(name)) for name, module in model.layer_groups()]
     device = next(model.parameters()).device
+    tokens = is_token_batch(x)
+    if tokens:  # a text model may sort a larger batch by length before its layers: keep rows in place
+        batch_size = min(batch_size, int(getattr(model, "chunk", batch_size)))
+    batches = cka_batches(x, batch_size)
     try:
         with eval_mode(model), torch.inference_mode():
-            for i in range(0, len(x), batch_size):
-                model(x[i : i + batch_size].to(device))
+            for idx in batches:
+                mask[0] = x[idx, 1] if tokens else None
+                model(x[idx].to(device))
     finally:
         for h in handles:
             h.remove()
-    return {name: torch.cat(chunks) for name, chunks in outs.items()}
+    inverse = torch.argsort(torch.cat(batches)) if batches else torch.zeros(0, dtype=torch.long)
+    return {name: torch.cat(chunks)[inverse] for name, chunks in outs.items()}
 
 
 def layer_cka(model_a: TransferModel, model_b: TransferModel, x: torch.Tensor | np.ndarray,
@@ -97,11 +138,12 @@ def layer_cka(model_a: TransferModel, model_b: TransferModel, x: torch.Tensor | 
     """Linear CKA between the two models' activations after each layer group, on inputs ``x``.
 
     Both models run in eval mode in fp32; the output of each group (the head's logits last) is
-    flattened per example. The head is compared even when the class counts differ (CKA allows
+    flattened per example, except a text layer's token states, which are averaged over the
+    text's tokens (the width of a token sequence varies with the batch; its mean does not). The head is compared even when the class counts differ (CKA allows
     different widths).
 
     Shape:
-        - x: ``[N, *input_shape]`` with ``N >= 2``
+        - x: ``[N, *input_shape]`` with ``N >= 2`` (text: int tokens ``[N, 2, L]``)
         - output: ``{group name: CKA}`` in the order of ``model_a.layer_groups()``
 
     Raises:

@@ -19,6 +19,7 @@ from transferkit.errors import TransferkitError
 from transferkit.evaluation.cka import layer_cka, weight_change
 from transferkit.evaluation.saliency import SaliencyExamples, saliency_examples
 from transferkit.io import read_json
+from transferkit.models.base import TransferModel
 from transferkit.runs import LoadedRun, load_run, load_source
 
 
@@ -37,6 +38,7 @@ class RunView:
     change: dict[str, float] | None = None
     saliency: SaliencyExamples | None = None
     layer_note: str | None = None  # why the layer views (change, CKA) are missing, if they are
+    saliency_note: str | None = None  # why there is no saliency map, if there is none
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -63,6 +65,14 @@ class RunView:
             if isinstance(m, dict) and m.get("confusion") is not None:
                 return np.asarray(m["confusion"], dtype=np.int64)
         return None
+
+
+#: why the report draws no input-gradient map for a modality
+WHY_NOT = {
+    "text": "a text is a sequence of discrete tokens, not a grid of pixels",
+    "audio": "the gradient of a 16 kHz waveform is not a readable picture",
+    "tabular": "a table row has no spatial layout to draw a map over",
+}
 
 
 def run_labels(paths: list[Path]) -> list[str]:
@@ -136,12 +146,24 @@ def analyse_run(path: str | Path, label: str | None = None, *, max_samples: int 
         view.change = weight_change(source.model.cpu().float(), model)
         if data is not None and len(data) >= 2:
             view.cka = layer_cka(source.model, model, data.x)
-    image = len(loaded.spec.input_shape) == 3 and loaded.spec.modality == "image"
-    if data is not None and image and n_saliency > 0:
-        view.saliency = saliency_examples(model, data.x, data.require_labels(), n_saliency, n_saliency)
-    elif data is not None and not image:
-        view.notes.append("saliency maps are drawn for image data only")
+    view.saliency, view.saliency_note = _saliency(model, loaded.spec.modality, loaded.spec.input_shape, data,
+                                                  n_saliency)
+    if view.saliency_note:
+        view.notes.append(view.saliency_note)
     return view
+
+
+def _saliency(model: TransferModel, modality: str, input_shape: tuple[int, ...], data: ArrayDataset | None,
+              n: int) -> tuple[SaliencyExamples | None, str | None]:
+    """Saliency maps of an image run, or ``None`` and the reason there are none."""
+    if n <= 0:
+        return None, None
+    if modality != "image" or len(input_shape) != 3:
+        return None, (f"no saliency map: input-gradient maps are drawn for images, and this run's inputs are "
+                      f"{modality} ({WHY_NOT.get(modality, 'no per-pixel view applies')})")
+    if data is None:
+        return None, "no saliency map: the test data is not reachable"
+    return saliency_examples(model, data.x, data.require_labels(), n, n), None
 
 
 def analyse_runs(paths: list[str | Path], *, max_samples: int = 256, n_saliency: int = 4) -> list[RunView]:

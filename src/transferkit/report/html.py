@@ -162,15 +162,17 @@ def _layers(views: Sequence[RunView]) -> str:
     body = _img(plots.layer_views(rows), "relative weight change and linear CKA per layer group")
     body += f"<table>{table}</table>"
     lead = ("Per layer group, how far the weights moved from the source model (relative L2) and how similar the "
-            "representations stay (linear CKA, Kornblith et al. 2019, on the run's test images; 1 = same up to "
-            "rotation and scale). High CKA and small change: the layer was reused; low CKA: it was re-learned.")
+            "representations stay (linear CKA, Kornblith et al. 2019, on the run's test examples, a text layer's token "
+            "states averaged over the text; 1 = same up to rotation and scale). High CKA and small change: the layer was reused; low CKA: it was re-learned.")
     return _section("layers", "Which layers moved", lead, body + notes)
 
 
 def _saliency(views: Sequence[RunView]) -> str:
     figs = [_img(plots.saliency_grid(v.saliency, v.class_names, v.label), f"saliency maps of {v.label}")
             for v in views if v.saliency is not None and len(v.saliency)]
-    body = f'<div class="figs">{"".join(figs)}</div>' if figs else _note("no image runs with reachable test data")
+    body = f'<div class="figs">{"".join(figs)}</div>' if figs else ""
+    body += "".join(_note(f"{v.label}: {v.saliency_note}") for v in views if v.saliency_note)
+    body = body or _note("no saliency maps requested (--saliency 0) or no wrong and right test predictions to show")
     return _section("saliency", "Saliency maps", "Input gradients of the predicted class (Simonyan et al. 2014) for "
                     "a few correct and wrong test predictions: bright pixels changed the decision most.", body)
 

@@ -172,7 +172,8 @@ def layer_views(runs: Sequence[tuple[str, dict[str, float] | None, dict[str, flo
                 ax.bar(pos, [v if _finite(v) else 0 for v in vals], w, color=color, label=label)
                 for p, v in zip(pos, vals, strict=True):
                     if not _finite(v):
-                        ax.text(p, 0.01, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
+                        ax.text(p, 0.01, "n/a", ha="center", va="bottom", fontsize=6, rotation=90,
+                                transform=ax.get_xaxis_transform())  # y in axes units: inside at any scale
     changes = [v for _, c, _ in runs for v in (c or {}).values() if _finite(v) and v > 0]
     if changes and max(changes) / min(changes) > 50:  # the head often moves 100x more than the backbone
         ax_w.set_yscale("symlog", linthresh=max(min(changes), 1e-4))
