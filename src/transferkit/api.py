@@ -77,6 +77,9 @@ def pretrain(data: str, model: str = "small_cnn", out: str | Path | None = None,
     """
     ds = load_dataset(data, seed=seed, label_column=label_column, text_column=text_column,
                       read=ReadOptions(skip_bad_files))
+    if ds.modality == "text":  # raw strings: no backbone trains on them from random weights
+        raise ConfigError(f"{data}: pretrain trains from random weights on images, tables and audio; for text, "
+                          f"transfer from a pretrained encoder (transferkit transfer --source minilm --data {data} ...)")
     train.setdefault("epochs", TABULAR_EPOCHS if ds.modality == "tabular" else 8)
     cfg = _config(seed, train)
     sp, preprocess = fit_splits(split(ds, seed=seed, **SPLIT))  # tables: fitted on the training split only

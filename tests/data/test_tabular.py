@@ -177,6 +177,14 @@ def test_label_and_text_columns(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert f"{data}: no text column 'review' (columns: alcohol" in err
 
 
+def test_pretrain_on_text_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_csv(tmp_path / "w.csv", *wine_rows("numeric"))
+    err = _error(capsys, "pretrain", "--data", str(data), "--text-column", "alcohol", "--model", "mlp",
+                 "--out", str(tmp_path / "x"), *FAST)
+    assert f"{data}: pretrain trains from random weights on images, tables and audio" in err
+    assert not (tmp_path / "x").exists()
+
+
 def test_text_column_flag_reads_csv_and_jsonl_as_text(tmp_path: Path) -> None:
     reviews = [("a gripping and tender film", "pos"), ("dull plot and wooden acting", "neg"),
                ("a joy from start to end", "pos"), ("I left before the end", "neg")]
