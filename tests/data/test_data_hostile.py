@@ -40,7 +40,8 @@ def _write_png(path: Path, width: int, height: int) -> None:
         parts.append(comp.compress(row))
     parts.append(comp.flush())
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
 
 
 def _folder(root: Path, ds: ArrayDataset, suffix: str = ".png") -> Path:
@@ -230,7 +231,8 @@ def test_wav_folder_skips_bad_files_when_asked(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"bad\.wav: cannot read WAV file .*; pass --skip-bad-files"):
         load_dataset(str(tmp_path / "w"))
     ds = load_dataset(str(tmp_path / "w"), read=ReadOptions(skip_bad_files=True))
-    assert len(ds) == 4 and ds.class_names == ["a", "b"] and not any(Path(f).name == "bad.wav" for f in ds.meta["files"])
+    assert len(ds) == 4 and ds.class_names == ["a", "b"]
+    assert not any(Path(f).name == "bad.wav" for f in ds.meta["files"])
 
 
 def test_cli_predict_stops_at_a_corrupt_image_or_skips_and_lists_it(tmp_path: Path, source_run: Path,
@@ -243,7 +245,16 @@ def test_cli_predict_stops_at_a_corrupt_image_or_skips_and_lists_it(tmp_path: Pa
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFERKIT_PROGRESS": "0"}
     bad = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and bad.stdout == ""
-    assert bad.stderr.count("\n") == 1 and "bad.png: cannot read image" in bad.stderr and "--skip-bad-files" in bad.stderr
+    assert bad.stderr.count("\n") == 1 and "bad.png: cannot read image" in bad.stderr
+    assert "--skip-bad-files" in bad.stderr
     ok = subprocess.run([*cmd, "--skip-bad-files"], capture_output=True, text=True, env=env, timeout=120)
     assert ok.returncode == 0 and len(ok.stdout.splitlines()) == 1 + 4
     assert "skipped 1 unreadable file (--skip-bad-files): 0/bad.png" in ok.stderr
+
+
+def test_a_float_tiff_in_0_to_1_is_kept_and_a_16_bit_png_is_scaled(tmp_path: Path, mnist_small: ArrayDataset) -> None:
+    img = mnist_small.x[0, 0]
+    Image.fromarray(img.astype(np.float32)).save(tmp_path / "f.tif")  # mode F
+    np.testing.assert_allclose(decode_image(tmp_path / "f.tif")[0][0], img, atol=1e-6)
+    Image.fromarray(np.round(img * 65535).astype(np.uint16)).save(tmp_path / "d.png")
+    np.testing.assert_allclose(decode_image(tmp_path / "d.png")[0][0], img, atol=1e-4)

@@ -115,8 +115,10 @@ def _shrink(img: Image.Image, grey: bool, size: tuple[int, int] | None) -> Image
 
 def _to_float(img: Image.Image, grey: bool) -> np.ndarray:
     """A decoded image as float32 ``[H, W, C]`` in ``[0, 1]``."""
-    if img.mode in ("I", "F"):  # 16/32-bit grey
+    if img.mode in ("I", "F"):  # 16/32-bit grey: 0..255 or 0..65535 by its maximum; float TIFFs already in 0..1 kept
         raw = np.asarray(img, dtype=np.float32)[..., None]
+        if img.mode == "F" and raw.size and raw.min() >= 0 and raw.max() <= 1:
+            return raw
         return raw / (65535.0 if raw.max() > 255 else 255.0)
     if grey:
         return np.asarray(img.convert("L"), dtype=np.float32)[..., None] / 255.0
