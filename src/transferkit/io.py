@@ -89,13 +89,13 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"{path}: weights file not found") from None
-    if data[:1] == b"\x80" or data[:2] == b"PK":  # a pickle, or torch.save's zip of pickles
-        raise CheckpointError(f"{path}: refused: this is a pickle / torch.save file, which can run code when "
-                              "loaded; transferkit reads weights only from safetensors (convert it with "
-                              "safetensors.torch.save_file)")
-    try:
+    try:  # parsing never runs code; a valid file may start with 0x80 or "PK" (its header length's low bytes)
         return load(data)
     except (SafetensorError, ValueError, RuntimeError) as e:
+        if data[:1] == b"\x80" or data[:2] == b"PK":  # a pickle, or torch.save's zip of pickles
+            raise CheckpointError(f"{path}: refused: this is a pickle / torch.save file, which can run code when "
+                                  "loaded; transferkit reads weights only from safetensors (convert it with "
+                                  "safetensors.torch.save_file)") from None
         raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({str(e).splitlines()[0]})") from None
 
 

@@ -79,6 +79,28 @@ def test_tiny_bert_folder_transfers_and_reloads(tiny_bert: Path, tweets_csv: Pat
     assert [r["class"] in loaded.spec.class_names for r in rows] == [True] * 3
 
 
+def test_the_folders_own_tokenizer_feeds_it_everywhere(tweets_csv: Path, tmp_path: Path) -> None:
+    """A BERT with a 60-token WordPiece vocabulary: MiniLM's tokenizer (ids up to 30k) would index out of
+    its embeddings, so data, zero-shot prompts (zs_init) and predict all use the folder's own tokenizer."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path / "small_vocab"
+    folder.mkdir()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz",
+             *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"), "positive", "negative", "!", "."]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(folder, safe_serialization=True)
+    transferkit.transfer(str(folder), str(tweets_csv), strategy="zs_init", out=tmp_path / "run", epochs=1,
+                         progress="off", precision="fp32", model_kwargs={"max_length": 64})
+    loaded = load_run(tmp_path / "run")
+    ds = prepare(ArrayDataset(np.array(_texts(), dtype=object), None, [], "t", modality="text"), loaded.spec)
+    assert int(ds.x[:, 0].max()) < len(vocab)
+    assert len(transferkit.predict(tmp_path / "run", _write_txt(tmp_path))) == 3
+
+
 def _write_txt(tmp_path: Path) -> Path:
     path = tmp_path / "in.txt"
     path.write_text("\n".join(_texts()) + "\n", encoding="utf-8")
