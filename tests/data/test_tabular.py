@@ -116,6 +116,8 @@ def test_every_command_on_a_mixed_table(tmp_path: Path, capsys: pytest.CaptureFi
     new[1][header.index("magnesium")] = "?"  # missing: the training median
     code, out, _ = _run(capsys, "predict", src, str(write_csv(tmp_path / "new.csv", header[:-1], new)))
     assert code == 0 and out.splitlines()[0].startswith("input,class,probability") and len(out.splitlines()) == 5
+    flipped = write_csv(tmp_path / "flipped.csv", header[:-1][::-1], [r[::-1] for r in new])  # matched by name
+    assert _run(capsys, "predict", src, str(flipped))[1] == out.replace("new.csv", "flipped.csv")
     labelled = _run(capsys, "predict", src, str(data))[1].splitlines()  # the label column is ignored
     assert len(labelled) == 179 and labelled[1].startswith("w.csv:row 1,")
     code, out, _ = _run(capsys, "transfer", "--source", src, "--data", str(data), "--strategy", "lp_ft",
