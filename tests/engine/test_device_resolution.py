@@ -61,3 +61,11 @@ def test_the_api_refuses_too(source_run: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "f").exists()
     with pytest.raises(ConfigError, match=f"--device {MISSING_CUDA}"):
         transferkit.transfer(source_run, "digits8", strategy="full", shots=2, device=MISSING_CUDA, epochs=1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_under_torchrun_without_cuda_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ConfigError, match="--device cuda: this torch build has no CUDA support"):
+        resolve_device("cuda")
