@@ -61,6 +61,9 @@ def test_export_never_overwrites_without_the_flag(source_run: Path, tmp_path: Pa
     assert out.stat().st_size > 1000
     err = _one_line_error(capsys, ["export", str(source_run), "--out", str(tmp_path / "model.txt")])
     assert "must end in .onnx" in err
+    for bad in ("-1", "nan"):
+        err = _one_line_error(capsys, ["export", str(source_run), "--out", str(tmp_path / "t.onnx"), "--tolerance", bad])
+        assert f"--tolerance {float(bad)}: must be a finite number >= 0" in err
 
 
 def test_incomplete_run_and_a_failed_check_write_nothing(source_run: Path, tmp_path: Path,

@@ -251,6 +251,8 @@ def export_onnx(run: str | Path, out: str | Path, *, overwrite: bool = False, to
         ConfigError: ``out`` exists (without ``overwrite``), onnx/onnxruntime are missing, or
             onnxruntime's logits differ from PyTorch's by more than ``tolerance``.
     """
+    if not 0 <= tolerance < float("inf"):
+        raise ConfigError(f"--tolerance {tolerance}: must be a finite number >= 0")
     onnx, _ = _require_onnx()
     out = Path(out).expanduser()
     loaded = load_run(run)
