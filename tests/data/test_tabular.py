@@ -15,6 +15,7 @@ from transferkit.cli import main
 from transferkit.data import load_dataset, split
 from transferkit.data.tabular_prep import TabularPreprocess, fit_splits
 from transferkit.errors import DataError
+from transferkit.strategies import STRATEGIES
 
 FAST = ["--epochs", "3", "--precision", "fp32", "--progress", "off"]
 WINE_CATEGORY = "colour_band"  # a categorical column derived from the real colour intensity
@@ -132,12 +133,20 @@ def test_every_command_on_a_mixed_table(tmp_path: Path, capsys: pytest.CaptureFi
     assert "<html" in (tmp_path / "report.html").read_text().lower()
 
 
-@pytest.mark.parametrize("strategy", ["linear_probe", "full", "scratch"])
-def test_transfer_strategies_on_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str], strategy: str) -> None:
-    data = write_csv(tmp_path / "w.csv", *wine_rows())
-    src = str(tmp_path / "src")
-    assert _run(capsys, "pretrain", "--data", str(data), "--model", "mlp", "--out", src, *FAST)[0] == 0
-    code, out, err = _run(capsys, "transfer", "--source", src, "--data", str(data), "--strategy", strategy,
+@pytest.fixture(scope="module")
+def table_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A mixed wine table and an mlp pretrained on it (3 epochs)."""
+    root = tmp_path_factory.mktemp("table_source")
+    data = write_csv(root / "w.csv", *wine_rows())
+    assert main(["pretrain", "--data", str(data), "--model", "mlp", "--out", str(root / "src"), *FAST]) == 0
+    return data, root / "src"
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_every_strategy_transfers_on_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             table_source: tuple[Path, Path], strategy: str) -> None:
+    data, src = table_source
+    code, out, err = _run(capsys, "transfer", "--source", str(src), "--data", str(data), "--strategy", strategy,
                           "--shots", "5", "--out", str(tmp_path / strategy), *FAST)
     assert code == 0 and "target accuracy" in out, err
 
