@@ -94,12 +94,12 @@ def test_rundir_lifecycle(tmp_path: Path) -> None:
 
 
 def test_failed_run_is_marked_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from transferkit.strategies import base
+    from transferkit.engine import divergence
 
     def boom(*a: Any, **k: Any) -> None:
         raise RuntimeError("boom in training")
 
-    monkeypatch.setattr(base, "fit", boom)
+    monkeypatch.setattr(divergence, "fit", boom)  # the loop run_strategy's phases go through
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="boom"):
         _pretrain(out)
