@@ -77,3 +77,23 @@ def test_simulated_federate_stderr_is_one_line_per_round(source_run: Path, short
     assert len(err) == 2 and all(line.startswith("transferkit: round ") for line in err), out.stderr
     after = sorted(p.relative_to(short_tmp) for p in short_tmp.rglob("*"))
     assert other.is_dir() and [p for p in after if p.parts[0] == "ray"] == [p for p in before if p.parts[0] == "ray"]
+
+
+def test_flower_held_to_errors_and_client_tracebacks_dropped() -> None:
+    import logging
+
+    flwr_log = logging.getLogger("flwr")
+    client_failure = logging.makeLogRecord({"module": "vce_api", "levelno": logging.ERROR})
+    server_error = logging.makeLogRecord({"module": "run_simulation", "levelno": logging.ERROR})
+    with quiet_simulation():
+        assert flwr_log.isEnabledFor(logging.ERROR) and not flwr_log.isEnabledFor(logging.WARNING)
+        assert not flwr_log.filter(client_failure) and flwr_log.filter(server_error)
+    assert flwr_log.filter(client_failure)  # restored after the block
+
+
+def test_failure_reason_is_the_message() -> None:
+    from transferkit.federated.server_app import failure_reason
+
+    wrapped = "Traceback ...\nException ClientAppException occurred. Message: injected fault: client 1'>"
+    assert failure_reason(wrapped) == "injected fault: client 1"
+    assert failure_reason("  ") == "no reason given" and failure_reason("timed out") == "timed out"

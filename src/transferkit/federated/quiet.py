@@ -7,7 +7,8 @@ log with ``transferkit --debug``), silences
 Ray's start-up ``FutureWarning`` and, afterwards, removes the Ray session folders *this process*
 created during the block (any other session, of another process or from before, stays), plus the
 ``session_latest`` link and the ``ray`` folder when they are left pointing at nothing / empty.
-Failed clients are still reported, one line each, by the ServerApp's tracker.
+A failed client is reported once, in one line, by the ServerApp's tracker (Flower's traceback of it
+is dropped); an error of the ServerApp itself propagates from ``run_simulation`` as usual.
 """
 
 from __future__ import annotations
@@ -23,6 +24,17 @@ from pathlib import Path
 
 #: Messages of Ray's start-up that are about Ray's future defaults, not about this run.
 RAY_NOISE = r".*RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"
+
+#: Flower modules whose errors are a client's failed reply, with the whole traceback: the
+#: ServerApp's tracker already reports each failed reply in one line (``round R train: node N ... failed``).
+CLIENT_FAILURE_MODULES = frozenset({"vce_api", "raybackend"})
+
+
+class DropClientTracebacks(logging.Filter):
+    """Drops Flower's logs of a failed client message (reported once, by the tracker)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.module not in CLIENT_FAILURE_MODULES
 
 
 def ray_temp_root() -> Path:
@@ -72,12 +84,15 @@ def quiet_simulation() -> Iterator[None]:
     root = ray_temp_root()
     root_existed = root.exists()
     before = own_sessions(root)
+    drop = DropClientTracebacks()
     if not verbose():
         flwr_log.setLevel(logging.ERROR)
+        flwr_log.addFilter(drop)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=RAY_NOISE, category=FutureWarning)
             yield
     finally:
         flwr_log.setLevel(level)
+        flwr_log.removeFilter(drop)
         remove_new_sessions(root, before, root_existed)

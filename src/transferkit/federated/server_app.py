@@ -14,6 +14,7 @@ others when at least ``ceil(min_fit_fraction * clients)`` replied, else the glob
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,16 @@ def _scalars_only(content: Any) -> bool:
             if isinstance(v, (list, tuple, bytes)) and len(v) > 16:
                 return False
     return True
+
+
+def failure_reason(reason: str) -> str:
+    """The last line of a failed reply's reason, without Flower's wrapping: ``Exception
+    ClientAppException occurred. Message: injected fault ...'>`` -> ``injected fault ...``."""
+    lines = reason.strip().splitlines()
+    if not lines:
+        return "no reason given"
+    last = re.sub(r"^Exception \w+ occurred\. Message: ", "", lines[-1].strip())
+    return last.removesuffix("'>").strip() or "no reason given"
 
 
 class Tracker:
@@ -66,8 +77,7 @@ class Tracker:
             if m.has_error():
                 pid = self.partition_of.get(node)
                 who = f"node {node}" + (f" (client {pid})" if pid is not None else "")
-                log.warning("round %d %s: %s failed: %s", r, phase, who, m.error.reason.strip().splitlines()[-1]
-                            if m.error.reason.strip() else "no reason given")
+                log.warning("round %d %s: %s failed: %s", r, phase, who, failure_reason(m.error.reason))
                 self.round(r)["failed"].append({"phase": phase, "node_id": node, "partition_id": pid,
                                                 "reason": m.error.reason[-500:]})
                 continue
@@ -91,7 +101,7 @@ class Tracker:
         rec = self.round(r)
         log.info("round %d/%d: pooled held-out accuracy %.2f%% over %d of %d clients%s", r, self.cfg.rounds,
                  100 * rec["pooled_accuracy"], len(clients), self.cfg.clients,
-                 f"; {len(rec['failed'])} failed replies" if rec["failed"] else "")
+                 f"; failed replies: {len(rec['failed'])}" if rec["failed"] else "")
 
 
 def tracked_strategy(cfg: FedConfig, tracker: Tracker) -> Any:
