@@ -3,12 +3,12 @@
 Flower logs its strategy banner and every step at INFO on its own handler (``flwr`` logger), and
 Ray starts a local cluster whose session folder (``$TMPDIR/ray/session_<date>_<pid>``, logs,
 sockets, spilled objects) outlives it. :func:`quiet_simulation` holds Flower to errors (all of its
-log with ``transferkit --debug``), silences
-Ray's start-up ``FutureWarning`` and, afterwards, removes the Ray session folders *this process*
-created during the block (any other session, of another process or from before, stays), plus the
-``session_latest`` link and the ``ray`` folder when they are left pointing at nothing / empty.
-A failed client is reported once, in one line, by the ServerApp's tracker (Flower's traceback of it
-is dropped); an error of the ServerApp itself propagates from ``run_simulation`` as usual.
+log with ``transferkit --debug``), silences Ray's start-up ``FutureWarning`` and, afterwards,
+removes the Ray session folders *this process* created during the block (any other session, of
+another process or from before, stays), plus the ``session_latest`` link and the ``ray`` folder
+when they are left pointing at nothing / empty. A failed client is reported once, in one line, by
+the ServerApp's tracker (Flower's traceback of it is dropped); an error of the ServerApp itself
+propagates from ``run_simulation`` as usual.
 """
 
 from __future__ import annotations
