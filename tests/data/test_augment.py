@@ -42,7 +42,8 @@ def test_policy_keeps_shape_dtype_layout_and_range() -> None:
 def test_digits_are_never_flipped_photos_half_the_time() -> None:
     digits = torch.zeros(4, 1, 28, 28)
     grey_rgb = torch.rand(4, 1, 16, 16).expand(4, 3, 16, 16)  # a grey digit converted for an RGB backbone
-    assert image_kind(digits) == "glyph" and image_kind(grey_rgb) == "glyph" and image_kind(torch.rand(4, 3, 8, 8)) == "photo"
+    assert image_kind(digits) == "glyph" and image_kind(grey_rgb) == "glyph"
+    assert image_kind(torch.rand(4, 3, 8, 8)) == "photo"
     glyph = LightAugment.for_kind("glyph")
     assert not glyph.flip and glyph.crop is None
     det = torch.linalg.det(light_matrices(2000, glyph, _gen())[:, :, :2])
@@ -172,3 +173,17 @@ def test_cli_flag_is_checked_in_one_line(capsys: pytest.CaptureFixture[str], sou
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and err == ["transferkit: error: augment='sideways' is not one of auto, on, off"]
     assert not (tmp_path / "bad").exists()
+
+
+def test_auto_takes_the_recipe_and_config_json_says_so(source_run: Path, tmp_path: Path) -> None:
+    kw: dict[str, Any] = {"shots": 2, "epochs": 1, "batch_size": 16, "precision": "fp32", "progress": "off"}
+    for given in ({}, {"augment": "auto"}):  # auto given explicitly is still the recipe's
+        out = tmp_path / f"run{len(given)}"
+        res = transferkit.transfer(source_run, "digits8", strategy="full", out=out, **given, **kw)
+        config = json.loads((out / "config.json").read_text())
+        assert config["train"]["augment"] == "on" and config["recipe"] == {"augment": "on"}
+        assert res.metrics["strategy_info"]["augment"]["source"] == "recipe"
+        assert any("small_cnn recipe for full: augment=on" in n for n in res.notes)
+    res = transferkit.transfer(source_run, "digits8", strategy="full", out=tmp_path / "off", augment="off", **kw)
+    assert json.loads((tmp_path / "off" / "config.json").read_text())["recipe"] is None
+    assert "augment" not in res.metrics["strategy_info"]

@@ -37,7 +37,7 @@ def test_a_recipe_fills_only_the_settings_the_user_left_unset() -> None:
 
 
 def test_no_recipe_for_unmeasured_pairs_nor_for_contexts_built_by_hand() -> None:
-    for backbone, strategy in [("efficientnet_lite0", "scratch"), ("small_cnn", "lp_ft"), ("minilm", "lora")]:
+    for backbone, strategy in [("efficientnet_lite0", "scratch"), ("small_cnn", "linear_probe"), ("minilm", "lora")]:
         ctx = _ctx(backbone, frozenset())
         assert recipe_for(backbone, strategy) is None and apply_recipe(strategy, ctx) == {} and "recipe" not in ctx.info
     ctx = _ctx("efficientnet_lite0", None)  # benchmarks and federated clients set their own settings
