@@ -216,6 +216,11 @@ class RunDir:
         self.adopt("model.safetensors", "model.json")
         save_tensors(self.path / "model.safetensors", tensors, metadata={"format": "pt"})
         write_json(self.path / "model.json", model.spec.to_json())
+        if model.spec.name == "hf":  # its config and tokenizer: the run reloads without the original folder
+            from transferkit.models.hf import BUNDLE, write_bundle
+
+            self.adopt(BUNDLE)
+            write_bundle(model.spec, self.path / BUNDLE)
 
     def write(self, name: str, obj: Any) -> None:
         if not _writer():
@@ -312,6 +317,9 @@ def load_run(path: str | Path, model: TransferModel | None = None) -> LoadedRun:
         spec = ModelSpec.from_json(read_json(run.path / "model.json"))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{run.path / 'model.json'}: malformed ({e})") from None
+    from transferkit.models.hf import use_bundle
+
+    spec = use_bundle(spec, run.path)
     if model is None:
         try:
             model = build_model(spec, pretrained=False)  # the saved weights replace any pretrained ones

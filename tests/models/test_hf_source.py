@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -107,16 +108,27 @@ def _write_txt(tmp_path: Path) -> Path:
     return path
 
 
-def test_cli_source_folder_and_a_run_whose_folder_is_gone(tiny_bert: Path, tweets_csv: Path, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_run_reloads_after_its_folder_is_deleted(tiny_bert: Path, tweets_csv: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "copy"
     shutil.copytree(tiny_bert, folder)
+    run = tmp_path / "run"
     code = main(["transfer", "--source", str(folder), "--data", str(tweets_csv), "--strategy", "linear_probe",
-                 "--model-opt", "max_length=64", "--epochs", "1", "--progress", "off", "--out", str(tmp_path / "run")])
+                 "--model-opt", "max_length=64", "--epochs", "1", "--progress", "off", "--out", str(run)])
     assert code == 0, capsys.readouterr().err
-    assert load_run(tmp_path / "run").spec.kwargs == {"max_length": 64, "path": str(folder.resolve())}
+    capsys.readouterr()
+    assert load_run(run).spec.kwargs == {"max_length": 64, "path": str(folder.resolve())}
+    assert sorted(p.name for p in (run / "hf_source").iterdir()) == ["config.json", *sorted(TOKENIZER_FILES)]
+    assert "hf_source" in json.loads((run / "run.json").read_text())["files"]  # --overwrite removes it
+    texts = _write_txt(tmp_path)
+    assert main(["predict", str(run), str(texts)]) == 0
+    before = capsys.readouterr().out
     shutil.rmtree(folder)
-    assert main(["predict", str(tmp_path / "run"), str(_write_txt(tmp_path))]) == 2
+    assert load_run(run).spec.kwargs["path"] == str((run / "hf_source").resolve())
+    assert main(["predict", str(run), str(texts)]) == 0
+    assert capsys.readouterr().out == before
+    shutil.rmtree(run / "hf_source")
+    assert main(["predict", str(run), str(texts)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(folder.resolve()) in err and "gone" in err
 

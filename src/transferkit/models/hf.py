@@ -17,8 +17,9 @@ folder holding only ``pytorch_model.bin`` (a pickle) is refused with a one-line 
 Layer groups (input -> output): the model's top-level parts before its stack of blocks (e.g.
 ``embeddings``), each block (``layer0`` ..), the parts after it (e.g. a final ``layernorm``),
 then the head; a pooler (never used for the features) is dropped. A run stores the folder's
-absolute path in ``model.json`` (``kwargs.path``): reloading the run reads the architecture
-(``config.json``) and the tokenizer there, and the run's own weights.
+absolute path in ``model.json`` (``kwargs.path``) and a copy of its config and tokenizer files in
+``hf_source/`` (:data:`BUNDLE`); reloading the run reads that copy when the folder is gone or was
+re-saved with other files since, and always the run's own weights.
 """
 
 from __future__ import annotations
@@ -35,9 +36,13 @@ from torch import nn
 
 from transferkit.errors import ConfigError, DataError
 from transferkit.models.base import ModelSpec, TransferModel
-from transferkit.models.text import TextTransferModel, mean_pool, tokenizer
+from transferkit.models.text import TOKENIZER_FILES, TextTransferModel, mean_pool, tokenizer
 
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+#: the folder in a run directory with its hf model's config and tokenizer (no weights: the run has its own)
+BUNDLE = "hf_source"
+BUNDLE_FILES = ("config.json", "preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json",
+                "added_tokens.json", "merges.txt", *TOKENIZER_FILES)
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -47,11 +52,36 @@ def is_hf_folder(path: str | Path) -> bool:
     return p.is_dir() and (p / "config.json").is_file() and not (p / "run.json").exists()
 
 
+def write_bundle(spec: ModelSpec, directory: Path) -> None:
+    """Copy the config and tokenizer files of the hf model ``spec`` into ``directory`` (a run's :data:`BUNDLE`)."""
+    from transferkit.io import atomic_write_bytes
+
+    src = Path(str(spec.kwargs["path"]))
+    directory.mkdir(exist_ok=True)
+    for name in BUNDLE_FILES:
+        if (src / name).is_file():
+            atomic_write_bytes(directory / name, (src / name).read_bytes())
+
+
+def use_bundle(spec: ModelSpec, run_path: Path) -> ModelSpec:
+    """``spec`` reading the run's own copy of its config and tokenizer when the folder it names is gone or
+    now holds other files (re-saved since); unchanged otherwise, and for other models."""
+    bundle = run_path / BUNDLE
+    if spec.name != "hf" or not bundle.is_dir():
+        return spec
+    src = Path(str(spec.kwargs.get("path", "")))
+    copies = [f for f in bundle.iterdir() if f.is_file()]
+    if not (src.is_dir() and all((src / f.name).is_file() and (src / f.name).read_bytes() == f.read_bytes()
+                                 for f in copies)):
+        spec.kwargs = {**spec.kwargs, "path": str(bundle.resolve())}
+    return spec
+
+
 def check_folder(path: Path, weights: bool) -> None:
     """One-line errors for a folder that is gone, has no ``config.json`` or (``weights``) no safetensors."""
     if not path.is_dir():
-        raise ConfigError(f"{path}: the Hugging Face model folder is gone or not a folder (a run made from it reads "
-                          "its config.json and tokenizer there)")
+        raise ConfigError(f"{path}: the Hugging Face model folder is gone or not a folder (the run has no copy of "
+                          f"its config.json and tokenizer in {BUNDLE}/ either)")
     if not (path / "config.json").is_file():
         raise ConfigError(f"{path}: no config.json, so not a Hugging Face checkpoint folder")
     if weights and not any((path / f).is_file() for f in SAFE_WEIGHTS):
