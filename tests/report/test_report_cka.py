@@ -145,3 +145,54 @@ def test_models_with_other_groups_are_rejected() -> None:
         weight_change(_tiny(), other)
     with pytest.raises(ValueError, match="different layer groups"):
         layer_cka(_tiny(), other, torch.rand(4, 1, 28, 28))
+
+
+@pytest.fixture(scope="module")
+def minilm_pair() -> tuple[TransferModel, TransferModel]:
+    """MiniLM and a copy whose last layer is perturbed (a stand-in for a fine-tuned encoder)."""
+    from transferkit.models import from_pretrained
+
+    a = from_pretrained("minilm").eval()
+    b = copy.deepcopy(a)
+    with torch.no_grad():
+        for p in b.groups["layer5"].parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+    return a, b
+
+
+def _tweets(n: int) -> torch.Tensor:
+    from transferkit.data import load_dataset
+    from transferkit.models.text import tokenize
+
+    return torch.from_numpy(tokenize(load_dataset("vader-tweets").x[:n]))
+
+
+def test_layer_cka_on_text_of_many_lengths_does_not_depend_on_the_batching(
+        minilm_pair: tuple[TransferModel, TransferModel]) -> None:
+    """Real tweets, more than one encoder chunk: each chunk is trimmed to its longest text, so the
+    flattened token states of two batches had different widths (issue 17 item 4: RuntimeError: Sizes
+    of tensors must match). A layer's states are now averaged over each text's tokens."""
+    a, b = minilm_pair
+    x = _tweets(80)
+    assert len(set(x[:, 1].sum(1).tolist())) > 10  # many lengths
+    by_8 = layer_cka(a, b, x, batch_size=8)
+    by_256 = layer_cka(a, b, x, batch_size=256)
+    assert list(by_8) == [n for n, _ in a.layer_groups()]
+    for g in ("embeddings", "layer0", "layer4"):
+        assert by_8[g] == pytest.approx(1.0, abs=1e-9)  # unchanged groups
+    assert 0.3 < by_8["layer5"] < 0.9999
+    for g in by_8:
+        if g != "head":  # the source encoder has a 0-class head: no representation, nan
+            assert by_8[g] == pytest.approx(by_256[g], abs=1e-9)
+
+
+def test_text_activations_are_each_texts_own_mean_token_state(minilm_pair: tuple[TransferModel, TransferModel]) -> None:
+    """The pooled layer output of a text in a batch equals that of the text run alone (no padding)."""
+    from transferkit.evaluation.cka import group_activations
+
+    a, _ = minilm_pair
+    x = _tweets(40)
+    together = group_activations(a, x, 64)["layer2"]
+    for i in (0, 7, 33):
+        alone = group_activations(a, x[i : i + 1], 1)["layer2"]
+        torch.testing.assert_close(together[i : i + 1], alone, rtol=1e-4, atol=1e-5)

@@ -52,10 +52,10 @@ def _image(root: Path) -> tuple[Path, Path]:
 def _text(root: Path) -> tuple[Path, Path]:
     """The README's runs/txt in small: MiniLM + zs_init on real VADER movie snippets, and a MiniLM
     linear probe trained on real tweets as the "pretrain"-side run (a text model with a head)."""
-    movies = _text_csv(root / "movies.csv", _per_class(load_dataset("vader-movies"), 24))
-    tweets = _text_csv(root / "tweets.csv", _per_class(load_dataset("vader-tweets"), 24))
+    movies = _text_csv(root / "movies.csv", _per_class(load_dataset("vader-movies"), 60))  # 36 test texts: 2 chunks
+    tweets = _text_csv(root / "tweets.csv", _per_class(load_dataset("vader-tweets"), 60))
     src, tgt = root / "tweets_probe", root / "txt"
-    transferkit.transfer("minilm", str(tweets), strategy="linear_probe", out=src, epochs=1, **TRAIN)
+    transferkit.transfer("minilm", str(tweets), strategy="linear_probe", shots=8, out=src, epochs=1, **TRAIN)
     transferkit.transfer("minilm", str(movies), strategy="zs_init", shots=8, out=tgt, epochs=1, **TRAIN)
     return src, tgt
 

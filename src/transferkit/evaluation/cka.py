@@ -101,7 +101,7 @@ def pool_output(out: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return out.reshape(len(out), -1).cpu().clone()  # clone: later in-place ops
 
 
-def _group_activations(model: TransferModel, x: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
+def group_activations(model: TransferModel, x: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
     """The output of every layer group of ``model`` on ``x``, one row per example (fp32, CPU), in
     the order of ``x``: flattened, or mean-pooled over tokens for text (see :func:`pool_output`)."""
     outs: dict[str, list[torch.Tensor]] = {name: [] for name, _ in model.layer_groups()}
@@ -156,8 +156,8 @@ def layer_cka(model_a: TransferModel, model_b: TransferModel, x: torch.Tensor | 
     xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     if xt.is_floating_point():  # token ids (text) stay integers
         xt = xt.float()
-    acts_a = _group_activations(model_a, xt, batch_size)
-    acts_b = _group_activations(model_b, xt, batch_size)
+    acts_a = group_activations(model_a, xt, batch_size)
+    acts_b = group_activations(model_b, xt, batch_size)
     return {name: linear_cka(acts_a[name].numpy(), acts_b[name].numpy()) for name in names_a}
 
 
