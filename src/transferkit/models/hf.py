@@ -108,7 +108,7 @@ def _auto_model(path: Path, pretrained: bool) -> nn.Module:
         model, info = AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True,
                                                 output_loading_info=True)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"{path}: transformers cannot load this folder with AutoModel ({first[:200]})") from None
     missing = [k for k in info.get("missing_keys", []) if not k.startswith("pooler.")]
     if missing:  # transformers would start them from random weights, with a warning at most
