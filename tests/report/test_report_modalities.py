@@ -1,6 +1,7 @@
 """``transferkit report`` on one pretrain and one transfer run per modality (image, text, audio,
 tabular), each small and on real data: the page renders, the layer views (weight change, CKA) are
-finite for every backbone group, and saliency is drawn or its absence explained on the page.
+finite for every backbone group, and saliency is drawn (image maps, text token scores) or its
+absence explained on the page (audio, tabular).
 
 Before the fix a text run crashed the report (``RuntimeError: Sizes of tensors must match`` in
 ``evaluation/cka.py``): each text batch is trimmed to its longest text, so the flattened token
@@ -21,6 +22,7 @@ import pytest
 
 import transferkit
 from transferkit.data import ArrayDataset, load_dataset
+from transferkit.evaluation.saliency import SaliencyExamples, TextSaliency
 from transferkit.report.analysis import analyse_runs
 from transferkit.report.html import render_html
 
@@ -113,7 +115,14 @@ def test_report_renders_for_every_modality(modality: str, tmp_path: Path) -> Non
     assert len(IMG.findall(page)) >= 5  # 2 training curves, 2 confusions, layers (+ saliency for images)
     saliency = page[page.index('<section id="saliency">'):page.index('<section id="notes">')]
     if modality == "image":
-        assert view.saliency is not None and len(view.saliency) >= 1 and IMG.search(saliency)
+        assert isinstance(view.saliency, SaliencyExamples) and len(view.saliency) >= 1 and IMG.search(saliency)
+    elif modality == "text":  # gradient x input per token, the texts shown with their tokens shaded
+        ex = view.saliency
+        assert isinstance(ex, TextSaliency) and 1 <= len(ex) <= 4 and view.saliency_note is None
+        for toks, sc in zip(ex.tokens, ex.scores, strict=True):
+            assert toks[0] == "[CLS]" and toks[-1] == "[SEP]" and len(toks) == len(sc)
+            assert sc.min() >= 0 and sc.max() == pytest.approx(1.0)
+        assert saliency.count("<span style=\"background:rgba(214,39,40,") >= sum(len(t) - 2 for t in ex.tokens)
     else:
         assert view.saliency_note is not None and modality in view.saliency_note
         assert f"{view.label}: {view.saliency_note}" in html.unescape(saliency)

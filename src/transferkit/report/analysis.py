@@ -17,7 +17,7 @@ import numpy as np
 from transferkit.data import ArrayDataset, align_classes, load_dataset, split
 from transferkit.errors import TransferkitError
 from transferkit.evaluation.cka import layer_cka, weight_change
-from transferkit.evaluation.saliency import SaliencyExamples, saliency_examples
+from transferkit.evaluation.saliency import SaliencyExamples, TextSaliency, saliency_examples, text_saliency_examples
 from transferkit.io import read_json
 from transferkit.models.base import TransferModel
 from transferkit.runs import LoadedRun, load_run, load_source
@@ -36,7 +36,7 @@ class RunView:
     modality: str
     cka: dict[str, float] | None = None
     change: dict[str, float] | None = None
-    saliency: SaliencyExamples | None = None
+    saliency: SaliencyExamples | TextSaliency | None = None  # maps over images, scores per token of texts
     layer_note: str | None = None  # why the layer views (change, CKA) are missing, if they are
     saliency_note: str | None = None  # why there is no saliency map, if there is none
     notes: list[str] = field(default_factory=list)
@@ -67,9 +67,8 @@ class RunView:
         return None
 
 
-#: why the report draws no input-gradient map for a modality
+#: why the report draws no saliency view for a modality
 WHY_NOT = {
-    "text": "a text is a sequence of discrete tokens, not a grid of pixels",
     "audio": "the gradient of a 16 kHz waveform is not a readable picture",
     "tabular": "a table row has no spatial layout to draw a map over",
 }
@@ -154,16 +153,21 @@ def analyse_run(path: str | Path, label: str | None = None, *, max_samples: int 
 
 
 def _saliency(model: TransferModel, modality: str, input_shape: tuple[int, ...], data: ArrayDataset | None,
-              n: int) -> tuple[SaliencyExamples | None, str | None]:
-    """Saliency maps of an image run, or ``None`` and the reason there are none."""
+              n: int) -> tuple[SaliencyExamples | TextSaliency | None, str | None]:
+    """Saliency maps of an image run, token scores of a text run, or ``None`` and the reason there are none."""
     if n <= 0:
         return None, None
-    if modality != "image" or len(input_shape) != 3:
-        return None, (f"no saliency map: input-gradient maps are drawn for images, and this run's inputs are "
-                      f"{modality} ({WHY_NOT.get(modality, 'no per-pixel view applies')})")
+    image = modality == "image" and len(input_shape) == 3
+    if not image and modality != "text":
+        return None, (f"no saliency view: input-gradient maps are drawn for images and token scores for texts; "
+                      f"this run's inputs are {modality} ({WHY_NOT.get(modality, 'no per-input view applies')})")
     if data is None:
-        return None, "no saliency map: the test data is not reachable"
-    return saliency_examples(model, data.x, data.require_labels(), n, n), None
+        return None, "no saliency view: the test data is not reachable"
+    if image:
+        return saliency_examples(model, data.x, data.require_labels(), n, n), None
+    from transferkit.models.text import tokenizer
+
+    return text_saliency_examples(model, data.x, data.require_labels(), tokenizer().convert_ids_to_tokens, n, n), None
 
 
 def analyse_runs(paths: list[str | Path], *, max_samples: int = 256, n_saliency: int = 4) -> list[RunView]:

@@ -22,6 +22,7 @@ from transferkit import __version__
 from transferkit.errors import ConfigError
 from transferkit.io import atomic_write_bytes
 from transferkit.report import plots
+from transferkit.evaluation.saliency import SaliencyExamples, TextSaliency
 from transferkit.report.analysis import RunView, analyse_runs
 
 CSS = """
@@ -35,6 +36,7 @@ h2{font-size:17px;margin:4px 0 8px}p.lead{color:#555c6b;font-size:13px;margin:0 
 table{border-collapse:collapse;font-size:13px}th,td{padding:4px 10px;border-bottom:1px solid #e3e6eb;text-align:right}
 th:first-child,td:first-child{text-align:left}th{background:#f0f2f5}
 .figs{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}figure img{max-width:100%;border:1px solid #e3e6eb}
+table.tokens td.text{text-align:left;line-height:1.7;max-width:900px}
 figcaption{font-size:12px;color:#555c6b}.note{font-size:12px;color:#7a5d00}ul.notes{margin:4px 0;font-size:13px}
 """
 
@@ -167,14 +169,40 @@ def _layers(views: Sequence[RunView]) -> str:
     return _section("layers", "Which layers moved", lead, body + notes)
 
 
+def _tokens_html(tokens: list[str], scores: np.ndarray) -> str:
+    """Word pieces shaded by score (``##`` pieces joined to the word before); special tokens left out."""
+    out = []
+    for tok, sc in zip(tokens, scores.tolist(), strict=True):
+        if tok in ("[CLS]", "[SEP]", "[PAD]"):
+            continue
+        glue = tok.startswith("##")
+        text = html.escape(tok[2:] if glue else tok)
+        out.append(("" if glue or not out else " ") + f'<span style="background:rgba(214,39,40,{sc:.2f})">{text}</span>')
+    return "".join(out)
+
+
+def _text_saliency(v: RunView, ex: TextSaliency) -> str:
+    def name(i: int) -> str:
+        return v.class_names[i] if 0 <= i < len(v.class_names) else str(i)
+
+    rows = "".join(f'<tr><td>{"ok" if ok else "WRONG"} {html.escape(name(int(t)))}&rarr;{html.escape(name(int(p)))}'
+                   f'</td><td class="text">{_tokens_html(toks, sc)}</td></tr>'
+                   for toks, sc, t, p, ok in zip(ex.tokens, ex.scores, ex.y_true, ex.y_pred, ex.correct, strict=True))
+    return (f"<p><b>{html.escape(v.label)}</b> (true&rarr;predicted; a darker red token moved the predicted "
+            f'class\'s logit more)</p><table class="tokens">{rows}</table>')
+
+
 def _saliency(views: Sequence[RunView]) -> str:
     figs = [_img(plots.saliency_grid(v.saliency, v.class_names, v.label), f"saliency maps of {v.label}")
-            for v in views if v.saliency is not None and len(v.saliency)]
+            for v in views if isinstance(v.saliency, SaliencyExamples) and len(v.saliency)]
     body = f'<div class="figs">{"".join(figs)}</div>' if figs else ""
+    body += "".join(_text_saliency(v, v.saliency) for v in views if isinstance(v.saliency, TextSaliency)
+                    and len(v.saliency))
     body += "".join(_note(f"{v.label}: {v.saliency_note}") for v in views if v.saliency_note)
-    body = body or _note("no saliency maps requested (--saliency 0) or no wrong and right test predictions to show")
-    return _section("saliency", "Saliency maps", "Input gradients of the predicted class (Simonyan et al. 2014) for "
-                    "a few correct and wrong test predictions: bright pixels changed the decision most.", body)
+    body = body or _note("no saliency views requested (--saliency 0) or no test predictions to show")
+    return _section("saliency", "Saliency", "Input gradients of the predicted class for a few correct and wrong test "
+                    "predictions: over an image's pixels (Simonyan et al. 2014; bright pixels changed the decision "
+                    "most), or gradient x input at a text's token embeddings (Denil et al. 2014).", body)
 
 
 def _notes(views: Sequence[RunView]) -> str:
