@@ -2,6 +2,7 @@
 
     python benchmarks/auto_suite.py --jobs 2     # full run (about 40 minutes on 2 shared CPU cores)
     python benchmarks/auto_suite.py --quick      # smoke run (a few minutes): 3 tasks, 4 strategies, 1 seed
+    python benchmarks/auto_suite.py --render-only  # rewrite docs/AUTO_SUITE.md from docs/auto_suite.json
 
 Writes ``docs/AUTO_SUITE.md`` and ``docs/auto_suite.json`` (``runs/suite-quick/`` with ``--quick``);
 never edit them by hand. Source models are pretrained once into ``runs/suite/`` and reused. Every
@@ -35,6 +36,9 @@ the rules were fixed (spoken digits across espeak-ng voices with ``audio_cnn``, 
 mnist5k as the target); they are reported separately. The unrelated sources: ``unrelated`` is
 ``small_cnn`` trained on mnist5k under one fixed random pixel permutation, ``shuffled`` is
 trained on mnist5k with shuffled labels (its features collapse: transfer hurts).
+
+Every run passes the plan's ``augment`` ("off"): the suite was measured before small_cnn's lp_ft/full
+recipe turned image augmentation on (docs/AUGMENT.md), and the page says so in a generated sentence.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from typing import Any
 import numpy as np
 import torch
 from bench_common import Check, log, machine_info
+from recipe_notes import augment_off_note
 
 import transferkit
 from transferkit.data import load_dataset
@@ -110,6 +115,7 @@ class Plan:
     tau_shots: int
     tau_strategy: str = "lp_ft"
     tau_seeds: tuple[int, ...] = (0,)
+    augment: str = "off"  # every run's TrainConfig.augment (a JSON without it ran before the setting existed: off)
 
 
 # strategies that make sense for every backbone (lora / bitfit / zs_init target transformers or text priors) and
@@ -149,6 +155,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sources", type=Path, default=SOURCES_DIR, help="where source models are pretrained and reused")
     p.add_argument("--exhaustive-from", type=Path, default=None, metavar="JSON",
                    help="reuse the every-strategy results and the tau table of an earlier auto_suite.json; run auto only")
+    p.add_argument("--render-only", action="store_true", help="run nothing; rewrite AUTO_SUITE.md from auto_suite.json")
     args = p.parse_args(argv)
     if args.out is None:
         args.out = ROOT / ("runs/suite-quick" if args.quick else "docs")
@@ -204,12 +211,13 @@ def _init_worker() -> None:
 
 
 def one_run(src_dir: str, target: str, shots: int | None, strategy: str, seed: int, epochs: int,
-            options: dict[str, str] | None = None) -> dict[str, Any]:
+            options: dict[str, str] | None = None, augment: str = "off") -> dict[str, Any]:
     """One transfer run through the public API with a fresh feature cache."""
     t0 = time.perf_counter()
     try:
         res = transferkit.transfer(load_run(src_dir), target, strategy=strategy, shots=shots, seed=seed,
-                                   options=options, cache=FeatureCache(), epochs=epochs, progress="off")
+                                   options=options, cache=FeatureCache(), epochs=epochs, progress="off",
+                                   augment=augment)
     except Exception as e:  # recorded and reported; the other runs still go
         return {"error": f"{type(e).__name__}: {e}"}
     m = res.metrics
@@ -273,7 +281,8 @@ def run_units(plan: Plan, dirs: dict[str, Path], res: Results, stage: str, jobs:
             res.reused += 1
             continue
         opts = None if budget is None else {"budget": f"{budget:g}"}
-        todo.append((key, task, seed, name, budget, (str(dirs[task.source]), task.target, task.shots, name, seed, ep, opts)))
+        todo.append((key, task, seed, name, budget, (str(dirs[task.source]), task.target, task.shots, name, seed, ep, opts,
+                                                         plan.augment)))
     log(f"{len(todo)} runs to do, {res.reused} reused from {res.path}")
 
     def record(item: tuple[Any, ...], row: dict[str, Any], i: int) -> None:
@@ -324,7 +333,8 @@ def run_tau(plan: Plan, dirs: dict[str, Path], res: Results) -> dict[str, Any]:
                 key = row_key(f"{n}->{target}@{plan.tau_shots}", seed, plan.tau_strategy, None, plan.epochs)
                 row = res.get(key, None)
                 if row is None:
-                    row = one_run(str(dirs[n]), target, plan.tau_shots, plan.tau_strategy, seed, plan.epochs)
+                    row = one_run(str(dirs[n]), target, plan.tau_shots, plan.tau_strategy, seed, plan.epochs,
+                                  augment=plan.augment)
                     row.update(key=key, task=key.split("|")[0], seed=seed, strategy=plan.tau_strategy, budget=None,
                                auto_version=None, tau_only=True)
                     res.add(row)
@@ -345,9 +355,10 @@ def load_exhaustive(path: Path, plan: Plan) -> dict[str, Any]:
         old_plan, tasks = doc["meta"]["plan"], {t["key"]: t for t in doc["tasks"]}
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SystemExit(f"--exhaustive-from {path}: not a readable auto_suite.json ({type(e).__name__}: {e})") from None
-    for k in ("strategies", "seeds", "epochs"):
-        if old_plan[k] != asdict(plan)[k]:
-            raise SystemExit(f"--exhaustive-from {path}: its plan has {k}={old_plan[k]}, this one {asdict(plan)[k]}")
+    for k in ("strategies", "seeds", "epochs", "augment"):
+        if old_plan.get(k, "off") != asdict(plan)[k]:
+            raise SystemExit(f"--exhaustive-from {path}: its plan has {k}={old_plan.get(k, 'off')}, this one "
+                             f"{asdict(plan)[k]}")
     missing = [t.key for t in plan.tasks if t.key not in tasks or set(tasks[t.key]["accuracy"]) != set(plan.strategies)]
     if missing:
         raise SystemExit(f"--exhaustive-from {path}: no complete every-strategy results for {', '.join(missing)}")
@@ -491,6 +502,16 @@ def search_section(tasks: list[dict[str, Any]]) -> list[str]:
             "extra trial seconds |", "|---|---:|---|---|---:|---:|---:|", *rows]
 
 
+def augment_sentence(doc: dict[str, Any]) -> str:
+    """The generated sentence when the suite's runs passed ``augment="off"`` where the CLI default augments."""
+    plan = doc["meta"]["plan"]
+    if plan.get("augment", "off") != "off":
+        return ""
+    via = ["auto"] if plan["auto_budgets"] else []
+    models = sorted({s["model"] for s in doc["sources"].values()})
+    return " ".join(n for n in (augment_off_note(m, plan["strategies"], via) for m in models) if n)
+
+
 def render(doc: dict[str, Any]) -> str:
     meta, m, plan = doc["meta"], doc["machine"], doc["meta"]["plan"]
     budgets = [f"{b:g}" for b in plan["auto_budgets"]]
@@ -517,7 +538,8 @@ def render(doc: dict[str, Any]) -> str:
            "per phase unless the task says fewer, early stopping as the library's default, each run with a fresh "
            f"feature cache. `auto` runs once per seed with `budget` {', '.join(budgets)} s. Accuracy: mean test accuracy "
            "over the seeds; best = the strategy with the best mean; regret = best mean - auto's mean (points); time "
-           "ratio = auto's mean train seconds (decision included) / the sum of every strategy's mean train seconds."),
+           "ratio = auto's mean train seconds (decision included) / the sum of every strategy's mean train seconds."
+           + (f" {augment_sentence(doc)}" if augment_sentence(doc) else "")),
            "", ("Groups: **design** tasks were looked at while auto's rules were written; **holdout** tasks were added and "
            "run only after the rules were fixed (audio: `audio_cnn` pretrained on espeak-ng voices A, transferred to "
            "voices B / C; digits with mnist5k as the target)."), "",
@@ -577,6 +599,10 @@ def render(doc: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render_only:
+        (args.out / "AUTO_SUITE.md").write_text(render(json.loads((args.out / "auto_suite.json").read_text())))
+        log(f"wrote {args.out / 'AUTO_SUITE.md'} from {args.out / 'auto_suite.json'}")
+        return 0
     torch.set_num_threads(1)
     plan = QUICK if args.quick else FULL
     started = time.perf_counter()

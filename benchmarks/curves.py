@@ -3,11 +3,13 @@
     python benchmarks/curves.py                       # every task; writes docs/CURVES.md, docs/curves.json, docs/curves*.png
     python benchmarks/curves.py --tasks text,audio    # run a subset (the doc still shows every task's stored results)
     python benchmarks/curves.py --deadline-min 40     # start no new run after 40 min; the doc shows what finished
-    python benchmarks/curves.py --render-only         # rewrite the docs from the stored runs
+    python benchmarks/curves.py --render-only         # rewrite the docs from the stored runs (or docs/curves.json's)
 
 Tasks (issue #7; issue #4 part 5 for the zero-shot and prototype baselines), 3 seeds each:
 
-- ``mnist``: small_cnn pretrained here on mnist5k -> digits8, library defaults (40 epochs, patience 10).
+- ``mnist``: small_cnn pretrained here on mnist5k -> digits8, library defaults (40 epochs, patience 10),
+  with ``augment="off"``: measured before small_cnn's lp_ft/full recipe turned augmentation on
+  (docs/AUGMENT.md), and kept so the stored numbers stay reproducible; the page says so.
 - ``effnet``: ImageNet EfficientNet-Lite0 (64 px) -> digits8; ``scratch`` is the same architecture
   with random weights. Fine-tuning runs (scratch, lp_ft) at most 5 epochs, batch 16 (as
   benchmarks/image.py) and stop at 50 per class: the whole split does not fit the budget.
@@ -20,7 +22,8 @@ Tasks (issue #7; issue #4 part 5 for the zero-shot and prototype baselines), 3 s
 
 ``ncm`` (nearest class mean on frozen features) and ``linear_probe`` share one feature cache.
 Finished runs are kept in ``runs/curves/<task>/results.json`` (mnist: ``runs/curves/results.json``),
-so an interrupted run resumes; accuracy does not depend on the machine's load.
+so an interrupted run resumes; accuracy does not depend on the machine's load. ``--render-only`` takes a
+task whose store is missing from the published ``docs/curves.json`` (its ``runs``).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 from bench_common import log, machine_info
+from recipe_notes import augment_off_note
 
 import transferkit
 from transferkit.data import ArrayDataset, kshot, load_dataset, split
@@ -80,6 +84,7 @@ class Task:
     subdir: str = ""
     png: str = ""
     notes: str = ""
+    backbone: str = ""  # its recipes decide which rows the CLI default would augment
 
     @property
     def shots(self) -> list[int | None]:
@@ -93,18 +98,18 @@ def _lora() -> list[str]:
 TASKS: dict[str, Task] = {t.name: t for t in [
     Task("mnist", "small_cnn (mnist5k) -> digits8", "digits8",
          {s: SHOTS for s in ["scratch", "ncm", "linear_probe", "full", "lp_ft", "l2sp", "wise_ft"]},
-         subdir=".", png="curves.png",
+         train={"augment": "off"}, subdir=".", png="curves.png", backbone="small_cnn",
          notes="Source: small_cnn pretrained here on mnist5k (8 epochs). Library defaults (at most 40 epochs, "
                "early stopping with patience 10)."),
     Task("effnet", "EfficientNet-Lite0 (ImageNet, 64 px) -> digits8", "digits8",
          {"scratch": SHOTS, "ncm": SHOTS, "linear_probe": SHOTS, "lp_ft": SHOTS},
-         train={"epochs": 5, "batch_size": 16}, subdir="effnet", png="curves-effnet.png",
+         train={"epochs": 5, "batch_size": 16}, subdir="effnet", png="curves-effnet.png", backbone="efficientnet_lite0",
          notes="`scratch` = EfficientNet-Lite0 with random weights. Fine-tuning (`scratch`, `lp_ft`) runs at most "
                "5 epochs, batch 16 (as benchmarks/image.py; the probe phase trains on cached features, 100 epochs); "
                "`lp_ft` with the backbone's recipe (lr 1e-4, BatchNorm frozen: src/transferkit/strategies/recipes.py)."),
     Task("text", "MiniLM -> vader-movies", "vader-movies",
          {"zero_shot": (), "ncm": SHOTS, "linear_probe": SHOTS, "zs_init": FEW, **{s: FEW for s in _lora()}},
-         baseline="zero_shot", subdir="text", png="curves-text.png",
+         baseline="zero_shot", subdir="text", png="curves-text.png", backbone="minilm",
          notes=f"Test: 500 snippets drawn per seed from the held-out split (as docs/TEXT.md). `zero_shot` = cosine "
                f"to the prompted label names (prompt `{ZS_PROMPT}`; no labels, so a flat line). Recipes of "
                "benchmarks/text.py (linear_probe lr 1e-3; zs_init with the same prompt and WiSE-FT alpha picked on "
@@ -114,7 +119,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
                "the baseline for the gain is zero-shot."),
     Task("audio", "audio_cnn (spoken digits, voices A) -> voices B", "spoken-digits:voices=B",
          {s: SHOTS for s in ["scratch", "ncm", "linear_probe", "lp_ft"]},
-         train={"epochs": 12}, subdir="audio", png="curves-audio.png",
+         train={"epochs": 12}, subdir="audio", png="curves-audio.png", backbone="audio_cnn",
          notes="Source: audio_cnn pretrained here on `spoken-digits:voices=A` (seed 0, 12 epochs). Each seed also "
                "draws B's renditions. At most 12 epochs per phase (as benchmarks/audio.py); `all` = 550 clips, "
                "so 50 per class (500) is nearly all of it."),
@@ -216,9 +221,16 @@ def store_path(work: Path, task: Task) -> Path:
     return work / task.subdir / "results.json"
 
 
-def load_store(work: Path, task: Task) -> Results:
+def load_store(work: Path, task: Task, published: Path | None = None) -> Results:
+    """The task's stored runs; without a store, the ``runs`` of the task in ``published`` (a curves.json)."""
     p = store_path(work, task)
-    return json.loads(p.read_text()) if p.exists() else {}
+    if p.exists():
+        return json.loads(p.read_text())
+    runs: Results = {}
+    if published is not None and published.exists():
+        runs = json.loads(published.read_text()).get("tasks", {}).get(task.name, {}).get("runs", {})
+        log(f"{task.name}: no store in {work}; rendering the {len(runs)} runs of {published}")
+    return runs
 
 
 def cells(task: Task, seeds: list[int], only: set[str] | None = None) -> list[tuple[str, int | None, int]]:
@@ -319,7 +331,9 @@ def plot(task: Task, summary: dict[str, dict[str, list[float]]], path: Path) -> 
 def section(task: Task, summary: dict[str, dict[str, list[float]]], done: Results, seeds: list[int], complete: bool) -> list[str]:
     shots = [label(k) for k in task.shots]
     minutes = sum(v.get("seconds", 0.0) for v in done.values()) / 60
-    lines = [f"## {task.title}", "", task.notes, "",
+    off = augment_off_note(task.backbone, task.strategies) if task.train.get("augment") == "off" else ""
+    notes = f"{task.notes} {off}".strip()
+    lines = [f"## {task.title}", "", notes, "",
              f"Test-split accuracy (%), mean ± std over seeds {seeds}; — = not run. Runs took {minutes:.1f} min "
              "(sum of the recorded runs' wall times, one thread)." + ("" if complete else
              " **Unfinished: some runs were not started (deadline); their cells show — or n < 3.**"), "",
@@ -370,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--tasks: unknown {min(unknown)!r} (one of {', '.join(TASKS)})")
     seeds = [int(s) for s in args.seeds.split(",")]
     t0 = time.monotonic()
-    machine = machine_info()
+    published = args.out / "curves.json"
+    machine = json.loads(published.read_text())["machine"] if args.render_only and published.exists() else machine_info()
     ran = [TASKS[n] for n in TASKS if n in args.tasks.split(",")]
     only = None if args.shots is None else set(args.shots.split(","))
     complete = {} if args.render_only else run(ran, args.work, seeds, t0 + 60 * args.deadline_min, only)
@@ -379,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     runs_min = 0.0
     report: dict[str, Any] = {"seeds": seeds, "machine": machine, "tasks": {}}
     for task in TASKS.values():
-        done = load_store(args.work, task)
+        done = load_store(args.work, task, published if args.render_only else None)
         if not done:
             continue
         summary = summarise(task, done, seeds)

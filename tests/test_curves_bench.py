@@ -50,3 +50,26 @@ def test_section_marks_missing_and_partial_cells(tmp_path: Path) -> None:
     assert "Unfinished" in text and "`lora` +30.0" in text
     curves.plot(task, s, tmp_path / "c.png")
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_mnist_rows_pass_augment_off_and_the_page_says_why() -> None:
+    """small_cnn's lp_ft/full recipe augments by default; the stored mnist curves ran without it, so the
+    script passes augment="off" and the section says so in a sentence built from the recipe table."""
+    task = curves.TASKS["mnist"]
+    assert task.train.get("augment") == "off" and task.backbone == "small_cnn"
+    s = curves.summarise(task, {}, [0])
+    text = "\n".join(curves.section(task, s, {}, [0], complete=True))
+    assert 'measured without augmentation (`augment="off"`' in text and "docs/AUGMENT.md" in text
+    assert "`full` and `lp_ft`" in text
+    effnet = curves.TASKS["effnet"]  # its recipe does not augment: no sentence
+    assert "augment" not in "\n".join(curves.section(effnet, curves.summarise(effnet, {}, [0]), {}, [0], True))
+
+
+def test_render_only_reads_the_published_runs_without_a_store(tmp_path: Path) -> None:
+    import json
+
+    runs = {f"ncm|{k}|0": {"accuracy": 0.5, "seconds": 1.0} for k in ("1", "5", "10", "50", "all")}
+    (tmp_path / "curves.json").write_text(json.dumps({"tasks": {"mnist": {"runs": runs}}}))
+    assert curves.load_store(tmp_path / "none", curves.TASKS["mnist"], tmp_path / "curves.json") == runs
+    assert curves.load_store(tmp_path / "none", curves.TASKS["effnet"], tmp_path / "curves.json") == {}
+    assert curves.load_store(tmp_path / "none", curves.TASKS["mnist"]) == {}
