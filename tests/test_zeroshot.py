@@ -106,8 +106,8 @@ def news(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], list[str]
     return texts, labels
 
 
-def test_labels_are_matched_to_classes_by_name_never_by_position(minilm: TransferModel, news: tuple[list[str], list[str]],
-                                                                 tmp_path: Path) -> None:
+def test_labels_are_matched_to_classes_by_name_never_by_position(minilm: TransferModel,
+                                                                 news: tuple[list[str], list[str]], tmp_path: Path) -> None:
     """Before the fix the names were paired with the sorted classes by position: one order scored
     the inverse of the other (issue 17, item 5: 3.3% vs 96.7% on a weather/sports file)."""
     texts, labels = news

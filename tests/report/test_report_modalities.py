@@ -46,7 +46,8 @@ def _text_csv(path: Path, ds: ArrayDataset) -> Path:
 
 def _image(root: Path) -> tuple[Path, Path]:
     src, tgt = root / "src", root / "tgt"
-    transferkit.pretrain("mnist5k", "small_cnn", src, seed=0, model_kwargs={"width": 8, "hidden": 32}, epochs=1, **TRAIN)
+    transferkit.pretrain("mnist5k", "small_cnn", src, seed=0, model_kwargs={"width": 8, "hidden": 32}, epochs=1,
+                         **TRAIN)
     transferkit.transfer(src, "digits8", strategy="lp_ft", shots=5, out=tgt, epochs=1, **TRAIN)
     return src, tgt
 

@@ -21,7 +21,8 @@ OPTIONS = {"auto": {"budget": "0"}}  # rules only: one trial, like the README's 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("strategies") / "src"
-    transferkit.pretrain("mnist5k", "small_cnn", out, seed=0, model_kwargs={"width": 8, "hidden": 32}, epochs=1, **TRAIN)
+    transferkit.pretrain("mnist5k", "small_cnn", out, seed=0, model_kwargs={"width": 8, "hidden": 32}, epochs=1,
+                         **TRAIN)
     return out
 
 

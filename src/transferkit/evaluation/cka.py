@@ -139,8 +139,8 @@ def layer_cka(model_a: TransferModel, model_b: TransferModel, x: torch.Tensor | 
 
     Both models run in eval mode in fp32; the output of each group (the head's logits last) is
     flattened per example, except a text layer's token states, which are averaged over the
-    text's tokens (the width of a token sequence varies with the batch; its mean does not). The head is compared even when the class counts differ (CKA allows
-    different widths).
+    text's tokens (the width of a token sequence varies with the batch; its mean does not). The
+    head is compared even when the class counts differ (CKA allows different widths).
 
     Shape:
         - x: ``[N, *input_shape]`` with ``N >= 2`` (text: int tokens ``[N, 2, L]``)

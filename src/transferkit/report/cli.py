@@ -14,7 +14,8 @@ def add_parsers(sub: Any) -> None:
     """Add ``report`` to the ``transferkit`` sub-command parsers ``sub``."""
     p = sub.add_parser("report", help="write a self-contained HTML report (plots inline) for one or more runs",
                        description="Training curves, confusion matrices, strategy comparison, forgetting, "
-                                   "per-layer weight change and CKA, and saliency (image maps, text token scores), in one offline HTML file. "
+                                   "per-layer weight change and CKA, and saliency (image maps, text token scores), "
+                                   "in one offline HTML file. "
                                    "Several runs are compared side by side. Nothing is opened.")
     p.add_argument("runs", nargs="+", metavar="RUN", help="complete run directories (pretrain or transfer)")
     p.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
@@ -22,7 +23,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--max-samples", type=int, default=256,
                    help="test examples per run used for CKA and saliency (default: 256)")
     p.add_argument("--saliency", type=int, default=4, metavar="N",
-                   help="saliency of N correct and N wrong test predictions per image or text run; 0 = none (default: 4)")
+                   help="saliency of N correct and N wrong test predictions per image or text run; 0 = none "
+                        "(default: 4)")
     p.add_argument("--title", default=None, help="page title (default: names the runs)")
 
 

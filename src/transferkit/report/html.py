@@ -165,7 +165,8 @@ def _layers(views: Sequence[RunView]) -> str:
     body += f"<table>{table}</table>"
     lead = ("Per layer group, how far the weights moved from the source model (relative L2) and how similar the "
             "representations stay (linear CKA, Kornblith et al. 2019, on the run's test examples, a text layer's token "
-            "states averaged over the text; 1 = same up to rotation and scale). High CKA and small change: the layer was reused; low CKA: it was re-learned.")
+            "states averaged over the text; 1 = same up to rotation and scale). High CKA and small change: the "
+            "layer was reused; low CKA: it was re-learned.")
     return _section("layers", "Which layers moved", lead, body + notes)
 
 
@@ -177,7 +178,8 @@ def _tokens_html(tokens: list[str], scores: np.ndarray) -> str:
             continue
         glue = tok.startswith("##")
         text = html.escape(tok[2:] if glue else tok)
-        out.append(("" if glue or not out else " ") + f'<span style="background:rgba(214,39,40,{sc:.2f})">{text}</span>')
+        space = "" if glue or not out else " "
+        out.append(f'{space}<span style="background:rgba(214,39,40,{sc:.2f})">{text}</span>')
     return "".join(out)
 
 
