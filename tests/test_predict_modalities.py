@@ -15,7 +15,7 @@ import transferkit
 from transferkit.cli import main
 from transferkit.data import load_dataset
 from transferkit.errors import DataError
-from transferkit.predict import predict
+from transferkit.prediction import predict
 
 
 def _rows(ds, per_class: int) -> tuple[list[str], list[int]]:  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ import transferkit
 from transferkit.cli import main
 from transferkit.data import ArrayDataset
 from transferkit.errors import ConfigError
-from transferkit.predict import predict, topk_columns
+from transferkit.prediction import predict, topk_columns
 
 
 @pytest.fixture(scope="module")

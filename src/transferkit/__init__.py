@@ -8,8 +8,6 @@ The public API: :func:`pretrain`, :func:`transfer`, :func:`adapt`, :func:`federa
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -22,7 +20,7 @@ _LAZY = {
     "RunResult": "transferkit.api",
     "adapt": "transferkit.adaptation.api",
     "federate": "transferkit.federated.api",
-    "predict": "transferkit.predict",
+    "predict": "transferkit.prediction",
     "rank": "transferkit.transferability.rank",
     "load_run": "transferkit.runs",
 }
@@ -39,16 +37,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
-
-
-class _Package(types.ModuleType):
-    """Keeps ``transferkit.predict`` the function: importing the submodule of the same name
-    (``from transferkit.predict import ...``) would otherwise replace it with the module."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _LAZY.get(name) == value.__name__:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

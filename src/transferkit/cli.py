@@ -272,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "predict":
         from transferkit.io import check_output_file
-        from transferkit.predict import predict_to_csv
+        from transferkit.prediction import predict_to_csv
 
         if args.out is not None:
             check_output_file(args.out, args.overwrite, lambda head: head.startswith(b"input,class"), "transferkit predict")

@@ -103,7 +103,7 @@ def test_a_few_faint_images_are_read_in_the_runs_range(tmp_path: Path) -> None:
 
 def test_model_trained_on_digits_npz_learns_and_predicts_many_classes(tmp_path: Path) -> None:
     import transferkit
-    from transferkit.predict import predict
+    from transferkit.prediction import predict
 
     _digits_npz(tmp_path / "d8.npz")
     res = transferkit.pretrain(str(tmp_path / "d8.npz"), "small_cnn", tmp_path / "run", model_kwargs={"width": 16,
