@@ -1,6 +1,6 @@
 """The promises of the top-level package: every public function works from ``transferkit``,
-loaded on first use (``import transferkit`` imports no torch), and ``transferkit.predict`` stays
-the function even after its module of the same name was imported."""
+loaded on first use (``import transferkit`` imports no torch), and ``transferkit.predict`` is
+the function, also after ``transferkit.prediction`` (its module) was imported."""
 
 from __future__ import annotations
 
