@@ -54,3 +54,17 @@ def test_one_page_compares_every_strategy(source: Path, views: dict[str, RunView
     assert '<section id="comparison">' in page and '<section id="layers">' in page
     for name in STRATEGIES:
         assert f"<td>{name}</td>" in page
+
+
+def test_report_views_of_an_adapt_run(source: Path) -> None:
+    """An ``adapt`` run (no target labels in training) gets its layer views against its source and
+    saliency on its held-out labelled evaluation data."""
+    out = source.parent / "da"
+    transferkit.adapt(source, "mnist5k", "digits8", method="dann", out=out, target_labels_for_eval="digits8",
+                      max_source=300, max_target=300, epochs=1, **TRAIN)
+    view = analyse_run(out, max_samples=32, n_saliency=1)
+    assert view.kind == "adapt" and view.layer_note is None, view.notes
+    assert view.change is not None and view.cka is not None
+    assert all(math.isfinite(view.cka[g]) for g in ("conv1", "conv2", "fc"))
+    assert view.saliency is not None and len(view.saliency) >= 1
+    assert '<section id="layers">' in render_html([view])

@@ -84,11 +84,22 @@ def run_labels(paths: list[Path]) -> list[str]:
 
 
 def held_out_sample(loaded: LoadedRun, max_samples: int, seed: int = 0) -> ArrayDataset:
-    """A seeded subsample (at most ``max_samples``) of the run's test split, in the model's classes."""
+    """A seeded subsample (at most ``max_samples``) of the run's test split, in the model's classes
+    (an ``adapt`` run: its labelled evaluation data, the part held out from adaptation)."""
     cfg = loaded.config
-    sp = cfg.get("split") or {}
-    ds = load_dataset(str(cfg["data"]), model=loaded.spec, seed=int(cfg.get("seed", 0)))
-    ds = split(ds, val=sp.get("val", 0.15), test=sp.get("test", 0.3), seed=int(sp.get("seed", 0))).test
+    if cfg.get("command") == "adapt":  # labelled target data, held out from adaptation
+        from transferkit.adaptation.api import heldout_target
+
+        name = cfg.get("eval_data") or cfg.get("target_data")
+        if not name:
+            raise KeyError("eval_data")
+        ds = load_dataset(str(name), model=loaded.spec, seed=int(cfg.get("seed", 0)))
+        ds.require_labels()
+        ds = heldout_target(cfg, str(name), ds) or ds
+    else:
+        sp = cfg.get("split") or {}
+        ds = load_dataset(str(cfg["data"]), model=loaded.spec, seed=int(cfg.get("seed", 0)))
+        ds = split(ds, val=sp.get("val", 0.15), test=sp.get("test", 0.3), seed=int(sp.get("seed", 0))).test
     ds = align_classes(ds, loaded.spec.class_names)
     if len(ds) > max_samples:
         ds = ds.subset(np.sort(np.random.default_rng(seed).choice(len(ds), max_samples, replace=False)))
@@ -97,8 +108,9 @@ def held_out_sample(loaded: LoadedRun, max_samples: int, seed: int = 0) -> Array
 
 def _source_run(loaded: LoadedRun) -> tuple[LoadedRun | None, str | None]:
     """The source run of a transferred model, or ``None`` and the reason it is not available."""
-    if loaded.config.get("command") != "transfer":
-        return None, "layer change and CKA compare a transferred model with its source; this is a pretrain run"
+    command = loaded.config.get("command", "unknown")
+    if command not in ("transfer", "adapt"):
+        return None, f"layer change and CKA compare a transferred model with its source; this is a {command} run"
     src = loaded.config.get("source")
     if isinstance(src, str) and not Path(src).exists():
         from transferkit.models import MODELS, is_pretrained
