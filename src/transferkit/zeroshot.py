@@ -64,9 +64,9 @@ def _class_of(name: str, class_names: list[str], data: str) -> str:
     import difflib
 
     close = difflib.get_close_matches(name, class_names, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise ConfigError(f"--labels: '{name}' is not a class of {data} (classes: {', '.join(class_names[:20])}){hint}; "
-                      "write CLASS=WORD to prompt a class by another word")
+    hint = f"; did you mean '{close[0]}'? Write" if close else "; write"
+    raise ConfigError(f"--labels: '{name}' is not a class of {data} (classes: {', '.join(class_names[:20])}){hint} "
+                      "CLASS=WORD to prompt a class by another word")
 
 
 def parse_labels(labels: str | Sequence[str] | None, class_names: list[str], data: str) -> list[str]:
