@@ -333,7 +333,8 @@ def setup_logging(debug: bool = False) -> None:
     plugins) stays off, and a library with its own handler is not printed twice. Where logging is
     already configured (handlers on the root logger), transferkit's records go there instead."""
     log = logging.getLogger("transferkit")
-    log.setLevel(logging.DEBUG if debug else logging.INFO)
+    quiet_rank = os.environ.get("RANK", "0") != "0"  # torchrun: only rank 0 speaks (distributed.setup agrees)
+    log.setLevel(logging.ERROR if quiet_rank else logging.DEBUG if debug else logging.INFO)
     if logging.getLogger().handlers or any(isinstance(h, _Stderr) for h in log.handlers):
         return
     handler = _Stderr()

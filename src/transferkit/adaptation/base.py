@@ -21,7 +21,8 @@ from torch import nn
 from transferkit.adaptation.validators import ValidationData, score
 from transferkit.engine.config import TrainConfig
 from transferkit.engine.features import extract_features
-from transferkit.engine.loop import Phase, PhaseResult, fit
+from transferkit.engine.divergence import fit_with_retries
+from transferkit.engine.loop import Phase, PhaseResult
 from transferkit.engine.precision import Placement, predict_logits, resolve_placement
 from transferkit.models.base import TransferModel
 from transferkit.strategies.base import NoOptions, set_trainable
@@ -187,11 +188,19 @@ def make_val_score(ctx: AdaptContext) -> Callable[[], tuple[float, float]]:
 
 
 def run_method(method: Method, ctx: AdaptContext, checkpoint_dir: Path | None = None) -> list[PhaseResult]:
-    """Run every phase of ``method`` through the training loop, then its ``finish`` step."""
+    """Run every phase of ``method`` through the training loop, then its ``finish`` step.
+
+    As for strategies, a phase whose loss turns NaN/inf is rolled back and retried at a tenth of the
+    learning rate (twice at most; :func:`~transferkit.engine.divergence.fit_with_retries`), each retry
+    recorded in ``ctx.info["divergence"]`` and a recovery's warning in ``ctx.info["warnings"]``."""
     method.check(ctx.model)
     for phase in method.phases(ctx):
         ckpt = None if checkpoint_dir is None else checkpoint_dir / f"{len(ctx.results)}-{phase.name}"
-        ctx.results.append(fit(phase, ctx.cfg, ckpt))
+        res = fit_with_retries(phase, ctx.cfg, ckpt,
+                               on_rollback=lambda r: ctx.info.setdefault("divergence", []).append(r))
+        ctx.results.append(res)
+        if res.warnings:
+            ctx.info.setdefault("warnings", []).extend(res.warnings)
     method.finish(ctx)
     for p in ctx.model.parameters():
         p.requires_grad_(True)

@@ -1,0 +1,51 @@
+"""``adapt`` has the divergence guard ``transfer`` has: a NaN loss rolls the phase back and retries it at a
+lower learning rate, recorded in metrics.json; when the retries are spent, one line names ``--lr``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import transferkit
+from transferkit.engine import divergence
+from transferkit.engine.config import TrainConfig
+from transferkit.engine.loop import DivergenceError, Phase, PhaseResult
+
+SMALL = {"max_source": 200, "max_target": 100, "epochs": 1, "progress": "off"}
+
+
+def test_a_nan_phase_is_rolled_back_retried_and_recorded(source_run: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = divergence.fit
+    calls: list[float] = []
+
+    def first_diverges(phase: Phase, cfg: TrainConfig, checkpoint: Any = None) -> PhaseResult:
+        calls.append(phase.lr or cfg.lr)
+        if len(calls) == 1:
+            raise DivergenceError(f"phase '{phase.name}': loss became nan at epoch 0 step 2")
+        return real(phase, cfg, checkpoint)
+
+    monkeypatch.setattr(divergence, "fit", first_diverges)
+    out = tmp_path / "da"
+    transferkit.adapt(source_run, "mnist5k", "digits8", method="dann", out=out, lr=0.01, **SMALL)
+    assert calls == pytest.approx([0.01, 0.001])
+    metrics = json.loads((out / "metrics.json").read_text())
+    [phase] = metrics["phases"]
+    assert phase["rollbacks"][0]["retry_lr"] == pytest.approx(0.001)
+    assert phase["warnings"] and "\n" not in phase["warnings"][0]
+
+
+def test_lr_1e4_ends_in_one_line_naming_the_learning_rate(source_run: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from transferkit.cli import main
+
+    code = main(["adapt", "--source", str(source_run), "--source-data", "mnist5k", "--target-data", "digits8",
+                 "--method", "dann", "--lr", "1e4", "--epochs", "1", "--max-source", "200", "--max-target", "100",
+                 "--progress", "off", "--out", str(tmp_path / "nan")])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("transferkit: error:")]
+    assert code == 2 and len(err) == 1
+    assert "--lr 10000" in err[0] and "pass a lower --lr" in err[0]
+    assert json.loads((tmp_path / "nan" / "run.json").read_text())["status"] == "failed"
