@@ -64,7 +64,7 @@ def synthesis_seconds(per_voice: int = 2) -> dict[str, float]:
         os.environ["TRANSFERKIT_CACHE"] = tmp
         try:
             t0 = time.perf_counter()
-            audio._voice_waveforms.__wrapped__("en+f4", 12345, per_voice, audio.SAMPLE_RATE)
+            audio.voice_waveforms.__wrapped__("en+f4", 12345, per_voice, audio.SAMPLE_RATE)
             seconds = time.perf_counter() - t0
         finally:
             if old is None:

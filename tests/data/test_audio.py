@@ -147,7 +147,7 @@ def test_audio_and_image_data_do_not_mix(tmp_path: Path) -> None:
 
 def test_spoken_digits_is_deterministic_per_seed_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
-    audio._voice_waveforms.cache_clear()
+    audio.voice_waveforms.cache_clear()
     first = spoken_digits(seed=3, voices="B", per_voice=1)
     assert first.x.shape == (50, SAMPLE_RATE) and first.x.dtype == np.float32 and first.modality == "audio"
     assert first.class_names == [str(i) for i in range(10)] and np.bincount(first.y).tolist() == [5] * 10
@@ -156,16 +156,16 @@ def test_spoken_digits_is_deterministic_per_seed_and_cached(tmp_path: Path, monk
     assert len(cached) == 5 and all(n.endswith(".npy") for n in cached)
     for f in (tmp_path / "spoken-digits").iterdir():  # synthesised again from scratch: same waveforms
         f.unlink()
-    audio._voice_waveforms.cache_clear()
+    audio.voice_waveforms.cache_clear()
     np.testing.assert_array_equal(spoken_digits(seed=3, voices="B", per_voice=1).x, first.x)
-    audio._voice_waveforms.cache_clear()
+    audio.voice_waveforms.cache_clear()
 
     def no_synthesis(*args: object) -> None:
         raise AssertionError("the disk cache should have been used")
 
     monkeypatch.setattr(audio, "_synthesise", no_synthesis)
     np.testing.assert_array_equal(spoken_digits(seed=3, voices="B", per_voice=1).x, first.x)
-    audio._voice_waveforms.cache_clear()
+    audio.voice_waveforms.cache_clear()
 
 
 def test_spoken_digits_seeds_differ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,7 +32,7 @@ import numpy as np
 
 from transferkit.data.base import ArrayDataset
 from transferkit.data.wav import SAMPLE_RATE, fit_length, is_wav_folder, load_wav_folder, read_wav, resample
-from transferkit.errors import ConfigError, DataError
+from transferkit.errors import ConfigError, DataError, one_line_reason
 
 if TYPE_CHECKING:
     from transferkit.models.base import ModelSpec
@@ -56,10 +56,6 @@ VOICE_GROUPS["all"] = VOICE_GROUPS["A"] + VOICE_GROUPS["B"] + VOICE_GROUPS["C"]
 
 #: Bump when the synthesis or post-processing changes: it is part of the cache key.
 _VERSION = 4
-
-
-def _reason(err: BaseException) -> str:
-    return (" ".join(str(err).split()) or type(err).__name__)[:200]
 
 
 # --------------------------------------------------------------------------- espeak-ng synthesis
@@ -123,7 +119,8 @@ def _synthesise(voice: str, items: list[tuple[str, int, int, int]], seed: int) -
     try:
         done = subprocess.run([sys.executable, "-c", _WORKER], input=job, capture_output=True, timeout=600, check=False)
     except (OSError, subprocess.TimeoutExpired) as err:
-        raise DataError(f"spoken-digits: espeak-ng synthesis for voice {voice} failed ({_reason(err)})") from None
+        reason = one_line_reason(err)
+        raise DataError(f"spoken-digits: espeak-ng synthesis for voice {voice} failed ({reason})") from None
     if done.returncode != 0:
         tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
         raise DataError(f"spoken-digits: espeak-ng synthesis for voice {voice} failed ({tail[0][:200]})")
@@ -179,7 +176,7 @@ def cache_dir() -> Path:
 
 
 @lru_cache(maxsize=32)
-def _voice_waveforms(voice: str, seed: int, per_voice: int, length: int) -> np.ndarray:
+def voice_waveforms(voice: str, seed: int, per_voice: int, length: int) -> np.ndarray:
     """One voice's renditions, read from the disk cache or synthesised and cached.
 
     The cache holds 16-bit PCM (half the size of float32; the quantisation step, -96 dB of full
@@ -231,7 +228,7 @@ def spoken_digits(seed: int = 0, voices: str = "A", per_voice: int = 20, seconds
     length = round(seconds * SAMPLE_RATE)
     group = VOICE_GROUPS[voices]
     with ThreadPoolExecutor(max_workers=max(1, min(len(group), os.cpu_count() or 1))) as pool:
-        parts = list(pool.map(lambda v: _voice_waveforms(v, int(seed), int(per_voice), length), group))
+        parts = list(pool.map(lambda v: voice_waveforms(v, int(seed), int(per_voice), length), group))
     y = np.tile(np.repeat(np.arange(len(WORDS), dtype=np.int64), per_voice), len(group))
     opts = [f"voices={voices}"] + ([f"per_voice={per_voice}"] if per_voice != 20 else []) + (
         [f"seconds={seconds:g}"] if seconds != 1.0 else [])

@@ -19,48 +19,11 @@ import numpy as np
 
 from transferkit.data.base import ArrayDataset, ReadOptions
 from transferkit.data.images import is_image_file, note_other_files, read_images
+from transferkit.data.labels import labels_to_classes
 from transferkit.data.transforms import range_note, resolve_range, scale_images, scale_to_unit
-from transferkit.errors import DataError
+from transferkit.errors import DataError, one_line_reason
 
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def _reason(err: BaseException) -> str:
-    """An exception as one short line (for wrapping library errors into a DataError)."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text[:200]
-
-
-def labels_to_classes(raw: np.ndarray, where: str, names: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    """Turn raw labels (ints, integral floats or strings) into int64 indices and class names.
-
-    With ``names`` given, integer labels index into it and string labels are looked up in it.
-    """
-    raw = np.asarray(raw).ravel()
-    if raw.dtype.kind in "fc":
-        if not np.all(np.isfinite(raw)) or not np.all(raw == np.round(raw)):
-            raise DataError(f"{where}: labels must be integers or strings, found non-integer numbers")
-        raw = raw.astype(np.int64)
-    if raw.dtype.kind in "iub":
-        raw = raw.astype(np.int64)
-        if names is not None:
-            if raw.min() < 0 or raw.max() >= len(names):
-                raise DataError(f"{where}: label {int(raw.max())} out of range for {len(names)} class names")
-            return raw, list(names)
-        values, y = np.unique(raw, return_inverse=True)
-        return y.astype(np.int64), [str(int(v)) for v in values]
-    if raw.dtype.kind not in "USO":
-        raise DataError(f"{where}: labels must be integers or strings, got dtype {raw.dtype}")
-    text = np.array([str(v) for v in raw])
-    classes = list(names) if names is not None else sorted(set(text.tolist()))
-    index = {n: i for i, n in enumerate(classes)}
-    unknown = [t for t in text.tolist() if t not in index]
-    if unknown:
-        raise DataError(f"{where}: label '{unknown[0]}' is not in class_names")
-    return np.array([index[t] for t in text.tolist()], dtype=np.int64), classes
-
-
-# --------------------------------------------------------------------------- image folders
 
 
 def load_image_folder(path: str | Path, *, shape: tuple[int, ...] | None = None,
@@ -155,7 +118,7 @@ def load_npz(path: str | Path, *, labels_required: bool = True, read: ReadOption
         with np.load(p, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{p}: cannot read .npz archive ({_reason(err)})") from None
+        raise DataError(f"{p}: cannot read .npz archive ({one_line_reason(err)})") from None
     for key in ("x", "y") if labels_required else ("x",):
         if key not in arrays:
             raise DataError(f"{p}: no array '{key}' (arrays: {', '.join(sorted(arrays)) or 'none'})")
@@ -205,7 +168,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     try:
         data = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise DataError(f"{p}: cannot read IDX file ({_reason(err)})") from None
+        raise DataError(f"{p}: cannot read IDX file ({one_line_reason(err)})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_DTYPES:
         raise DataError(f"{p}: not an IDX file (bad magic number)")
     ndim, dtype = data[3], np.dtype(IDX_DTYPES[data[2]])

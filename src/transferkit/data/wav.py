@@ -15,14 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from transferkit.data.base import SKIP_HINT, ArrayDataset, report_skipped
-from transferkit.errors import DataError
+from transferkit.errors import DataError, one_line_reason
 
 #: The sample rate of every waveform a folder loads at (and the audio models take).
 SAMPLE_RATE = 16_000
-
-
-def _reason(err: BaseException) -> str:
-    return (" ".join(str(err).split()) or type(err).__name__)[:200]
 
 
 # --------------------------------------------------------------------------- signal helpers
@@ -110,7 +106,7 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
             data = w.readframes(frames)
     # RuntimeError: a bad RIFF chunk
     except (wave.Error, EOFError, OSError, struct.error, ValueError, RuntimeError) as err:
-        raise DataError(f"{p}: cannot read WAV file ({_reason(err)}; only PCM WAV is supported)") from None
+        raise DataError(f"{p}: cannot read WAV file ({one_line_reason(err)}; only PCM WAV is supported)") from None
     if frames == 0 or channels == 0:
         raise DataError(f"{p}: WAV file has no audio samples")
     frame_bytes = channels * width
