@@ -19,13 +19,15 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 import torch.distributed as dist
 
-from transferkit.engine.precision import Placement, predict_logits
 from transferkit.errors import TransferkitError
+
+if TYPE_CHECKING:  # annotations only: precision (the inference it shards) sits above this module
+    from transferkit.engine.precision import Placement
 
 T = TypeVar("T")
 log = logging.getLogger("transferkit")
@@ -208,14 +210,3 @@ def batch_range(n: int, batch_size: int) -> tuple[int, int]:
     batch holds exactly the rows it holds in one process (same kernels, same outputs)."""
     lo, hi = shard_bounds(math.ceil(n / batch_size), world_size(), rank())
     return min(lo * batch_size, n), min(hi * batch_size, n)
-
-
-def predict_sharded(module: torch.nn.Module, x: torch.Tensor, place: Placement, batch_size: int = 128) -> torch.Tensor:
-    """:func:`predict_logits` over ``x`` with each rank running its share of the batches; every
-    rank receives all ``[N, ...]`` outputs (float32, CPU), in order."""
-    if world_size() == 1 or len(x) == 0:
-        return predict_logits(module, x, place, batch_size)
-    lo, hi = batch_range(len(x), batch_size)
-    local = predict_logits(module, x[lo:hi] if hi > lo else x[:1], place, batch_size)
-    trailing = tuple(local.shape[1:])
-    return all_gather_rows(local if hi > lo else local[:0], trailing, comm_device(place))

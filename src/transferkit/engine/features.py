@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from transferkit.engine import distributed
-from transferkit.engine.precision import Placement, predict_logits
+from transferkit.engine.precision import Placement, predict_logits, predict_sharded
 from transferkit.models.base import TransferModel
 
 
@@ -142,7 +142,7 @@ def extract_features_shared(model: TransferModel, x: torch.Tensor, place: Placem
         return predict_logits(feats, x, place)
     dim = predict_logits(feats, x[:1], place).shape[1]
     if len(x) * dim * 4 <= memory_budget:
-        return distributed.predict_sharded(feats, x, place)
+        return predict_sharded(feats, x, place)
     if not distributed.single_node():
         return extract_features(model, x, place, memory_budget=memory_budget, spill_to=spill_to, desc=desc)
     path: Path = distributed.broadcast_object(spill_to().with_suffix(".npy") if distributed.is_main() else Path())

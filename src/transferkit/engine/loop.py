@@ -21,6 +21,7 @@ from transferkit.engine.precision import (
     Placement,
     flush_denormals,
     predict_logits,
+    predict_sharded,
     resolve_placement,
     set_memory_format,
 )
@@ -305,7 +306,7 @@ def _fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None, place: Placeme
             if phase.val_score is not None:
                 acc, vloss = phase.val_score()
             elif world > 1:  # each rank scores its share; all ranks get every logit
-                acc, vloss = _scores(distributed.predict_sharded(module, phase.val[0], place), phase.val[1])  # type: ignore[index]
+                acc, vloss = _scores(predict_sharded(module, phase.val[0], place), phase.val[1])  # type: ignore[index]
             else:
                 acc, vloss = evaluate_arrays(module, phase.val[0], phase.val[1], place)  # type: ignore[index]
             rec.update(val_acc=acc, val_loss=vloss)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from transferkit.engine import distributed
+from transferkit.engine.progress import batch_bar
 from transferkit.errors import ConfigError
 
 
@@ -149,6 +151,17 @@ def predict_logits(module: nn.Module, x: torch.Tensor, place: Placement, batch_s
             set_memory_format(module, torch.contiguous_format)
 
 
+def predict_sharded(module: nn.Module, x: torch.Tensor, place: Placement, batch_size: int = 128) -> torch.Tensor:
+    """:func:`predict_logits` over ``x`` with each rank running its share of the batches; every
+    rank receives all ``[N, ...]`` outputs (float32, CPU), in order."""
+    if distributed.world_size() == 1 or len(x) == 0:
+        return predict_logits(module, x, place, batch_size)
+    lo, hi = distributed.batch_range(len(x), batch_size)
+    local = predict_logits(module, x[lo:hi] if hi > lo else x[:1], place, batch_size)
+    trailing = tuple(local.shape[1:])
+    return distributed.all_gather_rows(local if hi > lo else local[:0], trailing, distributed.comm_device(place))
+
+
 def set_memory_format(module: nn.Module, fmt: torch.memory_format) -> None:
     """Store ``module``'s 4-d weights in ``fmt`` (channels-last or contiguous), in place."""
     module.to(memory_format=fmt)  # type: ignore[call-overload]
@@ -165,8 +178,6 @@ def _is_channels_last(module: nn.Module) -> bool:
 @torch.inference_mode()
 def _predict(module: nn.Module, x: torch.Tensor, place: Placement, batch_size: int,
              sink: Callable[[int, torch.Tensor], None] | None, desc: str | None = None) -> torch.Tensor:
-    from transferkit.engine.progress import batch_bar  # progress -> distributed -> precision: imported here
-
     outs = []
     with eval_mode(module), batch_bar(-(-len(x) // batch_size) if desc else 0, desc or "") as bar:
         for i in range(0, len(x), batch_size):
