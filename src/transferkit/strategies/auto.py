@@ -64,8 +64,10 @@ import torch
 from transferkit.engine import distributed
 from transferkit.engine.loop import Phase, evaluate_arrays
 from transferkit.errors import ConfigError
-from transferkit.strategies.base import Strategy, TransferContext, run_strategy
+from transferkit.strategies.base import Strategy, TransferContext
+from transferkit.strategies.catalog import make_strategy
 from transferkit.strategies.recipes import apply_recipe
+from transferkit.strategies.runner import run_strategy
 
 
 @dataclass
@@ -213,8 +215,6 @@ class Auto(Strategy):
                                    f"nearest-mean, raw-minus-features {100 * gap:+.1f} pt +- {100 * se:.1f})")
 
     def phases(self, ctx: TransferContext) -> Iterator[Phase]:
-        from transferkit.strategies import make_strategy
-
         t0 = time.perf_counter()
         sig = self.signals(ctx)
         # under torchrun every rank must take the same branches: rank 0's signals and timings decide
@@ -244,8 +244,6 @@ class Auto(Strategy):
 
     def _trial(self, ctx: TransferContext, name: str) -> _Trial:
         """Candidate ``name``'s own recipe, full length, on a copy of the run's start, seeded as the run."""
-        from transferkit.strategies import make_strategy
-
         t = time.perf_counter()
         torch.manual_seed(ctx.cfg.seed)  # every trial draws the same random numbers (batch order, dropout)
         sub = replace(ctx, model=copy.deepcopy(ctx.model), cfg=replace(ctx.cfg, progress="off"), results=[], info={})

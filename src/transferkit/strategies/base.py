@@ -17,9 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferkit.engine import progress
 from transferkit.engine.config import TrainConfig
-from transferkit.engine.divergence import fit_with_retries
 from transferkit.engine.features import FeatureCache
 from transferkit.engine.loop import Phase, PhaseResult
 from transferkit.engine.precision import Placement, resolve_placement
@@ -140,35 +138,6 @@ def finetune_phase(
 
 def head_scale(ctx: TransferContext, gname: str) -> float:
     return ctx.head_lr_scale if gname == "head" else 1.0
-
-
-def run_strategy(strategy: Strategy, ctx: TransferContext, checkpoint_dir: Path | None = None,
-                 max_retries: int = 2, lr_backoff: float = 0.1) -> list[PhaseResult]:
-    """Run every phase of ``strategy`` through the training loop, then its ``finish`` step.
-
-    A phase whose loss turns NaN/inf, or that does not learn after such a rollback, is rolled back to
-    its starting weights and retried with the learning rate times ``lr_backoff`` (at most
-    ``max_retries`` times; :func:`~transferkit.engine.divergence.fit_with_retries`); every retry is
-    recorded in ``ctx.info["divergence"]``, a recovery's warning in ``ctx.info["warnings"]``. When
-    the retries are spent a one-line :class:`DivergenceError` names the learning rate to lower.
-    The backbone's recipe for the strategy (strategies/recipes.py) is applied first; with ``augment``
-    on, each phase that trains the model on its image inputs gets the augmentation policy.
-    """
-    from transferkit.strategies.recipes import apply_recipe, attach_augment
-
-    apply_recipe(strategy.name, ctx)
-    for phase in progress.following(ctx.cfg.progress, strategy.phases(ctx)):  # feature bars follow --progress
-        attach_augment(phase, ctx)  # training batches of the model's own inputs, when augment is on
-        ckpt = None if checkpoint_dir is None else checkpoint_dir / f"{len(ctx.results)}-{phase.name}"
-        res = fit_with_retries(phase, ctx.cfg, ckpt, max_retries, lr_backoff,
-                               on_rollback=lambda r: ctx.info.setdefault("divergence", []).append(r))
-        ctx.results.append(res)
-        if res.warnings:
-            ctx.info.setdefault("warnings", []).extend(res.warnings)
-    strategy.finish(ctx)
-    for p in ctx.model.parameters():
-        p.requires_grad_(True)
-    return ctx.results
 
 
 def _as_bool(value: str) -> bool:

@@ -56,6 +56,7 @@ from transferkit.engine.loop import Phase
 from transferkit.errors import ConfigError
 from transferkit.models.base import TransferModel
 from transferkit.strategies.base import Strategy, TransferContext, parse_kv, probe_phase
+from transferkit.strategies.catalog import make_strategy
 from transferkit.strategies.text_prior import ALPHAS, select_alpha
 
 
@@ -183,8 +184,6 @@ class SelfTrain(Strategy):
         self._pretrained: TransferModel | None = None
 
     def _new_base(self) -> Strategy:
-        from transferkit.strategies import make_strategy
-
         return make_strategy(self.options.base, parse_kv(self.options.base_options, "self_train base_options"))
 
     def phases(self, ctx: TransferContext) -> Iterator[Phase]:
