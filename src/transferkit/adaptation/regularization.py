@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from transferkit.adaptation.base import AdaptContext, Method, adapt_phase, joint_forward
+from transferkit.adaptation.catalog import METHODS, make_method
 from transferkit.adaptation.functional import (
     class_balance_loss,
     class_balanced_pseudo_label_loss,
@@ -146,8 +147,6 @@ class SelfTraining(Method):
     Options = SelfTrainingOptions
 
     def _base(self) -> Method:
-        from transferkit.adaptation.methods import METHODS, make_method
-
         fields = getattr(METHODS.get(self.options.base).Options, "__dataclass_fields__", {})
         opts = {}
         if self.options.domain_bn and "domain_bn" in fields:
