@@ -264,7 +264,7 @@ def rank(candidates: Candidate | Sequence[Candidate], data: str | Path | ArrayDa
     from transferkit.engine.precision import eval_mode, resolve_placement
     from transferkit.models import TransferModel
     from transferkit.runs import LoadedRun
-    from transferkit.transferability import SCORES
+    from transferkit.transferability.scores import SCORES
 
     if isinstance(candidates, (str, Path, TransferModel, LoadedRun)):
         candidates = [candidates]
