@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 import transferkit  # noqa: E402
 from bench_common import Check, Spread, log, machine_info  # noqa: E402
-from transferkit.api import SPLIT, _tensors  # noqa: E402
+from transferkit.pipeline import SPLIT, labelled_tensors  # noqa: E402
 from transferkit.data import load_dataset, split  # noqa: E402
 from transferkit.engine.config import TrainConfig  # noqa: E402
 from transferkit.models import ModelSpec, build_model  # noqa: E402
@@ -120,7 +120,7 @@ def run_probe(src: LoadedRun, plan: Plan, results: dict[str, Any], checks: list[
     ds = load_dataset("digits8", shape=src.spec.input_shape)
     sp = split(ds, seed=0, **SPLIT)
     cfg = TrainConfig(progress="off", patience=0)
-    r = bench_probe(src.model, _tensors(sp.train), _tensors(sp.val), sp.test, cfg, plan.probe_epochs,
+    r = bench_probe(src.model, labelled_tensors(sp.train), labelled_tensors(sp.val), sp.test, cfg, plan.probe_epochs,
                     plan.probe_rounds, log)
     results["probe"] = r
     speed = Spread.from_dict(r["speedup"])
@@ -135,11 +135,11 @@ def run_probe(src: LoadedRun, plan: Plan, results: dict[str, Any], checks: list[
 def _mnist(n_train: int | None) -> tuple[Any, ...]:
     ds = load_dataset("mnist5k")
     sp = split(ds, seed=0, **SPLIT)
-    train = _tensors(sp.train)
+    train = labelled_tensors(sp.train)
     if n_train is not None:
         train = (train[0][:n_train], train[1][:n_train])
     spec = ModelSpec("small_cnn", ds.input_shape, ds.class_names)
-    return train, _tensors(sp.val), _tensors(sp.test), (lambda: build_model(ModelSpec.from_json(spec.to_json()), 0))
+    return train, labelled_tensors(sp.val), labelled_tensors(sp.test), (lambda: build_model(ModelSpec.from_json(spec.to_json()), 0))
 
 
 def run_overhead(plan: Plan, results: dict[str, Any], checks: list[Check]) -> None:

@@ -152,9 +152,9 @@ class Bench:
         model.reset_head(train.class_names)
 
         def fresh() -> TransferModel:
-            from transferkit.api import _fresh_like
+            from transferkit.models import fresh_like
 
-            return _fresh_like(model, seed)
+            return fresh_like(model, seed)
 
         t = lambda d: (torch.from_numpy(d.x), torch.from_numpy(d.require_labels()))
         probed = "lp_ft" in (base, options.get("base"))  # the probe phase's rate: 100 x lr (3e-3)

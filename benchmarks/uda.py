@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import transferkit as tk
-from transferkit.adaptation.api import _candidates, adapt
+from transferkit.adaptation.api import adapt, method_candidates
 
 #: The rows: every registered method; self-training runs on top of MCC (half the budget each), with
 #: domain-specific BatchNorm, a mean teacher and the class-balance loss (see the notes in the doc).
@@ -193,7 +193,7 @@ def _missing_extra(cell: dict[str, Any] | None, names: list[str]) -> list[str]:
     if cell is None:
         return []
     have = set(cell.get("extra", {})) | set(cell["candidates"])
-    return [n for n in names if _candidates("auto", {"candidates": n})[0][0] not in have]
+    return [n for n in names if method_candidates("auto", {"candidates": n})[0][0] not in have]
 
 
 def _row(c: dict[str, Any], k: str) -> dict[str, Any] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,55 +14,23 @@ import torch
 from transferkit.data import ArrayDataset, ReadOptions, align_classes, kshot, kshot_rest, load_dataset, split
 from transferkit.data.base import recorded_range
 from transferkit.data.tabular_prep import TABULAR_EPOCHS, fit_splits
-from transferkit.engine.config import TrainConfig
 from transferkit.engine.features import DEFAULT_CACHE, FeatureCache
 from transferkit.errors import ConfigError
 from transferkit.evaluation.evaluate import evaluate_model, source_accuracy, source_test_split
-from transferkit.models import ModelSpec, TransferModel, build_model
-from transferkit.report import write_report
+from transferkit.models import ModelSpec, TransferModel, build_model, fresh_like
+from transferkit.pipeline import (
+    SPLIT,
+    RunResult,
+    finish_run,
+    heldout_split,
+    labelled_tensors,
+    phase_summary,
+    train_config,
+)
 from transferkit.runs import LoadedRun, RunDir, load_run, load_source, marks_failure
 from transferkit.strategies import STRATEGIES, TransferContext, make_strategy, run_strategy
 from transferkit.strategies.recipes import given_settings, recipe_settings
 from transferkit.strategies.semi import pool_inputs
-
-SPLIT = {"val": 0.15, "test": 0.3}
-
-
-@dataclass
-class RunResult:
-    """What :func:`pretrain` and :func:`transfer` return."""
-
-    model: TransferModel
-    metrics: dict[str, Any]
-    run_dir: Path | None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-def _tensors(ds: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.from_numpy(np.ascontiguousarray(ds.x)), torch.from_numpy(ds.require_labels().astype(np.int64))
-
-
-def _config(seed: int, overrides: dict[str, Any]) -> TrainConfig:
-    unknown = set(overrides) - set(TrainConfig.field_help())
-    if unknown:
-        raise ConfigError(f"unknown training option '{sorted(unknown)[0]}'")
-    return TrainConfig(**{**overrides, "seed": seed})
-
-
-def _finish(run: RunDir | None, model: TransferModel, metrics: dict[str, Any], history: list[dict[str, Any]],
-            extra: dict[str, torch.Tensor] | None = None) -> None:
-    from transferkit.engine import distributed
-
-    if run is None or not distributed.is_main():  # under torchrun only rank 0 writes
-        return
-    run.save_model(model, extra)
-    run.write("history.json", history)
-    run.write("metrics.json", metrics)
-    run.adopt("report.md")
-    write_report(run.path)
-    run.complete()
-
 
 def pretrain(data: str, model: str = "small_cnn", out: str | Path | None = None, *, seed: int = 0,
              model_kwargs: dict[str, Any] | None = None, overwrite: bool = False, label_column: str | None = None,
@@ -81,7 +49,7 @@ def pretrain(data: str, model: str = "small_cnn", out: str | Path | None = None,
         raise ConfigError(f"{data}: pretrain trains from random weights on images, tables and audio; for text, "
                           f"transfer from a pretrained encoder (transferkit transfer --source minilm --data {data} ...)")
     train.setdefault("epochs", TABULAR_EPOCHS if ds.modality == "tabular" else 8)
-    cfg = _config(seed, train)
+    cfg = train_config(seed, train)
     sp, preprocess = fit_splits(split(ds, seed=seed, **SPLIT))  # tables: fitted on the training split only
     spec = ModelSpec(model, sp.train.input_shape, ds.class_names, dict(model_kwargs or {}), ds.modality, preprocess)
     net = build_model(spec, seed, pretrained=False)  # pretraining starts from random weights
@@ -91,20 +59,15 @@ def pretrain(data: str, model: str = "small_cnn", out: str | Path | None = None,
     run = RunDir.create(out, "pretrain", config, overwrite) if out is not None else None
     with marks_failure(run):
         t0 = time.perf_counter()
-        ctx = TransferContext(net, {}, _tensors(sp.train), _tensors(sp.val), cfg, lambda: build_model(spec, seed, pretrained=False))
+        ctx = TransferContext(net, {}, labelled_tensors(sp.train), labelled_tensors(sp.val), cfg,
+                              lambda: build_model(spec, seed, pretrained=False))
         results = run_strategy(make_strategy("scratch"), ctx, run.checkpoints if run else None)
         net = ctx.model
         test = evaluate_model(net, sp.test, spec.num_classes)
         metrics = {"source": test, "train_seconds": time.perf_counter() - t0, "n_train": len(sp.train),
-                   "phases": [_phase_summary(r) for r in results]}
-        _finish(run, net, metrics, [asdict(r) for r in results])
+                   "phases": [phase_summary(r) for r in results]}
+        finish_run(run, net, metrics, [asdict(r) for r in results])
     return RunResult(net, metrics, run.path if run else None, [asdict(r) for r in results])
-
-
-def _phase_summary(r: Any) -> dict[str, Any]:
-    return {"name": r.name, "epochs": r.epochs_run, "best_epoch": r.best_epoch, "best_val_acc": r.best_val_acc,
-            "seconds": r.seconds, **r.placement,  # rollbacks / warnings only where divergence happened
-            **{k: v for k, v in (("rollbacks", r.rollbacks), ("warnings", r.warnings)) if v}}
 
 
 def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strategy: str = "lp_ft",
@@ -139,7 +102,7 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
     if head not in ("auto", "new", "keep"):
         raise ConfigError(f"head={head!r} is not one of auto, new, keep")
     strat = make_strategy(strategy, options)
-    cfg = _config(seed, train)
+    cfg = train_config(seed, train)
     src_model, src_config = load_source(source, model_kwargs)
     strat.trained_groups(src_model)  # options checked against the model (partial's k) before anything is read or written
     model = copy.deepcopy(src_model)
@@ -194,8 +157,9 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
     run = RunDir.create(out, "transfer", config, overwrite) if out is not None else None
     with marks_failure(run):
         t0 = time.perf_counter()
-        ctx = TransferContext(model, {k: v.clone() for k, v in model.state_dict().items()}, _tensors(train_ds),
-                              _tensors(val_ds), cfg, lambda: _fresh_like(model, seed), cache=cache or DEFAULT_CACHE,
+        ctx = TransferContext(model, {k: v.clone() for k, v in model.state_dict().items()},
+                              labelled_tensors(train_ds), labelled_tensors(val_ds), cfg,
+                              lambda: fresh_like(model, seed), cache=cache or DEFAULT_CACHE,
                               user_set=given_settings(train), unlabelled=x_unl, unlabelled_groups=unl_groups)
         results = run_strategy(strat, ctx, run.checkpoints if run else None)
         model = ctx.model
@@ -207,7 +171,7 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
         metrics["target"] = evaluate_model(model, sp.test, ds.num_classes)
         metrics.update(train_seconds=time.perf_counter() - t0, n_train=len(train_ds), n_val=len(val_ds),
                        n_unlabelled=0 if x_unl is None else len(x_unl),
-                       phases=[_phase_summary(r) for r in results], strategy_info=ctx.info, notes=notes)
+                       phases=[phase_summary(r) for r in results], strategy_info=ctx.info, notes=notes)
         if src_eval is not None and strategy != "scratch":
             after = source_accuracy(model, source_head, src_eval)
             metrics["source_after"] = after
@@ -221,7 +185,7 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
         if run is not None:
             metrics["artifacts"] = [p.name for p in strat.save_artifacts(run.path)]
             run.adopt(*metrics["artifacts"])
-        _finish(run, model, metrics, history, extra)
+        finish_run(run, model, metrics, history, extra)
     return RunResult(model, metrics, run.path if run else None, history, notes)
 
 
@@ -289,12 +253,6 @@ def _source_before(model: TransferModel, head: torch.nn.Module, ds: ArrayDataset
     return dict(_SOURCE_BEFORE[key])
 
 
-def _fresh_like(model: TransferModel, seed: int) -> TransferModel:
-    """A randomly initialised model with ``model``'s architecture and head."""
-    fresh = build_model(ModelSpec.from_json(model.spec.to_json()), seed, pretrained=False)
-    return fresh.to(next(model.parameters()).device)
-
-
 def evaluate(run: str | Path, data: str, source_data: str | None = None, save: bool = True, *,
              label_column: str | None = None, text_column: str | None = None,
              skip_bad_files: bool = False) -> dict[str, Any]:
@@ -308,13 +266,7 @@ def evaluate(run: str | Path, data: str, source_data: str | None = None, save: b
     ds = load_dataset(data, model=spec, seed=int(loaded.config.get("seed", 0)),
                       label_column=label_column or columns.get("label"), text_column=text_column or columns.get("text"),
                       read=ReadOptions.for_run(loaded.config, skip_bad_files))
-    if loaded.config.get("command") == "adapt":  # its own target data: the held-out part it never adapted on
-        from transferkit.adaptation.api import heldout_target
-
-        ds = heldout_target(loaded.config, data, ds) or ds
-    elif data == loaded.config.get("data") and ds.y is not None:
-        s = loaded.config.get("split", {})
-        ds = split(ds, val=s.get("val", 0.15), test=s.get("test", 0.3), seed=int(s.get("seed", 0))).test
+    ds = heldout_split(loaded.config, data, ds)  # the run's own data: the part it held out (adapt: never adapted on)
     ds = align_classes(ds, spec.class_names)
     out: dict[str, Any] = {"target": evaluate_model(loaded.model, ds, spec.num_classes)}
     unl = loaded.config.get("unlabelled")

@@ -16,7 +16,7 @@ import transferkit
 from transferkit.adaptation import cli as adapt_cli
 from transferkit.adaptation import make_method
 from transferkit.adaptation.adversarial import RandomMap
-from transferkit.adaptation.api import _candidates, adapt, epochs_for, heldout_target, unlabelled_split
+from transferkit.adaptation.api import adapt, epochs_for, heldout_target, method_candidates, unlabelled_split
 from transferkit.adaptation.base import AdaptContext, run_method
 from transferkit.data import load_dataset
 from transferkit.engine.config import TrainConfig
@@ -38,16 +38,16 @@ def test_epochs_for_gives_at_least_the_iterations(iterations: int, n: int, bs: i
 
 
 def test_auto_candidate_syntax() -> None:
-    c = _candidates("auto", {"candidates": "source_only,mcc:temperature=2,self_training:base=mcc:mcc=1",
-                             "trade_offs": "0.5,1"})
+    c = method_candidates("auto", {"candidates": "source_only,mcc:temperature=2,self_training:base=mcc:mcc=1",
+                                   "trade_offs": "0.5,1"})
     labels = [label for label, _, _ in c]
     assert labels == ["source_only", "mcc(temperature=2, trade_off=0.5)", "mcc(temperature=2, trade_off=1)",
                       "self_training(base=mcc, mcc=1, trade_off=0.5)", "self_training(base=mcc, mcc=1, trade_off=1)"]
     assert c[1][2] == {"temperature": "2", "trade_off": "0.5"}
-    fixed = _candidates("auto", {"candidates": "mcc:trade_off=3", "trade_offs": "0.5,1"})
+    fixed = method_candidates("auto", {"candidates": "mcc:trade_off=3", "trade_offs": "0.5,1"})
     assert fixed == [("mcc(trade_off=3)", "mcc", {"trade_off": "3"})]
     with pytest.raises(ConfigError, match="options must be key=value"):
-        _candidates("auto", {"candidates": "mcc:oops"})
+        method_candidates("auto", {"candidates": "mcc:oops"})
 
 
 def test_self_training_splits_the_budget_and_augmented_phases_train(source_model: Any, source_slices: Slices,

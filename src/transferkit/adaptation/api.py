@@ -22,18 +22,28 @@ from transferkit.adaptation.adistance import proxy_a_distance
 from transferkit.adaptation.base import AdaptContext, run_method, validation_data
 from transferkit.adaptation.methods import METHODS, make_method
 from transferkit.adaptation.validators import VALIDATORS, score_all
-from transferkit.api import SPLIT, RunResult, _config, _finish, _phase_summary
 from transferkit.data import ArrayDataset, ReadOptions, align_classes, load_dataset, split
 from transferkit.engine.features import extract_features
 from transferkit.engine.precision import resolve_placement
 from transferkit.errors import ConfigError
 from transferkit.evaluation.evaluate import evaluate_model
 from transferkit.models import TransferModel
+from transferkit.pipeline import (
+    SPLIT,
+    TARGET_SPLIT,
+    RunResult,
+    finish_run,
+    heldout_target,
+    phase_summary,
+    train_config,
+    unlabelled_split,
+)
 from transferkit.runs import LoadedRun, RunDir, load_source, marks_failure
 
-#: Label-free split of the target inputs: validation (checkpoint/method selection) and held out.
-TARGET_SPLIT = {"val": 0.15, "test": 0.3}
 AUTO_METHODS = "source_only,dann,cdan,mmd,coral,mcc,adabn"
+
+__all__ = ["AUTO_METHODS", "TARGET_SPLIT", "adapt", "epochs_for", "heldout_target", "list_methods", "method_candidates",
+           "selection_report", "unlabelled_split"]
 
 
 @dataclass
@@ -46,17 +56,6 @@ class _Data:
     target_test: torch.Tensor
     eval: ArrayDataset | None
     eval_all: ArrayDataset | None = None
-
-
-def unlabelled_split(n: int, *, val: float, test: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded (train, val, test) index arrays over ``n`` unlabelled examples (no stratification)."""
-    if not (0 < val < 1 and 0 < test < 1 and val + test < 1):
-        raise ConfigError(f"target split fractions val={val}, test={test} must be in (0, 1) and sum below 1")
-    perm = np.random.default_rng(seed + 104729).permutation(n)
-    n_test, n_val = max(1, round(n * test)), max(2, round(n * val))
-    if n - n_test - n_val < 2:
-        raise ConfigError(f"target data has {n} examples: too few to split (need at least 5)")
-    return np.sort(perm[n_test + n_val :]), np.sort(perm[n_test : n_test + n_val]), np.sort(perm[:n_test])
 
 
 def epochs_for(iterations: int, n: int, batch_size: int) -> int:
@@ -101,7 +100,7 @@ def _prepare(model: TransferModel, src_config: dict[str, Any], source_data: str,
                  _tensor(t_tr.x), _tensor(ds_t.x[i_va]), _tensor(ds_t.x[i_te]), ev, ev_all)
 
 
-def _candidates(method: str, options: dict[str, str]) -> list[tuple[str, str, dict[str, str]]]:
+def method_candidates(method: str, options: dict[str, str]) -> list[tuple[str, str, dict[str, str]]]:
     """(label, method name, options) to run: one for a named method, a grid for ``auto``."""
     if method != "auto":
         return [(method, method, dict(options))]
@@ -185,9 +184,9 @@ def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, targ
         train.setdefault("grad_clip", 0.0)
     if iterations is not None and iterations < 1:
         raise ConfigError(f"iterations must be at least 1, got {iterations}")
-    cfg = _config(seed, train)
+    cfg = train_config(seed, train)
     VALIDATORS.get(validator)
-    cands = _candidates(method, options or {})
+    cands = method_candidates(method, options or {})
     methods = [make_method(name, o) for _, name, o in cands]
     src_model, src_config = load_source(source)
     for m in methods:
@@ -245,28 +244,11 @@ def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, targ
                                                           _features(model, data.target_test), seed=seed)
         metrics.update(train_seconds=time.perf_counter() - t0, n_source_train=len(data.source_train[0]),
                        n_target_train=len(data.target_train), n_target_val=len(data.target_val),
-                       phases=[_phase_summary(r) for r in results], notes=[])
+                       phases=[phase_summary(r) for r in results], notes=[])
         history = [{"candidate": r["label"], **asdict(p)} for r, _, res in runs for p in res]
         extra = {f"source_head.{k}": v for k, v in source_head.state_dict().items()}
-        _finish(run, model, metrics, history, extra)
+        finish_run(run, model, metrics, history, extra)
     return RunResult(model, metrics, run.path if run else None, history, [])
-
-
-def heldout_target(config: dict[str, Any], data: str, ds: ArrayDataset) -> ArrayDataset | None:
-    """For an ``adapt`` run scored on its own target data: the held-out part never adapted on.
-
-    ``config`` is the run's ``config.json``; ``ds`` is ``data`` loaded with the run's seed. Returns
-    ``None`` when the run is not an adapt run or ``data`` is other data (then score all of it).
-    :func:`transferkit.api.evaluate` calls this so ``evaluate RUN --data <target>`` matches the
-    ``target`` accuracy that ``adapt`` reported.
-    """
-    if config.get("command") != "adapt" or data != config.get("target_data"):
-        return None
-    sp = config.get("target_split", {})
-    _, _, test = unlabelled_split(len(ds), val=float(sp.get("val", TARGET_SPLIT["val"])),
-                                  test=float(sp.get("test", TARGET_SPLIT["test"])),
-                                  seed=int(sp.get("seed", config.get("seed", 0))))
-    return ds.subset(test, ":heldout")
 
 
 def selection_report(candidates: list[dict[str, Any]]) -> dict[str, Any]:

@@ -53,6 +53,12 @@ def build_model(spec: ModelSpec, seed: int | None = None, *, pretrained: bool | 
     return builder(spec, **kwargs)
 
 
+def fresh_like(model: TransferModel, seed: int) -> TransferModel:
+    """A randomly initialised model with ``model``'s architecture and head, on ``model``'s device."""
+    fresh = build_model(ModelSpec.from_json(model.spec.to_json()), seed, pretrained=False)
+    return fresh.to(next(model.parameters()).device)
+
+
 def is_pretrained(name: str) -> bool:
     """Whether the registered backbone ``name`` loads pretrained weights (has a ``pretrained`` option)."""
     return "pretrained" in inspect.signature(MODELS.get(name)).parameters
@@ -100,4 +106,5 @@ def _model_options(name: str, builder: Callable[..., TransferModel], raw: dict[s
     return out
 
 
-__all__ = ["MODELS", "ModelSpec", "TransferModel", "build_model", "from_pretrained", "is_pretrained", "wrap_module"]
+__all__ = ["MODELS", "ModelSpec", "TransferModel", "build_model", "fresh_like", "from_pretrained", "is_pretrained",
+           "wrap_module"]

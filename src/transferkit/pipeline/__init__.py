@@ -1,0 +1,16 @@
+"""Stages shared by the run functions (:func:`~transferkit.transfer`, :func:`~transferkit.adapt`,
+:func:`~transferkit.pretrain`) and open to benchmarks and users: the split every run records and
+how a run's held-out part is rebuilt from it (:mod:`~transferkit.pipeline.splits`), the training
+tensors, the training settings and the finished run (:mod:`~transferkit.pipeline.stages`).
+
+This package sits below :mod:`transferkit.api` and :mod:`transferkit.adaptation.api`, so neither
+run module imports the other.
+"""
+
+from __future__ import annotations
+
+from transferkit.pipeline.splits import SPLIT, TARGET_SPLIT, heldout_split, heldout_target, unlabelled_split
+from transferkit.pipeline.stages import RunResult, finish_run, labelled_tensors, phase_summary, train_config
+
+__all__ = ["SPLIT", "TARGET_SPLIT", "RunResult", "finish_run", "heldout_split", "heldout_target", "labelled_tensors",
+           "phase_summary", "train_config", "unlabelled_split"]
