@@ -31,7 +31,8 @@ def _plugins() -> list[Any]:
     return [importlib.import_module(m) for m in PLUGINS]
 
 
-def _kv(items: Sequence[str] | None, flag: str) -> dict[str, str]:
+def kv_flags(items: Sequence[str] | None, flag: str) -> dict[str, str]:
+    """Repeated ``key=value`` flag values (``--option k=v``) as a dict; a value without ``=`` is a one-line error."""
     out: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -67,7 +68,8 @@ def train_default(command: str, name: str) -> str:
     return str(default)
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """A ``training`` group: one flag per :class:`TrainConfig` field but ``seed``, with the command's defaults."""
     from transferkit.engine.config import TrainConfig
 
     command = p.prog.split()[-1]
@@ -98,7 +100,8 @@ def _columns(args: argparse.Namespace) -> dict[str, str | None]:
     return {"label_column": args.label_column, "text_column": args.text_column}
 
 
-def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`TrainConfig` fields the user gave on the command line (the flags of :func:`add_train_args`)."""
     from transferkit.engine.config import TrainConfig
 
     return {f.name: getattr(args, f.name) for f in fields(TrainConfig)
@@ -122,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--overwrite", action="store_true", help="replace a complete run in --out")
     _add_column_args(pre)
     add_read_args(pre)
-    _add_train_args(pre)
+    add_train_args(pre)
 
     tr = sub.add_parser("transfer", help="initialise from a source run and adapt to target data")
     tr.add_argument("--source", required=True, help="source run directory or a pretrained backbone name")
@@ -145,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--overwrite", action="store_true", help="replace a complete run in --out")
     _add_column_args(tr)
     add_read_args(tr)
-    _add_train_args(tr)
+    add_train_args(tr)
 
     ev = sub.add_parser("evaluate", help="score a run on labelled data (and on the source task)")
     ev.add_argument("run")
@@ -227,13 +230,13 @@ def run(args: argparse.Namespace) -> int:
         _listing(args.command, args.pattern)
         return 0
     if args.command == "pretrain":
-        res = tk.pretrain(args.data, args.model, args.out, seed=args.seed, model_kwargs=_kv(args.model_opt, "--model-opt"),
+        res = tk.pretrain(args.data, args.model, args.out, seed=args.seed, model_kwargs=kv_flags(args.model_opt, "--model-opt"),
                           overwrite=args.overwrite, skip_bad_files=args.skip_bad_files, **_columns(args),
-                          **_train_overrides(args))
+                          **train_overrides(args))
         print(f"source accuracy {100 * res.metrics['source']['accuracy']:.2f}% on {args.data} (test split); run: {res.run_dir}")
         return 0
     if args.command == "transfer":
-        options = _kv(args.option, "--option")
+        options = kv_flags(args.option, "--option")
         if args.budget is not None:
             if args.strategy != "auto":
                 raise TransferkitError(f"--budget applies to --strategy auto, not '{args.strategy}'")
@@ -241,9 +244,9 @@ def run(args: argparse.Namespace) -> int:
         res = tk.transfer(args.source, args.data, strategy=args.strategy, shots=args.shots, seed=args.seed,
                           out=args.out, options=options, head=args.head,
                           source_data=args.source_data, compare_scratch=args.compare_scratch,
-                          overwrite=args.overwrite, model_kwargs=_kv(args.model_opt, "--model-opt"),
+                          overwrite=args.overwrite, model_kwargs=kv_flags(args.model_opt, "--model-opt"),
                           unlabelled=args.unlabelled, skip_bad_files=args.skip_bad_files, **_columns(args),
-                          **_train_overrides(args))
+                          **train_overrides(args))
         for note in res.notes:
             print(f"note: {note}")
         auto = res.metrics.get("strategy_info", {}).get("auto")

@@ -30,11 +30,11 @@ def add_parsers(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int | None:
     if args.command not in COMMANDS:
         return None
-    from transferkit.cli import _kv
+    from transferkit.cli import kv_flags
     from transferkit.errors import ConfigError
     from transferkit.zeroshot import DEFAULT_TEMPLATES, nearest_class_mean, zero_shot
 
-    opts = _kv(args.model_opt, "--model-opt")
+    opts = kv_flags(args.model_opt, "--model-opt")
     if args.shots is not None:
         if args.labels or args.template:
             raise ConfigError("--shots (prototypes) uses labelled examples, not --labels / --template")

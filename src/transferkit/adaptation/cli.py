@@ -14,7 +14,7 @@ COMMANDS = ("adapt", "methods")
 
 def add_parsers(sub: Any) -> None:
     """Add ``adapt`` and ``methods`` to the ``transferkit`` sub-parsers ``sub``."""
-    from transferkit.cli import _add_train_args, add_read_args
+    from transferkit.cli import add_train_args, add_read_args
 
     ad = sub.add_parser("adapt", help="unsupervised domain adaptation of a source run to unlabelled target data",
                         conflict_handler="resolve")  # adapt's own --augment (below) replaces the training one
@@ -35,7 +35,7 @@ def add_parsers(sub: Any) -> None:
     ad.add_argument("--overwrite", action="store_true", help="replace a complete run in --out")
     ad.add_argument("--iterations", type=int, default=None,
                     help="training budget in optimizer steps per method (overrides --epochs)")
-    _add_train_args(ad)
+    add_train_args(ad)
     ad.add_argument("--augment", action="store_true",
                     help="re-style source batches at random (affine, stroke width, blur) -- for digit/glyph images")
     add_read_args(ad)
@@ -79,13 +79,13 @@ def run(args: argparse.Namespace) -> int | None:
             print("\nvalidators (--validator): " + ", ".join(VALIDATORS))
         return 0
     from transferkit.adaptation.api import adapt
-    from transferkit.cli import _kv, _train_overrides
+    from transferkit.cli import kv_flags, train_overrides
 
     res = adapt(args.source, args.source_data, args.target_data, method=args.method, out=args.out, seed=args.seed,
-                target_labels_for_eval=args.eval_data, options=_kv(args.option, "--option"), validator=args.validator,
+                target_labels_for_eval=args.eval_data, options=kv_flags(args.option, "--option"), validator=args.validator,
                 overwrite=args.overwrite, max_source=args.max_source, max_target=args.max_target,
                 iterations=args.iterations, augment=args.augment, skip_bad_files=args.skip_bad_files,
-                **{k: v for k, v in _train_overrides(args).items() if k != "augment"})
+                **{k: v for k, v in train_overrides(args).items() if k != "augment"})
     m = res.metrics
     if len(m.get("candidates", [])) > 1:
         for c in m["candidates"]:

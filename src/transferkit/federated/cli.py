@@ -40,9 +40,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--out", required=True, help="run directory to create")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a complete run in --out")
-    from transferkit.cli import _add_train_args
+    from transferkit.cli import add_train_args
 
-    _add_train_args(p)
+    add_train_args(p)
 
 
 def _pct(v: Any) -> str:
@@ -52,7 +52,7 @@ def _pct(v: Any) -> str:
 def run(args: argparse.Namespace) -> int | None:
     if args.command not in COMMANDS:
         return None
-    from transferkit.cli import _train_overrides
+    from transferkit.cli import train_overrides
     from transferkit.federated.api import federate
 
     m = federate(args.source, args.data, clients_from=args.clients_from, clients=args.clients,
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int | None:
                  overwrite=args.overwrite, mu=args.mu, personal_head=args.personal_head,
                  local_epochs=args.local_epochs, probe_epochs=args.probe_epochs,
                  min_fit_fraction=args.min_fit_fraction, round_timeout=args.round_timeout, seed=args.seed,
-                 train=json.dumps(_train_overrides(args)))
+                 train=json.dumps(train_overrides(args)))
     for r in m["history"]:
         per = ", ".join(f"{k}: {_pct(v.get('accuracy'))}" for k, v in sorted(r["clients"].items()))
         failed = f"; failed: {', '.join(str(f['node_id']) for f in r['failed'])}" if r["failed"] else ""
