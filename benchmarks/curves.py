@@ -54,13 +54,13 @@ import transferkit
 from transferkit.data import ArrayDataset, kshot, load_dataset, split
 from transferkit.engine.features import FeatureCache
 from transferkit.engine.precision import resolve_placement
-from transferkit.models import TransferModel, from_pretrained
+from transferkit.models import TransferModel, fresh_like, from_pretrained
+from transferkit.pipeline import SPLIT  # the split transferkit.transfer uses
 from transferkit.runs import RunDir, load_run
 from transferkit.strategies import STRATEGIES
 from transferkit.zeroshot import class_embeddings, cosine_predict, prototypes
 
 ROOT = Path(__file__).resolve().parent.parent
-SPLIT = {"val": 0.15, "test": 0.3}  # the split transferkit.transfer uses
 SHOTS: tuple[int | None, ...] = (1, 5, 10, 50, None)
 FEW: tuple[int | None, ...] = (1, 5, 10, 50)
 ZS_PROMPT = "a {} review"
@@ -194,7 +194,6 @@ class Runner:
         """A text strategy with benchmarks/text.py's recipe, through run_strategy (as transfer does)."""
         from text import RECIPES
 
-        from transferkit.api import _fresh_like
         from transferkit.engine.config import TrainConfig
         from transferkit.engine.precision import predict_logits
         from transferkit.strategies import TransferContext, make_strategy, run_strategy
@@ -205,7 +204,7 @@ class Runner:
         model = copy.deepcopy(self.model)
         model.reset_head(train.class_names)
         t = lambda d: (torch.from_numpy(d.x), torch.from_numpy(d.require_labels()))
-        ctx = TransferContext(model, {}, t(train), t(val), cfg, lambda: _fresh_like(model, seed), cache=self.cache)
+        ctx = TransferContext(model, {}, t(train), t(val), cfg, lambda: fresh_like(model, seed), cache=self.cache)
         t0 = time.perf_counter()
         run_strategy(make_strategy(strategy, options), ctx)
         seconds = time.perf_counter() - t0
