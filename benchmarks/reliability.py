@@ -26,7 +26,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reliability_cases import Case, build_cases  # noqa: E402
+from reliability_cases import Case, error_cases, tester_cases  # noqa: E402
+from reliability_inputs import image_input_cases, release_holders, run_folder_cases, tabular_cases  # noqa: E402
+from reliability_models import augment_cases, config_device_cases, engine_cases, export_hf_cases  # noqa: E402
+
+#: the themed case builders after the first two lists, in the order the document lists them
+THEMES = (run_folder_cases, tabular_cases, image_input_cases, config_device_cases, export_hf_cases, augment_cases,
+          engine_cases)
 
 
 @dataclass
@@ -41,6 +47,7 @@ class Outcome:
     complete_run_left: bool
     files_intact: bool
     problem: str  # what a result case's check found wrong ("" when right)
+    warnings: int = 0  # lines the command printed as it went (Case.live), not counted in ``lines``
 
     @property
     def ok(self) -> bool:
@@ -72,7 +79,10 @@ def run_case(name: str, case: Case, tmp: Path, out: Path) -> Outcome:
         except BaseException as e:  # noqa: BLE001 - an escaped exception is exactly what we record
             code, traceback = 1, True
             print(f"{type(e).__name__}: {e}", file=err)
-    msg = [line for line in err.getvalue().splitlines() if line.strip() and not line.startswith("transferkit: resuming")]
+    msg = [line for line in err.getvalue().splitlines()
+           if line.strip() and not line.startswith("transferkit: resuming")]
+    live = [line for line in msg if case.live and case.live in line]
+    msg = [line for line in msg if line not in live]
     complete = (out / "run.json").exists() and json.loads((out / "run.json").read_text()).get("status") == "complete"
     after = snapshot(tmp, out)
     changed = [f for f, digest in before.items() if after.get(f) != digest and f not in case.writes]
@@ -82,7 +92,7 @@ def run_case(name: str, case: Case, tmp: Path, out: Path) -> Outcome:
     if changed:
         problem = (problem + "; " if problem else "") + "changed or removed: " + ", ".join(changed[:3])
     return Outcome(name, "transferkit " + " ".join(case.argv), case.expect, code, msg[-1] if msg else "", len(msg),
-                   traceback, complete, not changed, problem)
+                   traceback, complete, not changed, problem, len(live))
 
 
 def tiny_source(where: Path) -> Path:
@@ -93,21 +103,46 @@ def tiny_source(where: Path) -> Path:
     return run
 
 
-def run_matrix(tmp: Path, log: Callable[[str], None] = lambda s: None) -> list[Outcome]:
-    source = tiny_source(tmp)
-    outcomes = []
-    out = tmp / "out"
-    for name, case in build_cases(tmp, source).items():
-        shutil.rmtree(out, ignore_errors=True)  # error cases share one --out: start each from nothing
-        o = run_case(name, case, tmp, out)
-        log(f"{'ok ' if o.ok else 'BAD'} {name}: exit {o.exit_code}: {o.problem or o.message}")
-        outcomes.append(o)
-    return outcomes
+def build_cases(tmp: Path, source: Path) -> dict[str, Case]:
+    """Every case of the matrix, in the order the document lists them."""
+    cases = {name: Case(argv) for name, argv in {**error_cases(tmp, source), **tester_cases(tmp, source)}.items()}
+    for theme in THEMES:
+        new = theme(tmp, source)
+        assert not set(new) & set(cases), f"case names repeat: {set(new) & set(cases)}"
+        cases |= new
+    return cases
+
+
+def run_matrix(tmp: Path, log: Callable[[str], None] = lambda s: None, only: str = "") -> list[Outcome]:
+    """Run every case (or those whose name contains ``only``) under ``tmp``. Progress lines are off
+    (``$TRANSFERKIT_PROGRESS=0``): what training prints as it goes is not an error message."""
+    previous = os.environ.get("TRANSFERKIT_PROGRESS")
+    os.environ["TRANSFERKIT_PROGRESS"] = "0"
+    try:
+        source = tiny_source(tmp)
+        outcomes = []
+        out = tmp / "out"
+        for name, case in build_cases(tmp, source).items():
+            if only not in name:
+                continue
+            shutil.rmtree(out, ignore_errors=True)  # error cases share one --out: start each from nothing
+            o = run_case(name, case, tmp, out)
+            log(f"{'ok ' if o.ok else 'BAD'} {name}: exit {o.exit_code}: {o.problem or o.message}")
+            outcomes.append(o)
+        return outcomes
+    finally:
+        release_holders()
+        if previous is None:
+            os.environ.pop("TRANSFERKIT_PROGRESS", None)
+        else:
+            os.environ["TRANSFERKIT_PROGRESS"] = previous
 
 
 def _row(o: Outcome) -> str:
     msg = (o.problem or o.message).replace("|", "\\|")
     one = "-" if o.expect == "result" else ("yes" if o.lines == 1 else f"no ({o.lines})")
+    if o.warnings:
+        one += f" (after {o.warnings} warning{'s' if o.warnings > 1 else ''} while training)"
     return (f"| {o.case} | {o.expect} | {o.exit_code} | {one} | {'YES' if o.traceback else 'no'} | "
             f"{'yes' if o.files_intact else 'NO'} | {'pass' if o.ok else 'FAIL'} | `{msg}` |")
 
@@ -118,7 +153,10 @@ def render(outcomes: list[Outcome], command: str) -> str:
     errors = [o for o in outcomes if o.expect == "error"]
     lines = ["# Reliability: the hostile-input matrix", "",
              f"> Generated by `{command}` on {date}. Do not edit by hand. Each case runs the CLI on a hostile "
-             "input built in a temporary folder (paths below are shortened to `<tmp>`).", "",
+             "input built in a temporary folder (paths below are shortened to `<tmp>`) from real data (scikit-learn's "
+             "wine and digits, the built-in data sets). The matrix runs with `TRANSFERKIT_PROGRESS=0`: the lines "
+             "training prints as it goes are progress, not error output. A warning a run prints while it trains "
+             "(a rollback after divergence) is counted apart, in the one-line column.", "",
              f"**{good} of {len(outcomes)} cases pass.** An `error` case passes when it ends with exactly one line on "
              "stderr, a non-zero exit, no traceback and no run directory marked complete "
              f"({sum(o.ok for o in errors)} of {len(errors)}); a `result` case passes when the command succeeds and its "
