@@ -143,3 +143,28 @@ def test_kendall_taus_rank_a_nan_score_last_instead_of_failing() -> None:
     result = RankResult("d", 10, 2, None, 0, ["parc"], {"parc": True}, cands)
     assert result.kendall_taus({"a": 0.5, "b": 0.1, "c": 0.9})["parc"] == pytest.approx(1.0)
     assert result.kendall_taus({"a": 0.5, "b": 0.95, "c": 0.9})["parc"] == pytest.approx(-1 / 3)
+
+
+def test_an_encoder_without_source_classes_is_ranked_without_leep_and_nce() -> None:
+    """MiniLM has no classification head (0 source classes): the default scores used to crash on its
+    probabilities ("source probabilities must be 2-D [N, C_s], got shape (16, 0)"); now the scores that
+    need them are NaN, with a note, and the mean rank leaves them out."""
+    res = rank(["minilm"], "vader-tweets", shots=8)
+    c = res.candidates[0]
+    needs_probs = [s for s in DEFAULT_SCORES if SCORES.get(s).needs == "probs"]
+    assert needs_probs and res.left_out == needs_probs and c.source_classes == 0
+    assert all(np.isnan(c.scores[s]) for s in needs_probs)
+    assert all(np.isfinite(c.scores[s]) for s in DEFAULT_SCORES if s not in needs_probs)
+    assert "note: minilm has no source classes" in res.to_table() and "leep, nce" in res.to_table()
+    assert res.to_json()["candidates"][0]["scores"]["leep"] is None
+
+
+def test_mean_rank_leaves_out_scores_a_headless_candidate_cannot_have() -> None:
+    from transferkit.transferability.rank import CandidateScores
+
+    cands = [CandidateScores("encoder", "minilm", {"logme": 2.0, "leep": float("nan")}, 1.0, 1.0),
+             CandidateScores("run", "small_cnn", {"logme": 1.0, "leep": -0.5}, 1.0, 1.0)]
+    res = RankResult("t", 10, 2, None, 0, ["logme", "leep"], {"logme": True, "leep": True}, cands,
+                     left_out=["leep"])
+    assert res.ranking() == ["encoder", "run"] and res.mean_ranks() == {"encoder": 1.0, "run": 2.0}
+    assert res.ranking("leep") == ["run", "encoder"]  # by that score alone, NaN is still the worst

@@ -72,6 +72,10 @@ class RankResult:
     higher_is_better: dict[str, bool]
     candidates: list[CandidateScores]
     data_seconds: float = 0.0
+    #: what was left out and why, one line each (e.g. LEEP for an encoder with no source classes)
+    notes: list[str] = field(default_factory=list)
+    #: scores left out (NaN) for some candidate because it has no source classes: not in the mean rank
+    left_out: list[str] = field(default_factory=list)
 
     def _oriented(self, score: str) -> np.ndarray:
         """Values of ``score`` per candidate with larger = better and NaN as the worst."""
@@ -82,10 +86,12 @@ class RankResult:
         return np.where(np.isnan(v), -np.inf, v)
 
     def mean_ranks(self) -> dict[str, float]:
-        """Candidate name -> its rank (1 = best, ties averaged) averaged over the computed scores."""
+        """Candidate name -> its rank (1 = best, ties averaged) averaged over the computed scores, except
+        those left out for some candidate (:attr:`left_out`), which would rank it last for lack of a head."""
         from scipy.stats import rankdata
 
-        ranks = np.mean([rankdata(-self._oriented(s)) for s in self.score_names], axis=0)
+        used = [s for s in self.score_names if s not in self.left_out] or self.score_names
+        ranks = np.mean([rankdata(-self._oriented(s)) for s in used], axis=0)
         return {c.name: float(r) for c, r in zip(self.candidates, ranks)}
 
     def ranking(self, score: str | None = None) -> list[str]:
@@ -132,7 +138,7 @@ class RankResult:
             vals = " | ".join(_fmt(c.scores[s]) for s in self.score_names)
             rows.append(f"| {i} | {name} | {vals} | {mean[name]:.2f} | {c.seconds:.2f} |")
         arrows = ", ".join(f"{s} {'higher' if self.higher_is_better[s] else 'lower'}" for s in self.score_names)
-        return "\n".join([*head, *rows, "", f"better: {arrows}"])
+        return "\n".join([*head, *rows, "", f"better: {arrows}", *(f"note: {n}" for n in self.notes)])
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict (NaN scores become ``null``)."""
@@ -239,6 +245,36 @@ def _probs(model: TransferModel, feats: torch.Tensor, device: torch.device) -> n
     return torch.softmax(logits, dim=1).numpy()
 
 
+def _score_all(entries: Sequence[tuple[str, Score]], feats: np.ndarray, probs: np.ndarray | None,
+               y: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
+    """Every score of ``entries`` on one candidate: values and seconds. A score that needs source-class
+    probabilities is NaN when ``probs`` is None (a candidate with no source classes)."""
+    from threadpoolctl import threadpool_limits
+
+    values, secs = {}, {}
+    # small dense algebra: one BLAS thread is as fast, and a busy shared machine makes
+    # spinning multi-threaded BLAS collapse (measured 45x slower on a loaded 2-core box)
+    with threadpool_limits(1, user_api="blas"):
+        for sname, score in entries:
+            t = time.perf_counter()
+            if score.needs == "probs" and probs is None:
+                values[sname] = math.nan
+            else:
+                values[sname] = score(feats if score.needs == "features" else probs, y)
+            secs[sname] = time.perf_counter() - t
+    return values, secs
+
+
+def _headless_note(name: str, entries: Sequence[tuple[str, Score]]) -> str | None:
+    """The note for a candidate with no source classes, when some score of ``entries`` needs them."""
+    left = [s for s, score in entries if score.needs == "probs"]
+    if not left:
+        return None
+    return (f"{name} has no source classes (an encoder without a classification head): "
+            f"{', '.join(left)} need{'s' if len(left) == 1 else ''} source-class probabilities, left out (nan; "
+            "not in the mean rank)")
+
+
 def rank(candidates: Candidate | Sequence[Candidate], data: str | Path | ArrayDataset, *, shots: int | None = None,
          seed: int = 0, scores: Sequence[str] = DEFAULT_SCORES, max_samples: int = 2000,
          device: str = "auto", names: Sequence[str] | None = None) -> RankResult:
@@ -258,7 +294,6 @@ def rank(candidates: Candidate | Sequence[Candidate], data: str | Path | ArrayDa
     Each candidate costs one forward pass; its training mode and device are restored afterwards.
     """
     import scipy.linalg  # noqa: F401  (load scipy's BLAS before limiting its threads)
-    from threadpoolctl import threadpool_limits
 
     from transferkit.engine.features import extract_features
     from transferkit.engine.precision import eval_mode, resolve_placement
@@ -287,6 +322,7 @@ def rank(candidates: Candidate | Sequence[Candidate], data: str | Path | ArrayDa
     targets: dict[str, tuple[Any, np.ndarray, str]] = {}
     data_seconds = 0.0
     results: list[CandidateScores] = []
+    notes: list[str] = []
     for i, cand in enumerate(cands):
         t0 = time.perf_counter()
         model, name = _load(cand, i)
@@ -301,23 +337,20 @@ def rank(candidates: Candidate | Sequence[Candidate], data: str | Path | ArrayDa
         x, y, data_name = targets[shape]
         was_training, home = model.training, next(model.parameters()).device
         place = resolve_placement(model, "auto", "auto", device)
+        headless = model.spec.num_classes == 0
+        if headless and (note := _headless_note(name, entries)):
+            notes.append(note)
         try:
             feats = extract_features(model, x, place)
             with eval_mode(model):
-                probs = _probs(model, feats, place.device) if any(s.needs == "probs" for _, s in entries) else None
+                wants = any(s.needs == "probs" for _, s in entries) and not headless
+                probs = _probs(model, feats, place.device) if wants else None
         finally:
             model.train(was_training)
             model.to(home)
         f = feats.reshape(len(feats), -1).double().numpy()
         forward = time.perf_counter() - t0
-        values, secs = {}, {}
-        # small dense algebra: one BLAS thread is as fast, and a busy shared machine makes
-        # spinning multi-threaded BLAS collapse (measured 45x slower on a loaded 2-core box)
-        with threadpool_limits(1, user_api="blas"):
-            for sname, score in entries:
-                t = time.perf_counter()
-                values[sname] = score(f if score.needs == "features" else probs, y)
-                secs[sname] = time.perf_counter() - t
+        values, secs = _score_all(entries, f, probs, y)
         source_classes = int(probs.shape[1]) if probs is not None else model.spec.num_classes
         results.append(CandidateScores(name, model.spec.name, values, time.perf_counter() - t0, forward, secs,
                                        f.shape[1], source_classes))
@@ -327,4 +360,5 @@ def rank(candidates: Candidate | Sequence[Candidate], data: str | Path | ArrayDa
         if seen[c.name] > 1:
             c.name = f"{c.name}#{seen[c.name]}"
     return RankResult(data_name, len(y), int(len(np.unique(y))), shots, seed, [s for s, _ in entries],
-                      {s: sc.higher_is_better for s, sc in entries}, results, data_seconds)
+                      {s: sc.higher_is_better for s, sc in entries}, results, data_seconds, notes,
+                      [s for s, sc in entries if sc.needs == "probs" and notes])
