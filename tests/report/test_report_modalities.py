@@ -74,13 +74,14 @@ def _audio(root: Path) -> tuple[Path, Path]:
 def _wine_csv(path: Path, rows: np.ndarray, x: np.ndarray, y: np.ndarray, columns: list[str]) -> Path:
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow([*columns, "label"])
+        w.writerow([*columns, "cultivar"])
         w.writerows([*map(float, x[i]), f"cultivar{int(y[i])}"] for i in rows)
     return path
 
 
 def _tabular(root: Path) -> tuple[Path, Path]:
-    """sklearn's wine table split into two populations by alcohol (low -> high): same columns, shifted."""
+    """sklearn's wine table split into two populations by alcohol (low -> high): same columns, shifted;
+    the label in a column named ``cultivar`` (the report reads the data with the run's columns)."""
     from sklearn.datasets import load_wine
 
     wine = load_wine()
@@ -89,8 +90,9 @@ def _tabular(root: Path) -> tuple[Path, Path]:
     src_csv = _wine_csv(root / "wine_low.csv", np.flatnonzero(low), x, y, cols)
     tgt_csv = _wine_csv(root / "wine_high.csv", np.flatnonzero(~low), x, y, cols)
     src, tgt = root / "wine_src", root / "wine_tgt"
-    transferkit.pretrain(str(src_csv), "mlp", src, seed=0, epochs=5, **TRAIN)
-    transferkit.transfer(src, str(tgt_csv), strategy="lp_ft", out=tgt, epochs=1, **TRAIN)  # one class has 2 rows
+    transferkit.pretrain(str(src_csv), "mlp", src, seed=0, epochs=5, label_column="cultivar", **TRAIN)
+    transferkit.transfer(src, str(tgt_csv), strategy="lp_ft", out=tgt, epochs=1, label_column="cultivar",
+                         **TRAIN)  # all rows: one class has 2 training rows
     return src, tgt
 
 

@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from transferkit.data import ArrayDataset, align_classes, load_dataset, split
+from transferkit.data import ArrayDataset, ReadOptions, align_classes, load_dataset
 from transferkit.errors import TransferkitError
 from transferkit.evaluation.cka import layer_cka, weight_change
 from transferkit.evaluation.saliency import SaliencyExamples, TextSaliency, saliency_examples, text_saliency_examples
 from transferkit.io import read_json
 from transferkit.models.base import TransferModel
+from transferkit.pipeline import heldout_split
 from transferkit.runs import LoadedRun, load_run, load_source
 
 
@@ -84,22 +85,19 @@ def run_labels(paths: list[Path]) -> list[str]:
 
 
 def held_out_sample(loaded: LoadedRun, max_samples: int, seed: int = 0) -> ArrayDataset:
-    """A seeded subsample (at most ``max_samples``) of the run's test split, in the model's classes
-    (an ``adapt`` run: its labelled evaluation data, the part held out from adaptation)."""
+    """A seeded subsample (at most ``max_samples``) of the labelled examples the run held out, in the
+    model's classes: the test part of its own data (an ``adapt`` run: the part of its labelled
+    evaluation data it never adapted on), read as the run read it (columns, input range)."""
     cfg = loaded.config
-    if cfg.get("command") == "adapt":  # labelled target data, held out from adaptation
-        from transferkit.adaptation.api import heldout_target
-
-        name = cfg.get("eval_data") or cfg.get("target_data")
-        if not name:
-            raise KeyError("eval_data")
-        ds = load_dataset(str(name), model=loaded.spec, seed=int(cfg.get("seed", 0)))
-        ds.require_labels()
-        ds = heldout_target(cfg, str(name), ds) or ds
-    else:
-        sp = cfg.get("split") or {}
-        ds = load_dataset(str(cfg["data"]), model=loaded.spec, seed=int(cfg.get("seed", 0)))
-        ds = split(ds, val=sp.get("val", 0.15), test=sp.get("test", 0.3), seed=int(sp.get("seed", 0))).test
+    adapt = cfg.get("command") == "adapt"
+    name = str((cfg.get("eval_data") or cfg.get("target_data") if adapt else cfg.get("data")) or "")
+    if not name:
+        raise KeyError("the run records no labelled evaluation data")
+    columns = cfg.get("columns") or {}
+    ds = load_dataset(name, model=loaded.spec, seed=int(cfg.get("seed", 0)), label_column=columns.get("label"),
+                      text_column=columns.get("text"), read=ReadOptions.for_run(cfg))
+    ds.require_labels()
+    ds = heldout_split(cfg, name, ds)
     ds = align_classes(ds, loaded.spec.class_names)
     if len(ds) > max_samples:
         ds = ds.subset(np.sort(np.random.default_rng(seed).choice(len(ds), max_samples, replace=False)))
