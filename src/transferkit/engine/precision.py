@@ -10,8 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from transferkit.engine import distributed
-from transferkit.engine.progress import batch_bar
+from transferkit.engine import distributed, progress
 from transferkit.errors import ConfigError
 
 
@@ -179,7 +178,7 @@ def _is_channels_last(module: nn.Module) -> bool:
 def _predict(module: nn.Module, x: torch.Tensor, place: Placement, batch_size: int,
              sink: Callable[[int, torch.Tensor], None] | None, desc: str | None = None) -> torch.Tensor:
     outs = []
-    with eval_mode(module), batch_bar(-(-len(x) // batch_size) if desc else 0, desc or "") as bar:
+    with eval_mode(module), progress.batch_bar(-(-len(x) // batch_size) if desc else 0, desc or "") as bar:
         for i in range(0, len(x), batch_size):
             with place.autocast():
                 out = module(place.to_input(x[i : i + batch_size])).float().cpu()
