@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any
+from typing import Any, NoReturn
 
 from transferkit.errors import TransferkitError
 
@@ -108,8 +108,16 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
             if f.name != "seed" and getattr(args, f.name, None) is not None}
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (argparse prints the usage block first); its
+    sub-command parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"transferkit: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="transferkit", description="Transfer learning, fast and measured.")
+    p = OneLineParser(prog="transferkit", description="Transfer learning, fast and measured.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     p.add_argument("--config", metavar="FILE",
                    help="a .toml/.json file of the sub-command's flags (typed flags override it; paths in it "
