@@ -28,11 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reliability_cases import Case, error_cases, tester_cases  # noqa: E402
 from reliability_inputs import image_input_cases, release_holders, run_folder_cases, tabular_cases  # noqa: E402
-from reliability_models import augment_cases, config_device_cases, engine_cases, export_hf_cases  # noqa: E402
+from reliability_models import (augment_cases, config_device_cases, engine_cases, export_hf_cases,  # noqa: E402
+                                flag_cases)
 
 #: the themed case builders after the first two lists, in the order the document lists them
 THEMES = (run_folder_cases, tabular_cases, image_input_cases, config_device_cases, export_hf_cases, augment_cases,
-          engine_cases)
+          engine_cases, flag_cases)
 
 
 @dataclass
@@ -76,6 +77,8 @@ def run_case(name: str, case: Case, tmp: Path, out: Path) -> Outcome:
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(stdout):
         try:
             code = main(case.argv)
+        except SystemExit as e:  # argparse's way out: an exit code, no traceback
+            code = e.code if isinstance(e.code, int) else 1
         except BaseException as e:  # noqa: BLE001 - an escaped exception is exactly what we record
             code, traceback = 1, True
             print(f"{type(e).__name__}: {e}", file=err)

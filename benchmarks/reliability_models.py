@@ -110,12 +110,49 @@ def augment_cases(tmp: Path, source: Path) -> dict[str, Case]:
     })
 
 
+def headless_ranked(tmp: Path, stdout: str) -> str | None:
+    """A check: rank scored minilm (no source classes) with the feature scores and said LEEP/NCE were left out."""
+    row = next((line for line in stdout.splitlines() if line.startswith("| 1 | minilm |")), "")
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    if len(cells) < 5:
+        return "no table row for minilm"
+    if "note: minilm has no source classes" not in stdout:
+        return "no note on the scores left out"
+    return None if cells[2] not in ("nan", "") and "nan" in cells else f"unexpected row: {row}"
+
+
 def engine_cases(tmp: Path, source: Path) -> dict[str, Case]:
-    """zero-shot labels that name no class; a learning rate of 1e6."""
+    """zero-shot labels that name no class; a learning rate of 1e6; ranking an encoder with no head."""
     digits_npz(tmp / "engine" / "d8.npz", n=300)
     return as_cases({
         "zeroshot --labels names no class": ["zeroshot", "--data", "vader-tweets", "--labels", "positive,weather"],
         "--lr 1e6 (divergence)": Case(["transfer", "--source", str(source), "--data", str(tmp / "engine" / "d8.npz"),
                                        "--strategy", "full", "--lr", "1e6", "--epochs", "2", "--out", str(tmp / "out")],
                                       live="restoring the phase's starting weights and retrying"),
+        "rank an encoder without a head (result)": Case(["rank", "--data", "vader-tweets", "--candidates", "minilm",
+                                                         "--shots", "8"], "result", headless_ranked),
+    })
+
+
+def flag_cases(tmp: Path, source: Path) -> dict[str, Case]:
+    """What a careful tester types next: flags argparse rejects, numbers out of range, names given twice."""
+    out, src = str(tmp / "out"), str(source)
+    d8 = str(tmp / "inputs" / "d8.npz")  # written by image_input_cases
+    transfer = ["transfer", "--source", src, "--data", "digits8", "--out", out]
+    return as_cases({
+        "--seed is not a number": [*transfer, "--seed", "abc"],
+        "a required flag missing": ["transfer", "--source", src, "--out", out],
+        "an unknown flag": [*transfer, "--learning-rate", "0.1"],
+        "an unknown command": ["frobnicate"],
+        "--epochs 0": [*transfer, "--epochs", "0"],
+        "--batch-size 0": [*transfer, "--batch-size", "0"],
+        "--lr nan": [*transfer, "--lr", "nan"],
+        "--weight-decay -1": [*transfer, "--weight-decay", "-1"],
+        "predict --top-k above the class count": ["predict", src, d8, "--top-k", "11"],
+        "rank a candidate that does not exist": ["rank", "--data", "digits8", "--candidates", str(tmp / "nowhere")],
+        "zeroshot --labels names a class twice": ["zeroshot", "--data", "vader-tweets", "--labels",
+                                                  "positive,positive"],
+        "image data into a text model": ["transfer", "--source", "minilm", "--data", "digits8", "--shots", "2",
+                                         "--out", out],
+        "a strategy option the strategy lacks": [*transfer, "--strategy", "full", "--option", "k=2"],
     })

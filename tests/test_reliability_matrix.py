@@ -29,7 +29,7 @@ def test_every_bad_input_ends_in_one_line_and_a_nonzero_exit(outcomes: list) -> 
     bad = [(o.case, o.exit_code, o.lines, o.traceback, o.message) for o in outcomes if not o.ok]
     assert not bad
     assert len(outcomes) >= 100
-    assert sum(o.expect == "result" for o in outcomes) >= 8
+    assert sum(o.expect == "result" for o in outcomes) >= 9
 
 
 def test_each_message_names_its_culprit(outcomes: list) -> None:  # type: ignore[type-arg]
@@ -110,6 +110,14 @@ def test_image_config_export_and_engine_cases_name_their_culprit(outcomes: list)
     assert "augment=on applies to image models; minilm" in by["--augment on with a text model"]
     assert "'weather' is not a class of vader-tweets" in by["zeroshot --labels names no class"]
     lr = next(o for o in outcomes if o.case == "--lr 1e6 (divergence)")
+    assert "argument --seed: invalid int value: 'abc'" in by["--seed is not a number"]
+    assert "required: --data" in by["a required flag missing"]
+    assert "--learning-rate" in by["an unknown flag"] and "'frobnicate'" in by["an unknown command"]
+    assert "epochs" in by["--epochs 0"] and "batch_size" in by["--batch-size 0"] and "nan" in by["--lr nan"]
+    assert "--top-k 11" in by["predict --top-k above the class count"]
+    assert "nowhere: no such run directory" in by["rank a candidate that does not exist"]
+    assert "'positive' of vader-tweets is given twice" in by["zeroshot --labels names a class twice"]
+    assert "unknown strategy option 'k'" in by["a strategy option the strategy lacks"]
     assert "--lr 1e+06" in lr.message and "--lr 0.001" in lr.message and lr.lines == 1
 
 
