@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -187,11 +188,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tk-reliability-") as d:
         tmp = Path(d)
         outcomes = run_matrix(tmp, lambda s: print(s, file=sys.stderr))
-        text = render(outcomes, "python benchmarks/reliability.py").replace(str(tmp), "<tmp>")
+
+        def stable(text: str) -> str:  # the temporary folder and process ids change from run to run
+            return re.sub(r"\(pid \d+\)", "(pid <pid>)", text.replace(str(tmp), "<tmp>"))
+
+        text = stable(render(outcomes, "python benchmarks/reliability.py"))
+        records = stable(json.dumps([{**asdict(o), "ok": o.ok} for o in outcomes], indent=1))
     docs = ROOT / "docs"
     (docs / "RELIABILITY.md").write_text(text)
-    (docs / "reliability.json").write_text(json.dumps([{**asdict(o), "ok": o.ok} for o in outcomes], indent=1)
-                                           .replace(str(tmp), "<tmp>") + "\n")
+    (docs / "reliability.json").write_text(records + "\n")
     return 0 if all(o.ok for o in outcomes) else 1
 
 
