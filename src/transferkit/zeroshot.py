@@ -26,10 +26,10 @@ from transferkit.engine.precision import resolve_placement
 from transferkit.errors import ConfigError
 from transferkit.evaluation.metrics import classification_report
 from transferkit.models.base import TransferModel
+from transferkit.pipeline.splits import SPLIT
 
 #: Generic prompt templates (no domain word such as "review"): averaged per class by default.
 DEFAULT_TEMPLATES: tuple[str, ...] = ("{}", "this is {}", "it is {}", "something {}")
-SPLIT = {"val": 0.15, "test": 0.3}
 
 
 def balanced_accuracy(confusion: np.ndarray | list[list[int]]) -> float:
