@@ -6,7 +6,8 @@
 The ```bash blocks run in one bash session (so the README's ``source .venv/bin/activate`` carries to
 the blocks after it) with ``set -euo pipefail``; each ```python block runs through the ``python`` of
 that session. Before each block a marker line names it, so a failure points at its README line.
-Other fenced blocks (layouts, output samples) are not commands and are skipped.
+Untagged or ``text`` blocks (layouts, output samples) are not commands and are skipped; any other
+language tag is an error, so no command block can escape the check.
 
 Quick mode: ``TRANSFERKIT_MAX_EPOCHS=N`` in the environment caps every training phase at N epochs
 (the engine reads it); the commands themselves are never edited. ``.ci/run`` sets it to 1.
@@ -51,12 +52,22 @@ def blocks(markdown: str) -> list[Block]:
     return found
 
 
+#: fenced blocks that are not commands (layouts, output samples); any other language is refused
+NOT_COMMANDS = ("", "text")
+
+
 def script(found: list[Block]) -> str:
-    """One bash script running the bash and python blocks in order, each announced by a marker line."""
+    """One bash script running the bash and python blocks in order, each announced by a marker line.
+
+    A block tagged with another language (``sh``, ``console``...) is an error rather than skipped
+    silently: it would look like a command to a reader and never run in CI."""
     parts = ["set -euo pipefail"]
     for i, b in enumerate(found, 1):
-        if b.language not in ("bash", "python"):
+        if b.language in NOT_COMMANDS:
             continue
+        if b.language not in ("bash", "python"):
+            raise ValueError(f"README.md:{b.line}: a ```{b.language} block; tag commands as bash or python "
+                             f"(or leave a non-command block untagged or 'text')")
         parts.append(f"echo '### README.md block {i} (line {b.line}, {b.language})' >&2")
         if b.language == "bash":
             parts.append(b.text)

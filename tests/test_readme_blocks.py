@@ -63,6 +63,11 @@ def test_python_blocks_run(tmp_path: Path) -> None:
     assert rc == 0 and (tmp_path / "py.txt").read_text() == "ok"
 
 
+def test_a_block_in_another_shell_language_is_refused() -> None:
+    with pytest.raises(ValueError, match="README.md:1: a ```sh block"):
+        readme_check.script(readme_check.blocks("```sh\necho hi\n```\n"))
+
+
 def test_unterminated_block_is_an_error() -> None:
     with pytest.raises(ValueError, match="unterminated"):
         readme_check.blocks("```bash\necho\n")
