@@ -189,3 +189,24 @@ def test_every_flag_that_takes_a_path_is_a_path_key() -> None:
               if a.option_strings and a.dest not in PATH_KEYS and a.nargs != 0 and not a.dest.endswith("_column")
               and (a.dest.endswith("data") or re.search(r"\b(path|file|folder|director)", a.help or "", re.I))}
     assert not missed, f"path-valued flags outside PATH_KEYS: {sorted(missed)}"
+
+
+@pytest.mark.parametrize("model_opt", [["path=/etc"], {"path": "/etc"}, ["path=../x"], ["max_length=64", "path=~/m"]],
+                         ids=str)
+@pytest.mark.parametrize("command", ["transfer", "pretrain", "zeroshot"])
+def test_model_opt_paths_stay_in_the_folder(command: str, model_opt: list[str] | dict[str, str],
+                                            tmp_path: Path) -> None:
+    """``model_opt = ["path=/etc"]`` with ``source = "hf"`` would let the hf backbone read any folder."""
+    from transferkit.errors import ConfigError
+
+    (tmp_path / "c.json").write_text(json.dumps({"model_opt": model_opt}))
+    with pytest.raises(ConfigError) as e:
+        expand_config(build_parser(), [command, "--config", str(tmp_path / "c.json")])
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and "model_opt path = " in msg and ("is absolute" in msg or "escapes" in msg)
+
+
+def test_model_opt_paths_inside_the_folder_resolve(tmp_path: Path) -> None:
+    (tmp_path / "c.json").write_text(json.dumps({"source": "hf", "model_opt": ["path=m", "max_length=64"]}))
+    argv = expand_config(build_parser(), ["transfer", "--config", str(tmp_path / "c.json")])
+    assert f"path={tmp_path.resolve() / 'm'}" in argv and "max_length=64" in argv

@@ -10,7 +10,8 @@ A config file holds the flags of one sub-command as keys (``data = "digits8"``, 
   must stay inside it (no absolute paths, no ``..`` or symlink escaping it), so a config shared
   with you can read and write only where you put it. Values that hold several paths obey the
   rule part by part: ``clients_from = "a.npz,b.npz"`` and ``unlabelled = "rest+tweets.jsonl"``
-  (``rest`` is not a path); a list (``candidates``) item by item.
+  (``rest`` is not a path); a list (``candidates``) item by item. ``model_opt`` items whose key
+  names a folder (``path=...``, read by the ``hf`` backbone) obey the same rule.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ PATH_KEYS = frozenset({"data", "source", "source_data", "target_data", "eval_dat
 
 #: Path keys whose one value lists several paths, and the separator between them.
 MULTI_PATH_SEPARATORS = {"clients_from": ",", "unlabelled": "+"}
+
+#: Flags of ``KEY=VALUE`` items, and the item keys whose values are paths (``--model-opt path=FOLDER``).
+KV_PATH_KEYS = {"model_opt": frozenset({"path"})}
 
 #: Parts of a multi-path value that are words, not paths (``--unlabelled rest``).
 NOT_PATHS = {"unlabelled": frozenset({"rest"})}
@@ -127,6 +131,26 @@ def guard_value(value: str, key: str, root: Path, config: Path) -> str:
     return sep.join(out)
 
 
+def guard_kv(item: str, key: str, root: Path, config: Path) -> str:
+    """A ``KEY=VALUE`` item of ``key`` (``model_opt``) with its value guarded when ``KEY`` names a path."""
+    name, eq, value = item.partition("=")
+    if not eq or name.strip() not in KV_PATH_KEYS.get(key, ()):
+        return item
+    try:
+        return f"{name}={guard_path(value, f'{key} {name.strip()}', root, config)}"
+    except ConfigError as e:
+        raise ConfigError(f"{e} (a config's {key} {name.strip()} obeys the path rule)") from None
+
+
+def _path_guard(key: str, root: Path, config: Path) -> Any:
+    """The function that checks one value of ``key`` (identity for keys that are not paths)."""
+    if key in PATH_KEYS:
+        return lambda v: guard_value(v, key, root, config)
+    if key in KV_PATH_KEYS:
+        return lambda v: guard_kv(v, key, root, config)
+    return lambda v: v
+
+
 def _actions(parser: argparse.ArgumentParser, command: str) -> dict[str, argparse.Action]:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     if command not in sub.choices:
@@ -143,7 +167,7 @@ def _flag_tokens(key: str, value: Any, action: argparse.Action, to_path: Any) ->
     if isinstance(value, dict):
         if not isinstance(action, argparse._AppendAction):
             raise ConfigError(f"{key} takes one value, not a table")
-        return [t for k, v in value.items() for t in (flag, f"{k}={_scalar(key, v)}")]
+        return [t for k, v in value.items() for t in (flag, to_path(f"{k}={_scalar(key, v)}"))]
     if isinstance(value, list):
         if not (isinstance(action, argparse._AppendAction) or action.nargs in ("+", "*")):
             raise ConfigError(f"{key} takes one value, not a list")
@@ -171,8 +195,7 @@ def config_tokens(parser: argparse.ArgumentParser, command: str, path: str) -> l
         key = str(raw_key).replace("-", "_")
         if key not in actions:
             raise ConfigError(f"{cfg_path}: unknown key '{raw_key}' for `{command}`{did_you_mean(key, actions)}")
-        to_path = (lambda v, k=key: guard_value(v, k, root, cfg_path)) if key in PATH_KEYS else (lambda v: v)
-        tokens += _flag_tokens(key, value, actions[key], to_path)
+        tokens += _flag_tokens(key, value, actions[key], _path_guard(key, root, cfg_path))
     return tokens
 
 
