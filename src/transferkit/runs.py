@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from transferkit import __version__, locks
+from transferkit.engine.config import train_cap_record
 from transferkit.errors import CheckpointError, ConfigError, did_you_mean
 from transferkit.io import atomic_write_bytes, load_tensors, read_json, save_tensors, write_json
 from transferkit.models import ModelSpec, TransferModel, build_model
@@ -169,7 +170,7 @@ class RunDir:
             self._write_info({"status": "running", "kind": kind, "files": sorted({*BASE_FILES, *files})})
             _remove(self.path, sorted(files))
             files = set()
-        resolved = {**config, "kind": kind, "transferkit_version": __version__}
+        resolved = {**config, **train_cap_record(), "kind": kind, "transferkit_version": __version__}
         old = self.path / "config.json"
         if old.exists() and _read_or_none(old) != json.loads(json.dumps(resolved, default=str)):
             shutil.rmtree(self.checkpoints, ignore_errors=True)  # another job: never resume from its state

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -76,15 +77,44 @@ class TrainConfig:
 MAX_EPOCHS_ENV = "TRANSFERKIT_MAX_EPOCHS"
 
 
-def capped_epochs(epochs: int) -> int:
-    """``epochs``, capped by ``$TRANSFERKIT_MAX_EPOCHS`` when set: the quick mode in which CI runs the
-    README's commands as written (scripts/readme_check.py); never set for a measured run."""
+#: Whether this command already said that the cap shortens its training (one warning per command).
+_CAP_WARNED = {"done": False}
+
+
+def epoch_cap() -> int | None:
+    """``$TRANSFERKIT_MAX_EPOCHS`` as a whole number, None when unset (a bad value is a one-line error)."""
     cap = os.environ.get(MAX_EPOCHS_ENV, "").strip()
     if not cap:
-        return epochs
+        return None
     if not cap.isdigit() or int(cap) < 1:
         raise ConfigError(f"${MAX_EPOCHS_ENV}={cap!r} is not a positive whole number")
-    return min(epochs, int(cap))
+    return int(cap)
+
+
+def train_cap_record() -> dict[str, Any]:
+    """``{"train_cap": {...}}`` for a run's config.json while the cap is set (so a quick-mode run never
+    passes for a measured one); ``{}`` otherwise."""
+    cap = epoch_cap()
+    return {} if cap is None else {"train_cap": {"max_epochs": cap, "from": f"${MAX_EPOCHS_ENV}"}}
+
+
+def new_command() -> None:
+    """Start of a command (its training config resolved): the next cap that shortens a phase warns again."""
+    _CAP_WARNED["done"] = False
+
+
+def capped_epochs(epochs: int) -> int:
+    """``epochs``, capped by ``$TRANSFERKIT_MAX_EPOCHS`` when set: the quick mode in which CI runs the
+    README's commands as written (scripts/readme_check.py); never set for a measured run. The first
+    phase it shortens in a command prints one warning line on stderr."""
+    cap = epoch_cap()
+    if cap is None or epochs <= cap:
+        return epochs
+    if not _CAP_WARNED["done"]:
+        _CAP_WARNED["done"] = True
+        print(f"transferkit: warning: ${MAX_EPOCHS_ENV}={cap} caps training at {cap} epoch(s) per phase (quick "
+              "mode): not a measured run (config.json records train_cap)", file=sys.stderr)
+    return cap
 
 
 PROGRESS_ENV = "TRANSFERKIT_PROGRESS"

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from transferkit.data import ArrayDataset
-from transferkit.engine.config import TrainConfig
+from transferkit.engine.config import TrainConfig, new_command
 from transferkit.engine.loop import PhaseResult
 from transferkit.errors import ConfigError
 from transferkit.models import TransferModel
@@ -41,6 +41,7 @@ def train_config(seed: int, overrides: dict[str, Any]) -> TrainConfig:
     unknown = set(overrides) - set(TrainConfig.field_help())
     if unknown:
         raise ConfigError(f"unknown training option '{sorted(unknown)[0]}'")
+    new_command()  # one $TRANSFERKIT_MAX_EPOCHS warning per command
     return TrainConfig(**{**overrides, "seed": seed})
 
 
