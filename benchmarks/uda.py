@@ -77,7 +77,7 @@ NOTES = [
      "neighbour (e.g. the 9s of digits8 read as 3s on mnist5k->digits8)."),
     ("Timings above: one stream (one cell at a time) on a machine shared with other jobs, so they are upper "
      "bounds on the time of one adaptation alone."),
-    ("Source re-styling (`augment=True`, also the strong view of `consistency=true`) includes an elastic "
+    ("Source re-styling (`restyle_source=True`, also the strong view of `consistency=true`) includes an elastic "
      "distortion (a smooth random displacement field, Simard et al., ICDAR 2003; sigma 4 px, alpha 34, on half "
      "the examples): printed fontdigits glyphs then get handwriting-like wobble. Its parameters are Simard's, "
      "fixed a priori and the same for every pair."),
@@ -167,7 +167,7 @@ def run_cell(src_run: Path, s: str, t: str, seed: int, args: argparse.Namespace)
     t0 = time.perf_counter()
     r = adapt(src_run, s, t, method="auto", target_labels_for_eval=t, seed=seed, iterations=args.iterations,
               batch_size=args.batch_size, max_source=args.max_source, validator=args.validator, progress="off",
-              augment=args.augment, options={"candidates": ",".join(args.methods)})
+              restyle_source=args.augment, options={"candidates": ",".join(args.methods)})
     m = r.metrics
     cands = {c["label"]: {"acc": c["target_accuracy"], "acc_all": c["target_accuracy_all"], "validators": c["validators"],
                           "seconds": c["train_seconds"]} for c in m["candidates"]}
@@ -184,7 +184,7 @@ def run_extra(src_run: Path, s: str, t: str, seed: int, names: list[str], args: 
     """Methods run as extra rows for an existing cell (same split and budget; not ``auto`` candidates)."""
     r = adapt(src_run, s, t, method="auto", target_labels_for_eval=t, seed=seed, iterations=args.iterations,
               batch_size=args.batch_size, max_source=args.max_source, validator=args.validator, progress="off",
-              augment=args.augment, options={"candidates": ",".join(names)})
+              restyle_source=args.augment, options={"candidates": ",".join(names)})
     return {c["label"]: {"acc": c["target_accuracy"], "acc_all": c["target_accuracy_all"], "validators": c["validators"],
                          "seconds": c["train_seconds"]} for c in r.metrics["candidates"]}
 
@@ -284,7 +284,7 @@ def render(db: dict[str, Any], args: argparse.Namespace, command: str) -> str:
              f"seeds); each method then trains {args.iterations} iterations at batch {args.batch_size} source + "
              f"{args.batch_size} target ({args.iterations * args.batch_size:,} source samples; the reference: 500 x 128 "
              f"= 64,000), SGD lr 0.01 momentum 0.9 with cosine decay, no gradient clipping"
-             + (", source batches randomly re-styled (`augment=True`: affine, elastic, stroke width, blur, resolution)"
+             + (", source batches randomly re-styled (`restyle_source=True`: affine, elastic, stroke width, blur, resolution)"
                 if args.augment else "")),
              (f"- label-free selection (`auto`): validator `{args.validator}` over every row below (method, checkpoint); "
               "target labels only score"),

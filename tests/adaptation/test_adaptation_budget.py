@@ -82,17 +82,18 @@ def test_adapt_help_shows_the_adaptation_defaults() -> None:
     helps = {a.dest: a.help or "" for a in sub._actions}
     assert "default for adapt: sgd" in helps["optimizer"] and "adamw)" not in helps["optimizer"]
     assert "0.01" in helps["lr"] and "0 with sgd" in helps["grad_clip"]
-    assert "iterations" in helps and "augment" in helps
+    assert "iterations" in helps and "restyle_source" in helps
+    assert "re-style" in helps["restyle_source"] and "re-style" not in helps["augment"]  # the training policy
 
 
 def test_adapt_iterations_all_images_and_evaluate_heldout(source_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "da"
     res = adapt(source_run, "mnist5k", "digits8", method="mcc", out=out, target_labels_for_eval="digits8",
-                iterations=12, batch_size=64, precision="fp32", progress="off", max_source=300, augment=True)
+                iterations=12, batch_size=64, precision="fp32", progress="off", max_source=300, restyle_source=True)
     m = res.metrics
     assert m["phases"][0]["epochs"] == 3  # 300 examples at batch 64: 5 steps per epoch
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["train"]["grad_clip"] == 0.0 and cfg["iterations"] == 12 and cfg["augment"] is True
+    assert cfg["train"]["grad_clip"] == 0.0 and cfg["iterations"] == 12 and cfg["restyle_source"] is True
     assert m["target_all"]["data"] == "digits8" and m["target"]["data"].endswith(":heldout")
     n = len(load_dataset("digits8"))
     assert m["target_all"]["n"] == n and m["target"]["n"] == len(unlabelled_split(n, val=0.15, test=0.3, seed=0)[2])

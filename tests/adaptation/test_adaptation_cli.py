@@ -94,3 +94,27 @@ def test_adapt_defaults_to_the_papers_sgd_recipe(source_run: Path, tmp_path: Pat
     adapt(source_run, "mnist5k", "digits8", out=tmp_path / "b", optimizer="adamw", **kw)
     train = json.loads((tmp_path / "b" / "config.json").read_text())["train"]
     assert train["optimizer"] == "adamw" and train["lr"] == 1e-3
+
+
+def test_adapt_augment_is_the_training_flag_and_restyle_source_is_adapts(
+        source_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: adapt's boolean --augment replaced the training --augment, so `adapt --augment on` was an
+    argparse error; now --augment on is refused in one line (adapt's loop never applies the policy)."""
+    from transferkit.cli import main
+
+    base = ["adapt", "--source", str(source_run), "--source-data", "mnist5k", "--target-data", "digits8",
+            "--method", "source_only", *TINY]
+    assert main([*base, "--augment", "on", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--augment on" in err and "--restyle-source" in err, err
+    assert not (tmp_path / "a").exists()
+    assert main([*base, "--augment", "off", "--restyle-source", "--max-source", "100", "--out", str(tmp_path / "b")]) == 0
+    cfg = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert cfg["restyle_source"] is True and cfg["train"]["augment"] == "off"
+
+
+def test_adapt_augment_bool_is_a_deprecated_alias(source_run: Path) -> None:
+    with pytest.warns(DeprecationWarning, match="restyle_source"):
+        res = adapt(source_run, "mnist5k", "digits8", method="source_only", epochs=1, batch_size=64,
+                    precision="fp32", progress="off", max_source=100, max_target=100, augment=True)
+    assert res.metrics["method"] == "source_only"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,14 @@ from transferkit.pipeline import (
     SPLIT,
     TARGET_SPLIT,
     RunResult,
+    data_identity,
     finish_run,
     heldout_target,
     phase_summary,
     train_config,
     unlabelled_split,
 )
-from transferkit.runs import LoadedRun, RunDir, load_source, marks_failure
+from transferkit.runs import LoadedRun, RunDir, check_out, load_source, marks_failure
 
 AUTO_METHODS = "source_only,dann,cdan,mmd,coral,mcc,adabn"
 
@@ -138,11 +140,24 @@ def _accuracy(model: TransferModel, ds: ArrayDataset) -> dict[str, Any]:
     return out
 
 
+def _restyle_flag(restyle_source: bool, train: dict[str, Any]) -> bool:
+    """``restyle_source``, or the deprecated boolean ``augment=`` that named it (popped from ``train``); a
+    one-line error for ``augment="on"``, the training-time policy that adapt's loop does not apply."""
+    value = train.get("augment")
+    if isinstance(value, bool):
+        warnings.warn("adapt(augment=...) is now restyle_source=...", DeprecationWarning, stacklevel=3)
+        return bool(train.pop("augment")) or restyle_source
+    if value == "on":
+        raise ConfigError("adapt: --augment on (the training-time image augmentation of transfer) is not applied "
+                          "by adapt's training loop; --restyle-source re-styles the source batches")
+    return restyle_source
+
+
 def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, target_data: str, *,
           method: str = "dann", out: str | Path | None = None, seed: int = 0,
           target_labels_for_eval: str | None = None, options: dict[str, str] | None = None,
           validator: str = "im", overwrite: bool = False, max_source: int | None = None,
-          max_target: int | None = None, iterations: int | None = None, augment: bool = False,
+          max_target: int | None = None, iterations: int | None = None, restyle_source: bool = False,
           skip_bad_files: bool = False, **train: Any) -> RunResult:
     """Adapt ``source`` to unlabelled ``target_data`` with ``method`` (or ``"auto"``).
 
@@ -162,17 +177,23 @@ def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, targ
         iterations: the training budget in optimizer steps per method (overrides ``epochs``: the
             epoch count over the source training set that gives at least this many steps), so the
             budget does not shrink with a small source set. The reference recipes count iterations.
-        augment: re-style every source batch at random (affine warp, stroke width, blur; see
-            :mod:`transferkit.adaptation.augment`) -- for glyph-like images such as digits.
+        restyle_source: re-style every source batch at random (affine warp, stroke width, blur; see
+            :mod:`transferkit.adaptation.augment`) -- for glyph-like images such as digits
+            (``augment=True``/``False``, its old name, is still accepted, with a DeprecationWarning).
         skip_bad_files: skip (and list on stderr) unreadable files of an image or ``.wav`` folder.
         train: :class:`~transferkit.engine.config.TrainConfig` fields; ``epochs`` defaults to 10,
             ``optimizer`` to ``sgd`` and then ``lr`` to 0.01 and ``grad_clip`` to 0 (the UDA papers'
             recipe, see above: no global clip, which would also throttle the domain discriminator).
+            ``augment`` (the training-time image policy of ``transfer``) may be ``auto`` or ``off``:
+            adapt's own loop never applies it, so ``on`` is refused (``restyle_source`` is adapt's).
 
     With ``target_labels_for_eval == target_data``, ``metrics["target"]`` scores the held-out
     target part and ``metrics["target_all"]`` every target image (the usual transductive UDA
     protocol: the unlabelled inputs adapted on are scored too).
     """
+    restyle_source = _restyle_flag(restyle_source, train)
+    if out is not None:
+        check_out(out, overwrite)  # before the source and the data load
     train.setdefault("epochs", 10)
     # SGD with Nesterov momentum 0.9 at lr 0.01, as in the papers the methods come from (Ganin et al.,
     # JMLR 2016, sec. 5.2; Long et al., NeurIPS 2018, sec. 4; Jin et al., ECCV 2020, sec. 4) and in
@@ -196,10 +217,11 @@ def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, targ
     if iterations is not None:
         cfg = replace(cfg, epochs=epochs_for(iterations, len(data.source_train[0]), cfg.batch_size))
     config = {"command": "adapt", "source": str(source) if isinstance(source, (str, Path)) else type(source).__name__,
-              "source_data": source_data, "target_data": target_data, "method": method, "options": dict(options or {}),
+              "source_data": source_data, "target_data": target_data,
+              "target_data_identity": data_identity(target_data), "method": method, "options": dict(options or {}),
               "validator": validator, "seed": seed, "eval_data": target_labels_for_eval,
               "target_split": {**TARGET_SPLIT, "seed": seed, "labels_read": False},
-              "max_source": max_source, "max_target": max_target, "iterations": iterations, "augment": augment,
+              "max_source": max_source, "max_target": max_target, "iterations": iterations, "restyle_source": restyle_source,
               "train": asdict(cfg)}
     run = RunDir.create(out, "adapt", config, overwrite) if out is not None else None
     with marks_failure(run):
@@ -217,7 +239,7 @@ def adapt(source: str | Path | LoadedRun | TransferModel, source_data: str, targ
         for (label, name, opts), m in zip(cands, methods, strict=True):
             model = copy.deepcopy(src_model)
             ctx = AdaptContext(model, data.source_train, data.source_val, data.target_train, data.target_val, cfg, validator,
-                               augment=augment)
+                               augment=restyle_source)
             ckpt = None if run is None else run.checkpoints / f"{len(runs)}-{name}"
             t1 = time.perf_counter()
             results = run_method(m, ctx, ckpt)

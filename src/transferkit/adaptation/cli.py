@@ -16,8 +16,7 @@ def add_parsers(sub: Any) -> None:
     """Add ``adapt`` and ``methods`` to the ``transferkit`` sub-parsers ``sub``."""
     from transferkit.cli import add_train_args, add_read_args
 
-    ad = sub.add_parser("adapt", help="unsupervised domain adaptation of a source run to unlabelled target data",
-                        conflict_handler="resolve")  # adapt's own --augment (below) replaces the training one
+    ad = sub.add_parser("adapt", help="unsupervised domain adaptation of a source run to unlabelled target data")
     ad.add_argument("--source", required=True, help="source run directory (from `transferkit pretrain`)")
     ad.add_argument("--source-data", required=True, help="labelled source data (name or path)")
     ad.add_argument("--target-data", required=True,
@@ -36,7 +35,7 @@ def add_parsers(sub: Any) -> None:
     ad.add_argument("--iterations", type=int, default=None,
                     help="training budget in optimizer steps per method (overrides --epochs)")
     add_train_args(ad)
-    ad.add_argument("--augment", action="store_true",
+    ad.add_argument("--restyle-source", action="store_true",
                     help="re-style source batches at random (affine, stroke width, blur) -- for digit/glyph images")
     add_read_args(ad)
     _adapt_defaults(ad)
@@ -84,8 +83,8 @@ def run(args: argparse.Namespace) -> int | None:
     res = adapt(args.source, args.source_data, args.target_data, method=args.method, out=args.out, seed=args.seed,
                 target_labels_for_eval=args.eval_data, options=kv_flags(args.option, "--option"), validator=args.validator,
                 overwrite=args.overwrite, max_source=args.max_source, max_target=args.max_target,
-                iterations=args.iterations, augment=args.augment, skip_bad_files=args.skip_bad_files,
-                **{k: v for k, v in train_overrides(args).items() if k != "augment"})
+                iterations=args.iterations, restyle_source=args.restyle_source,
+                skip_bad_files=args.skip_bad_files, **train_overrides(args))
     m = res.metrics
     if len(m.get("candidates", [])) > 1:
         for c in m["candidates"]:
