@@ -190,7 +190,7 @@ def render(rows: list[dict[str, Any]], decisions: list[dict[str, Any]], seeds: l
              f"torch {machine['torch']}, {machine['torch_threads']} thread(s), load average at start "
              f"{machine['load_average_start'][0]:.1f}); runs took {wall / 60:.1f} min of wall time (summed over "
              "runs). Do not edit by hand.", "",
-             "`--augment on|off|auto` (`transfer` and `pretrain`; `augment=` in the Python API) applies a light, "
+             "`--augment on|affine|off|auto` (`transfer` and `pretrain`; `augment=` in the Python API) applies a light, "
              "label-preserving policy to every training batch, on the fly (src/transferkit/data/augment.py): a "
              "random rotation within ±10°, a shift within ±8% of the side (about 2 px on 28x28) and a scale in "
              "0.9-1.1 for every image; colour photos also get a random resized crop (50-100% of the area, aspect "
@@ -228,9 +228,9 @@ def render(rows: list[dict[str, Any]], decisions: list[dict[str, Any]], seeds: l
               + " (median of 20 here): the differences in training time come mostly from the epochs that early "
               "stopping lets run (columns epochs), not from the augmentation itself.", "",
               "Not measured here: the photo policy (crop + flip) has no run in this table, since no real colour "
-              "photo data set installs offline here. It is on wherever a recipe turns "
-              "augmentation on and the images are in colour (a small_cnn source pretrained on your own photos), or "
-              "with `--augment on`; `--augment off` turns it off."]
+              "photo data set installs offline here, so a recipe turns on the measured part only "
+              "(`augment = affine`: the small affine map, also for colour images); crop + flip apply only with an "
+              "explicit `--augment on`, and `--augment off` turns it all off."]
     return "\n".join(lines) + "\n"
 
 

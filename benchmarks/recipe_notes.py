@@ -18,7 +18,7 @@ def augmented_by_default(backbone: str, strategies: Iterable[str]) -> list[str]:
     out = []
     for name in strategies:
         rec = recipe_for(backbone, name)
-        if rec is not None and rec.settings.get("augment") == "on":
+        if rec is not None and rec.settings.get("augment") in ("on", "affine"):
             out.append(name)
     return out
 

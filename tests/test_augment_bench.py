@@ -46,10 +46,11 @@ def test_the_recipes_follow_the_published_decisions() -> None:
     measured = {(d["backbone"], d["strategy"]): d["default"] for d in decisions}
     for (backbone, strategy), default in measured.items():
         rec = recipe_for(backbone, strategy)
-        assert (rec.settings.get("augment", "off") if rec else "off") == default, (backbone, strategy)
+        setting = rec.settings.get("augment", "off") if rec else "off"
+        assert ("on" if setting == "affine" else setting) == default, (backbone, strategy)
         if rec is not None and "augment" in rec.settings:
             assert "docs/AUGMENT.md" in rec.evidence
     from transferkit.strategies.recipes import RECIPES
 
-    on = {pair for pair, rec in RECIPES.items() if rec.settings.get("augment") == "on"}
+    on = {pair for pair, rec in RECIPES.items() if rec.settings.get("augment") in ("on", "affine")}
     assert on <= {pair for pair, default in measured.items() if default == "on"}

@@ -153,6 +153,23 @@ def test_attach_gives_the_policy_to_model_phases_never_to_a_probe_on_features() 
     assert given_settings({"augment": "auto", "lr": 1.0}) == {"lr"} and given_settings({"augment": "on"}) == {"augment"}
 
 
+def test_the_recipe_applies_only_the_measured_affine_part_to_colour_images() -> None:
+    """Before: the small_cnn recipe said ``on``, so colour photos also got crop + flip, never measured."""
+    from transferkit.strategies.recipes import apply_recipe
+
+    photos = (torch.rand(20, 3, 28, 28), torch.arange(20) % 10)
+    for setting, expected in (("auto", LightAugment()), ("affine", LightAugment()),
+                              ("on", LightAugment.for_kind("photo"))):
+        model = _small()
+        ctx = TransferContext(model, {}, photos, None, TrainConfig(augment=setting), lambda: model,
+                              user_set=frozenset() if setting == "auto" else frozenset({"augment"}))
+        apply_recipe("full", ctx)
+        ft = Phase("finetune", ctx.model, ctx.train, None, [])
+        attach_augment(ft, ctx)
+        assert ft.augment == expected and ctx.info["augment"]["kind"] == "photo", setting
+        assert ctx.info["augment"]["source"] == ("recipe" if setting == "auto" else "given")
+
+
 def test_transfer_records_the_setting_and_augments_only_fine_tuning(source_run: Path, tmp_path: Path) -> None:
     kw: dict[str, Any] = {"shots": 3, "epochs": 2, "batch_size": 16, "precision": "fp32", "progress": "off"}
     res = transferkit.transfer(source_run, "digits8", strategy="lp_ft", out=tmp_path / "on", augment="on", **kw)
@@ -171,7 +188,7 @@ def test_cli_flag_is_checked_in_one_line(capsys: pytest.CaptureFixture[str], sou
     code = main(["transfer", "--source", str(source_run), "--data", "digits8", "--shots", "2", "--augment", "sideways",
                  "--out", str(tmp_path / "bad")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code != 0 and err == ["transferkit: error: augment='sideways' is not one of auto, on, off"]
+    assert code != 0 and err == ["transferkit: error: augment='sideways' is not one of auto, on, affine, off"]
     assert not (tmp_path / "bad").exists()
 
 
@@ -181,9 +198,9 @@ def test_auto_takes_the_recipe_and_config_json_says_so(source_run: Path, tmp_pat
         out = tmp_path / f"run{len(given)}"
         res = transferkit.transfer(source_run, "digits8", strategy="full", out=out, **given, **kw)
         config = json.loads((out / "config.json").read_text())
-        assert config["train"]["augment"] == "on" and config["recipe"] == {"augment": "on"}
+        assert config["train"]["augment"] == "affine" and config["recipe"] == {"augment": "affine"}
         assert res.metrics["strategy_info"]["augment"]["source"] == "recipe"
-        assert any("small_cnn recipe for full: augment=on" in n for n in res.notes)
+        assert any("small_cnn recipe for full: augment=affine" in n for n in res.notes)
     res = transferkit.transfer(source_run, "digits8", strategy="full", out=tmp_path / "off", augment="off", **kw)
     assert json.loads((tmp_path / "off" / "config.json").read_text())["recipe"] is None
     assert "augment" not in res.metrics["strategy_info"]

@@ -17,7 +17,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "channels_last": ("auto", "on", "off"),
     "progress": ("auto", "bar", "lines", "off", "on"),
     "batchnorm": ("train", "frozen"),
-    "augment": ("auto", "on", "off"),
+    "augment": ("auto", "on", "affine", "off"),
 }
 
 
@@ -46,9 +46,10 @@ class TrainConfig:
                        "says (0 = off)")
     batchnorm: str = _f("train", "train | frozen: frozen keeps every BatchNorm on its running statistics while "
                         "training (affine parameters still learn); for pretrained backbones on small batches")
-    augment: str = _f("auto", "auto | on | off: light random augmentation of image training batches (small affine; "
-                      "colour photos also crop + flip; see docs/AUGMENT.md), never of cached features; auto = the "
-                      "backbone recipe where it measured better, else off")
+    augment: str = _f("auto", "auto | on | affine | off: light random augmentation of image training batches "
+                      "(on: small affine, colour photos also crop + flip; affine: the small affine only, the measured "
+                      "part; see docs/AUGMENT.md), never of cached features; auto = the backbone recipe where it "
+                      "measured better, else off")
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():

@@ -9,10 +9,11 @@ and names the row that measured them; only measured pairs are listed. :func:`tra
 user left unset (a flag or keyword the user gives always wins) and records it in the run's
 ``strategy_info["recipe"]``; ``auto`` applies the recipe of the candidate it trains.
 
-``augment`` (image training batches, :mod:`transferkit.data.augment`) is a recipe setting too: ``on``
-only for the pairs benchmarks/augment.py measured it better for (docs/AUGMENT.md); ``auto``, the
-default, means the recipe's value, and off where the recipe has none. :func:`attach_augment` gives
-each phase that trains the model on its image inputs the policy; a probe on cached features never
+``augment`` (image training batches, :mod:`transferkit.data.augment`) is a recipe setting too: ``affine``
+(the small affine map, the part benchmarks/augment.py measured, on grey digits) only for the pairs it
+measured better for (docs/AUGMENT.md); a colour photo's crop + flip, never measured, only with an
+explicit ``on``. ``auto``, the default, means the recipe's value, and off where the recipe has none.
+:func:`attach_augment` gives each phase that trains the model on its image inputs the policy; a probe on cached features never
 gets it (augmentation cannot change features computed once).
 """
 
@@ -51,7 +52,7 @@ RECIPES: dict[tuple[str, str], Recipe] = {
                                                       "all shots per class" if s == "lp_ft" else ""))
        for s in ("lp_ft", "full", "l2sp", "wise_ft", "layerwise_lr")},
     **{("small_cnn", s): Recipe(
-        {"augment": "on"},
+        {"augment": "affine"},
         f"docs/AUGMENT.md, rows small_cnn {s} (mnist5k source; digits8 and fontdigits at 5 and 10 shots per class, 3 "
         "seeds, each run with and without augmentation: on measured better by more than two standard errors)")
        for s in ("lp_ft", "full")},
@@ -103,21 +104,23 @@ def apply_recipe(strategy: str, ctx: TransferContext) -> dict[str, Any]:
 
 
 def attach_augment(phase: Phase, ctx: TransferContext) -> None:
-    """Give ``phase`` the light augmentation policy when ``ctx.cfg.augment`` is ``on`` (``auto`` left
-    unresolved by a recipe is off) and the phase trains ``ctx.model`` itself on image inputs; record it in
+    """Give ``phase`` the light augmentation policy when ``ctx.cfg.augment`` is ``on`` (crop + flip too for
+    colour photos) or ``affine`` (the small affine map only; ``auto`` left unresolved by a recipe is off)
+    and the phase trains ``ctx.model`` itself on image inputs; record it in
     ``ctx.info["augment"]``. A phase training anything else (a head on cached features) runs unaugmented,
     and the record lists it under ``not_augmented``.
 
     Raises:
-        ConfigError: ``augment=on`` for a model whose inputs are not images.
+        ConfigError: ``augment=on`` (or ``affine``) for a model whose inputs are not images.
     """
-    if ctx.cfg.augment != "on":
+    setting = ctx.cfg.augment
+    if setting not in ("on", "affine"):
         return
     if ctx.model.spec.modality != "image":
-        raise ConfigError(f"augment=on applies to image models; {ctx.model.spec.name} takes {ctx.model.spec.modality} "
-                          "inputs (use augment=off)")
+        raise ConfigError(f"augment={setting} applies to image models; {ctx.model.spec.name} takes "
+                          f"{ctx.model.spec.modality} inputs (use augment=off)")
     from_recipe = "augment" in ctx.info.get("recipe", {}).get("settings", {})
-    rec = ctx.info.setdefault("augment", {"setting": "on", "source": "recipe" if from_recipe else "given",
+    rec = ctx.info.setdefault("augment", {"setting": setting, "source": "recipe" if from_recipe else "given",
                                           "augmented": [], "not_augmented": []})
     x = phase.train[0]
     if phase.module is not ctx.model or x.ndim != 4:
@@ -125,7 +128,7 @@ def attach_augment(phase: Phase, ctx: TransferContext) -> None:
         log.info("augment: phase '%s' trains on cached features; its batches are not augmented", phase.name)
         return
     kind = image_kind(x)
-    policy = LightAugment.for_kind(kind)
+    policy = LightAugment() if setting == "affine" else LightAugment.for_kind(kind)
     phase.augment = policy
     rec["augmented"].append(phase.name)
     rec.update(kind=kind, policy=asdict(policy))
