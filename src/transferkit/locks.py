@@ -4,11 +4,15 @@ The operating system releases the lock when its holder exits, however it exits (
 included), so a dead holder never blocks anyone and two processes that start at the same instant
 cannot both hold it. The lock file stays in the folder (deleting it would let a third process
 lock a fresh file while the second still holds the old one); it holds the holder's pid, for the
-error message. One process may lock a folder it already holds again: that is a no-op.
+error message. One process may lock a folder it already holds again: that is a no-op. On a file
+system without ``flock`` (some NFS, CIFS or FUSE mounts answer ``ENOLCK`` or ``EOPNOTSUPP``) the
+command runs unlocked, with a one-line warning naming the folder.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import time
 from pathlib import Path
@@ -20,6 +24,11 @@ LOCK_NAME = ".transferkit.lock"
 
 #: Folders this process holds: resolved path -> the open lock file's descriptor.
 _HELD: dict[str, int] = {}
+
+#: What ``flock`` answers when another process holds the lock; any other error: no locking here.
+_BUSY = (errno.EWOULDBLOCK, errno.EAGAIN)
+
+log = logging.getLogger("transferkit")
 
 
 def _key(folder: Path) -> str:
@@ -46,16 +55,51 @@ def acquire(folder: Path) -> bool:
     fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as e:
+        if e.errno not in _BUSY:
+            os.close(fd)
+            _warn_unlocked(folder, e)
+            return False
         holder = _read_pid(fd)
         os.close(fd)
-        who = f"pid {holder}" if holder else "another process"
-        raise CheckpointError(f"{folder}: in use by a running transferkit command ({who}); wait for it to "
-                              "finish or pick another --out") from None
+        raise _in_use(folder, holder) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     _HELD[key] = fd
     return True
+
+
+def refuse_held(folder: Path) -> None:
+    """Raise :class:`CheckpointError` when another process holds ``folder``'s lock now; creates nothing
+    (a cheap early look, before any data loads; :func:`acquire` decides)."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    if holds(folder):
+        return
+    try:
+        fd = os.open(folder / LOCK_NAME, os.O_RDWR)
+    except OSError:  # no lock file (a missing or new folder), or unreadable: acquire will tell
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in _BUSY:
+            raise _in_use(folder, _read_pid(fd)) from None
+    finally:
+        os.close(fd)  # closing drops the probe's lock, if it got it
+
+
+def _in_use(folder: Path, holder: int | None) -> CheckpointError:
+    who = f"pid {holder}" if holder else "another process"
+    return CheckpointError(f"{folder}: in use by a running transferkit command ({who}); wait for it to "
+                           "finish or pick another --out")
+
+
+def _warn_unlocked(folder: Path, err: OSError) -> None:
+    log.warning(f"{folder}: this file system cannot lock it ({err.strerror or err}); running unlocked: "
+                "do not start a second command on this --out until this one ends")
 
 
 def release(folder: Path) -> None:

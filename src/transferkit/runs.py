@@ -45,13 +45,16 @@ from transferkit.models import ModelSpec, TransferModel, build_model
 #: Statuses a transferkit ``run.json`` holds; a ``run.json`` without one is not ours.
 STATUSES = ("running", "complete", "failed")
 
-#: What every run writes or may write from its start (its manifest grows from this); history.csv and
-#: tensorboard/ are the training loop's metrics log (transferkit.engine.runlog), written from the first epoch.
-BASE_FILES = ("run.json", "config.json", "checkpoints", "history.csv", "tensorboard")
+#: What every run writes from its start (its manifest grows from this: ``checkpoints/`` while it runs, the
+#: metrics log (history.csv, tensorboard/: transferkit.engine.runlog) when it first writes it, and so on).
+BASE_FILES = ("run.json", "config.json")
+
+#: The run's training state while it runs; removed (and left out of the manifest) when it completes.
+CHECKPOINTS = "checkpoints"
 
 #: What runs wrote before ``run.json`` listed its files: all ``--overwrite`` removes from such a run.
-LEGACY_FILES = (*BASE_FILES, "model.json", "model.safetensors", "metrics.json", "history.json", "report.md",
-                "adapter.safetensors", "adapter.json", "payloads.json", "federation")
+LEGACY_FILES = (*BASE_FILES, CHECKPOINTS, "model.json", "model.safetensors", "metrics.json", "history.json",
+                "report.md", "adapter.safetensors", "adapter.json", "payloads.json", "federation")
 
 
 def _read_or_none(path: Path) -> Any:
@@ -92,13 +95,45 @@ def refuse_foreign(path: Path) -> None:
         raise CheckpointError(f"{path}: exists and is not a transferkit run (holds {shown}); pick another --out")
 
 
+def check_out(path: str | Path, overwrite: bool = False) -> None:
+    """The early look at an ``--out`` (before any data loads), raising :class:`CheckpointError` for a
+    folder that is not a run, one a live command writes, a complete run without ``overwrite``, or a
+    ``checkpoints/`` the run did not write. :meth:`RunDir.create` checks again (another command may
+    start in between)."""
+    p = Path(path)
+    refuse_foreign(p)
+    info = run_info(p)
+    if info is None:
+        return
+    if _writer():  # torchrun: rank 0 alone looks at the lock (it creates the run)
+        locks.refuse_held(p)
+    if info["status"] == "complete" and not overwrite:
+        raise _complete_error(p)
+    refuse_user_checkpoints(p, _written_by(p, info))
+
+
+def _complete_error(path: Path) -> CheckpointError:
+    return CheckpointError(f"{path}: already holds a complete run; pick another --out or pass --overwrite")
+
+
+def refuse_user_checkpoints(path: Path, files: list[str] | set[str]) -> None:
+    """Raise when ``path/checkpoints`` exists but the run there did not write it (a user's folder): a run
+    keeps its training state in it and removes it when complete."""
+    if (path / CHECKPOINTS).exists() and CHECKPOINTS not in files:
+        raise CheckpointError(f"{path / CHECKPOINTS}: not written by this run, and a run keeps its training "
+                              f"state there and removes it when complete; move it out of {path} or pick another --out")
+
+
 def _written_by(path: Path, info: dict[str, Any]) -> list[str]:
-    """The top-level names the run in ``path`` wrote: its manifest, or the known names of an older run."""
+    """The top-level names the run in ``path`` wrote: its manifest, or the known names of an older run.
+    A complete run's ``checkpoints/`` is never its own (completing removed it)."""
     if isinstance(info.get("files"), list):
-        return [str(n) for n in info["files"]]
-    metrics = _read_or_none(path / "metrics.json")
-    artifacts = metrics.get("artifacts", []) if isinstance(metrics, dict) else []
-    return [*LEGACY_FILES, *(str(a) for a in artifacts if isinstance(a, str))]
+        names = [str(n) for n in info["files"]]
+    else:
+        metrics = _read_or_none(path / "metrics.json")
+        artifacts = metrics.get("artifacts", []) if isinstance(metrics, dict) else []
+        names = [*LEGACY_FILES, *(str(a) for a in artifacts if isinstance(a, str))]
+    return [n for n in names if n != CHECKPOINTS or info.get("status") != "complete"]
 
 
 def _remove(path: Path, names: list[str]) -> None:
@@ -164,12 +199,14 @@ class RunDir:
     def _start(self, kind: str, config: dict[str, Any], overwrite: bool) -> None:
         info = run_info(self.path) or {}
         files = set(_written_by(self.path, info)) if info else set()
+        if info.get("status") == "complete" and not overwrite:
+            raise _complete_error(self.path)
+        refuse_user_checkpoints(self.path, files)  # before removing anything
         if info.get("status") == "complete":
-            if not overwrite:
-                raise CheckpointError(f"{self.path}: already holds a complete run; pick another --out or pass --overwrite")
             self._write_info({"status": "running", "kind": kind, "files": sorted({*BASE_FILES, *files})})
             _remove(self.path, sorted(files))
             files = set()
+        files.add(CHECKPOINTS)  # created by this run, or its own (an incomplete run's) to resume from
         resolved = {**config, **train_cap_record(), "kind": kind, "transferkit_version": __version__}
         old = self.path / "config.json"
         if old.exists() and _read_or_none(old) != json.loads(json.dumps(resolved, default=str)):
@@ -183,7 +220,7 @@ class RunDir:
 
     @property
     def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / CHECKPOINTS
 
     def status(self) -> str | None:
         """``running``, ``complete`` or ``failed``; ``None`` without a run.json; ``corrupt`` or
@@ -235,9 +272,10 @@ class RunDir:
     def complete(self) -> None:
         if not _writer():
             return
-        shutil.rmtree(self.checkpoints, ignore_errors=True)
+        shutil.rmtree(self.checkpoints, ignore_errors=True)  # the run's own (``_start`` refused a user's)
         info = read_json(self.path / "run.json")
-        self._write_info({**info, "status": "complete", "finished": _now()})
+        files = [n for n in _written_by(self.path, info) if n == "run.json" or (self.path / n).exists()]
+        self._write_info({**info, "status": "complete", "finished": _now(), "files": sorted(set(files))})
         locks.release(self.path)
 
     def fail(self, error: BaseException) -> None:

@@ -13,6 +13,7 @@ TensorBoard folder is likewise rewritten when the phase starts: the events writt
 hidden (``purge_step``) and its checkpointed epochs logged again, so each epoch shows once (the
 rolled-back attempts are in the CSV only).
 
+Each file is listed in the run's manifest (``run.json`` ``files``) just before it is first written.
 A phase is logged when its checkpoint lies in the ``checkpoints/`` folder of a run folder (one
 holding ``run.json``: the layout of :mod:`transferkit.runs`); ``phase_id`` is the checkpoint's
 path inside that folder (``1-finetune``), unique within the run.
@@ -110,6 +111,8 @@ class MetricsLog:
     def begin(self, loop: dict[str, Any]) -> None:
         """Rewrite the CSV from the checkpoints (this phase: ``loop``) and open its TensorBoard writer."""
         self.rewrite(loop)
+        if tensorboard_available():
+            self.adopt(TENSORBOARD)
         self.writer = tensorboard_writer(self.folder / TENSORBOARD / self.phase_id)
         if self.writer is not None and loop.get("history"):  # the checkpointed epochs, again: each once
             for r in loop_rows(self.phase_id, loop):
@@ -132,7 +135,15 @@ class MetricsLog:
         w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
+        self.adopt(FILE)
         atomic_write_bytes(self.path, buf.getvalue().encode())
+
+    def adopt(self, name: str) -> None:
+        """List ``name`` in the run's manifest (``run.json`` ``files``) before writing it: ``--overwrite``
+        then removes it, and only what the run wrote is listed."""
+        from transferkit.runs import RunDir  # runs builds models, whose training loop logs here
+
+        RunDir(self.folder).adopt(name)
 
     def append(self, rec: dict[str, Any], seconds: float) -> None:
         """Log a finished epoch: one CSV row (appended) and its TensorBoard scalars."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from transferkit.errors import ConfigError
 from transferkit.federated.config import FedConfig
-from transferkit.runs import RunDir, marks_failure
+from transferkit.runs import RunDir, check_out, marks_failure
 
 log = logging.getLogger("transferkit")
 
@@ -115,6 +115,8 @@ def federate(source: str, data: str | None = None, *, clients_from: str | list[s
     """
     if mode not in MODES:
         raise ConfigError(f"mode={mode!r} is not one of {', '.join(MODES)}")
+    if out is not None:
+        check_out(out, overwrite)  # before any client data loads
     domains = ",".join(clients_from) if isinstance(clients_from, (list, tuple)) else (clients_from or "")
     cfg = FedConfig(source=str(source), data=data or "", clients_from=domains, clients=clients, partition=partition,
                     rounds=rounds, share=share, aggregator=aggregator, **options)
