@@ -65,6 +65,29 @@ def dataset_options(name: str, text: str) -> dict[str, Any]:
     return out
 
 
+#: File types whose columns ``--label-column`` / ``--text-column`` choose.
+TABLE_SUFFIXES = (".csv", ".jsonl")
+
+
+def check_column_flags(spec: str, label_column: str | None = None, text_column: str | None = None) -> None:
+    """A one-line error when the user gave ``--label-column`` / ``--text-column`` for ``spec`` that has no
+    columns (a built-in data set, a folder, an ``.npz``): the flag would do nothing yet be recorded.
+    A path that does not exist is left to :func:`load_dataset`'s own error."""
+    given = [(flag, v) for flag, v in (("--label-column", label_column), ("--text-column", text_column)) if v]
+    if not given:
+        return
+    path = Path(spec).expanduser()
+    if spec.partition(":")[0] in DATASETS:
+        what = "a built-in data set"
+    elif not path.exists() or (path.is_file() and path.suffix.lower() in TABLE_SUFFIXES):
+        return
+    else:
+        what = "a folder" if path.is_dir() else f"a {path.suffix or 'suffix-less'} file"
+    flag, value = given[0]
+    raise DataError(f"{flag} {value}: {spec} is {what}, which has no columns; the flag applies to a .csv or .jsonl "
+                    "file only (leave it out)")
+
+
 def load_dataset(
     spec: str,
     *,
@@ -125,6 +148,7 @@ def load_dataset(
 
 __all__ = [
     "DATASETS",
+    "check_column_flags",
     "PREPARERS",
     "ArrayDataset",
     "ReadOptions",
