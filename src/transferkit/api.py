@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from transferkit.data import ArrayDataset, ReadOptions, align_classes, kshot, kshot_rest, load_dataset, split
+from transferkit.data import (ArrayDataset, ReadOptions, align_classes, check_column_flags, kshot, kshot_rest,
+                             load_dataset, split)
 from transferkit.data.base import recorded_range
 from transferkit.data.tabular_prep import TABULAR_EPOCHS, fit_splits
 from transferkit.engine.features import DEFAULT_CACHE, FeatureCache
@@ -43,6 +44,7 @@ def pretrain(data: str, model: str = "small_cnn", out: str | Path | None = None,
     A table's preprocessing is fitted on the training split and saved in ``model.json``; tables
     train for :data:`~transferkit.data.tabular_prep.TABULAR_EPOCHS` epochs unless ``epochs`` is given.
     """
+    check_column_flags(data, label_column, text_column)
     ds = load_dataset(data, seed=seed, label_column=label_column, text_column=text_column,
                       read=ReadOptions(skip_bad_files))
     if ds.modality == "text":  # raw strings: no backbone trains on them from random weights
@@ -101,6 +103,7 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
     """
     if head not in ("auto", "new", "keep"):
         raise ConfigError(f"head={head!r} is not one of auto, new, keep")
+    check_column_flags(data, label_column, text_column)
     strat = make_strategy(strategy, options)
     cfg = train_config(seed, train)
     src_model, src_config = load_source(source, model_kwargs)
@@ -260,6 +263,7 @@ def evaluate(run: str | Path, data: str, source_data: str | None = None, save: b
     with ``source_data``, the source task through the saved source head. ``label_column`` /
     ``text_column`` default to the ones the run was trained with; an ``.npz`` is read in the input
     range the run recorded; ``skip_bad_files`` skips (and lists) unreadable files of a folder."""
+    check_column_flags(data, label_column, text_column)  # the flags given, not the columns the run recorded
     loaded = load_run(run)
     spec = loaded.spec
     columns = loaded.config.get("columns") or {}
