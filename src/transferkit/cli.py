@@ -304,13 +304,8 @@ def run(args: argparse.Namespace) -> int:
             check_output_file(args.json, args.overwrite, lambda head: b'"higher_is_better"' in head, "transferkit rank",
                               "--json")
         scores = tuple(args.scores.split(",")) if args.scores else DEFAULT_SCORES
-        data: Any = args.data
-        if args.label_column or args.text_column or args.skip_bad_files:  # loaded once here; each candidate prepares it
-            from transferkit.data import ReadOptions, load_dataset
-
-            data = load_dataset(args.data, seed=args.seed, read=ReadOptions(args.skip_bad_files), **_columns(args))
-        result = tk.rank(args.candidates, data, shots=args.shots, seed=args.seed, scores=scores,
-                         max_samples=args.max_samples)
+        result = tk.rank(args.candidates, args.data, shots=args.shots, seed=args.seed, scores=scores,
+                         max_samples=args.max_samples, skip_bad_files=args.skip_bad_files, **_columns(args))
         print(result.to_table().rstrip("\n"))
         if args.json:
             from pathlib import Path

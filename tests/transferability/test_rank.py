@@ -168,3 +168,35 @@ def test_mean_rank_leaves_out_scores_a_headless_candidate_cannot_have() -> None:
                      left_out=["leep"])
     assert res.ranking() == ["encoder", "run"] and res.mean_ranks() == {"encoder": 1.0, "run": 2.0}
     assert res.ranking("leep") == ["run", "encoder"]  # by that score alone, NaN is still the worst
+
+
+def test_rank_reads_a_table_with_the_candidates_label_column_and_the_read_flags(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--skip-bad-files`` (or a column flag) used to make the CLI load the data itself, without the
+    candidate's label column: "no label column 'label'" on a table whose label is ``cultivar``."""
+    import csv
+
+    from sklearn.datasets import load_wine
+
+    from transferkit.cli import main
+
+    d = load_wine()
+    data = tmp_path / "w.csv"
+    with data.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow([*map(str, d.feature_names), "cultivar"])
+        w.writerows([*map(repr, map(float, r)), str(t)] for r, t in zip(d.data, d.target))
+    src = str(tmp_path / "src")
+    fast = ["--epochs", "2", "--precision", "fp32", "--progress", "off"]
+    argv = ["pretrain", "--data", str(data), "--label-column", "cultivar", "--model", "mlp", "--out", src, *fast]
+    assert main(argv) == 0
+    capsys.readouterr()
+    for extra in ([], ["--skip-bad-files"], ["--label-column", "cultivar"]):
+        code = main(["rank", "--data", str(data), "--candidates", src, "--scores", "hscore", *extra])
+        out, err = capsys.readouterr()
+        assert code == 0 and "| 1 |" in out, (extra, err)
+    result = rank(src, data, scores=["hscore"], skip_bad_files=True, label_column="cultivar")
+    assert result.num_classes == 3
+    code = main(["rank", "--data", str(data), "--candidates", src, "--label-column", "kind", "--skip-bad-files"])
+    err = capsys.readouterr().err
+    assert code != 0 and "no label column 'kind'" in err and err.count("\n") == 1, err

@@ -24,7 +24,7 @@ from transferkit.transferability.base import Score, check_positive_int
 if TYPE_CHECKING:
     import torch
 
-    from transferkit.data import ArrayDataset
+    from transferkit.data import ArrayDataset, ReadOptions
     from transferkit.models import ModelSpec, TransferModel
     from transferkit.runs import LoadedRun
 
@@ -201,16 +201,18 @@ def _input_key(spec: ModelSpec) -> str:
 
 
 def _target(data: str | Path | ArrayDataset, spec: ModelSpec, *, seed: int, shots: int | None,
-            max_samples: int) -> tuple[torch.Tensor, np.ndarray, str]:
-    """The (sub-sampled) training split of ``data`` prepared for ``spec``: inputs, labels, name."""
+            max_samples: int, columns: dict[str, str | None] | None = None,
+            read: ReadOptions | None = None) -> tuple[torch.Tensor, np.ndarray, str]:
+    """The (sub-sampled) training split of ``data`` prepared for ``spec``: inputs, labels, name.
+    ``columns`` (``label_column`` / ``text_column``) and ``read`` apply when ``data`` is a path."""
     import torch
 
-    from transferkit.data import ArrayDataset, kshot, load_dataset, prepare, split
+    from transferkit.data import ArrayDataset, ReadOptions, kshot, load_dataset, prepare, split
 
     if isinstance(data, ArrayDataset):
         ds = prepare(data, spec)
-    else:
-        ds = load_dataset(str(data), model=spec, seed=seed)
+    else:  # label column None: the one the candidate was trained with (load_dataset reads it from spec)
+        ds = load_dataset(str(data), model=spec, seed=seed, read=read or ReadOptions(), **(columns or {}))
     train = split(ds, seed=seed, val=0.15, test=0.3).train
     if shots is not None:
         train = kshot(train, shots, seed=seed)
@@ -277,7 +279,8 @@ def _headless_note(name: str, entries: Sequence[tuple[str, Score]]) -> str | Non
 
 def rank(candidates: Candidate | Sequence[Candidate], data: str | Path | ArrayDataset, *, shots: int | None = None,
          seed: int = 0, scores: Sequence[str] = DEFAULT_SCORES, max_samples: int = 2000,
-         device: str = "auto", names: Sequence[str] | None = None) -> RankResult:
+         device: str = "auto", names: Sequence[str] | None = None, label_column: str | None = None,
+         text_column: str | None = None, skip_bad_files: bool = False) -> RankResult:
     """Score every candidate source model on ``data`` without training anything.
 
     Args:
@@ -290,11 +293,15 @@ def rank(candidates: Candidate | Sequence[Candidate], data: str | Path | ArrayDa
         scores: names in :data:`SCORES`.
         device: where the forward passes run (``auto``: a GPU when there is one).
         names: display names for the candidates (default: the path, or ``<arch>[i]``).
+        label_column, text_column: the columns of a CSV / JSONL ``data`` (default: the label column
+            each candidate was trained with, else ``label``; the column named ``text``).
+        skip_bad_files: skip (and list) unreadable files of an image-folder ``data``.
 
     Each candidate costs one forward pass; its training mode and device are restored afterwards.
     """
     import scipy.linalg  # noqa: F401  (load scipy's BLAS before limiting its threads)
 
+    from transferkit.data import ReadOptions
     from transferkit.engine.features import extract_features
     from transferkit.engine.precision import eval_mode, resolve_placement
     from transferkit.models import TransferModel
@@ -331,7 +338,9 @@ def rank(candidates: Candidate | Sequence[Candidate], data: str | Path | ArrayDa
         shape = _input_key(model.spec)
         if shape not in targets:
             t_data = time.perf_counter()
-            targets[shape] = _target(data, model.spec, seed=seed, shots=shots, max_samples=max_samples)
+            targets[shape] = _target(data, model.spec, seed=seed, shots=shots, max_samples=max_samples,
+                                     columns={"label_column": label_column, "text_column": text_column},
+                                     read=ReadOptions(skip_bad_files))
             data_seconds += time.perf_counter() - t_data
             t0 += time.perf_counter() - t_data  # data loading is shared, not this candidate's cost
         x, y, data_name = targets[shape]
