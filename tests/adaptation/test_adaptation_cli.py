@@ -108,8 +108,9 @@ def test_adapt_augment_is_the_training_flag_and_restyle_source_is_adapts(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--augment on" in err and "--restyle-source" in err, err
     assert not (tmp_path / "a").exists()
-    assert main([*base, "--augment", "off", "--restyle-source", "--max-source", "100", "--out", str(tmp_path / "b")]) == 0
-    cfg = json.loads((tmp_path / "b" / "config.json").read_text())
+    b = tmp_path / "b"
+    assert main([*base, "--augment", "off", "--restyle-source", "--max-source", "100", "--out", str(b)]) == 0
+    cfg = json.loads((b / "config.json").read_text())
     assert cfg["restyle_source"] is True and cfg["train"]["augment"] == "off"
 
 

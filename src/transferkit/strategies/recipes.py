@@ -13,8 +13,8 @@ user left unset (a flag or keyword the user gives always wins) and records it in
 (the small affine map, the part benchmarks/augment.py measured, on grey digits) only for the pairs it
 measured better for (docs/AUGMENT.md); a colour photo's crop + flip, never measured, only with an
 explicit ``on``. ``auto``, the default, means the recipe's value, and off where the recipe has none.
-:func:`attach_augment` gives each phase that trains the model on its image inputs the policy; a probe on cached features never
-gets it (augmentation cannot change features computed once).
+:func:`attach_augment` gives each phase that trains the model on its image inputs the policy; a probe on
+cached features never gets it (augmentation cannot change features computed once).
 """
 
 from __future__ import annotations
