@@ -16,19 +16,21 @@ from transferkit.data import (ArrayDataset, ReadOptions, align_classes, check_co
 from transferkit.data.base import recorded_range
 from transferkit.data.tabular_prep import TABULAR_EPOCHS, fit_splits
 from transferkit.engine.features import DEFAULT_CACHE, FeatureCache
-from transferkit.errors import ConfigError
+from transferkit.errors import CheckpointError, ConfigError
 from transferkit.evaluation.evaluate import evaluate_model, source_accuracy, source_test_split
 from transferkit.models import ModelSpec, TransferModel, build_model, fresh_like
 from transferkit.pipeline import (
     SPLIT,
     RunResult,
+    data_identity,
     finish_run,
     heldout_split,
     labelled_tensors,
     phase_summary,
     train_config,
 )
-from transferkit.runs import LoadedRun, RunDir, load_run, load_source, marks_failure
+from transferkit.io import read_json
+from transferkit.runs import LoadedRun, RunDir, load_run, load_source, marks_failure, run_info
 from transferkit.strategies import STRATEGIES, TransferContext, make_strategy, run_strategy
 from transferkit.strategies.recipes import given_settings, recipe_settings
 from transferkit.strategies.semi import pool_inputs
@@ -55,7 +57,8 @@ def pretrain(data: str, model: str = "small_cnn", out: str | Path | None = None,
     sp, preprocess = fit_splits(split(ds, seed=seed, **SPLIT))  # tables: fitted on the training split only
     spec = ModelSpec(model, sp.train.input_shape, ds.class_names, dict(model_kwargs or {}), ds.modality, preprocess)
     net = build_model(spec, seed, pretrained=False)  # pretraining starts from random weights
-    config = {"command": "pretrain", "data": data, "model": model, "model_kwargs": spec.kwargs, "seed": seed,
+    config = {"command": "pretrain", "data": data, "data_identity": data_identity(data), "model": model,
+              "model_kwargs": spec.kwargs, "seed": seed,
               "split": {**SPLIT, "seed": seed}, "train": asdict(cfg),
               "columns": {"label": label_column, "text": text_column}, "input_range": recorded_range(ds)}
     run = RunDir.create(out, "pretrain", config, overwrite) if out is not None else None
@@ -149,7 +152,8 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
         model.reset_head(ds.class_names)
         notes.append(f"new head for {ds.num_classes} target classes (source had {spec_src.num_classes})")
     config = {"command": "transfer", "source": str(source) if isinstance(source, (str, Path)) else type(source).__name__,
-              "data": data, "strategy": strategy, "options": dict(options or {}), "shots": shots, "seed": seed,
+              "data": data, "data_identity": data_identity(data), "strategy": strategy, "options": dict(options or {}),
+              "shots": shots, "seed": seed,
               "head": head, "source_data": source_data, "model_kwargs": dict(model_kwargs or {}), "split": {**SPLIT, "seed": seed},
               "unlabelled": unlabelled, "columns": {"label": label_column, "text": text_column},
               "input_range": recorded_range(ds)}
@@ -263,6 +267,7 @@ def evaluate(run: str | Path, data: str, source_data: str | None = None, save: b
     with ``source_data``, the source task through the saved source head. ``label_column`` /
     ``text_column`` default to the ones the run was trained with; an ``.npz`` is read in the input
     range the run recorded; ``skip_bad_files`` skips (and lists) unreadable files of a folder."""
+    started = (run_info(Path(run)) or {}).get("started")  # to notice an --overwrite finishing meanwhile
     check_column_flags(data, label_column, text_column)  # the flags given, not the columns the run recorded
     loaded = load_run(run)
     spec = loaded.spec
@@ -270,9 +275,12 @@ def evaluate(run: str | Path, data: str, source_data: str | None = None, save: b
     ds = load_dataset(data, model=spec, seed=int(loaded.config.get("seed", 0)),
                       label_column=label_column or columns.get("label"), text_column=text_column or columns.get("text"),
                       read=ReadOptions.for_run(loaded.config, skip_bad_files))
-    ds = heldout_split(loaded.config, data, ds)  # the run's own data: the part it held out (adapt: never adapted on)
+    notes: list[str] = []
+    ds = heldout_split(loaded.config, data, ds, notes)  # the run's own data: its held-out part (adapt: never adapted on)
     ds = align_classes(ds, spec.class_names)
     out: dict[str, Any] = {"target": evaluate_model(loaded.model, ds, spec.num_classes)}
+    if notes:
+        out["target"]["note"] = notes[0]
     unl = loaded.config.get("unlabelled")
     read = (loaded.metrics.get("strategy_info") or {}).get("unlabelled_read")  # set by a strategy that read them
     if unl and read and data in unlabelled_sources(unl):
@@ -285,11 +293,20 @@ def evaluate(run: str | Path, data: str, source_data: str | None = None, save: b
         src = source_test_split(source_data, src_cfg, spec, list(src_names))
         out["source"] = source_accuracy(loaded.model, head, src)
     if save:
-        metrics = dict(loaded.metrics)
-        metrics.setdefault("evaluations", {})[data] = out
-        with RunDir(loaded.path).locked() as done:  # never into a folder that is not a complete run
-            done.write("metrics.json", metrics)
+        _save_evaluation(loaded.path, started, data, out)
     return out
+
+
+def _save_evaluation(path: Path, started: object, data: str, out: dict[str, Any]) -> None:
+    """Add ``out`` to the run's ``metrics.json`` (``evaluations[data]``), read and written under the run's
+    lock, so concurrent evaluates lose nothing; refused when the run was replaced (``--overwrite``,
+    another ``started``) since it was loaded."""
+    with RunDir(path).locked() as done:  # never into a folder that is not a complete run
+        if (run_info(path) or {}).get("started") != started:
+            raise CheckpointError(f"{path}: replaced by another run while evaluate ran; evaluate it again")
+        metrics = read_json(path / "metrics.json")
+        metrics.setdefault("evaluations", {})[data] = out
+        done.write("metrics.json", metrics)
 
 
 def _source_config(loaded: LoadedRun) -> dict[str, Any]:
@@ -298,8 +315,6 @@ def _source_config(loaded: LoadedRun) -> dict[str, Any]:
     if loaded.config.get("command") == "pretrain":
         return {**loaded.config, "class_names": loaded.spec.class_names}
     if isinstance(src, str) and Path(src, "config.json").exists() and Path(src, "model.json").exists():
-        from transferkit.io import read_json
-
         names = read_json(Path(src, "model.json")).get("class_names")
         return {**read_json(Path(src, "config.json")), "class_names": names}
     return {}

@@ -9,8 +9,16 @@ run module imports the other.
 
 from __future__ import annotations
 
-from transferkit.pipeline.splits import SPLIT, TARGET_SPLIT, heldout_split, heldout_target, unlabelled_split
+from transferkit.pipeline.splits import (
+    SPLIT,
+    TARGET_SPLIT,
+    data_identity,
+    heldout_split,
+    heldout_target,
+    own_data,
+    unlabelled_split,
+)
 from transferkit.pipeline.stages import RunResult, finish_run, labelled_tensors, phase_summary, train_config
 
-__all__ = ["SPLIT", "TARGET_SPLIT", "RunResult", "finish_run", "heldout_split", "heldout_target", "labelled_tensors",
-           "phase_summary", "train_config", "unlabelled_split"]
+__all__ = ["SPLIT", "TARGET_SPLIT", "RunResult", "data_identity", "finish_run", "heldout_split", "heldout_target",
+           "labelled_tensors", "own_data", "phase_summary", "train_config", "unlabelled_split"]
