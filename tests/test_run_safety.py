@@ -319,3 +319,128 @@ def test_evaluate_writes_only_into_a_complete_run(source_run: Path, tmp_path: Pa
     (run / "run.json").write_text(json.dumps({**info, "status": "running"}))
     with pytest.raises(CheckpointError, match="not a complete run"):
         transferkit.evaluate(run, "digits8")
+
+
+# ------------------------------------------------------------------------------ the manifest lists what the run wrote
+
+
+def test_a_complete_runs_manifest_lists_only_what_exists(tmp_path: Path) -> None:
+    p = tmp_path / "run"
+    run = RunDir.create(p, "pretrain", {"seed": 0})
+    assert "checkpoints" in json.loads((p / "run.json").read_text())["files"], "listed while it runs"
+    (run.checkpoints / "0-scratch").mkdir(parents=True)
+    run.write("metrics.json", {"accuracy": 1.0})
+    run.complete()
+    files = json.loads((p / "run.json").read_text())["files"]
+    assert files == ["config.json", "metrics.json", "run.json"]
+    assert {q.name for q in p.iterdir()} == {*files, LOCK_NAME}
+
+
+def test_overwrite_keeps_a_checkpoints_folder_the_user_added(capsys: pytest.CaptureFixture[str],
+                                                             tmp_path: Path) -> None:
+    """The issue's own example: a checkpoints/ of the user's, added beside a complete run."""
+    p = tmp_path / "cap2"
+    _tiny_run(p)
+    (p / "checkpoints").mkdir()
+    (p / "checkpoints" / "keep.txt").write_text("k\n")
+    for tensorboard in ("tensorboard", "history.csv"):  # names a run may write, but this one did not
+        assert tensorboard not in json.loads((p / "run.json").read_text())["files"]
+    _one_line_error(capsys, ["pretrain", "--data", "mnist5k", "--model", "mlp", "--out", str(p), "--overwrite", *FAST],
+                    f"{p / 'checkpoints'}: not written by this run")
+    with pytest.raises(CheckpointError, match="not written by this run"):
+        RunDir.create(p, "pretrain", {"seed": 1}, overwrite=True)
+    assert (p / "checkpoints" / "keep.txt").read_text() == "k\n"
+    assert json.loads((p / "run.json").read_text())["status"] == "complete" and (p / "metrics.json").exists()
+
+
+def test_overwrite_of_an_incomplete_run_removes_its_own_checkpoints(tmp_path: Path) -> None:
+    p = tmp_path / "run"
+    run = RunDir.create(p, "pretrain", {"seed": 0})
+    (run.checkpoints / "0-scratch").mkdir(parents=True)
+    run.fail(RuntimeError("killed"))
+    RunDir.create(p, "pretrain", {"seed": 1}, overwrite=True).fail(RuntimeError("again"))  # another job
+    assert not (p / "checkpoints").exists()
+
+
+def test_the_metrics_log_is_listed_when_written(source_run: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from transferkit.engine import runlog
+
+    monkeypatch.setattr(runlog, "tensorboard_available", lambda: False)  # as without the tensorboard package
+    out = tmp_path / "t"
+    transferkit.transfer(source_run, "digits8", strategy="linear_probe", shots=5, out=out, epochs=1, progress="off")
+    files = json.loads((out / "run.json").read_text())["files"]
+    assert "history.csv" in files and "tensorboard" not in files and "checkpoints" not in files
+    assert {q.name for q in out.iterdir()} == {*files, LOCK_NAME}
+
+
+def test_artifacts_are_listed_before_they_are_written(source_run: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from transferkit.strategies import peft
+
+    out, save = tmp_path / "lora", peft.Adapter.save
+
+    def listed_first(self: peft.Adapter, directory: str | Path) -> list[Path]:
+        files = json.loads((out / "run.json").read_text())["files"]
+        assert Path(directory).relative_to(out).parts[0] in files, (directory, files)
+        return save(self, directory)
+
+    monkeypatch.setattr(peft.Adapter, "save", listed_first)
+    transferkit.transfer(source_run, "digits8", strategy="lora", shots=2, out=out, epochs=1, progress="off")
+    files = json.loads((out / "run.json").read_text())["files"]
+    assert {"adapter.safetensors", "adapter.json"} <= set(files)
+    assert {q.name for q in out.iterdir()} == {*files, LOCK_NAME}
+
+
+# ------------------------------------------------------------------------------ --out is checked before data loads
+
+
+def _no_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    import transferkit.adaptation.api as adapt_api
+    import transferkit.api as api
+    import transferkit.federated.api as fed_api
+
+    def loads(*args: object, **kwargs: object) -> None:
+        raise AssertionError("data or a source loaded before --out was checked")
+
+    for module, name in ((api, "load_dataset"), (api, "load_source"), (adapt_api, "load_source"),
+                         (fed_api, "check_training")):
+        monkeypatch.setattr(module, name, loads)
+
+
+def test_out_is_checked_before_anything_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p, done = tmp_path / "p", tmp_path / "done"
+    _user_folder(p)
+    _tiny_run(done)
+    _no_loading(monkeypatch)
+    calls = {"pretrain": lambda out: transferkit.pretrain("mnist5k", "mlp", out),
+             "transfer": lambda out: transferkit.transfer("src", "digits8", out=out),
+             "adapt": lambda out: transferkit.adapt("src", "mnist5k", "digits8", out=out),
+             "federate": lambda out: transferkit.federate("src", "digits8", out=out)}
+    for name, call in calls.items():
+        with pytest.raises(CheckpointError, match="is not a transferkit run"):
+            call(p)
+        with pytest.raises(CheckpointError, match="already holds a complete run"):
+            call(done)
+    _intact(p)
+
+
+# ------------------------------------------------------------------------------ a file system without flock
+
+
+def test_a_file_system_without_flock_runs_unlocked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    import errno
+    import fcntl
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    p = tmp_path / "nfs"
+    with caplog.at_level("WARNING", logger="transferkit"):
+        run = RunDir.create(p, "pretrain", {"seed": 0})
+    assert [r.getMessage() for r in caplog.records if str(p) in r.getMessage() and "unlocked" in r.getMessage()]
+    run.write("metrics.json", {"accuracy": 1.0})
+    run.complete()
+    assert run.status() == "complete"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -30,8 +32,8 @@ from transferkit.pipeline import (
     train_config,
 )
 from transferkit.io import read_json
-from transferkit.runs import LoadedRun, RunDir, load_run, load_source, marks_failure, run_info
-from transferkit.strategies import STRATEGIES, TransferContext, make_strategy, run_strategy
+from transferkit.runs import LoadedRun, RunDir, check_out, load_run, load_source, marks_failure, run_info
+from transferkit.strategies import STRATEGIES, Strategy, TransferContext, make_strategy, run_strategy
 from transferkit.strategies.recipes import given_settings, recipe_settings
 from transferkit.strategies.semi import pool_inputs
 
@@ -46,6 +48,8 @@ def pretrain(data: str, model: str = "small_cnn", out: str | Path | None = None,
     A table's preprocessing is fitted on the training split and saved in ``model.json``; tables
     train for :data:`~transferkit.data.tabular_prep.TABULAR_EPOCHS` epochs unless ``epochs`` is given.
     """
+    if out is not None:
+        check_out(out, overwrite)  # a folder that is not a run, or a busy one: refused before any data loads
     check_column_flags(data, label_column, text_column)
     ds = load_dataset(data, seed=seed, label_column=label_column, text_column=text_column,
                       read=ReadOptions(skip_bad_files))
@@ -106,6 +110,8 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
     """
     if head not in ("auto", "new", "keep"):
         raise ConfigError(f"head={head!r} is not one of auto, new, keep")
+    if out is not None:
+        check_out(out, overwrite)  # before the source and the data load
     check_column_flags(data, label_column, text_column)
     strat = make_strategy(strategy, options)
     cfg = train_config(seed, train)
@@ -190,10 +196,28 @@ def transfer(source: str | Path | LoadedRun | TransferModel, data: str, *, strat
         history = [asdict(r) for r in results]
         extra = {f"source_head.{k}": v for k, v in source_head.state_dict().items()}
         if run is not None:
-            metrics["artifacts"] = [p.name for p in strat.save_artifacts(run.path)]
-            run.adopt(*metrics["artifacts"])
+            metrics["artifacts"] = _save_artifacts(strat, run)
         finish_run(run, model, metrics, history, extra)
     return RunResult(model, metrics, run.path if run else None, history, notes)
+
+
+def _save_artifacts(strat: Strategy, run: RunDir) -> list[str]:
+    """Write the strategy's files (a LoRA adapter) into the run, each listed in its manifest before it lands
+    there: written into a listed staging folder, then moved in. Their names; none off torchrun's rank 0."""
+    from transferkit.engine import distributed
+
+    if not distributed.is_main():
+        return []
+    stage = run.path / ".artifacts"
+    run.adopt(stage.name)
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    names = [p.name for p in strat.save_artifacts(stage)]
+    run.adopt(*names)
+    for name in names:
+        os.replace(stage / name, run.path / name)
+    shutil.rmtree(stage)
+    return names
 
 
 def _head_mismatch(source: list[str], target: list[str], data: str) -> str:
