@@ -234,6 +234,16 @@ def render(rows: list[dict[str, Any]], decisions: list[dict[str, Any]], seeds: l
     return "\n".join(lines) + "\n"
 
 
+def render_only(out: Path) -> int:
+    """Rewrite AUGMENT.md from the stored results (after a wording change in :func:`render`)."""
+    doc = json.loads((out / "augment.json").read_text())
+    command = doc.get("command", "python benchmarks/augment.py --effnet")  # the run that wrote the stored results
+    (out / "AUGMENT.md").write_text(render(doc["rows"], doc["decisions"], doc["seeds"], command, doc["machine"],
+                                           doc["wall_seconds"], doc["augment_call_seconds"]))
+    log(f"re-rendered {out / 'AUGMENT.md'} from {out / 'augment.json'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="seconds: 1-epoch source, 1 seed, 2-epoch runs")
@@ -244,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--render-only", action="store_true", help="run nothing: rewrite AUGMENT.md from docs/augment.json")
     args = p.parse_args(argv)
+    if args.render_only:
+        return render_only(args.out or ROOT / "docs")
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else ",".join(map(str, SEEDS)))).split(",")]
     work = args.work or ROOT / "runs" / ("augment-quick" if args.quick else "augment")
@@ -260,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     ops = op_seconds()
     (out / "AUGMENT.md").write_text(render(rows, decisions, seeds, command, machine, wall, ops))
-    (out / "augment.json").write_text(json.dumps({"seeds": seeds, "decision_se": DECISION_SE, "rows": rows,
+    (out / "augment.json").write_text(json.dumps({"command": command, "seeds": seeds, "decision_se": DECISION_SE,
+                                                  "rows": rows,
                                                   "augment_call_seconds": ops,
                                                   "decisions": decisions, "runs": {k: done[k] for k in keys},
                                                   "machine": machine, "wall_seconds": wall}, indent=1) + "\n")
