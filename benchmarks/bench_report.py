@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench_common import Spread
+from recipe_notes import augment_off_note
 
 
 def _sp(d: dict[str, float], digits: int = 2, unit: str = "") -> str:
@@ -155,11 +156,14 @@ def _inference(r: dict[str, Any]) -> list[str]:
 def _transfer(r: dict[str, Any]) -> list[str]:
     lines = ["## 4. Transfer gain: mnist5k -> digits8", "",
              f"`transferkit.transfer(source, \"digits8\", strategy=..., shots=k, seed=s, source_data=\"mnist5k\")` "
-             f"with default training options; seeds {', '.join(map(str, r['seeds']))} (the seed picks the split, "
+             f"with default training options but `augment=\"off\"` (see below); seeds {', '.join(map(str, r['seeds']))} (the seed picks the split, "
              "the k-shot sample and the initialisation). Target accuracy on the digits8 test split as mean ± std "
              "over seeds; source accuracy after = the transferred backbone with the source head on the mnist5k "
              "test split; forgetting = source accuracy before minus after (points). Seconds = training time; "
              "probe-based strategies share the default feature cache, so later ones skip extraction.", ""]
+    note = augment_off_note("small_cnn", r["strategies"], via_candidates=[s for s in ("self_train", "auto")
+                                                                          if s in r["strategies"]])
+    lines += [note, ""] if note else []
     before = {round(x["source_before"], 4) for x in r["runs"]}
     lines += [f"Source accuracy before transfer: {', '.join(f'{100 * b:.2f} %' for b in sorted(before))}.", ""]
     for k in r["shots"]:

@@ -27,7 +27,7 @@ def bench_transfer(source: LoadedRun, strategies: list[str], shots: list[int], s
                 t0 = time.perf_counter()
                 try:
                     res = transferkit.transfer(source, "digits8", strategy=name, shots=k, seed=seed,
-                                               source_data="mnist5k", progress="off")
+                                               source_data="mnist5k", progress="off", augment="off")
                 except Exception as e:  # recorded and reported; the other cells still run
                     rows.append({"strategy": name, "shots": k, "seed": seed, "error": f"{type(e).__name__}: {e}"})
                     log(f"    {k}-shot seed {seed} {name}: ERROR {rows[-1]['error']}")
