@@ -66,7 +66,8 @@ NOTES = [
     ("A seed varies the adaptation (label-free target split, shuffling, augmentation draws, new layers); "
      "each source model is pre-trained once (seed 0) and shared."),
     ("The oracle fine-tunes the same source model on the labelled target training split "
-     "(`transfer(strategy='full')`) and is scored on that split's test part."),
+     "(`transfer(strategy='full', augment='off')`, as measured before small_cnn's `full` recipe turned "
+     "augmentation on) and is scored on that split's test part."),
     ("`self_training(base=mcc, ...)`: MCC for half the iterations, then class-balanced confidence-thresholded "
      "pseudo-labels (tau 0.9) with the MCC term kept, for the other half: the same total budget as one method; "
      "with `consistency=true` the pseudo-labels come from the clean target batch and the loss is taken on a "
@@ -202,7 +203,7 @@ def _row(c: dict[str, Any], k: str) -> dict[str, Any] | None:
 
 def run_oracle(src_run: Path, t: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
-    r = tk.transfer(src_run, t, strategy="full", seed=seed, epochs=args.oracle_epochs, progress="off")
+    r = tk.transfer(src_run, t, strategy="full", seed=seed, epochs=args.oracle_epochs, progress="off", augment="off")
     return {"target": t, "seed": seed, "acc": r.metrics["target"]["accuracy"], "seconds": time.perf_counter() - t0}
 
 
