@@ -79,6 +79,10 @@ def run_folder_cases(tmp: Path, source: Path) -> dict[str, Case]:
     for name in ("notes.csv", "index.html", "mine.json"):
         (h / name).write_text("a user's file\n")
     (h / "somefolder").mkdir()
+    kept = h / "run_with_user_checkpoints"  # a complete run, then a user's own checkpoints/ folder in it
+    copy_run(source, kept)
+    (kept / "checkpoints").mkdir()
+    (kept / "checkpoints" / "keep.txt").write_text("k\n")
     run = h / "noted_run"
     own = copy_run(source, run)
     (run / "NOTES.txt").write_text("my notes on this run\n")
@@ -99,6 +103,8 @@ def run_folder_cases(tmp: Path, source: Path) -> dict[str, Case]:
                                          "--scores", "logme", "--json", str(h / "mine.json")],
         "predict --out is a folder": ["predict", src, digits, "--out", str(h / "somefolder")],
         "evaluate a run.json with a foreign status": ["evaluate", str(h / "foreign"), "--data", "digits8"],
+        "--overwrite a run holding a user's checkpoints/": ["pretrain", "--data", "digits8", "--epochs", "1",
+                                                            "--out", str(kept), "--overwrite"],
         "--overwrite keeps a user's NOTES.txt (result)": Case(
             ["pretrain", "--data", "digits8", "--epochs", "1", "--model-opt", "width=8", "--model-opt", "hidden=32",
              "--out", str(run), "--overwrite"], "result", notes_kept, tuple(f"h1/noted_run/{f}" for f in own)),
@@ -198,7 +204,18 @@ def tabular_cases(tmp: Path, source: Path) -> dict[str, Case]:
                                                                 predictions_match(labels, 0.9)),
         "predict: unseen category, missing cells (result)": Case(["predict", r, str(holes)], "result",
                                                                  predictions_match(labels, 0.9)),
+        "evaluate the run's own table by another spelling of its path (result)": Case(
+            ["evaluate", r, "--data", f"{t}/./wine.csv"], "result", held_out_only(len(rows)),
+            ("tab/wine_run/metrics.json", "tab/wine_run/run.json")),
     })
+
+
+def held_out_only(total: int) -> Check:
+    """``evaluate`` printed a score on the held-out part (30% of ``total`` rows), not on every row."""
+    def check(tmp: Path, stdout: str) -> str | None:
+        n = json.loads(stdout[stdout.index("{"):])["target"]["n"]
+        return None if n <= 0.35 * total else f"scored {n} of {total} rows: training rows included"
+    return check
 
 
 def digits_npz(path: Path, n: int = 600, declare: bool = True, **extra: object) -> Path:

@@ -24,6 +24,7 @@ def config_device_cases(tmp: Path, source: Path) -> dict[str, Case]:
     (c / "climb.toml").write_text('data = "digits8"\nunlabelled = "rest+../outside.jsonl"\n')
     (c / "clients.toml").write_text(f'clients_from = "digits8,{tmp / "x.npz"}"\n')
     (c / "rank.toml").write_text(f'data = "digits8"\ncandidates = ["mnist_cnn", "{source}"]\n')
+    (c / "hfpath.toml").write_text('source = "hf"\nmodel_opt = ["path=/etc"]\ndata = "digits8"\n')
     cases: dict[str, list[str] | Case] = {
         "config: unlabelled is an absolute path": ["transfer", "--config", str(c / "abs.toml"), "--source", src,
                                                    "--out", out],
@@ -32,6 +33,8 @@ def config_device_cases(tmp: Path, source: Path) -> dict[str, Case]:
         "config: clients_from holds an absolute path": ["federate", "--config", str(c / "clients.toml"),
                                                         "--source", src, "--out", out],
         "config: rank candidates hold an absolute path": ["rank", "--config", str(c / "rank.toml")],
+        "config: a model option path outside the folder": ["transfer", "--config", str(c / "hfpath.toml"),
+                                                           "--out", out],
         "--device tpu": ["pretrain", "--data", "digits8", "--device", "tpu", "--out", out],
     }
     if not torch.cuda.is_available():  # on a CUDA build the run would simply train
@@ -155,4 +158,9 @@ def flag_cases(tmp: Path, source: Path) -> dict[str, Case]:
         "image data into a text model": ["transfer", "--source", "minilm", "--data", "digits8", "--shots", "2",
                                          "--out", out],
         "a strategy option the strategy lacks": [*transfer, "--strategy", "full", "--option", "k=2"],
+        "--label-column on a built-in data set": ["pretrain", "--data", "digits8", "--label-column", "foo",
+                                                  "--out", out],
+        "adapt --augment on (adapt re-styles with --restyle-source)": [
+            "adapt", "--source", src, "--source-data", "mnist5k", "--target-data", "digits8", "--augment", "on",
+            "--out", out],
     })
