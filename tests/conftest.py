@@ -77,3 +77,23 @@ def source_loaded(source_run: Path) -> LoadedRun:
 def source_model(source_loaded: LoadedRun) -> TransferModel:
     """A fresh copy of the pretrained source model (tests may train it)."""
     return transferkit.load_run(source_loaded.path).model
+
+
+@pytest.fixture()
+def first_fit_diverges(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The engine's first training attempt raises a divergence (as a NaN loss would), later ones train:
+    the learning rate of every attempt is appended to the returned list."""
+    from transferkit.engine import divergence
+    from transferkit.engine.loop import DivergenceError
+
+    real = divergence.fit
+    calls: list[float] = []
+
+    def first_diverges(phase, cfg, checkpoint=None):  # type: ignore[no-untyped-def]
+        calls.append(phase.lr or cfg.lr)
+        if len(calls) == 1:
+            raise DivergenceError(f"phase '{phase.name}': loss became nan at epoch 0 step 2")
+        return real(phase, cfg, checkpoint)
+
+    monkeypatch.setattr(divergence, "fit", first_diverges)
+    return calls

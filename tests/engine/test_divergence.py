@@ -96,19 +96,10 @@ def test_lr_1e6_fails_in_one_line_naming_the_learning_rate(tmp_path: Path, capsy
     assert {float(r["lr"]) for r in rows if r["train_loss"] == "nan"} >= {1e6}
 
 
-def test_a_recovery_is_recorded_in_metrics_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_a_recovery_is_recorded_in_metrics_json(tmp_path: Path, first_fit_diverges: list[float],
                                                 caplog: pytest.LogCaptureFixture) -> None:
     """The first attempt diverges (as a NaN would), the retry trains: a one-line warning, in metrics.json too."""
-    real = divergence.fit
-    calls: list[float] = []
-
-    def first_diverges(phase: Phase, cfg: TrainConfig, checkpoint: Any = None) -> PhaseResult:
-        calls.append(phase.lr or cfg.lr)
-        if len(calls) == 1:
-            raise DivergenceError(f"phase '{phase.name}': loss became nan at epoch 0 step 2")
-        return real(phase, cfg, checkpoint)
-
-    monkeypatch.setattr(divergence, "fit", first_diverges)
+    calls = first_fit_diverges
     out = tmp_path / "run"
     transferkit.pretrain("digits8", "small_cnn", out, model_kwargs={"width": 8, "hidden": 32}, epochs=1, lr=1e-2,
                          progress="off")

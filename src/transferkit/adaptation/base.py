@@ -21,7 +21,7 @@ from torch import nn
 from transferkit.adaptation.validators import ValidationData, score
 from transferkit.engine.config import TrainConfig
 from transferkit.engine.features import extract_features
-from transferkit.engine.divergence import fit_with_retries
+from transferkit.engine.divergence import fit_recorded
 from transferkit.engine.loop import Phase, PhaseResult
 from transferkit.engine.precision import Placement, predict_logits, resolve_placement
 from transferkit.models.base import TransferModel
@@ -191,16 +191,11 @@ def run_method(method: Method, ctx: AdaptContext, checkpoint_dir: Path | None = 
     """Run every phase of ``method`` through the training loop, then its ``finish`` step.
 
     As for strategies, a phase whose loss turns NaN/inf is rolled back and retried at a tenth of the
-    learning rate (twice at most; :func:`~transferkit.engine.divergence.fit_with_retries`), each retry
+    learning rate (twice at most; :func:`~transferkit.engine.divergence.fit_recorded`), each retry
     recorded in ``ctx.info["divergence"]`` and a recovery's warning in ``ctx.info["warnings"]``."""
     method.check(ctx.model)
     for phase in method.phases(ctx):
-        ckpt = None if checkpoint_dir is None else checkpoint_dir / f"{len(ctx.results)}-{phase.name}"
-        res = fit_with_retries(phase, ctx.cfg, ckpt,
-                               on_rollback=lambda r: ctx.info.setdefault("divergence", []).append(r))
-        ctx.results.append(res)
-        if res.warnings:
-            ctx.info.setdefault("warnings", []).extend(res.warnings)
+        fit_recorded(phase, ctx.cfg, checkpoint_dir, ctx.results, ctx.info)
     method.finish(ctx)
     for p in ctx.model.parameters():
         p.requires_grad_(True)

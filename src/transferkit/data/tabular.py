@@ -19,7 +19,6 @@ Rules the loader applies to the whole file (a schema, no statistics):
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from transferkit.data.base import ArrayDataset
+from transferkit.data.jsonl import jsonl_values
 from transferkit.data.labels import labels_to_classes
 from transferkit.data.transforms import scale_images
 from transferkit.errors import DataError, one_line_reason
@@ -95,18 +95,8 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
 def read_jsonl_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """A JSON Lines table as CSV-like rows: the header is every field in order of first appearance;
     a field a record lacks, or ``null``, is a missing cell."""
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot read ({one_line_reason(err)})") from None
     records: list[tuple[int, dict[str, Any]]] = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: line {n} is not JSON ({one_line_reason(err)})") from None
+    for n, obj in jsonl_values(path):
         if not isinstance(obj, dict):
             raise DataError(f"{path}: line {n} is not a JSON object")
         records.append((n, {str(k).strip(): v for k, v in obj.items()}))

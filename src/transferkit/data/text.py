@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from transferkit.data.base import ArrayDataset
+from transferkit.data.jsonl import jsonl_values
 from transferkit.data.labels import labels_to_classes
 from transferkit.errors import DataError, one_line_reason
 
@@ -272,17 +273,7 @@ def load_jsonl(path: str | Path, *, text_column: str = "text", label_column: str
     texts: list[str] = []
     raw: list[str] = []
     labelled: bool | None = None  # decided by the first record; every record must agree
-    try:
-        lines = p.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{p}: cannot read ({one_line_reason(err)})") from None
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{p}: line {n} is not JSON ({one_line_reason(err)})") from None
+    for n, obj in jsonl_values(p):
         if not isinstance(obj, dict) or text_column not in obj:
             fields = ", ".join(map(str, obj)) if isinstance(obj, dict) else "not an object"
             raise DataError(f"{p}: line {n} has no field '{text_column}' (fields: {fields})")

@@ -115,6 +115,20 @@ def fit_with_retries(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = N
     raise AssertionError("unreachable")  # the loop returns or raises
 
 
+def fit_recorded(phase: Phase, cfg: TrainConfig, checkpoint_dir: Path | None, results: list[PhaseResult],
+                 info: dict[str, Any], max_retries: int = 2, lr_backoff: float = 0.1) -> PhaseResult:
+    """One phase of a strategy or an adaptation method: :func:`fit_with_retries` with its checkpoint in
+    ``checkpoint_dir/<index>-<name>``, the result appended to ``results``, every rollback recorded in
+    ``info["divergence"]`` and a recovery's warning in ``info["warnings"]``."""
+    ckpt = None if checkpoint_dir is None else checkpoint_dir / f"{len(results)}-{phase.name}"
+    res = fit_with_retries(phase, cfg, ckpt, max_retries, lr_backoff,
+                           on_rollback=lambda r: info.setdefault("divergence", []).append(r))
+    results.append(res)
+    if res.warnings:
+        info.setdefault("warnings", []).extend(res.warnings)
+    return res
+
+
 def _recovered(phase: Phase, records: list[dict[str, Any]], lr: float, res: PhaseResult) -> str:
     tried = ", ".join(f"{r['lr']:g}" for r in records)
     acc = "" if math.isnan(res.best_val_acc) else f" (validation accuracy {100 * res.best_val_acc:.1f}%)"

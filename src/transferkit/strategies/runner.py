@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from transferkit.engine import progress
-from transferkit.engine.divergence import fit_with_retries
+from transferkit.engine.divergence import fit_recorded
 from transferkit.engine.loop import PhaseResult
 from transferkit.strategies.base import Strategy, TransferContext
 from transferkit.strategies.recipes import apply_recipe, attach_augment
@@ -22,7 +22,7 @@ def run_strategy(strategy: Strategy, ctx: TransferContext, checkpoint_dir: Path 
 
     A phase whose loss turns NaN/inf, or that does not learn after such a rollback, is rolled back to
     its starting weights and retried with the learning rate times ``lr_backoff`` (at most
-    ``max_retries`` times; :func:`~transferkit.engine.divergence.fit_with_retries`); every retry is
+    ``max_retries`` times; :func:`~transferkit.engine.divergence.fit_recorded`); every retry is
     recorded in ``ctx.info["divergence"]``, a recovery's warning in ``ctx.info["warnings"]``. When
     the retries are spent a one-line :class:`DivergenceError` names the learning rate to lower.
     The backbone's recipe for the strategy (strategies/recipes.py) is applied first; with ``augment``
@@ -31,12 +31,7 @@ def run_strategy(strategy: Strategy, ctx: TransferContext, checkpoint_dir: Path 
     apply_recipe(strategy.name, ctx)
     for phase in progress.following(ctx.cfg.progress, strategy.phases(ctx)):  # feature bars follow --progress
         attach_augment(phase, ctx)  # training batches of the model's own inputs, when augment is on
-        ckpt = None if checkpoint_dir is None else checkpoint_dir / f"{len(ctx.results)}-{phase.name}"
-        res = fit_with_retries(phase, ctx.cfg, ckpt, max_retries, lr_backoff,
-                               on_rollback=lambda r: ctx.info.setdefault("divergence", []).append(r))
-        ctx.results.append(res)
-        if res.warnings:
-            ctx.info.setdefault("warnings", []).extend(res.warnings)
+        fit_recorded(phase, ctx.cfg, checkpoint_dir, ctx.results, ctx.info, max_retries, lr_backoff)
     strategy.finish(ctx)
     for p in ctx.model.parameters():
         p.requires_grad_(True)
