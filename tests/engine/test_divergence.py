@@ -17,7 +17,7 @@ from transferkit.cli import main
 from transferkit.engine import divergence, progress, runlog
 from transferkit.engine.config import TrainConfig
 from transferkit.engine.divergence import chance_level, did_not_learn, fit_with_retries, near_chance
-from transferkit.engine.loop import DivergenceError, Phase, PhaseResult
+from transferkit.engine.loop import Phase, PhaseResult
 from transferkit.models import ModelSpec, build_model
 
 Tensors = tuple[torch.Tensor, torch.Tensor]
