@@ -61,5 +61,8 @@ def test_under_a_real_python_3_10(tmp_path: Path) -> None:
             "from pathlib import Path; from transferkit.configfile import read_config, tomllib\n"
             f"assert tomllib.__name__ == 'tomli' and read_config(Path({str(tmp_path / 'run.toml')!r})) == "
             "{'data': 'digits8', 'epochs': 3}")
-    out = subprocess.run([exe, "-c", code], capture_output=True, text=True, check=False)
+    # a clean environment: libraries loaded earlier in this process (Ray, for one) may have set PYTHONPATH or
+    # PYTHONHOME to this interpreter's standard library, which a 3.10 interpreter must not read
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    out = subprocess.run([exe, "-I", "-c", code], capture_output=True, text=True, check=False, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
