@@ -139,3 +139,17 @@ def test_evaluate_never_writes_into_a_run_replaced_meanwhile(wine_run: tuple[Pat
     with pytest.raises(CheckpointError, match="replaced by another run while evaluate ran"):
         api_module.evaluate(moved, str(root / "w.csv"))
     assert (moved / "metrics.json").read_text() == before
+
+
+def test_same_data_by_string_path_or_fingerprint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """adapt's eval data is its target data however either path is written (then only the held-out part is scored)."""
+    from transferkit.pipeline import same_data
+
+    f = tmp_path / "t.csv"
+    f.write_text("a,label\n1,x\n2,y\n")
+    (tmp_path / "copy.csv").write_bytes(f.read_bytes())
+    (tmp_path / "other.csv").write_text("a,label\n3,x\n4,y\n")
+    monkeypatch.chdir(tmp_path)
+    assert same_data("t.csv", "./t.csv") and same_data("t.csv", str(f)) and same_data("t.csv", "copy.csv")
+    assert not same_data("t.csv", "other.csv") and not same_data("digits8", "mnist5k")
+    assert same_data("digits8", "digits8")

@@ -37,6 +37,7 @@ from transferkit.pipeline import (
     finish_run,
     heldout_target,
     phase_summary,
+    same_data,
     train_config,
     unlabelled_split,
 )
@@ -94,7 +95,7 @@ def _prepare(model: TransferModel, src_config: dict[str, Any], source_data: str,
     if eval_data is not None:
         ev = align_classes(load_dataset(eval_data, model=spec, seed=seed, read=read), spec.class_names)
         ev.require_labels()
-        if eval_data == target_data:  # same inputs: score only the held-out part never adapted on
+        if same_data(eval_data, target_data):  # same inputs: score only the held-out part never adapted on
             ev_all, ev = ev, ev.subset(i_te, ":heldout")
     sv = sp.val
     return _Data((_tensor(tr.x), _tensor(tr.require_labels().astype(np.int64))),

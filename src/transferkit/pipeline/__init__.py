@@ -16,9 +16,11 @@ from transferkit.pipeline.splits import (
     heldout_split,
     heldout_target,
     own_data,
+    same_data,
     unlabelled_split,
 )
 from transferkit.pipeline.stages import RunResult, finish_run, labelled_tensors, phase_summary, train_config
 
 __all__ = ["SPLIT", "TARGET_SPLIT", "RunResult", "data_identity", "finish_run", "heldout_split", "heldout_target",
-           "labelled_tensors", "own_data", "phase_summary", "train_config", "unlabelled_split"]
+           "labelled_tensors", "own_data", "phase_summary", "same_data", "train_config",
+           "unlabelled_split"]

@@ -50,6 +50,14 @@ def data_identity(data: str) -> dict[str, str]:
     return {"path": str(path.resolve()), "fingerprint": fingerprint(path)}
 
 
+def same_data(a: str, b: str) -> bool:
+    """Whether two ``--data`` values name one data set: the same string, resolved path or fingerprint."""
+    if a == b:
+        return True
+    ia, ib = data_identity(a), data_identity(b)
+    return ia == ib or ("fingerprint" in ia and ia.get("fingerprint") == ib.get("fingerprint"))
+
+
 def own_data(config: dict[str, Any], key: str, data: str) -> tuple[bool, str | None]:
     """Whether ``data`` is the run's ``config[key]`` (``data`` / ``target_data``), and a note when it is
     the same path whose contents changed since the run. Same resolved path or same fingerprint is the
