@@ -25,7 +25,8 @@ def labels_to_classes(raw: np.ndarray, where: str, names: list[str] | None = Non
         raw = raw.astype(np.int64)
         if names is not None:
             if raw.min() < 0 or raw.max() >= len(names):
-                raise DataError(f"{where}: label {int(raw.max())} out of range for {len(names)} class names")
+                bad = int(raw.min()) if raw.min() < 0 else int(raw.max())
+                raise DataError(f"{where}: label {bad} out of range for {len(names)} class names")
             return raw, list(names)
         values, y = np.unique(raw, return_inverse=True)
         return y.astype(np.int64), [str(int(v)) for v in values]
@@ -38,6 +39,3 @@ def labels_to_classes(raw: np.ndarray, where: str, names: list[str] | None = Non
     if unknown:
         raise DataError(f"{where}: label '{unknown[0]}' is not in class_names")
     return np.array([index[t] for t in text.tolist()], dtype=np.int64), classes
-
-
-# --------------------------------------------------------------------------- image folders
