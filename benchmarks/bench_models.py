@@ -29,6 +29,9 @@ from transferkit.models import MODELS, ModelSpec, TransferModel, build_model, fr
 #: Real data per modality, and the modality of each architecture without pretrained weights.
 MODALITY_DATA = {"image": "mnist5k", "text": "vader-tweets", "audio": "spoken-digits"}
 ARCHITECTURE_MODALITY = {"small_cnn": "image", "mlp": "image", "audio_cnn": "audio"}
+#: Backbones that are a user's own folder (``--source path/to/hf_model``), with no weights of their own to
+#: measure here; MiniLM's folder loaded through ``hf`` is the ``minilm`` row.
+USER_FOLDER_BACKBONES = {"hf"}
 
 _CHILD = r"""
 import json, sys, transferkit
@@ -93,6 +96,8 @@ def _model_and_inputs(name: str, n: int) -> tuple[TransferModel, torch.Tensor, t
 def bench_backbones(n: int, rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for entry in MODELS.list():
+        if entry.name in USER_FOLDER_BACKBONES:
+            continue
         model, x, y, data = _model_and_inputs(entry.name, n)
         params = sum(p.numel() for p in model.parameters())
         fwd = _throughput(model, x, y, False, rounds)
