@@ -20,7 +20,7 @@ import torch
 
 def machine_info() -> dict[str, Any]:
     """What the numbers were measured on: CPU, cores, bf16 support, torch, threads, load."""
-    model, flags = "unknown", set()
+    model, flags = "unknown", set[str]()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -99,7 +99,7 @@ def interleave(variants: dict[str, Callable[[], Any]], rounds: int, log: Callabl
 
 def pair_ratios(num: list[float], den: list[float]) -> list[float]:
     """Per-round ratios ``num[i] / den[i]`` (rounds interleaved, so drift cancels within a pair)."""
-    return [a / b for a, b in zip(num, den)]
+    return [a / b for a, b in zip(num, den, strict=True)]
 
 
 @dataclass

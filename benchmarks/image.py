@@ -11,9 +11,10 @@ MNIST CNN from the ``ccexam`` package (``mnist_cnn``), both by name through the 
 fontdigits (printed digits). Strategies: ``scratch`` (same architecture, random weights: the
 baseline), ``linear_probe``, ``lp_ft`` and ``lora`` (when registered), each at its defaults plus
 the backbone's recipe where one exists, with 10 labelled examples per class and with the whole
-training split; at 10 shots also ``self_train`` (the rest of the training split unlabelled); on EfficientNet-Lite0's 10-shot rows also ``full``, ``l2sp``, ``wise_ft`` and
-``layerwise_lr``, and every one of those fine-tuning strategies again as ``<name>_defaults``
-(lr 1e-3, BatchNorm training: no recipe), which shows what the recipe changes. Fine-tuning
+training split; at 10 shots also ``self_train`` (the rest of the training split unlabelled); on
+EfficientNet-Lite0's 10-shot rows also ``full``, ``l2sp``, ``wise_ft`` and ``layerwise_lr``,
+and every one of those fine-tuning strategies again as ``<name>_defaults`` (lr 1e-3, BatchNorm
+training: no recipe), which shows what the recipe changes. Fine-tuning
 EfficientNet-Lite0 on the whole split (~1,000 images; a minute or more an epoch on 2 busy cores)
 for 3 seeds and 3 strategies does not fit the time budget, so there it runs ``linear_probe``
 only; the table says so. Accuracy on each target's test split; finished runs are kept in ``<work>/results.json`` (an
@@ -22,28 +23,17 @@ interrupted run resumes; the reported time is the sum of the recorded runs' wall
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse
-import datetime
-import json
 import statistics
 import sys
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import torch
-from bench_common import log, machine_info
+from harness import Bench, Context, Store, generated_line, mean_sd
 
 import transferkit
 from transferkit.models.efficientnet import DEFAULT_RESOLUTION
 from transferkit.strategies import STRATEGIES
 
-ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ["efficientnet_lite0", "mnist_cnn"]
 TARGETS = ["digits8", "fontdigits"]
 #: fine-tuning strategies that EfficientNet-Lite0 runs with its recipe and again at the library's defaults
@@ -92,35 +82,23 @@ def plan(quick: bool, targets: list[str] = TARGETS) -> list[Cell]:
     return cells
 
 
-def run(cells: list[Cell], seeds: list[int], work: Path) -> dict[str, dict[str, Any]]:
-    store = work / "results.json"
-    done: dict[str, dict[str, Any]] = json.loads(store.read_text()) if store.exists() else {}
+def run(cells: list[Cell], seeds: list[int], store: Store) -> None:
     for cell in cells:
         for seed in seeds:  # strategies innermost: linear_probe and lp_ft share the cached features
             for name in cell.strategies:
-                key = f"{cell.label}|{name}|{seed}"
-                if key in done:
-                    continue
-                t0 = time.perf_counter()
                 strategy, extra = VARIANTS.get(name, (name, {}))
                 extra = {**extra, **TRANSFER_KWARGS.get(name, {})}
-                m = transferkit.transfer(cell.source, cell.target, strategy=strategy, shots=cell.shots, seed=seed,
-                                         progress="off", **{**cell.train, **extra}).metrics
-                done[key] = {"accuracy": m["target"]["accuracy"], "train_seconds": m["train_seconds"],
-                             "wall_seconds": time.perf_counter() - t0, "n_train": m["n_train"],
-                             "epochs": [p["epochs"] for p in m["phases"]], "notes": m.get("notes", [])}
-                log(f"  {key}: {100 * done[key]['accuracy']:.1f}% ({done[key]['wall_seconds']:.0f} s)")
-                work.mkdir(parents=True, exist_ok=True)
-                if store.exists():  # another process (--targets) may share the store: merge, never clobber
-                    done = {**json.loads(store.read_text()), **done}
-                tmp = store.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(done, indent=1))
-                tmp.replace(store)
-    return done
 
+                def one(cell: Cell = cell, seed: int = seed, strategy: str = strategy,
+                        extra: dict[str, Any] = extra) -> dict[str, Any]:
+                    m = transferkit.transfer(cell.source, cell.target, strategy=strategy, shots=cell.shots,
+                                             seed=seed, progress="off", **{**cell.train, **extra}).metrics
+                    return {"accuracy": m["target"]["accuracy"], "train_seconds": m["train_seconds"],
+                            "n_train": m["n_train"], "epochs": [p["epochs"] for p in m["phases"]],
+                            "notes": m.get("notes", [])}
 
-def _stats(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+                store.cell(f"{cell.label}|{name}|{seed}", one,
+                           lambda r: f"{100 * r['accuracy']:.1f}% ({r['wall_seconds']:.0f} s)")
 
 
 def summarise(cells: list[Cell], seeds: list[int], done: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -134,20 +112,19 @@ def summarise(cells: list[Cell], seeds: list[int], done: dict[str, dict[str, Any
                                "train": cell.train, "accuracy": acc, "median_train_seconds": secs}
         if "scratch" in acc:
             best = max((s for s in acc if s != "scratch"), key=lambda s: statistics.fmean(acc[s]))
-            gains = [a - b for a, b in zip(acc[best], acc["scratch"])]
+            gains = [a - b for a, b in zip(acc[best], acc["scratch"], strict=True)]
             row["best"] = best
             row["gain_vs_scratch"] = {"mean": statistics.fmean(gains), "per_seed": gains}
         rows.append(row)
     return rows
 
 
-def render(rows: list[dict[str, Any]], seeds: list[int], strategies: list[str], command: str,
-           machine: dict[str, Any], wall: float) -> str:
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def render(doc: dict[str, Any]) -> str:
+    rows, seeds = doc["rows"], doc["seeds"]
+    strategies = [s for s in ALL_STRATEGIES if any(s in r["accuracy"] for r in rows)]
     lines = ["# Transfer gain on images", "",
-             f"> Generated by `{command}` on {date} ({machine['cpu_model']}, {machine['usable_cpus']} usable cores, "
-             f"torch {machine['torch']}, {machine['torch_threads']} thread(s), load average at start "
-             f"{machine['load_average_start'][0]:.1f}); runs took {wall / 60:.1f} min of wall time (summed over runs). Do not edit by hand.", "",
+             generated_line(doc, tail=f"; runs took {doc['wall_seconds'] / 60:.1f} min of wall time "
+                            "(summed over runs)"), "",
              f"Test-split accuracy (%), mean ± std over seeds {seeds}. `scratch` is the source's architecture with "
              "random weights trained on the same examples with the same budget. Shots: labelled training "
              "examples per class (validation uses at most as many); `all` is the whole training split. "
@@ -168,7 +145,7 @@ def render(rows: list[dict[str, Any]], seeds: list[int], strategies: list[str], 
         cells = []
         for s in strategies:
             if s in r["accuracy"]:
-                mean, sd = _stats(r["accuracy"][s])
+                mean, sd = mean_sd(r["accuracy"][s])
                 cells.append(f"{100 * mean:.1f} ± {100 * sd:.1f}")
             else:
                 cells.append("—")
@@ -191,34 +168,25 @@ def render(rows: list[dict[str, Any]], seeds: list[int], strategies: list[str], 
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="1 seed, digits8, 10 shots, short training (< 3 min)")
-    p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; --quick: 0)")
+def measure(ctx: Context) -> dict[str, Any]:
+    cells = plan(ctx.quick, ctx.args.targets.split(","))
+    store = Store(ctx.work / "results.json")
+    run(cells, ctx.seeds, store)
+    wall = sum(store[f"{c.label}|{s}|{seed}"]["wall_seconds"]
+               for c in cells for s in c.strategies for seed in ctx.seeds)
+    return {"seeds": ctx.seeds, "rows": summarise(cells, ctx.seeds, store.done), "runs": store.done,
+            "wall_seconds": wall}
+
+
+def options(p: Any) -> None:
     p.add_argument("--targets", default=",".join(TARGETS),
                    help="run only these targets (parallel processes may share --work; a final run without "
                         "--targets then finds every result stored and writes the doc for all)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--work", type=Path, default=None)
-    p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
-    work = args.work or ROOT / "runs" / ("image-quick" if args.quick else "image")
-    out = args.out or (work if args.quick else ROOT / "docs")
-    cells = plan(args.quick, args.targets.split(","))
-    machine = machine_info()
-    done = run(cells, seeds, work)
-    wall = sum(done[f"{c.label}|{s}|{seed}"]["wall_seconds"] for c in cells for s in c.strategies for seed in seeds)
-    rows = summarise(cells, seeds, done)
-    strategies = [s for s in ALL_STRATEGIES if any(s in c.strategies for c in cells)]
-    command = "python benchmarks/image.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "IMAGE.md").write_text(render(rows, seeds, strategies, command, machine, wall))
-    (out / "image.json").write_text(json.dumps({"seeds": seeds, "rows": rows, "runs": done, "machine": machine,
-                                                "wall_seconds": wall}, indent=1) + "\n")
-    log(f"wrote {out / 'IMAGE.md'} ({wall / 60:.1f} min)")
-    return 0
+
+
+BENCH = Bench("image", __doc__ or "", measure, render, options=options,
+              quick="1 seed, digits8, 10 shots, short training (< 3 min)")
+main = BENCH.main
 
 
 if __name__ == "__main__":
