@@ -24,13 +24,6 @@ positive by at least two standard errors (:data:`DECISION_SE`); else it stays of
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse
-import datetime
-import json
 import math
 import statistics
 import sys
@@ -39,12 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from bench_common import log, machine_info
+from harness import Bench, Context, Store, generated_line
 
 import transferkit
 
-ROOT = Path(__file__).resolve().parent.parent
 TARGETS = ["digits8", "fontdigits"]
 SHOTS = [5, 10]
 STRATEGIES = ["lp_ft", "full"]
@@ -87,38 +78,21 @@ def source_run(work: Path, quick: bool) -> Path:
     return path
 
 
-def _store(work: Path, done: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Write ``done`` merged with what parallel processes stored (never clobbering theirs)."""
-    store = work / "results.json"
-    if store.exists():
-        done = {**json.loads(store.read_text()), **done}
-    tmp = store.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(done, indent=1))
-    tmp.replace(store)
-    return done
-
-
-def run(cells: list[Cell], seeds: list[int], work: Path, quick: bool) -> dict[str, dict[str, Any]]:
-    work.mkdir(parents=True, exist_ok=True)
-    store = work / "results.json"
-    done: dict[str, dict[str, Any]] = json.loads(store.read_text()) if store.exists() else {}
+def run(cells: list[Cell], seeds: list[int], store: Store, work: Path, quick: bool) -> None:
     for cell in cells:
         source: str | Path = cell.backbone if cell.backbone != "small_cnn" else source_run(work, quick)
         for seed in seeds:
             for aug in ("off", "on"):  # the pair back to back: the same machine load for both
-                key = f"{cell.label}|{aug}|{seed}"
-                if key in done:
-                    continue
-                t0 = time.perf_counter()
-                m = transferkit.transfer(source, cell.target, strategy=cell.strategy, shots=cell.shots, seed=seed,
-                                         progress="off", augment=aug, **cell.train).metrics
-                done[key] = {"accuracy": m["target"]["accuracy"], "train_seconds": m["train_seconds"],
-                             "wall_seconds": time.perf_counter() - t0, "n_train": m["n_train"],
-                             "epochs": [p["epochs"] for p in m["phases"]],
-                             "augmented": m["strategy_info"].get("augment", {}).get("augmented", [])}
-                log(f"  {key}: {100 * done[key]['accuracy']:.1f}% ({done[key]['wall_seconds']:.0f} s)")
-                done = _store(work, done)
-    return done
+                def one(cell: Cell = cell, seed: int = seed, aug: str = aug,
+                        source: str | Path = source) -> dict[str, Any]:
+                    m = transferkit.transfer(source, cell.target, strategy=cell.strategy, shots=cell.shots,
+                                             seed=seed, progress="off", augment=aug, **cell.train).metrics
+                    return {"accuracy": m["target"]["accuracy"], "train_seconds": m["train_seconds"],
+                            "n_train": m["n_train"], "epochs": [p["epochs"] for p in m["phases"]],
+                            "augmented": m["strategy_info"].get("augment", {}).get("augmented", [])}
+
+                store.cell(f"{cell.label}|{aug}|{seed}", one,
+                           lambda r: f"{100 * r['accuracy']:.1f}% ({r['wall_seconds']:.0f} s)")
 
 
 def paired(diffs: list[float]) -> dict[str, Any]:
@@ -137,7 +111,7 @@ def summarise(cells: list[Cell], seeds: list[int], done: dict[str, dict[str, Any
                      "train": c.train, "n_train": off[0]["n_train"],
                      "accuracy_off": statistics.fmean(r["accuracy"] for r in off),
                      "accuracy_on": statistics.fmean(r["accuracy"] for r in on),
-                     "difference": paired([b["accuracy"] - a["accuracy"] for a, b in zip(off, on)]),
+                     "difference": paired([b["accuracy"] - a["accuracy"] for a, b in zip(off, on, strict=True)]),
                      "seconds_off": statistics.fmean(r["train_seconds"] for r in off),
                      "seconds_on": statistics.fmean(r["train_seconds"] for r in on),
                      "epochs_off": statistics.fmean(sum(r["epochs"]) for r in off),
@@ -161,6 +135,8 @@ def decide(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def op_seconds(repeats: int = 20) -> dict[str, float]:
     """Median seconds of one :func:`~transferkit.data.augment.augment_batch` call on a training batch."""
+    import torch
+
     from transferkit.data.augment import LightAugment, augment_batch
 
     gen = torch.Generator().manual_seed(0)
@@ -182,16 +158,13 @@ def _pt(d: dict[str, Any]) -> str:
     return f"{100 * d['mean']:+.1f}{se}"
 
 
-def render(rows: list[dict[str, Any]], decisions: list[dict[str, Any]], seeds: list[int], command: str,
-           machine: dict[str, Any], wall: float, ops: dict[str, float]) -> str:
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def render(doc: dict[str, Any]) -> str:
+    rows, decisions, seeds, ops = doc["rows"], doc["decisions"], doc["seeds"], doc["augment_call_seconds"]
     lines = ["# Light augmentation for transfer on images", "",
-             f"> Generated by `{command}` on {date} ({machine['cpu_model']}, {machine['usable_cpus']} usable cores, "
-             f"torch {machine['torch']}, {machine['torch_threads']} thread(s), load average at start "
-             f"{machine['load_average_start'][0]:.1f}); runs took {wall / 60:.1f} min of wall time (summed over "
-             "runs). Do not edit by hand.", "",
-             "`--augment on|affine|off|auto` (`transfer` and `pretrain`; `augment=` in the Python API) applies a light, "
-             "label-preserving policy to every training batch, on the fly (src/transferkit/data/augment.py): a "
+             generated_line(doc, tail=f"; runs took {doc['wall_seconds'] / 60:.1f} min of wall time "
+                            "(summed over runs)"), "",
+             "`--augment on|affine|off|auto` (`transfer` and `pretrain`; `augment=` in the Python API) applies a "
+             "light, label-preserving policy to every training batch, on the fly (src/transferkit/data/augment.py): a "
              "random rotation within ±10°, a shift within ±8% of the side (about 2 px on 28x28) and a scale in "
              "0.9-1.1 for every image; colour photos also get a random resized crop (50-100% of the area, aspect "
              "3/4-4/3) and a horizontal flip. Grey images (one channel, or three equal ones, as these digits are "
@@ -234,52 +207,26 @@ def render(rows: list[dict[str, Any]], decisions: list[dict[str, Any]], seeds: l
     return "\n".join(lines) + "\n"
 
 
-def render_only(out: Path) -> int:
-    """Rewrite AUGMENT.md from the stored results (after a wording change in :func:`render`)."""
-    doc = json.loads((out / "augment.json").read_text())
-    command = doc.get("command", "python benchmarks/augment.py --effnet")  # the run that wrote the stored results
-    (out / "AUGMENT.md").write_text(render(doc["rows"], doc["decisions"], doc["seeds"], command, doc["machine"],
-                                           doc["wall_seconds"], doc["augment_call_seconds"]))
-    log(f"re-rendered {out / 'AUGMENT.md'} from {out / 'augment.json'}")
-    return 0
+def measure(ctx: Context) -> dict[str, Any]:
+    cells = plan(ctx.quick, ctx.args.targets.split(","), ctx.args.effnet)
+    store = Store(ctx.work / "results.json")
+    run(cells, ctx.seeds, store, ctx.work, ctx.quick)
+    keys = [f"{c.label}|{a}|{s}" for c in cells for a in ("off", "on") for s in ctx.seeds]
+    rows = summarise(cells, ctx.seeds, store.done)
+    return {"seeds": ctx.seeds, "decision_se": DECISION_SE, "rows": rows, "augment_call_seconds": op_seconds(),
+            "decisions": decide(rows), "runs": {k: store[k] for k in keys},
+            "wall_seconds": sum(store[k]["wall_seconds"] for k in keys)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="seconds: 1-epoch source, 1 seed, 2-epoch runs")
-    p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; --quick: 0)")
+def options(p: Any) -> None:
     p.add_argument("--targets", default=",".join(TARGETS), help="run only these targets (parallel processes may "
                    "share --work; a final run without --targets writes the doc for all)")
     p.add_argument("--effnet", action="store_true", help="also EfficientNet-Lite0 lp_ft, 10 shots on digits8")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--work", type=Path, default=None)
-    p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--render-only", action="store_true", help="run nothing: rewrite AUGMENT.md from docs/augment.json")
-    args = p.parse_args(argv)
-    if args.render_only:
-        return render_only(args.out or ROOT / "docs")
-    torch.set_num_threads(args.threads)
-    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else ",".join(map(str, SEEDS)))).split(",")]
-    work = args.work or ROOT / "runs" / ("augment-quick" if args.quick else "augment")
-    out = args.out or (work if args.quick else ROOT / "docs")
-    cells = plan(args.quick, args.targets.split(","), args.effnet)
-    machine = machine_info()
-    done = run(cells, seeds, work, args.quick)
-    keys = [f"{c.label}|{a}|{s}" for c in cells for a in ("off", "on") for s in seeds]
-    wall = sum(done[k]["wall_seconds"] for k in keys)
-    rows = summarise(cells, seeds, done)
-    decisions = decide(rows)
-    command = "python benchmarks/augment.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
-    out.mkdir(parents=True, exist_ok=True)
-    ops = op_seconds()
-    (out / "AUGMENT.md").write_text(render(rows, decisions, seeds, command, machine, wall, ops))
-    (out / "augment.json").write_text(json.dumps({"command": command, "seeds": seeds, "decision_se": DECISION_SE,
-                                                  "rows": rows,
-                                                  "augment_call_seconds": ops,
-                                                  "decisions": decisions, "runs": {k: done[k] for k in keys},
-                                                  "machine": machine, "wall_seconds": wall}, indent=1) + "\n")
-    log(f"wrote {out / 'AUGMENT.md'} ({wall / 60:.1f} min)")
-    return 0
+
+
+BENCH = Bench("augment", __doc__ or "", measure, render, options=options, seeds=",".join(map(str, SEEDS)),
+              quick="seconds: 1-epoch source, 1 seed, 2-epoch runs")
+main = BENCH.main
 
 
 if __name__ == "__main__":
