@@ -5,9 +5,11 @@ suit the small CNNs it pretrains itself. Large pretrained backbones want gentler
 ImageNet EfficientNet fine-tuned on 16-image batches loses its BatchNorm statistics, and a BERT
 encoder wants a learning rate around 3e-5 (Devlin et al., NAACL 2019). A recipe is keyed by
 (backbone, strategy), lists the settings the benchmark ran with (batch size and epochs included)
-and names the row that measured them; only measured pairs are listed. :func:`transferkit.transfer` applies the recipe to every setting the
-user left unset (a flag or keyword the user gives always wins) and records it in the run's
-``strategy_info["recipe"]``; ``auto`` applies the recipe of the candidate it trains.
+and names the row that measured them; only measured pairs are listed. :func:`resolve_settings` resolves a
+run's settings once, before training: the recipe fills every setting the user left unset (a flag or keyword
+the user gives always wins), and the run records where each setting came from (``config.json``
+``provenance``) and the recipe (``strategy_info["recipe"]``); ``auto`` applies the recipe of the candidate
+it trains. :func:`apply_recipe` is the older, in-training form, kept while the runner still calls it.
 
 ``augment`` (image training batches, :mod:`transferkit.data.augment`) is a recipe setting too: ``affine``
 (the small affine map, the part benchmarks/augment.py measured, on grey digits) only for the pairs it
@@ -21,10 +23,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from transferkit.data.augment import LightAugment, image_kind
+from transferkit.engine.config import TrainConfig, new_command
 from transferkit.engine.loop import Phase
 from transferkit.errors import ConfigError
 from transferkit.strategies.base import TransferContext
@@ -82,6 +85,80 @@ def recipe_settings(backbone: str, strategy: str, user_set: frozenset[str]) -> d
     """The settings of (``backbone``, ``strategy``)'s recipe that the user did not give (empty without one)."""
     rec = recipe_for(backbone, strategy)
     return {} if rec is None else {k: v for k, v in rec.settings.items() if k not in user_set}
+
+
+#: Defaults a command sets itself, over :class:`TrainConfig`'s (``pretrain`` trains 8 epochs; tables get
+#: :data:`~transferkit.data.tabular_prep.TABULAR_EPOCHS` through ``command_defaults``).
+COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {"pretrain": {"epochs": 8}}
+#: The head's (and the probe's) learning rate relative to ``lr`` when no recipe says otherwise.
+HEAD_LR_SCALE = 10.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A run's training settings, resolved once before training (:func:`resolve_settings`).
+
+    ``cfg``: the :class:`TrainConfig` every phase starts from; ``head_lr_scale``: the head's and the
+    probe's learning rate relative to ``cfg.lr``; ``provenance``: for each setting (the ``TrainConfig``
+    fields and ``head_lr_scale``) where its value came from: ``user``, ``recipe (<backbone>, <strategy>)``,
+    ``command default``, ``default`` or ``run seed``; ``recipe``: the recipe that filled some, if any;
+    ``applied``: the settings it filled; ``given``: the settings the user chose (``augment=auto`` is not a
+    choice), which a strategy that trains an inner strategy (``auto``, ``self_train``) passes on to it.
+    """
+
+    cfg: TrainConfig
+    head_lr_scale: float
+    provenance: dict[str, str]
+    recipe: Recipe | None
+    applied: dict[str, Any]
+    given: frozenset[str]
+
+    def recipe_record(self, backbone: str, strategy: str) -> dict[str, Any] | None:
+        """The ``strategy_info["recipe"]`` record of the recipe's settings (None when it filled none)."""
+        if self.recipe is None or not self.applied:
+            return None
+        return {"backbone": backbone, "strategy": strategy, "settings": dict(self.applied),
+                "evidence": self.recipe.evidence}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form a run's ``config.json`` records (``train``, ``head_lr_scale``, ``provenance``)."""
+        return {"train": asdict(self.cfg), "head_lr_scale": self.head_lr_scale, "provenance": dict(self.provenance)}
+
+
+def resolve_settings(backbone: str, strategy: str, given: Mapping[str, Any], seed: int, command: str = "transfer",
+                     *, command_defaults: Mapping[str, Any] | None = None) -> Settings:
+    """The settings a run of ``strategy`` on ``backbone`` trains with, and where each came from.
+
+    Precedence: what the user gave (``given``: :class:`TrainConfig` fields and ``head_lr_scale``; an
+    ``augment="auto"`` asks for the recipe, so it is not a choice), then the backbone's recipe for the
+    strategy (:data:`RECIPES`), then the command's defaults (:data:`COMMAND_DEFAULTS`, or
+    ``command_defaults``), then :class:`TrainConfig`'s. ``seed`` is the run's. ``auto`` and ``self_train``
+    have no recipe of their own: they apply the one of the strategy they train. Nothing changes these
+    settings once training starts. An unknown setting or a bad value is a one-line :class:`ConfigError`.
+    """
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(given) - known - {"head_lr_scale"}
+    if unknown:
+        raise ConfigError(f"unknown training option '{sorted(unknown)[0]}'")
+    chosen = given_settings(given)
+    defaults = dict(COMMAND_DEFAULTS.get(command, {}) if command_defaults is None else command_defaults)
+    rec = recipe_for(backbone, strategy)
+    applied = {k: v for k, v in (rec.settings if rec else {}).items() if k not in chosen}
+    values: dict[str, Any] = {}
+    provenance: dict[str, str] = {}
+    for name in sorted(known | {"head_lr_scale"}):
+        if name in chosen:
+            values[name], provenance[name] = given[name], "user"
+        elif name in applied:
+            values[name], provenance[name] = applied[name], f"recipe ({backbone}, {strategy})"
+        elif name in defaults:
+            values[name], provenance[name] = defaults[name], "command default"
+        else:
+            provenance[name] = "default"
+    values["seed"], provenance["seed"] = seed, "run seed"
+    head_lr_scale = float(values.pop("head_lr_scale", HEAD_LR_SCALE))
+    new_command()  # one $TRANSFERKIT_MAX_EPOCHS warning per command
+    return Settings(TrainConfig(**values), head_lr_scale, provenance, rec if applied else None, applied, chosen)
 
 
 def apply_recipe(strategy: str, ctx: TransferContext) -> dict[str, Any]:
