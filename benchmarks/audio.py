@@ -17,27 +17,23 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read by torch at import
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
 
-import torch  # noqa: E402
+import torch
+from bench_common import Spread
+from harness import Bench, Context, Store, generated_line, log
 
-import transferkit  # noqa: E402
-from bench_common import Spread, log, machine_info  # noqa: E402
-from transferkit.runs import RunDir  # noqa: E402
-from transferkit.strategies import STRATEGIES  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
+import transferkit
+from transferkit.runs import RunDir
+from transferkit.strategies import STRATEGIES
 
 
 def settings(quick: bool) -> dict[str, Any]:
@@ -94,14 +90,16 @@ def frontend_share(repeats: int = 7, batch: int = 64) -> dict[str, Any]:
         with torch.no_grad():
             front(x)
 
-    fronts, steps = [], []
-    step(), frontend()  # warm-up
+    fronts: list[float] = []
+    steps: list[float] = []
+    step()  # warm-up
+    frontend()
     for r in range(repeats):  # interleaved, the order alternating
         for name in (("front", "step") if r % 2 == 0 else ("step", "front")):
             t0 = time.perf_counter()
             (frontend if name == "front" else step)()
             (fronts if name == "front" else steps).append(time.perf_counter() - t0)
-    share = [f / s for f, s in zip(fronts, steps)]
+    share = [f / s for f, s in zip(fronts, steps, strict=True)]
     return {"batch": batch, "frontend_s": Spread.of(fronts).as_dict(), "train_step_s": Spread.of(steps).as_dict(),
             "share": Spread.of(share).as_dict()}
 
@@ -113,31 +111,28 @@ def run(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     if RunDir(src).status() != "complete":
         log(f"pretraining audio_cnn on {src_data}")
         transferkit.pretrain(src_data, "audio_cnn", src, seed=0, epochs=epochs, progress="off", overwrite=True)
-    store = work / "results.json"
-    done: dict[str, Any] = json.loads(store.read_text()) if store.exists() else {}
-    if "source" not in done:
+    store = Store(work / "results.json")
+    if "source" not in store:
         metrics = json.loads((src / "metrics.json").read_text())
-        done["source"] = {"accuracy": metrics["source"]["accuracy"], "seconds": metrics["train_seconds"],
-                          "n_train": metrics["n_train"]}
         for group in ("B", "C"):
-            done[f"zero_shot_{group}"] = transferkit.evaluate(src, data(group, per_voice), save=False)["target"]["accuracy"]
-        store.write_text(json.dumps(done, indent=1))
+            store.put(f"zero_shot_{group}",
+                      transferkit.evaluate(src, data(group, per_voice), save=False)["target"]["accuracy"])
+        store.put("source", {"accuracy": metrics["source"]["accuracy"], "seconds": metrics["train_seconds"],
+                             "n_train": metrics["n_train"]})
     for shots in (cfg["shots"], None):
         for name in strategies():
             for seed in cfg["seeds"]:
-                key = f"{name}|{shots or 'all'}|{seed}"
-                if key in done:
-                    continue
-                m = transferkit.transfer(src, data("B", per_voice), strategy=name, shots=shots, seed=seed,
-                                         epochs=epochs, source_data=src_data, progress="off").metrics
-                done[key] = {"accuracy": m["target"]["accuracy"], "seconds": m["train_seconds"],
-                             "n_train": m["n_train"], "source_before": m["source_before"]["accuracy"],
-                             "source_after": m.get("source_after", {}).get("accuracy")}
-                after = done[key]["source_after"]
-                log(f"  {key}: {100 * done[key]['accuracy']:.1f}% ({done[key]['seconds']:.1f} s"
-                    + (f", source {100 * after:.1f}%)" if after is not None else ")"))
-                store.write_text(json.dumps(done, indent=1))
-    return done
+                def one(name: str = name, shots: int | None = shots, seed: int = seed) -> dict[str, Any]:
+                    m = transferkit.transfer(src, data("B", per_voice), strategy=name, shots=shots, seed=seed,
+                                             epochs=epochs, source_data=src_data, progress="off").metrics
+                    return {"accuracy": m["target"]["accuracy"], "seconds": m["train_seconds"],
+                            "n_train": m["n_train"], "source_before": m["source_before"]["accuracy"],
+                            "source_after": m.get("source_after", {}).get("accuracy")}
+
+                store.cell(f"{name}|{shots or 'all'}|{seed}", one, lambda r: (
+                    f"{100 * r['accuracy']:.1f}% ({r['seconds']:.1f} s"
+                    + (f", source {100 * r['source_after']:.1f}%)" if r["source_after"] is not None else ")")))
+    return store.done
 
 
 def _ms(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
@@ -157,17 +152,16 @@ def summarise(done: dict[str, Any], cfg: dict[str, Any]) -> dict[str, dict[str, 
     return out
 
 
-def render(done: dict[str, Any], summary: dict[str, Any], cfg: dict[str, Any], extra: dict[str, Any],
-           command: str, machine: dict[str, Any]) -> str:
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def render(doc: dict[str, Any]) -> str:
+    done, summary, cfg, extra = doc["runs"], doc["summary"], doc["settings"], doc
+    command, machine = doc["command"], doc["machine"]
     k = str(cfg["shots"])
     src = done["source"]
     n_k = summary["scratch"][k]["n_train"][0]
     n_all = summary["scratch"]["all"]["n_train"][0]
     lines = [
         "# Audio: spoken digits across voices", "",
-        f"> Generated by `{command}` on {date} ({machine['cpu_model']}, {machine['usable_cpus']} usable cores, "
-        f"torch {machine['torch']}, {machine['torch_threads']} thread(s)). Do not edit by hand.", "",
+        generated_line(doc, load=False), "",
         "Data: `spoken-digits` (`transferkit.data.audio`), the words zero..nine synthesised offline by espeak-ng "
         f"({cfg['per_voice']} renditions per word and voice: random rate, pitch, pitch range, gain, offset and "
         "white noise at 0-20 dB SNR), 1 s at 16 kHz. Voices A: 6 native English male voices; B: 5 female voices "
@@ -220,32 +214,17 @@ def render(done: dict[str, Any], summary: dict[str, Any], cfg: dict[str, Any], e
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="1 seed, 8 renditions per voice, 8 epochs (~3 min)")
-    p.add_argument("--work", type=Path, default=None, help="run folder (default runs/audio or runs/audio-quick)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="folder for AUDIO.md and audio.json (default: docs; runs/audio-quick with --quick)")
-    args = p.parse_args(argv)
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    t0 = time.perf_counter()
-    cfg = settings(args.quick)
-    work = args.work or ROOT / "runs" / f"audio{cfg['suffix']}"
-    work.mkdir(parents=True, exist_ok=True)
-    out = args.out or (work if args.quick else ROOT / "docs")
-    machine = machine_info()
+def measure(ctx: Context) -> dict[str, Any]:
+    cfg = {**settings(ctx.quick), "seeds": ctx.seeds}
+    ctx.work.mkdir(parents=True, exist_ok=True)
     extra: dict[str, Any] = {"synthesis": synthesis_seconds(), "frontend": frontend_share()}
-    done = run(work, cfg)
-    summary = summarise(done, cfg)
-    extra["wall_seconds"] = time.perf_counter() - t0
-    command = "python benchmarks/audio.py" + (" --quick" if args.quick else "")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "AUDIO.md").write_text(render(done, summary, cfg, extra, command, machine))
-    (out / "audio.json").write_text(json.dumps(
-        {"settings": cfg, "strategies": strategies(), "summary": summary, "runs": done, **extra,
-         "machine": machine}, indent=1) + "\n")
-    log(f"wrote {out / 'AUDIO.md'} in {extra['wall_seconds'] / 60:.1f} min")
-    return 0
+    done = run(ctx.work, cfg)
+    return {"settings": cfg, "strategies": strategies(), "summary": summarise(done, cfg), "runs": done, **extra,
+            "wall_seconds": time.perf_counter() - ctx.started}
+
+
+BENCH = Bench("audio", __doc__ or "", measure, render, quick="1 seed, 8 renditions per voice, 8 epochs (~3 min)")
+main = BENCH.main
 
 
 if __name__ == "__main__":

@@ -74,3 +74,41 @@ def test_image_measures_renders_and_re_renders(tmp_path: Path, monkeypatch: pyte
     assert "| `mnist_cnn` | digits8 | 10 (100 images) | 50.0 ± 0.0 | 90.0 ± 0.0 |" in page
     assert image.main(["--render-only", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "IMAGE.md").read_text() == page
+
+
+#: (script, page) of every script on the harness: its committed page is what it renders from its committed JSON
+PORTED = [("image", "IMAGE.md"), ("augment", "AUGMENT.md"), ("audio", "AUDIO.md")]
+
+
+@pytest.mark.parametrize(("script", "page"), PORTED)
+def test_the_published_page_is_what_its_json_renders(script: str, page: str) -> None:
+    bench = pytest.importorskip(script).BENCH
+    doc = json.loads((ROOT / "docs" / f"{bench.name}.json").read_text())
+    assert bench.md == page and bench.render(doc) == (ROOT / "docs" / page).read_text()
+
+
+def test_audio_measures_and_renders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    audio = pytest.importorskip("audio")
+    src = tmp_path / "source"
+    src.mkdir()
+    (src / "metrics.json").write_text(json.dumps({"source": {"accuracy": 0.97}, "train_seconds": 3.0, "n_train": 80}))
+    monkeypatch.setattr(audio, "RunDir", lambda path: SimpleNamespace(status=lambda: "complete"))
+    monkeypatch.setattr(audio, "synthesis_seconds", lambda: {"per_utterance_ms": 50.0, "utterances": 4,
+                                                             "seconds": 0.2})
+    spread = {"median": 0.01, "min": 0.01, "max": 0.02, "n": 3}
+    monkeypatch.setattr(audio, "frontend_share", lambda: {"batch": 64, "frontend_s": spread, "train_step_s": spread,
+                                                          "share": spread})
+    monkeypatch.setattr(audio.transferkit, "evaluate", lambda *a, **k: {"target": {"accuracy": 0.4}})
+
+    def transfer(src: Path, data: str, **kw: Any) -> Any:
+        after = None if kw["strategy"] == "scratch" else {"accuracy": 0.9}
+        return SimpleNamespace(metrics={"target": {"accuracy": 0.8}, "train_seconds": 1.0, "n_train": 50,
+                                        "source_before": {"accuracy": 0.97},
+                                        **({"source_after": after} if after else {})})
+
+    monkeypatch.setattr(audio.transferkit, "transfer", transfer)
+    assert audio.main(["--quick", "--work", str(tmp_path), "--out", str(tmp_path)]) == 0
+    page = (tmp_path / "AUDIO.md").read_text()
+    assert "| `linear_probe` | 80.0 ± 0.0 | 80.0 ± 0.0 | 90.0 ± 0.0 |" in page and "**40.0%** on B" in page
+    assert audio.main(["--render-only", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "AUDIO.md").read_text() == page
