@@ -2,7 +2,7 @@
 
     python benchmarks/ddp.py            # writes docs/DDP.md and docs/ddp.json (3 seeds, ~10 min on 2 busy cores)
     python benchmarks/ddp.py --quick    # 1 seed (~3 min)
-    python benchmarks/ddp.py --render   # rewrite DDP.md from docs/ddp.json (no measuring)
+    python benchmarks/ddp.py --render-only   # rewrite DDP.md from docs/ddp.json (no measuring)
 
 The source is ``small_cnn`` (width 32, hidden 128) pretrained here on mnist5k; each seed transfers
 it to digits8 with ``full`` in fp32 and in the default precision (bf16 autocast on a CPU with AMX)
@@ -16,23 +16,18 @@ training, evaluation); samples/s counts training samples over the strategy's tra
 
 from __future__ import annotations
 
+import json
 import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from bench_common import Spread
+from harness import Bench, Context, Store, log
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-from bench_common import Spread, log, machine_info  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = [("full", "fp32"), ("full", "auto"), ("linear_probe", "auto")]  # (strategy, --precision)
 TRAIN = ["--epochs", "5", "--patience", "0", "--batch-size", "64", "--progress", "off"]
 SOURCE = ["--model", "small_cnn", "--model-opt", "width=32", "--model-opt", "hidden=128", "--epochs", "3"]
@@ -78,20 +73,20 @@ def _record(run: Path, wall: float) -> dict[str, Any]:
             "samples_per_second": samples / m["train_seconds"], "phases": m["phases"]}
 
 
-def measure(work: Path, source: Path, seeds: list[int]) -> list[dict[str, Any]]:
+def measure_runs(work: Path, source: Path, seeds: list[int]) -> list[dict[str, Any]]:
+    """One row per (seed, strategy, precision): both launchers back to back (stored: a rerun resumes)."""
     threads = _cpus()
     variants = {
         "1 process": ([sys.executable, "-m", "transferkit"], _env(threads)),
         "2 processes": ([*_torchrun(), "--standalone", "--nproc_per_node", "2", "-m", "transferkit"], _env(1)),
     }
-    rows = []
-    k = 0
-    for seed in seeds:
-        for strategy, precision in CONFIGS:
+    store = Store(work / "results.json")
+    keys = []
+    for k, (seed, (strategy, precision)) in enumerate((s, c) for s in seeds for c in CONFIGS):
+        def one(strategy: str = strategy, precision: str = precision, seed: int = seed, k: int = k
+                ) -> dict[str, Any]:
             row: dict[str, Any] = {"strategy": strategy, "precision": precision, "seed": seed}
-            names = list(variants) if k % 2 == 0 else list(variants)[::-1]  # alternate who goes first
-            k += 1
-            for name in names:
+            for name in list(variants) if k % 2 == 0 else list(variants)[::-1]:  # alternate who goes first
                 launcher, env = variants[name]
                 out = work / name.replace(" ", "_") / f"{strategy}-{precision}-{seed}"
                 cmd = [*launcher, "transfer", "--source", str(source), "--data", "digits8", "--strategy", strategy,
@@ -101,8 +96,11 @@ def measure(work: Path, source: Path, seeds: list[int]) -> list[dict[str, Any]]:
                     f"in {row[name]['wall_seconds']:.1f} s")
             row["delta_pt"] = 100 * (row["2 processes"]["accuracy"] - row["1 process"]["accuracy"])
             row["passed"] = abs(row["delta_pt"]) <= CRITERION_PT
-            rows.append(row)
-    return rows
+            return row
+
+        keys.append(f"{strategy}|{precision}|{seed}")
+        store.cell(keys[-1], one, lambda r: f"{r['delta_pt']:+.2f} pt")
+    return [{k: v for k, v in store[key].items() if k != "wall_seconds"} for key in keys]
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -126,9 +124,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def render(rows: list[dict[str, Any]], summary: dict[str, Any], seeds: list[int], command: str,
-           machine: dict[str, Any], minutes: float) -> str:
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def render(doc: dict[str, Any]) -> str:
+    rows, summary, seeds, command = doc["runs"], doc["summary"], doc["seeds"], doc["command"]
+    machine, minutes, now = doc["machine"], doc["minutes"], doc["generated"]
     passed = all(s["passed"] for s in summary.values())
     bf16 = {f"{r['strategy']} {r['precision']}": any(p.get("bf16_autocast") for v in ("1 process", "2 processes")
                                                      for p in r[v]["phases"]) for r in rows}
@@ -184,37 +182,22 @@ def render(rows: list[dict[str, Any]], summary: dict[str, Any], seeds: list[int]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="one seed (< 3 min)")
-    p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; --quick: 0)")
-    p.add_argument("--work", type=Path, default=ROOT / "runs" / "ddp")
-    p.add_argument("--out", type=Path, default=ROOT / "docs")
-    p.add_argument("--render", action="store_true", help="only rewrite DDP.md from the measurements in ddp.json")
-    args = p.parse_args(argv)
-    if args.render:
-        d = json.loads((args.out / "ddp.json").read_text())
-        text = render(d["runs"], d["summary"], d["seeds"], d.get("command", "python benchmarks/ddp.py"), d["machine"],
-                      d["minutes"])
-        (args.out / "DDP.md").write_text(text)
-        return 0
-    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
-    t0 = time.perf_counter()
-    args.work.mkdir(parents=True, exist_ok=True)
-    machine = machine_info()
-    source = pretrain(args.work)
-    rows = measure(args.work, source, seeds)
+def measure(ctx: Context) -> dict[str, Any]:
+    ctx.work.mkdir(parents=True, exist_ok=True)
+    rows = measure_runs(ctx.work, pretrain(ctx.work), ctx.seeds)
     summary = summarise(rows)
-    minutes = (time.perf_counter() - t0) / 60
-    command = "python benchmarks/ddp.py" + (" --quick" if args.quick else "") + (f" --seeds {args.seeds}" if args.seeds else "")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "DDP.md").write_text(render(rows, summary, seeds, command, machine, minutes))
-    (args.out / "ddp.json").write_text(json.dumps({"command": command, "seeds": seeds, "train_flags": TRAIN, "criterion_pt": CRITERION_PT,
-                                                   "passed": all(s["passed"] for s in summary.values()),
-                                                   "summary": summary, "runs": rows, "machine": machine,
-                                                   "minutes": minutes}, indent=1) + "\n")
-    log(f"wrote {args.out / 'DDP.md'} ({minutes:.1f} min)")
-    return 0
+    return {"seeds": ctx.seeds, "train_flags": TRAIN, "criterion_pt": CRITERION_PT,
+            "passed": all(s["passed"] for s in summary.values()), "summary": summary, "runs": rows,
+            "minutes": (time.perf_counter() - ctx.started) / 60}
+
+
+def checks(doc: dict[str, Any]) -> list[str]:
+    return [f"{config}: 2 processes differ by {s['max_abs_delta_pt']:.2f} pt (> {CRITERION_PT})"
+            for config, s in doc["summary"].items() if not s["passed"]]
+
+
+BENCH = Bench("ddp", __doc__ or "", measure, render, checks, quick="one seed (< 3 min)")
+main = BENCH.main
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def test_image_measures_renders_and_re_renders(tmp_path: Path, monkeypatch: pyte
 
 
 #: (script, page) of every script on the harness: its committed page is what it renders from its committed JSON
-PORTED = [("image", "IMAGE.md"), ("augment", "AUGMENT.md"), ("audio", "AUDIO.md")]
+PORTED = [("image", "IMAGE.md"), ("augment", "AUGMENT.md"), ("audio", "AUDIO.md"), ("ddp", "DDP.md")]
 
 
 @pytest.mark.parametrize(("script", "page"), PORTED)
@@ -112,3 +112,22 @@ def test_audio_measures_and_renders(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "| `linear_probe` | 80.0 ± 0.0 | 80.0 ± 0.0 | 90.0 ± 0.0 |" in page and "**40.0%** on B" in page
     assert audio.main(["--render-only", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "AUDIO.md").read_text() == page
+
+
+def test_ddp_resumes_its_rows_and_fails_when_the_criterion_does(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    ddp = pytest.importorskip("ddp")
+    launched: list[str] = []
+    monkeypatch.setattr(ddp, "pretrain", lambda work: work / "source")
+    monkeypatch.setattr(ddp, "_run", lambda cmd, env: launched.append(cmd[0]) or 2.0)
+    acc = {"1_process": 0.9, "2_processes": 0.9}
+    monkeypatch.setattr(ddp, "_record", lambda out, wall: {
+        "accuracy": acc[out.parent.name], "wall_seconds": wall, "train_seconds": 1.0, "samples_per_second": 100.0,
+        "phases": [{"bf16_autocast": False}]})
+    argv = ["--quick", "--work", str(tmp_path), "--out", str(tmp_path)]
+    assert ddp.main(argv) == 0 and len(launched) == 2 * len(ddp.CONFIGS)
+    assert "**Criterion** (2-process accuracy within 0.5 pt of 1 process, every strategy and seed): **PASS**" in (
+        tmp_path / "DDP.md").read_text()
+    assert ddp.main(argv) == 0 and len(launched) == 2 * len(ddp.CONFIGS)  # every row stored: nothing reruns
+    acc["2_processes"] = 0.8
+    assert ddp.main([*argv, "--work", str(tmp_path / "again")]) == 1
