@@ -16,6 +16,7 @@ No torch here: the CLI imports this module to build its flags.
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Mapping
@@ -31,9 +32,12 @@ _FALSE = ("0", "false", "no", "off")
 
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
-        flag: bool = True) -> Any:
-    """A field with help text; ``flag=False`` keeps it off the command line (e.g. a Python-only object)."""
-    meta = {"help": help, "flag": flag}
+        flag: bool = True, cli: str | None = None) -> Any:
+    """A field with help text; ``flag=False`` keeps it off the command line (e.g. a Python-only object);
+    ``cli`` names its flag when that is not the field's name (``model_kwargs`` is ``--model-opt``)."""
+    meta: dict[str, Any] = {"help": help, "flag": flag}
+    if cli is not None:
+        meta["cli"] = cli
     if factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -94,6 +98,11 @@ def parse_value(tp: Any, text: Any, where: str) -> Any:
         parts = [p.strip() for p in text.split(",") if p.strip()] if isinstance(text, str) else list(text)
         return tuple(parse_value(item, p, where) for p in parts)
     if get_origin(tp) in (dict, Mapping):
+        if isinstance(text, str) and text.strip().startswith("{"):  # a JSON object
+            try:
+                text = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{where}={text!r} is not valid JSON ({e.msg})") from None
         if isinstance(text, str):
             return split_pairs(text, where)
         if not isinstance(text, Mapping):

@@ -20,12 +20,10 @@ from typing import Any
 
 from transferkit.errors import ConfigError
 from transferkit.federated.config import FedConfig
+from transferkit.federated.spec import FederateSpec
 from transferkit.runs import RunDir, check_out, marks_failure
 
 log = logging.getLogger("transferkit")
-
-MODES = ("simulation", "deployment")
-
 
 def simulate(cfg: FedConfig) -> tuple[Any, Any]:
     """Run ``cfg`` in Flower's simulation engine (Ray), one CPU per client; returns (model, tracker).
@@ -94,56 +92,29 @@ def _totals(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "failures": sum(len(r["failed"]) for r in rounds)}
 
 
-def federate(source: str, data: str | None = None, *, clients_from: str | list[str] | None = None, clients: int = 4,
-             partition: str = "iid", rounds: int = 10, share: str = "head", aggregator: str = "fedavg",
-             out: str | Path | None = None, mode: str = "simulation", superlink: str | None = None,
-             baselines: bool = False, overwrite: bool = False, **options: Any) -> dict[str, Any]:
-    """Federated transfer of ``source`` to clients that keep their data.
+def federate(spec: FederateSpec | str | None = None, data: str | None = None, *, out: str | Path | None = None,
+             overwrite: bool = False, **fields: Any) -> dict[str, Any]:
+    """Federated transfer of a source model to clients that keep their data.
 
-    Args:
-        source: source run directory or pretrained backbone name; every client starts from it.
-        data: one data set cut into ``clients`` parts by ``partition`` (``iid`` | ``dirichlet:ALPHA``).
-        clients_from: one data set per client instead (a list or ``"a,b,c"``): one domain per client.
-        share: what travels each round: ``head``, ``lora`` (adapter weights) or ``all``.
-        aggregator: ``fedavg`` or ``fedprox`` (``mu=`` sets the proximal weight).
-        mode: ``simulation`` (Flower's Ray engine, one CPU per client) or ``deployment``
-            (SuperLink + SuperNode processes; on 127.0.0.1 unless ``superlink`` names a running one).
-        baselines: also train centralised (pooled data) and local-only models on the same splits.
-        options: further :class:`FedConfig` fields (``local_epochs``, ``personal_head``, ``train``...).
-
-    Returns the metrics written to ``metrics.json``.
+    ``spec`` is a :class:`~transferkit.federated.spec.FederateSpec`, or the source (a run directory or a
+    pretrained backbone name) with ``data`` and further spec fields as keywords: ``clients_from`` (one data
+    set per client, a tuple or ``"a,b,c"``), ``share`` (``head``, ``lora`` or ``all``: what travels each
+    round), ``aggregator`` (``fedavg`` | ``fedprox`` with ``mu``), ``mode`` (``simulation``: Flower's Ray
+    engine, one CPU per client; ``deployment``: SuperLink + SuperNode processes on 127.0.0.1 unless
+    ``superlink`` names a running one), ``baselines`` (also centralised and local-only models on the same
+    splits), ``train`` (TrainConfig overrides for local training, a dict)... Returns the metrics written
+    to ``metrics.json``.
     """
-    if mode not in MODES:
-        raise ConfigError(f"mode={mode!r} is not one of {', '.join(MODES)}")
+    spec = as_spec(spec, data, fields)
     if out is not None:
         check_out(out, overwrite)  # before any client data loads
-    domains = ",".join(clients_from) if isinstance(clients_from, (list, tuple)) else (clients_from or "")
-    cfg = FedConfig(source=str(source), data=data or "", clients_from=domains, clients=clients, partition=partition,
-                    rounds=rounds, share=share, aggregator=aggregator, **options)
-    from transferkit.federated.local import require_share
-
-    require_share(cfg.share)
-    check_training(cfg)
-    if not cfg.class_names:
-        from transferkit.federated.clients import class_names
-
-        cfg.class_names = json.dumps(class_names(cfg))
-    config = {"command": "federate", "mode": mode, "superlink": superlink, **asdict(cfg)}
+    cfg = resolve(spec)
+    config = {"command": "federate", **spec.to_dict(), "resolved": asdict(cfg)}
     run = RunDir.create(out, "federate", config, overwrite) if out is not None else None
     with marks_failure(run):
         t0 = time.perf_counter()
-        info: dict[str, Any] = {}
-        if mode == "simulation":
-            model, tracker = simulate(cfg)
-        else:
-            if run is not None:
-                run.adopt("federation")
-            model, tracker, info = _deploy(cfg, run.path if run else None, superlink)
-        rounds_ = [tracker.rounds[r] for r in sorted(tracker.rounds)]
-        metrics: dict[str, Any] = {"mode": mode, "seconds": time.perf_counter() - t0, "deployment": info,
-                                   "history": rounds_, **_totals(rounds_)}
-        if baselines:
-            metrics["baselines"] = run_baselines(cfg)
+        model, tracker, info = train(spec, cfg, run)
+        metrics = assess(spec, cfg, tracker, info, time.perf_counter() - t0)
         if run is not None:
             run.save_model(model)
             run.write("metrics.json", metrics)
@@ -151,6 +122,53 @@ def federate(source: str, data: str | None = None, *, clients_from: str | list[s
             run.write("report.md", render_report(config, metrics))
             run.complete()
     metrics["payloads"] = tracker.payloads
+    return metrics
+
+
+def as_spec(spec: FederateSpec | str | None, data: str | None, fields: dict[str, Any]) -> FederateSpec:
+    """The spec of a :func:`federate` call: given, or built from the source, ``data`` and keyword fields."""
+    if isinstance(spec, FederateSpec):
+        if data is not None or fields:
+            raise ConfigError("federate: pass either a FederateSpec or the source with keyword fields, not both")
+        return spec
+    if spec is not None:
+        fields["source"] = str(spec)
+    if data is not None:
+        fields["data"] = data
+    return FederateSpec.from_dict(fields)
+
+
+def resolve(spec: FederateSpec) -> FedConfig:
+    """The federation's wire config, every setting checked before a client starts: the share's plumbing,
+    the local training settings, and the target classes (read once from the data)."""
+    from transferkit.federated.clients import class_names
+    from transferkit.federated.local import require_share
+
+    cfg = spec.fed_config()  # the partition, share and counts are checked here
+    require_share(cfg.share)
+    check_training(cfg)
+    cfg.class_names = json.dumps(class_names(cfg))
+    return cfg
+
+
+def train(spec: FederateSpec, cfg: FedConfig, run: RunDir | None) -> tuple[Any, Any, dict[str, Any]]:
+    """Run the federation (simulated or deployed); returns the global model, the round tracker and the
+    deployment's details."""
+    if spec.mode == "simulation":
+        model, tracker = simulate(cfg)
+        return model, tracker, {}
+    if run is not None:
+        run.adopt("federation")
+    return _deploy(cfg, run.path if run else None, spec.superlink)
+
+
+def assess(spec: FederateSpec, cfg: FedConfig, tracker: Any, info: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Per-round history, totals and (``baselines``) centralised and local-only models on the same splits."""
+    rounds = [tracker.rounds[r] for r in sorted(tracker.rounds)]
+    metrics: dict[str, Any] = {"mode": spec.mode, "seconds": seconds, "deployment": info, "history": rounds,
+                               **_totals(rounds)}
+    if spec.baselines:
+        metrics["baselines"] = run_baselines(cfg)
     return metrics
 
 
@@ -171,9 +189,10 @@ def run_baselines(cfg: FedConfig) -> dict[str, Any]:
 def render_report(config: dict[str, Any], metrics: dict[str, Any]) -> str:
     """A short markdown summary: setup, per-round table, baselines."""
     pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"
+    wire = config["resolved"]
     lines = [f"# Federated transfer ({config['mode']})", "",
-             f"- source: `{config['source']}`; clients: {config['clients']} "
-             f"({config['clients_from'] or config['data'] + ' ' + config['partition']})",
+             f"- source: `{config['source']}`; clients: {wire['clients']} "
+             f"({wire['clients_from'] or wire['data'] + ' ' + wire['partition']})",
              f"- share: {config['share']}; aggregator: {config['aggregator']}; rounds: {config['rounds']}; "
              f"personal heads: {config['personal_head']}",
              f"- final pooled held-out accuracy: {pct(metrics.get('pooled_accuracy'))}; "
