@@ -12,7 +12,6 @@ Writes docs/TABULAR.md and docs/tabular.json. Run: ``python benchmarks/tabular.p
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -22,17 +21,16 @@ import statistics
 import sys
 import time
 from contextlib import redirect_stdout
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
+from harness import Bench, Context, log
 
-ROOT = Path(__file__).resolve().parent.parent
-WORK = ROOT / "runs" / "tabular"
+from transferkit.pipeline import SPLIT
+
 SHIFT_COLUMN = "mean fractal dimension"
 STRATEGIES = ("linear_probe", "lp_ft", "full", "scratch")
 SHOTS = 10
@@ -86,11 +84,12 @@ def logistic(data: Path, seed: int, shots: int | None = None) -> tuple[float, fl
     from transferkit.data import kshot, load_dataset, split
 
     t0 = time.perf_counter()
-    sp = split(load_dataset(str(data)), seed=seed, val=0.15, test=0.3)
+    sp = split(load_dataset(str(data)), seed=seed, **SPLIT)
     if shots is None:
         x, y = np.concatenate([sp.train.x, sp.val.x]), np.concatenate([sp.train.y, sp.val.y])
     else:
         few = kshot(sp.train, shots, seed=seed)
+        assert few.y is not None  # a labelled table
         x, y = few.x, few.y
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(x, y)
     acc = float((model.predict(sp.test.x) == sp.test.y).mean())
@@ -102,7 +101,7 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "se": sd / math.sqrt(len(values)), "n": len(values)}
 
 
-def measure(tables: dict[str, Path], seeds: list[int]) -> list[dict[str, Any]]:
+def table_rows(tables: dict[str, Path], seeds: list[int], work: Path) -> list[dict[str, Any]]:
     """Every row of the result table: command template, per-seed accuracies and seconds."""
     rows: list[dict[str, Any]] = []
 
@@ -110,27 +109,28 @@ def measure(tables: dict[str, Path], seeds: list[int]) -> list[dict[str, Any]]:
         acc, sec = [a for a, _ in results], [s for _, s in results]
         rows.append({"group": group, "command": command, "accuracy": summary(acc), "seconds": summary(sec),
                      "per_seed": acc})
-        print(f"{group:14s} {command[:90]:90s} {100 * statistics.fmean(acc):.1f}", file=sys.stderr)
+        log(f"{group:14s} {command[:90]:90s} {100 * statistics.fmean(acc):.1f}")
 
     for name in ("wine", "breast_cancer", "bc_low"):
         data = tables[name]
         add(name, f"transferkit pretrain --data {data.name} --model mlp --seed S",
             [cli(["pretrain", "--data", str(data), "--model", "mlp", "--seed", str(s), "--overwrite",
-                  "--out", str(WORK / f"{name}-{s}")]) for s in seeds])
+                  "--out", str(work / f"{name}-{s}")]) for s in seeds])
         add(name, "sklearn StandardScaler + LogisticRegression (train + val)", [logistic(data, s) for s in seeds])
     target = tables["bc_high"]
     for strategy in STRATEGIES:
         add("bc_low->high", f"transferkit transfer --source runs/bc_low --data {target.name} --shots {SHOTS} "
             f"--strategy {strategy} --seed S",
-            [cli(["transfer", "--source", str(WORK / f"bc_low-{s}"), "--data", str(target), "--shots", str(SHOTS),
-                  "--strategy", strategy, "--seed", str(s), "--overwrite", "--out", str(WORK / f"bc_high-{strategy}-{s}")])
+            [cli(["transfer", "--source", str(work / f"bc_low-{s}"), "--data", str(target), "--shots", str(SHOTS),
+                  "--strategy", strategy, "--seed", str(s), "--overwrite",
+                  "--out", str(work / f"bc_high-{strategy}-{s}")])
              for s in seeds])
     add("bc_low->high", f"sklearn StandardScaler + LogisticRegression ({SHOTS} shots of {target.name})",
         [logistic(target, s, SHOTS) for s in seeds])
     return rows
 
 
-def zero_shot(seeds: list[int], target: Path) -> list[float]:
+def zero_shot(seeds: list[int], target: Path, work: Path) -> list[float]:
     """The source model, head kept and no target training, on the target test split each transfer row
     is scored on: how far the shift alone moves it."""
     from transferkit.data import load_dataset, split
@@ -139,8 +139,8 @@ def zero_shot(seeds: list[int], target: Path) -> list[float]:
 
     out = []
     for s in seeds:
-        run = load_run(WORK / f"bc_low-{s}")
-        test = split(load_dataset(str(target), model=run.spec, seed=s), seed=s, val=0.15, test=0.3).test
+        run = load_run(work / f"bc_low-{s}")
+        test = split(load_dataset(str(target), model=run.spec, seed=s), seed=s, **SPLIT).test
         out.append(float(evaluate_model(run.model, test, run.spec.num_classes)["accuracy"]))
     return out
 
@@ -199,7 +199,7 @@ def shift_note(rows: list[dict[str, Any]], zero: list[float]) -> str:
 def render(result: dict[str, Any]) -> str:
     m, rows = result["machine"], result["rows"]
     out = ["# Tables: pretrain against a scaled logistic regression, and a tabular transfer pair", "",
-           f"> Generated by `python benchmarks/tabular.py` on {result['when']} ({m['cpu_model']}, {m['usable_cpus']} usable "
+           f"> Generated by `{result['command']}` on {result['generated']} ({m['cpu_model']}, {m['usable_cpus']} usable "
            f"cores, torch {m['torch']}). Do not edit by hand; the numbers are in `docs/tabular.json`.", "",
            "Data: scikit-learn's `load_wine` and `load_breast_cancer` (real tables shipped inside the package), written "
            "to CSV with a `label` column. Every row uses transferkit's seeded stratified split (55% train / 15% "
@@ -234,32 +234,22 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9")
-    p.add_argument("--render-only", action="store_true", help="rewrite docs/TABULAR.md from docs/tabular.json")
-    args = p.parse_args()
-    if args.render_only:
-        (ROOT / "docs" / "TABULAR.md").write_text(render(json.loads((ROOT / "docs" / "tabular.json").read_text())))
-        return
-    seeds = [int(s) for s in args.seeds.split(",")]
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_common import machine_info
-
+def measure(ctx: Context) -> dict[str, Any]:
     from transferkit.data.tabular_prep import MAX_CATEGORIES, TABULAR_EPOCHS
 
-    t0 = time.perf_counter()
-    tables = write_tables(WORK / "data")
-    rows = measure(tables, seeds)
+    tables = write_tables(ctx.work / "data")
+    rows = table_rows(tables, ctx.seeds, ctx.work)
     count = {k: sum(1 for _ in tables[k].open()) - 1 for k in ("bc_low", "bc_high")}
-    result = {"when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine_info(),
-              "seeds": seeds, "tabular_epochs": TABULAR_EPOCHS, "max_categories": MAX_CATEGORIES, "rows": rows,
-              "zero_shot": zero_shot(seeds, tables["bc_high"]),
-              "pair": {"shift_column": SHIFT_COLUMN, "source_rows": count["bc_low"], "target_rows": count["bc_high"]},
-              "wall_minutes": (time.perf_counter() - t0) / 60}
-    (ROOT / "docs" / "tabular.json").write_text(json.dumps(result, indent=2) + "\n")
-    (ROOT / "docs" / "TABULAR.md").write_text(render(result))
+    return {"machine": ctx.machine, "seeds": ctx.seeds, "tabular_epochs": TABULAR_EPOCHS,
+            "max_categories": MAX_CATEGORIES, "rows": rows,
+            "zero_shot": zero_shot(ctx.seeds, tables["bc_high"], ctx.work),
+            "pair": {"shift_column": SHIFT_COLUMN, "source_rows": count["bc_low"], "target_rows": count["bc_high"]},
+            "wall_minutes": (time.perf_counter() - ctx.started) / 60}
+
+
+BENCH = Bench("tabular", __doc__ or "", measure, render, seeds="0,1,2,3,4,5,6,7,8,9", indent=2)
+main = BENCH.main
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -77,7 +77,8 @@ def test_image_measures_renders_and_re_renders(tmp_path: Path, monkeypatch: pyte
 
 
 #: (script, page) of every script on the harness: its committed page is what it renders from its committed JSON
-PORTED = [("image", "IMAGE.md"), ("augment", "AUGMENT.md"), ("audio", "AUDIO.md"), ("ddp", "DDP.md")]
+PORTED = [("image", "IMAGE.md"), ("augment", "AUGMENT.md"), ("audio", "AUDIO.md"), ("ddp", "DDP.md"),
+          ("tabular", "TABULAR.md"), ("image_resolution", "IMAGE_RESOLUTION.md")]
 
 
 @pytest.mark.parametrize(("script", "page"), PORTED)
@@ -131,3 +132,18 @@ def test_ddp_resumes_its_rows_and_fails_when_the_criterion_does(tmp_path: Path,
     assert ddp.main(argv) == 0 and len(launched) == 2 * len(ddp.CONFIGS)  # every row stored: nothing reruns
     acc["2_processes"] = 0.8
     assert ddp.main([*argv, "--work", str(tmp_path / "again")]) == 1
+
+
+def test_image_resolution_picks_the_smallest_size_near_the_best(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    res = pytest.importorskip("image_resolution")
+    acc = {64: 0.80, 96: 0.905, 128: 0.91}
+    monkeypatch.setattr(res.transferkit, "transfer", lambda *a, **k: SimpleNamespace(metrics={
+        "target": {"accuracy": acc[k["model_kwargs"]["resolution"]]}, "train_seconds": 1.0, "n_train": 10}))
+    monkeypatch.setattr(res, "forward_cost", lambda rs, batch, rounds: {r: res.Spread.of([r / 10.0]) for r in rs})
+    argv = ["--resolutions", "64,96,128", "--work", str(tmp_path), "--out", str(tmp_path)]
+    assert res.main(argv) == 0
+    page = (tmp_path / "IMAGE_RESOLUTION.md").read_text()
+    assert json.loads((tmp_path / "image_resolution.json").read_text())["chosen"] == 96 and "| 96 **chosen** |" in page
+    assert res.main(["--render-only", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "IMAGE_RESOLUTION.md").read_text() == page
