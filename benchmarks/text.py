@@ -83,6 +83,7 @@ from transferkit.engine.config import TrainConfig
 from transferkit.engine.features import FeatureCache
 from transferkit.engine.precision import predict_logits, resolve_placement
 from transferkit.models import TransferModel, from_pretrained
+from transferkit.pipeline import SPLIT
 from transferkit.strategies import TransferContext, make_strategy, run_strategy
 from transferkit.strategies.semi import pool_inputs
 from transferkit.strategies.text_prior import ALPHAS, select_alpha
@@ -211,7 +212,7 @@ class Bench:
 
     def split(self, domain: str, seed: int) -> Splits:
         """The seeded train / validation / test split of ``domain`` every cell draws from."""
-        return split(self.data[domain], seed=seed, val=0.15, test=0.3)
+        return split(self.data[domain], seed=seed, **SPLIT)
 
     def rest(self, domain: str, seed: int) -> ArrayDataset:
         """The training split's snippets that the k-shot draw left out, labels kept (the strategy never sees
