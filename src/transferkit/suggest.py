@@ -1,0 +1,293 @@
+"""Cold-start selection: which unlabelled examples to label first, chosen on frozen source features.
+
+Every function here is a pure function of a feature array ``X`` (``[N, D]``, one row per
+unlabelled example) and a ``budget`` ``B`` (how many examples a person will label); nothing is
+trained. Features are L2-normalised first (:func:`normalise`), so distances are the Euclidean
+distances of unit vectors, ``||u - v|| = sqrt(2 - 2 cos(u, v))``.
+
+- **TypiClust** (Hacohen, Dekel and Weinshall, "Active Learning on a Budget: Opposite Strategies
+  Suit High and Low Budgets", ICML 2022): cluster the pool into ``B`` clusters (k-means), then
+  from each cluster, largest first, take its most *typical* point,
+  ``typicality(x) = ( 1/K * sum_{x_i in KNN_K(x)} ||x - x_i|| )^-1`` with ``K = min(20, |cluster| - 1)``
+  neighbours inside the cluster (:func:`typicality`, :func:`typiclust`).
+- **ProbCover** (Yehuda, Dekel, Hacohen and Weinshall, "Active Learning Through a Covering Lens",
+  NeurIPS 2022): draw a graph with an edge ``x -> x'`` when ``||x - x'|| < delta`` and greedily take
+  the point whose ``delta``-ball covers the most points not yet covered (:func:`probcover`);
+  ``delta`` is the largest radius whose balls stay *pure* (every point of the ball in the same
+  k-means cluster) for at least ``alpha = 0.95`` of the points (:func:`choose_delta`).
+- **k-means closest** (the TypiClust paper's ablation): from each k-means cluster, the point
+  nearest its centroid (:func:`kmeans_closest`).
+- **k-center greedy** (Sener and Savarese, "Active Learning for Convolutional Neural Networks: A
+  Core-Set Approach", ICLR 2018): farthest-first traversal, each pick the point farthest from
+  those picked (:func:`kcenter`).
+
+:data:`METHODS` maps their names to the functions; :data:`DEFAULT_METHOD` is the one that measured
+best in ``benchmarks/suggest.py`` (docs/SUGGEST.md). Each returns a :class:`Selection`: the picked
+row indices in order and one plain-words reason per pick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from transferkit.errors import ConfigError
+
+#: Neighbours of the typicality estimate (TypiClust's K).
+TYPICALITY_K = 20
+#: Clusters smaller than this are left to the last (TypiClust drops clusters of fewer than 5 points).
+MIN_CLUSTER = 5
+#: Share of pure balls ProbCover's ``delta`` must keep (the paper's alpha).
+PURITY = 0.95
+#: Rows per block of pairwise distances (memory: ``CHUNK * N`` floats at a time).
+CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Picked rows of the pool, in the order picked, and why each was picked.
+
+    Attributes:
+        index: int64 row indices into ``X``. Shape ``[B]``, distinct.
+        why: one reason per pick, e.g. ``"typical of cluster 3 of 20 (48 points, typicality 1.92)"``.
+    """
+
+    index: np.ndarray
+    why: list[str]
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (float64; zero rows stay zero). Shape ``[N, D]`` -> ``[N, D]``."""
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+def check_budget(n: int, budget: int) -> None:
+    """A one-line :class:`ConfigError` unless ``1 <= budget <= n``."""
+    if budget < 1 or budget > n:
+        raise ConfigError(f"--budget {budget}: must be between 1 and the number of unlabelled examples ({n})")
+
+
+def pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances ``D[i, j] = ||a_i - b_j||``. Shapes ``[N, D]``, ``[M, D]`` -> ``[N, M]``."""
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.sqrt(np.maximum(sq, 0.0))
+
+
+def knn_mean_distance(x: np.ndarray, k: int) -> np.ndarray:
+    """Mean distance of each row to its ``k`` nearest other rows (blocks of :data:`CHUNK` rows).
+    Shape ``[N, D]`` -> ``[N]``; ``k`` is clipped to ``N - 1`` (0 neighbours: distance 0)."""
+    n = len(x)
+    k = min(k, n - 1)
+    if k < 1:
+        return np.zeros(n)
+    out = np.empty(n)
+    for lo in range(0, n, CHUNK):
+        d = pairwise_distances(x[lo : lo + CHUNK], x)
+        d[np.arange(len(d)), np.arange(lo, lo + len(d))] = np.inf  # not its own neighbour
+        out[lo : lo + len(d)] = np.partition(d, k - 1, axis=1)[:, :k].mean(1)
+    return out
+
+
+def typicality(x: np.ndarray, k: int = TYPICALITY_K) -> np.ndarray:
+    """TypiClust's typicality, the inverse mean distance to the ``k`` nearest neighbours:
+    ``t(x) = 1 / (1/k * sum_{x_i in KNN_k(x)} ||x - x_i||)``. Shape ``[N, D]`` -> ``[N]``
+    (a lone point, or points all at distance 0, get ``inf``)."""
+    with np.errstate(divide="ignore"):
+        return 1.0 / knn_mean_distance(x, k)
+
+
+def kmeans(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """k-means (k-means++ initialisation, Lloyd iterations; scikit-learn). Shape ``[N, D]`` ->
+    (labels ``[N]``, centroids ``[k, D]``)."""
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(x)
+    return km.labels_.astype(np.int64), km.cluster_centers_
+
+
+def _cluster_order(labels: np.ndarray, k: int) -> list[int]:
+    """Clusters largest first, those under :data:`MIN_CLUSTER` points after the rest (ties: lower id)."""
+    sizes = np.bincount(labels, minlength=k)
+    return sorted(range(k), key=lambda c: (sizes[c] < MIN_CLUSTER, -sizes[c], c))
+
+
+def typiclust(x: np.ndarray, budget: int, seed: int = 0, k: int = TYPICALITY_K) -> Selection:
+    """TypiClust (Hacohen et al., ICML 2022): the most typical point of each of ``budget`` k-means
+    clusters, largest clusters first; typicality (:func:`typicality`) is computed inside the cluster.
+    Shape ``[N, D]`` -> ``budget`` picks."""
+    x = normalise(x)
+    check_budget(len(x), budget)
+    labels, _ = kmeans(x, budget, seed)
+    sizes = np.bincount(labels, minlength=budget)
+    picks: list[int] = []
+    why: list[str] = []
+    for c in _cluster_order(labels, budget):
+        members = np.flatnonzero(labels == c)
+        if len(members) == 0:
+            continue
+        t = typicality(x[members], k)
+        best = int(np.argmax(t))
+        picks.append(int(members[best]))
+        why.append(f"typical of cluster {c + 1} of {budget} ({sizes[c]} points, typicality {t[best]:.2f})")
+    _fill(x, picks, why, budget)
+    return Selection(np.array(picks, dtype=np.int64), why)
+
+
+def kmeans_closest(x: np.ndarray, budget: int, seed: int = 0) -> Selection:
+    """The point nearest the centroid of each of ``budget`` k-means clusters, largest first.
+    Shape ``[N, D]`` -> ``budget`` picks."""
+    x = normalise(x)
+    check_budget(len(x), budget)
+    labels, centres = kmeans(x, budget, seed)
+    sizes = np.bincount(labels, minlength=budget)
+    picks: list[int] = []
+    why: list[str] = []
+    for c in _cluster_order(labels, budget):
+        members = np.flatnonzero(labels == c)
+        if len(members) == 0:
+            continue
+        d = np.linalg.norm(x[members] - centres[c], axis=1)
+        picks.append(int(members[np.argmin(d)]))
+        why.append(f"nearest the centre of cluster {c + 1} of {budget} ({sizes[c]} points, distance {d.min():.2f})")
+    _fill(x, picks, why, budget)
+    return Selection(np.array(picks, dtype=np.int64), why)
+
+
+def _fill(x: np.ndarray, picks: list[int], why: list[str], budget: int) -> None:
+    """Top up ``picks`` to ``budget`` (k-means left a cluster empty: duplicate points) farthest-first."""
+    while len(picks) < budget:
+        d = pairwise_distances(x, x[picks]).min(1) if picks else np.zeros(len(x))
+        d[picks] = -1.0
+        picks.append(int(np.argmax(d)))
+        why.append(f"farthest from the picks before it (distance {d[picks[-1]]:.2f})")
+
+
+def kcenter(x: np.ndarray, budget: int, seed: int = 0) -> Selection:
+    """k-center greedy (Sener and Savarese, ICLR 2018): start at the point nearest the mean, then each
+    pick is ``argmax_i min_{j picked} ||x_i - x_j||``. Shape ``[N, D]`` -> ``budget`` picks
+    (``seed`` is unused: the traversal is deterministic)."""
+    del seed
+    x = normalise(x)
+    check_budget(len(x), budget)
+    first = int(np.argmin(np.linalg.norm(x - x.mean(0), axis=1)))
+    picks, why = [first], ["nearest the centre of all the data"]
+    _fill(x, picks, why, budget)
+    return Selection(np.array(picks, dtype=np.int64), why)
+
+
+def ball_graph(x: np.ndarray, delta: float) -> list[np.ndarray]:
+    """For each row, the rows within distance ``< delta`` (itself included), in blocks of
+    :data:`CHUNK` rows. Shape ``[N, D]`` -> N index arrays."""
+    out: list[np.ndarray] = []
+    for lo in range(0, len(x), CHUNK):
+        d = pairwise_distances(x[lo : lo + CHUNK], x)
+        out += [np.flatnonzero(row < delta) for row in d]
+    return out
+
+
+def purity(x: np.ndarray, labels: np.ndarray, delta: float) -> float:
+    """Share of points whose ``delta``-ball holds only points of their own cluster (ProbCover's purity
+    ``pi(delta) = P(B_delta(x) is pure)``). Shapes ``[N, D]``, ``[N]`` -> a float in [0, 1]."""
+    pure = 0
+    for lo in range(0, len(x), CHUNK):
+        d = pairwise_distances(x[lo : lo + CHUNK], x)
+        other = labels[None, :] != labels[lo : lo + len(d), None]
+        pure += int((~(other & (d < delta)).any(1)).sum())
+    return pure / len(x)
+
+
+def choose_delta(x: np.ndarray, n_clusters: int, seed: int = 0, alpha: float = PURITY) -> float:
+    """ProbCover's radius: the largest ``delta`` on a grid of 0.05..1.0 (unit vectors) with
+    ``purity >= alpha`` for the ``n_clusters`` k-means clusters of ``x`` (the smallest grid value
+    when none reaches it). Shape ``[N, D]`` -> a float."""
+    x = normalise(x)
+    labels, _ = kmeans(x, max(2, min(n_clusters, len(x))), seed)
+    best = 0.05
+    for delta in np.arange(0.05, 1.0001, 0.05):
+        if purity(x, labels, float(delta)) < alpha:
+            break
+        best = float(delta)
+    return best
+
+
+def probcover(x: np.ndarray, budget: int, seed: int = 0, delta: float | None = None) -> Selection:
+    """ProbCover (Yehuda et al., NeurIPS 2022): greedy max coverage of ``delta``-balls. Each pick is
+    ``argmax_i |B_delta(x_i) \\ covered|``; ``delta`` defaults to :func:`choose_delta` with ``budget``
+    clusters. Once every point is covered, the rest are picked farthest-first. Shape ``[N, D]`` ->
+    ``budget`` picks."""
+    x = normalise(x)
+    check_budget(len(x), budget)
+    delta = choose_delta(x, budget, seed) if delta is None else delta
+    balls = ball_graph(x, delta)
+    covered = np.zeros(len(x), dtype=bool)
+    picks: list[int] = []
+    why: list[str] = []
+    while len(picks) < budget and not covered.all():
+        gain = np.array([int((~covered[b]).sum()) for b in balls])
+        gain[picks] = -1
+        best = int(np.argmax(gain))
+        picks.append(best)
+        covered[balls[best]] = True
+        why.append(f"covers {gain[best]} new points within distance {delta:.2f} "
+                   f"({100 * covered.mean():.0f}% covered)")
+    _fill(x, picks, why, budget)
+    return Selection(np.array(picks, dtype=np.int64), why)
+
+
+def random_draw(x: np.ndarray, budget: int, seed: int = 0) -> Selection:
+    """A uniform random draw of ``budget`` rows without replacement (the baseline). Shape ``[N, D]``."""
+    check_budget(len(x), budget)
+    idx = np.random.default_rng(seed).choice(len(x), size=budget, replace=False).astype(np.int64)
+    return Selection(idx, ["random draw"] * budget)
+
+
+#: Selection methods by name: ``fn(X, budget, seed) -> Selection``.
+METHODS: dict[str, Callable[[np.ndarray, int, int], Selection]] = {
+    "typiclust": typiclust,
+    "probcover": probcover,
+    "kmeans_closest": kmeans_closest,
+    "kcenter": kcenter,
+    "random": random_draw,
+}
+#: The method ``suggest-labels`` uses unless told otherwise (chosen by benchmarks/suggest.py).
+DEFAULT_METHOD = "typiclust"
+
+
+def select(x: np.ndarray, budget: int, method: str = DEFAULT_METHOD, seed: int = 0) -> Selection:
+    """The ``budget`` rows of ``x`` to label first by ``method`` (a name in :data:`METHODS`).
+
+    Raises:
+        ConfigError: an unknown method, a budget outside ``1..N``, or features that are not ``[N, D]``
+            finite numbers.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"--method {method}: unknown; choose one of {', '.join(METHODS)}")
+    x = np.asarray(x)
+    if x.ndim != 2 or not np.isfinite(x).all():
+        raise ConfigError(f"features must be a finite [N, D] array, got shape {x.shape}")
+    return METHODS[method](x, budget, seed)
+
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "METHODS",
+    "Selection",
+    "ball_graph",
+    "check_budget",
+    "choose_delta",
+    "kcenter",
+    "kmeans",
+    "kmeans_closest",
+    "normalise",
+    "pairwise_distances",
+    "probcover",
+    "purity",
+    "random_draw",
+    "select",
+    "typicality",
+    "typiclust",
+]
