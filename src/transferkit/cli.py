@@ -12,6 +12,7 @@ from dataclasses import fields
 from typing import Any, NoReturn
 
 from transferkit.errors import TransferkitError
+from transferkit.spec import add_spec_args
 
 LISTINGS = ("datasets", "strategies", "models", "scores")
 
@@ -22,6 +23,7 @@ PLUGINS = (
     "transferkit.report.cli",
     "transferkit.federated.cli",
     "transferkit.zeroshot_cli",
+    "transferkit.suggest_cli",
 )
 
 
@@ -116,67 +118,37 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"transferkit: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="transferkit", description="Transfer learning, fast and measured.")
-    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    p.add_argument("--config", metavar="FILE",
-                   help="a .toml/.json file of the sub-command's flags (typed flags override it; paths in it "
-                        "are relative to its folder and may not leave it)")
-    sub = p.add_subparsers(dest="command", required=True)
+def _add_out_args(p: argparse.ArgumentParser) -> None:
+    """``--out`` and ``--overwrite`` of a command that writes a run (never taken from a run's config.json)."""
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument("--overwrite", action="store_true", help="replace a complete run in --out")
+
+
+def _add_run_parsers(sub: Any, replay: bool) -> None:
+    """``pretrain`` and ``transfer``: one flag per field of their spec (spec.py), ``--out``, the training group.
+    ``replay``: the spec's required fields may come from a run's config.json (``--config``)."""
+    from transferkit.spec import PretrainSpec, TransferSpec
 
     pre = sub.add_parser("pretrain", help="train a source model from scratch on source data")
-    pre.add_argument("--data", required=True, help="built-in dataset name or a path (image folder, .npz, .csv, IDX)")
-    pre.add_argument("--model", default="small_cnn", help="registered backbone (see `transferkit models`)")
-    pre.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help="backbone option, repeatable")
-    pre.add_argument("--out", required=True, help="run directory to create")
-    pre.add_argument("--seed", type=int, default=0)
-    pre.add_argument("--overwrite", action="store_true", help="replace a complete run in --out")
-    _add_column_args(pre)
-    add_read_args(pre)
+    add_spec_args(pre, PretrainSpec, required=not replay)
+    _add_out_args(pre)
     add_train_args(pre)
-
     tr = sub.add_parser("transfer", help="initialise from a source run and adapt to target data")
-    tr.add_argument("--source", required=True, help="source run directory or a pretrained backbone name")
-    tr.add_argument("--data", required=True, help="target dataset name or path")
-    tr.add_argument("--strategy", default="lp_ft", help="see `transferkit strategies`")
-    tr.add_argument("--option", action="append", metavar="KEY=VALUE", help="strategy option, repeatable")
+    add_spec_args(tr, TransferSpec, required=not replay)
     tr.add_argument("--budget", default=None, help="with --strategy auto: seconds for its search, e.g. 120 or 120s")
-    tr.add_argument("--shots", type=int, default=None, help="labelled examples per class (default: all)")
-    tr.add_argument("--model-opt", action="append", metavar="KEY=VALUE",
-                    help="option of a pretrained backbone named by --source (e.g. resolution=96), repeatable")
-    tr.add_argument("--unlabelled", default=None, metavar="rest|DATA[+DATA]",
-                    help="unlabelled target inputs for strategies that learn from them (self_train; auto's search): "
-                         "'rest' (the examples --shots left unlabelled) or a data set (its labels are ignored); "
-                         "'+' pools several, e.g. rest+vader-tweets (self_train pseudo-labels each in the same share)")
-    tr.add_argument("--head", default="auto", choices=("auto", "new", "keep"), help="keep the source head when classes match")
-    tr.add_argument("--source-data", default=None, help="source data: measure source accuracy before/after (forgetting)")
-    tr.add_argument("--compare-scratch", action="store_true", help="also train scratch on the same budget; report the gain")
-    tr.add_argument("--out", required=True, help="run directory to create")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--overwrite", action="store_true", help="replace a complete run in --out")
-    _add_column_args(tr)
-    add_read_args(tr)
+    _add_out_args(tr)
     add_train_args(tr)
 
+
+def _add_tool_parsers(sub: Any) -> None:
+    """``evaluate``, ``predict``, ``export`` and ``rank``: commands that read runs."""
     ev = sub.add_parser("evaluate", help="score a run on labelled data (and on the source task)")
     ev.add_argument("run")
     ev.add_argument("--data", required=True)
     ev.add_argument("--source-data", default=None)
     _add_column_args(ev)
     add_read_args(ev)
-
-    pr = sub.add_parser("predict", help="predict classes for new inputs (images, text, audio) with a run's model")
-    pr.add_argument("run")
-    pr.add_argument("inputs", help="image model: an image, a folder of images or an .npz with 'x'; text model: a .txt "
-                    "(one input per line), .csv with a 'text' column or .jsonl; tabular model: a .csv / .jsonl table with the "
-                    "training columns (a label column is ignored); audio model: a .wav or a folder of .wav")
-    pr.add_argument("--out", default=None, help="write predictions as CSV here")
-    _add_column_args(pr)
-    add_read_args(pr)
-    pr.add_argument("--overwrite", action="store_true", help="replace an existing --out file not written by predict")
-    pr.add_argument("--top-k", type=int, default=1, metavar="K",
-                    help="the K most probable classes per input: columns class, probability, class_2, probability_2, ...")
-
+    add_predict_parser(sub)
     ex = sub.add_parser("export", help="export a finished run's model to ONNX, checked with onnxruntime against PyTorch")
     ex.add_argument("run")
     ex.add_argument("--out", required=True, help="the .onnx file to write (beside it: FILE.json with the inputs it "
@@ -185,7 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--check-data", default=None, metavar="DATA",
                     help="data whose inputs check the export (default: the data the run trained on)")
     ex.add_argument("--tolerance", type=float, default=1e-3, help="largest |onnxruntime - PyTorch| logit allowed")
-
     rk = sub.add_parser("rank", help="rank candidate source models for target data by transferability scores")
     rk.add_argument("--data", required=True, help="target dataset name or path")
     rk.add_argument("--candidates", nargs="+", required=True, help="source run directories or pretrained backbone names")
@@ -198,10 +169,37 @@ def build_parser() -> argparse.ArgumentParser:
     add_read_args(rk)
     rk.add_argument("--overwrite", action="store_true", help="replace an existing --json file not written by rank")
 
+
+def add_predict_parser(sub: Any) -> None:
+    pr = sub.add_parser("predict", help="predict classes for new inputs (images, text, audio) with a run's model")
+    pr.add_argument("run")
+    pr.add_argument("inputs", help="image model: an image, a folder of images or an .npz with 'x'; text model: a .txt "
+                    "(one input per line), .csv with a 'text' column or .jsonl; tabular model: a .csv / .jsonl table with "
+                    "the training columns (a label column is ignored); audio model: a .wav or a folder of .wav")
+    pr.add_argument("--out", default=None, help="write predictions as CSV here")
+    _add_column_args(pr)
+    add_read_args(pr)
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing --out file not written by predict")
+    pr.add_argument("--top-k", type=int, default=1, metavar="K",
+                    help="the K most probable classes per input: columns class, probability, class_2, probability_2, ...")
+
+
+def build_parser(replay: bool = False) -> argparse.ArgumentParser:
+    """The ``transferkit`` parser. ``replay``: ``--config`` names a run's config.json (configfile.RunConfig),
+    which supplies the spec's required flags."""
+    p = OneLineParser(prog="transferkit", description="Transfer learning, fast and measured.")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    p.add_argument("--config", metavar="FILE",
+                   help="a .toml/.json file of the sub-command's flags (typed flags override it; paths in it are "
+                        "relative to its folder and may not leave it), or a run's config.json (pretrain, transfer: "
+                        "reproduces that run into --out; its relative paths are relative to the folder the run "
+                        "started in; --out and --overwrite never come from it)")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_run_parsers(sub, replay)
+    _add_tool_parsers(sub)
     for name in LISTINGS:
         ls = sub.add_parser(name, help=f"list the registered {name}")
         ls.add_argument("pattern", nargs="?", default="*", help="glob filter")
-
     demo = sub.add_parser("demo", help="pretrain on mnist5k, transfer to digits8 with every strategy, print a table")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--shots", default="1,5,10", help="comma-separated shots per class")
@@ -228,60 +226,72 @@ def _listing(kind: str, pattern: str) -> None:
         print(f"{e.name.ljust(width)}  {e.summary}")
 
 
-def run(args: argparse.Namespace) -> int:
+def _pct(v: float) -> str:
+    return f"{100 * v:.2f}%"
+
+
+def result_lines(metrics: dict[str, Any], run_dir: Any, notes: Sequence[str] = (), strategy: Any = None) -> list[str]:
+    """The standard lines a run command prints: its notes, the lines its strategy contributes
+    (``strategy.summary_lines(strategy_info)``, when it has the hook) and the result line (the held-out
+    accuracy, source accuracy before -> after, gain over scratch, the run directory)."""
+    lines = [f"note: {n}" for n in notes]
+    hook = getattr(strategy, "summary_lines", None)
+    if hook is not None:
+        lines += hook(metrics.get("strategy_info") or {})
+    if "target" not in metrics:  # pretrain: the source model's own test split
+        return [*lines, f"source accuracy {_pct(metrics['source']['accuracy'])} on {metrics.get('data')} (test "
+                        f"split); run: {run_dir}"]
+    t = metrics["target"]
+    line = f"target accuracy {_pct(t['accuracy'])} (macro-F1 {_pct(t['macro_f1'])})"
+    if "forgetting" in metrics:
+        line += f"; source {_pct(metrics['source_before']['accuracy'])} -> {_pct(metrics['source_after']['accuracy'])}"
+    if "gain_vs_scratch" in metrics:
+        line += f"; gain vs scratch {100 * metrics['gain_vs_scratch']:+.2f} pt"
+    return [*lines, f"{line}; run: {run_dir}"]
+
+
+def _run_spec(cls: type, args: argparse.Namespace, **extra: Any) -> Any:
+    """The spec of ``pretrain`` / ``transfer`` from its flags over the replayed run's spec (``--config`` of a
+    run's config.json), the training group's flags over the run's given settings."""
+    from transferkit.spec import spec_from_args
+
+    base = getattr(args, "replay", None)
+    values = base.spec_values(cls) if base is not None else {}
+    train = {**values.get("train", {}), **train_overrides(args)}
+    return spec_from_args(cls, args, base=values, train=train, **extra)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """``pretrain`` and ``transfer``: the spec from the flags, the run, the standard lines."""
+    import transferkit as tk
+    from transferkit.spec import PretrainSpec, TransferSpec
+
+    if args.command == "pretrain":
+        pspec = _run_spec(PretrainSpec, args)
+        res = tk.pretrain(pspec, out=args.out, overwrite=args.overwrite)
+        print("\n".join(result_lines({**res.metrics, "data": pspec.data}, res.run_dir, res.notes)))
+        return 0
+    spec = _run_spec(TransferSpec, args)
+    if args.budget is not None:
+        if spec.strategy != "auto":
+            raise TransferkitError(f"--budget applies to --strategy auto, not '{spec.strategy}'")
+        spec.options = {**spec.options, "budget": args.budget.rstrip("s")}
+    from transferkit.strategies import make_strategy
+
+    strategy = make_strategy(spec.strategy, spec.options)
+    res = tk.transfer(spec, strategy=strategy, out=args.out, overwrite=args.overwrite)
+    print("\n".join(result_lines(res.metrics, res.run_dir, res.notes, strategy)))
+    return 0
+
+
+def _tool_command(args: argparse.Namespace) -> int:
+    """``evaluate``, ``predict``, ``export``, ``rank`` and ``demo``."""
     import transferkit as tk
 
-    for plugin in _plugins():
-        if (code := plugin.run(args)) is not None:
-            return code
-    if args.command in LISTINGS:
-        _listing(args.command, args.pattern)
-        return 0
-    if args.command == "pretrain":
-        res = tk.pretrain(args.data, args.model, args.out, seed=args.seed, model_kwargs=kv_flags(args.model_opt, "--model-opt"),
-                          overwrite=args.overwrite, skip_bad_files=args.skip_bad_files, **_columns(args),
-                          **train_overrides(args))
-        print(f"source accuracy {100 * res.metrics['source']['accuracy']:.2f}% on {args.data} (test split); run: {res.run_dir}")
-        return 0
-    if args.command == "transfer":
-        options = kv_flags(args.option, "--option")
-        if args.budget is not None:
-            if args.strategy != "auto":
-                raise TransferkitError(f"--budget applies to --strategy auto, not '{args.strategy}'")
-            options["budget"] = args.budget.rstrip("s")
-        res = tk.transfer(args.source, args.data, strategy=args.strategy, shots=args.shots, seed=args.seed,
-                          out=args.out, options=options, head=args.head,
-                          source_data=args.source_data, compare_scratch=args.compare_scratch,
-                          overwrite=args.overwrite, model_kwargs=kv_flags(args.model_opt, "--model-opt"),
-                          unlabelled=args.unlabelled, skip_bad_files=args.skip_bad_files, **_columns(args),
-                          **train_overrides(args))
-        for note in res.notes:
-            print(f"note: {note}")
-        auto = res.metrics.get("strategy_info", {}).get("auto")
-        if auto:
-            sig = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in auto["signals"].items())
-            print(f"auto: chose {auto['choice']} ({auto['reason']}); signals: {sig}")
-        st = res.metrics.get("strategy_info", {}).get("self_train")
-        if st:
-            mix = f", zero-shot weight {1 - st['alpha']:.1f}" if "alpha" in st else ""
-            print(f"self_train: teacher {st['teacher']}{mix} (validation accuracy "
-                  f"{100 * st.get('teacher_val_acc', st['probe_val_acc']):.1f}%) pseudo-labelled {st['n_pseudo']} of "
-                  f"{st['n_unlabelled']} unlabelled examples (per class {st['pseudo_per_class']}"
-                  + (f", per source {st['pseudo_per_source']}" if "pseudo_per_source" in st else "") + "); "
-                  f"{st['base']} trained on them and the {st['n_labelled']} labelled")
-        m = res.metrics
-        line = f"target accuracy {100 * m['target']['accuracy']:.2f}% (macro-F1 {100 * m['target']['macro_f1']:.2f}%)"
-        if "forgetting" in m:
-            line += f"; source {100 * m['source_before']['accuracy']:.2f}% -> {100 * m['source_after']['accuracy']:.2f}%"
-        if "gain_vs_scratch" in m:
-            line += f"; gain vs scratch {100 * m['gain_vs_scratch']:+.2f} pt"
-        print(f"{line}; run: {res.run_dir}")
-        return 0
     if args.command == "evaluate":
         out = tk.evaluate(args.run, args.data, args.source_data, skip_bad_files=args.skip_bad_files, **_columns(args))
         print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "confusion"} for k, v in out.items()}, indent=2))
-        return 0
-    if args.command == "predict":
+    elif args.command == "predict":
         from transferkit.io import check_output_file
         from transferkit.prediction import predict_to_csv
 
@@ -289,36 +299,49 @@ def run(args: argparse.Namespace) -> int:
             check_output_file(args.out, args.overwrite, lambda head: head.startswith(b"input,class"), "transferkit predict")
         print(predict_to_csv(args.run, args.inputs, args.out, args.top_k, skip_bad_files=args.skip_bad_files,
                              **_columns(args)), end="")
-        return 0
-    if args.command == "export":
+    elif args.command == "export":
         from transferkit.export import export_onnx, result_line
 
         print(result_line(export_onnx(args.run, args.out, overwrite=args.overwrite, tolerance=args.tolerance,
                                       check_data=args.check_data)))
-        return 0
-    if args.command == "rank":
-        from transferkit.io import check_output_file, write_json
-        from transferkit.transferability.rank import DEFAULT_SCORES
-
-        if args.json:
-            check_output_file(args.json, args.overwrite, lambda head: b'"higher_is_better"' in head, "transferkit rank",
-                              "--json")
-        scores = tuple(args.scores.split(",")) if args.scores else DEFAULT_SCORES
-        result = tk.rank(args.candidates, args.data, shots=args.shots, seed=args.seed, scores=scores,
-                         max_samples=args.max_samples, skip_bad_files=args.skip_bad_files, **_columns(args))
-        print(result.to_table().rstrip("\n"))
-        if args.json:
-            from pathlib import Path
-
-            write_json(Path(args.json), result.to_json())
-        return 0
-    if args.command == "demo":
+    elif args.command == "rank":
+        _rank(args)
+    else:
         from transferkit.demo import run_demo
 
         run_demo(args.out, shots=[int(s) for s in args.shots.split(",")], pattern=args.strategies,
                  seeds=[int(s) for s in args.seeds.split(",")], overwrite=args.overwrite)
+    return 0
+
+
+def _rank(args: argparse.Namespace) -> None:
+    import transferkit as tk
+    from transferkit.io import check_output_file, write_json
+    from transferkit.transferability.rank import DEFAULT_SCORES
+
+    if args.json:
+        check_output_file(args.json, args.overwrite, lambda head: b'"higher_is_better"' in head, "transferkit rank",
+                          "--json")
+    scores = tuple(args.scores.split(",")) if args.scores else DEFAULT_SCORES
+    result = tk.rank(args.candidates, args.data, shots=args.shots, seed=args.seed, scores=scores,
+                     max_samples=args.max_samples, skip_bad_files=args.skip_bad_files, **_columns(args))
+    print(result.to_table().rstrip("\n"))
+    if args.json:
+        from pathlib import Path
+
+        write_json(Path(args.json), result.to_json())
+
+
+def run(args: argparse.Namespace) -> int:
+    for plugin in _plugins():
+        if (code := plugin.run(args)) is not None:
+            return code
+    if args.command in LISTINGS:
+        _listing(args.command, args.pattern)
         return 0
-    raise AssertionError(args.command)
+    if args.command in ("pretrain", "transfer"):
+        return _run_command(args)
+    return _tool_command(args)
 
 
 class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
@@ -358,16 +381,18 @@ def check_device(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        from transferkit.configfile import expand_config
+        from transferkit.configfile import expand_config, split_run_config
 
+        argv, replay = split_run_config(argv)  # --config of a run's config.json: that run's spec
+        parser = build_parser(replay=replay is not None)
         argv = expand_config(parser, argv)
     except TransferkitError as e:
         print(f"transferkit: error: {e}", file=sys.stderr)
         return e.exit_code
     args = parser.parse_args(argv)
+    args.replay = replay
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: join the group; rank 0 alone prints
         from transferkit.engine import distributed
 
