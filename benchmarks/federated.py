@@ -1,7 +1,8 @@
 """Federated transfer benchmark: share head vs all vs centralised vs local-only, accuracy and bytes.
 
-Source: ``small_cnn`` pre-trained on mnist5k (a complete run under ``runs/fed-bench/source`` is
-reused). Setups, each run with Flower's simulation engine (one CPU per client):
+Source: ``small_cnn`` pre-trained on mnist5k (a complete run under ``runs/federated/source`` is
+reused; finished setups are kept in ``runs/federated/results.json``, so an interrupted run resumes).
+Setups, each run with Flower's simulation engine (one CPU per client):
 
 * ``domains`` -- one domain per client: mnist5k, digits8, fontdigits;
 * ``dirichlet`` -- digits8 cut over 4 clients with Dirichlet(0.3) label skew.
@@ -16,16 +17,17 @@ the union of the clients' held-out parts ("pooled test set"); bytes are the seri
 Checks (issue 5): federated ``share=head`` reaches >= 95% of the centralised accuracy on the
 one-domain-per-client setup, sending <= 5% of the bytes ``share=all`` sends.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/federated.py           # ~15 min on 2 cores
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/federated.py --quick   # ~3 min: domains, 3 rounds
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/federated.py                # ~15 min on 2 cores
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/federated.py --quick        # ~3 min: domains, 3 rounds
+    .venv/bin/python benchmarks/federated.py --render-only  # rewrite the section from docs/federated.json
 
 Writes ``docs/federated.json`` and the generated section of ``docs/FEDERATED.md`` (between the
-``<!-- generated -->`` markers; the hand-written deployment guide around it is kept).
+``<!-- generated -->`` markers; the hand-written deployment guide around it is kept); ``--quick`` writes
+both under ``runs/federated-quick/``.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import logging
@@ -35,12 +37,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import torch
+from harness import Bench, Context, Store, log
 
 import transferkit
 from transferkit.federated.api import federate
@@ -64,13 +63,13 @@ def run(name: str, src: Path, out: Path, rounds: int, **kw: Any) -> dict[str, An
                  train=json.dumps({"precision": "fp32"}), **kw)
     m.pop("payloads", None)
     m["wall_seconds"] = time.perf_counter() - t0
-    print(f"{name}: pooled {m['pooled_accuracy']:.4f} bytes {m['bytes_total']:,} "
-          f"central {m['baselines']['centralised']['pooled_accuracy']:.4f} "
-          f"local {m['baselines']['local_only']['pooled_accuracy']:.4f} ({m['wall_seconds']:.0f}s)", file=sys.stderr)
-    return {"name": name, "options": {k: v for k, v in kw.items()}, "rounds": rounds, **m}
+    log(f"{name}: pooled {m['pooled_accuracy']:.4f} bytes {m['bytes_total']:,} "
+        f"central {m['baselines']['centralised']['pooled_accuracy']:.4f} "
+        f"local {m['baselines']['local_only']['pooled_accuracy']:.4f} ({m['wall_seconds']:.0f}s)")
+    return {"name": name, "options": dict(kw), "rounds": rounds, **m}
 
 
-def checks(results: dict[str, Any]) -> list[dict[str, Any]]:
+def check_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     head, full = results.get("domains/head"), results.get("domains/all")
     out = []
     if head:
@@ -122,7 +121,7 @@ def render(db: dict[str, Any]) -> str:
     lines += ["", "### Checks", "", "| check | value | target | result |", "|---|---|---|---|"]
     for c in db["checks"]:
         lines.append(f"| {c['name']} | {c['value']} | {c['target']} | {'PASS' if c['passed'] else 'FAIL'} |")
-    return "\n".join(lines + ["", END]) + "\n"
+    return "\n".join([*lines, "", END]) + "\n"
 
 
 def write_doc(path: Path, section: str) -> None:
@@ -133,46 +132,49 @@ def write_doc(path: Path, section: str) -> None:
         text = head + section.rstrip("\n") + tail
     else:
         text = text.rstrip("\n") + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="domains setup only, 3 rounds, short source training")
-    ap.add_argument("--out", default=str(ROOT / "runs" / "fed-bench"))
-    ap.add_argument("--docs", default=str(ROOT / "docs"))
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    logging.getLogger("flwr").setLevel(logging.WARNING)
-    t0 = time.perf_counter()
-    out = Path(args.out)
-    src = source(out, epochs=2 if args.quick else 5)
-    src_acc = json.loads((src / "metrics.json").read_text())["source"]["accuracy"]
-    rounds = 3 if args.quick else 10
-    results: dict[str, Any] = {}
-    domains = {"clients_from": "mnist5k,digits8,fontdigits"}
-    results["domains/head"] = run("domains-head", src, out, rounds, share="head", **domains)
-    results["domains/all"] = run("domains-all", src, out, rounds, share="all", **domains)
-    if not args.quick:
-        results["domains/all-fedprox"] = run("domains-all-fedprox", src, out, rounds, share="all", aggregator="fedprox",
-                                             mu=0.01, **domains)
-        skew = {"data": "digits8", "clients": 4, "partition": "dirichlet:0.3"}
-        results["dirichlet/head"] = run("dirichlet-head", src, out, rounds, share="head", **skew)
-        results["dirichlet/all"] = run("dirichlet-all", src, out, rounds, share="all", **skew)
-    import flwr
-    from bench_common import machine_info
+SETUPS: dict[str, tuple[str, dict[str, Any]]] = {  # key -> (run folder, federate options); quick: the first two
+    "domains/head": ("domains-head", {"share": "head", "clients_from": "mnist5k,digits8,fontdigits"}),
+    "domains/all": ("domains-all", {"share": "all", "clients_from": "mnist5k,digits8,fontdigits"}),
+    "domains/all-fedprox": ("domains-all-fedprox", {"share": "all", "aggregator": "fedprox", "mu": 0.01,
+                                                    "clients_from": "mnist5k,digits8,fontdigits"}),
+    "dirichlet/head": ("dirichlet-head", {"share": "head", "data": "digits8", "clients": 4,
+                                          "partition": "dirichlet:0.3"}),
+    "dirichlet/all": ("dirichlet-all", {"share": "all", "data": "digits8", "clients": 4, "partition": "dirichlet:0.3"}),
+}
 
-    db = {"command": "OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/federated.py" + (" --quick" if args.quick else ""),
-          "date": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine_info(), "flwr": flwr.__version__,
-          "source_accuracy": src_acc, "results": results, "checks": checks(results),
-          "wall_seconds": time.perf_counter() - t0}
-    docs = Path(args.docs)
-    suffix = "-quick" if args.quick else ""
-    (docs / f"federated{suffix}.json").write_text(json.dumps(db, indent=1, default=str))
-    write_doc(docs / ("FEDERATED.md" if not args.quick else "FEDERATED-quick.md"), render(db))
-    for c in db["checks"]:
-        print(f"{'PASS' if c['passed'] else 'FAIL'}  {c['name']}: {c['value']} (target {c['target']})")
+
+def measure(ctx: Context) -> dict[str, Any]:
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    src = source(ctx.work, epochs=2 if ctx.quick else 5)
+    rounds = 3 if ctx.quick else 10
+    store = Store(ctx.work / "results.json")
+    keys = list(SETUPS)[:2] if ctx.quick else list(SETUPS)
+    for key in keys:
+        def one(key: str = key) -> dict[str, Any]:
+            name, kw = SETUPS[key]
+            return run(name, src, ctx.work, rounds, **kw)
+
+        store.cell(key, one)
+    results = {key: store[key] for key in keys}
+    import flwr
+
+    return {"date": dt.datetime.now().isoformat(timespec="seconds"), "flwr": flwr.__version__,
+            "source_accuracy": json.loads((src / "metrics.json").read_text())["source"]["accuracy"],
+            "results": results, "checks": check_rows(results), "wall_seconds": time.perf_counter() - ctx.started}
+
+
+def checks(doc: dict[str, Any]) -> list[str]:
+    return [f"{c['name']}: {c['value']} (target {c['target']})" for c in doc["checks"] if not c["passed"]]
+
+
+BENCH = Bench("federated", __doc__ or "", measure, render, checks, write_page=write_doc,
+              quick="domains setup only, 3 rounds, short source training")
+main = BENCH.main
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

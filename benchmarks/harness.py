@@ -93,12 +93,20 @@ def write_text(path: Path, text: str) -> None:
     tio.atomic_write_bytes(path, text.encode())
 
 
+def _plain(o: Any) -> Any:
+    """JSON for what json cannot write: numbers (numpy scalars) as floats, anything else (paths) as text."""
+    try:
+        return float(o)
+    except (TypeError, ValueError):
+        return str(o)
+
+
 class Store:
     """Finished cells by key in one JSON file. A rerun skips stored cells (resume); every write merges what
     parallel processes sharing the file stored meanwhile (never clobbering theirs) and replaces it atomically."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, timing: str = "wall_seconds") -> None:
+        self.path, self.timing = path, timing  #: the key of a cell's seconds
         self.done: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
 
     def __contains__(self, key: str) -> bool:
@@ -115,13 +123,13 @@ class Store:
 
     def cell(self, key: str, run: Callable[[], dict[str, Any]], show: Callable[[dict[str, Any]], str] | None = None
              ) -> dict[str, Any]:
-        """The stored result of ``key``, or ``run()``'s (with its ``wall_seconds``), stored at once."""
+        """The stored result of ``key``, or ``run()``'s (with its seconds, see ``timing``), stored at once."""
         if key not in self.done:
             t0 = time.perf_counter()
             result = run()
-            result.setdefault("wall_seconds", time.perf_counter() - t0)
+            result.setdefault(self.timing, time.perf_counter() - t0)
             self.put(key, result)
-            log(f"  {key}: " + (show(result) if show else f"{result['wall_seconds']:.0f} s"))
+            log(f"  {key}: " + (show(result) if show else f"{result[self.timing]:.0f} s"))
         return self.done[key]
 
 
@@ -154,6 +162,7 @@ class Bench:
     checks: Callable[[Doc], list[str]] = lambda doc: []
     options: Callable[[argparse.ArgumentParser], None] = lambda p: None
     page: str = ""  #: the Markdown file (default ``<NAME>.md``)
+    write_page: Callable[[Path, str], None] = write_text  #: e.g. splice the text into a hand-written page
     seeds: str = "0,1,2"  #: default ``--seeds`` (``--quick``: the first)
     quick: str = ""  #: ``--quick``'s help; empty: no quick mode
     indent: int = 1  #: of the JSON
@@ -184,14 +193,14 @@ class Bench:
         return Context(args, seeds, work, out, command_line(self.name, argv), {})
 
     def write(self, out: Path, doc: Doc) -> None:
-        tio.atomic_write_bytes(out / f"{self.name}.json", (json.dumps(doc, indent=self.indent, default=float)
-                                                            + "\n").encode())
-        write_text(out / self.md, self.render(doc))
+        text = json.dumps(doc, indent=self.indent, default=_plain) + "\n"
+        tio.atomic_write_bytes(out / f"{self.name}.json", text.encode())
+        self.write_page(out / self.md, self.render(doc))
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         ctx = self.context(argv)
         if ctx.args.render_only:
-            write_text(ctx.out / self.md, self.render(json.loads((ctx.out / f"{self.name}.json").read_text())))
+            self.write_page(ctx.out / self.md, self.render(json.loads((ctx.out / f"{self.name}.json").read_text())))
             log(f"re-rendered {ctx.out / self.md} from {self.name}.json")
             return 0
         import torch

@@ -88,6 +88,40 @@ def test_the_published_page_is_what_its_json_renders(script: str, page: str) -> 
     assert bench.md == page and bench.render(doc) == (ROOT / "docs" / page).read_text()
 
 
+def test_the_published_federated_section_is_what_its_json_renders(tmp_path: Path) -> None:
+    federated = pytest.importorskip("federated")
+    page = (ROOT / "docs" / "FEDERATED.md").read_text()
+    (tmp_path / "FEDERATED.md").write_text(page)
+    federated.write_doc(tmp_path / "FEDERATED.md",
+                        federated.render(json.loads((ROOT / "docs" / "federated.json").read_text())))
+    assert (tmp_path / "FEDERATED.md").read_text() == page  # the hand-written guide around it kept too
+
+
+def test_federated_resumes_its_setups_and_splices_its_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    federated = pytest.importorskip("federated")
+    pytest.importorskip("flwr")
+    (tmp_path / "source").mkdir()
+    (tmp_path / "source" / "metrics.json").write_text(json.dumps({"source": {"accuracy": 0.98}}))
+    monkeypatch.setattr(federated, "source", lambda work, epochs: work / "source")
+    ran: list[str] = []
+
+    def run(name: str, src: Path, out: Path, rounds: int, **kw: Any) -> dict[str, Any]:
+        ran.append(name)
+        acc = 0.9 if kw["share"] == "head" else 0.95
+        return {"name": name, "options": kw, "rounds": rounds, "pooled_accuracy": acc, "clients": {"0": acc},
+                "bytes_down": 10 if kw["share"] == "head" else 1000, "bytes_up": 10, "wall_seconds": 1.0,
+                "bytes_total": 20 if kw["share"] == "head" else 1010, "history": [],
+                "baselines": {"centralised": {"pooled_accuracy": 0.92, "strategy": "x"},
+                              "local_only": {"pooled_accuracy": 0.8}}}
+
+    monkeypatch.setattr(federated, "run", run)
+    (tmp_path / "FEDERATED.md").write_text("# Guide\n\nkept\n")
+    argv = ["--quick", "--work", str(tmp_path), "--out", str(tmp_path)]
+    assert federated.main(argv) == 0 and federated.main(argv) == 0 and ran == ["domains-head", "domains-all"]
+    page = (tmp_path / "FEDERATED.md").read_text()
+    assert page.startswith("# Guide\n\nkept\n") and page.count(federated.BEGIN) == 1 and "| PASS |" in page
+
+
 def test_audio_measures_and_renders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     audio = pytest.importorskip("audio")
     src = tmp_path / "source"
