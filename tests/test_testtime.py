@@ -1,0 +1,147 @@
+"""Test-time adaptation (bn / tent / eata) and the corruption functions, on real MNIST digits."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from transferkit.data import ArrayDataset, split
+from transferkit.data.corruptions import CORRUPTIONS, corrupt, corruption_stream
+from transferkit.engine.precision import Placement, predict_logits
+from transferkit.errors import ConfigError
+from transferkit.models import TransferModel
+from transferkit.models.base import ModelSpec
+from transferkit.testtime import (
+    CollapseOptions,
+    EataOptions,
+    TentOptions,
+    adapt_stream,
+    affine_parameters,
+    make_adapter,
+)
+
+CPU = Placement(torch.device("cpu"), False, False)
+
+
+@pytest.fixture(scope="module")
+def test_split(mnist_ds: ArrayDataset) -> ArrayDataset:
+    """mnist5k's test split (the source run's), shuffled: a stream of mixed classes."""
+    te = split(mnist_ds, seed=0).test
+    return te.subset(np.random.default_rng(0).permutation(len(te)))
+
+
+@pytest.fixture(scope="module")
+def stream(test_split: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise then contrast at severity 5, 256 digits each."""
+    x, y, _ = corruption_stream(test_split.x, test_split.require_labels(), ["noise", "contrast"], [5],
+                                per_segment=256, seed=0)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float((logits.argmax(1) == y).float().mean())
+
+
+def test_corruptions_are_seeded_graded_and_in_range(test_split: ArrayDataset) -> None:
+    x = test_split.x[:64]
+    for kind in CORRUPTIONS:
+        a, b = corrupt(x, kind, 3, seed=1), corrupt(x, kind, 3, seed=1)
+        assert np.array_equal(a, b) and a.shape == x.shape and a.dtype == np.float32
+        assert a.min() >= 0 and a.max() <= 1
+        damage = [float(np.abs(corrupt(x, kind, s, seed=1) - x).mean()) for s in (1, 3, 5)]
+        assert damage[0] < damage[1] < damage[2], (kind, damage)
+    with pytest.raises(ConfigError, match=r"severity 6: must be 1\.\.5"):
+        corrupt(x, "noise", 6)
+    with pytest.raises(ConfigError, match="unknown corruption 'fog'"):
+        corrupt(x, "fog", 1)
+
+
+def test_tent_and_eata_beat_the_unadapted_model(source_model: TransferModel, stream: tuple[torch.Tensor, torch.Tensor],
+                                                source_run: object) -> None:
+    x, y = stream
+    base = accuracy(predict_logits(source_model, x, CPU, 64), y)
+    got = {}
+    for method in ("bn", "tent", "eata"):
+        model = _fresh(source_model)
+        logits, records = adapt_stream(make_adapter(method, model, CPU, 10), x, 64)
+        got[method] = accuracy(logits, y)
+        assert [r.batch for r in records] == list(range(8)) and sum(r.n for r in records) == len(x)
+    assert got["tent"] >= base + 0.05 and got["eata"] >= base + 0.05, (base, got)
+
+
+def _fresh(model: TransferModel) -> TransferModel:
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def test_only_normalisation_affine_parameters_change(source_model: TransferModel,
+                                                     stream: tuple[torch.Tensor, torch.Tensor]) -> None:
+    before = {k: v.clone() for k, v in source_model.state_dict().items()}
+    grads = [p.requires_grad for p in source_model.parameters()]
+    modes = [m.training for m in source_model.modules()]
+    adapter = make_adapter("eata", source_model, CPU, 10, EataOptions(lr=1e-2))
+    _, records = adapt_stream(adapter, stream[0], 64)
+    assert sum(r.selected or 0 for r in records) > 0
+    affine = {id(p) for p in affine_parameters(source_model)}
+    names = {n for n, p in source_model.named_parameters() if id(p) in affine}
+    changed = {k for k, v in source_model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and changed <= names, changed - names
+    assert [m.training for m in source_model.modules()] == modes
+    assert [p.requires_grad for p in source_model.parameters()] == grads
+
+
+def test_collapse_resets_to_the_source_weights(source_model: TransferModel,
+                                               stream: tuple[torch.Tensor, torch.Tensor]) -> None:
+    before = {k: v.clone() for k, v in source_model.state_dict().items()}
+    always = CollapseOptions(window=1, share=0.01, entropy=1.0)  # every batch counts as collapsed
+    adapter = make_adapter("tent", source_model, CPU, 10, TentOptions(lr=1e-2, collapse=always))
+    _, records = adapt_stream(adapter, stream[0], 64)
+    assert all(r.reset for r in records) and adapter.resets == len(records)
+    assert all(torch.equal(v, before[k]) for k, v in source_model.state_dict().items())
+    # a learning rate far too high collapses tent onto few classes; the reset keeps accuracy up
+    x, y = stream
+    acc = {}
+    for enabled in (False, True):
+        model = _fresh(source_model)
+        opts = TentOptions(lr=5.0, optimizer="sgd", collapse=CollapseOptions(enabled=enabled, window=2, share=0.5))
+        ad = make_adapter("tent", model, CPU, 10, opts)
+        logits, records = adapt_stream(ad, x, 32)
+        acc[enabled] = (accuracy(logits, y), sum(r.reset for r in records))
+    assert acc[False][1] == 0 and acc[True][1] >= 1, acc
+    assert acc[True][0] > acc[False][0] + 0.05, acc
+
+
+def test_stream_order_is_the_order_given(source_model: TransferModel, test_split: ArrayDataset) -> None:
+    clean = torch.from_numpy(test_split.x[:128])
+    noisy = torch.from_numpy(corrupt(test_split.x[128:256], "noise", 5, seed=0))
+    for first, second in ((clean, noisy), (noisy, clean)):
+        _, records = adapt_stream(make_adapter("bn", _fresh(source_model), CPU, 10), torch.cat([first, second]), 64)
+        ent = [r.entropy for r in records]
+        low, high = (ent[:2], ent[2:]) if first is clean else (ent[2:], ent[:2])
+        assert max(low) < min(high), ent
+    # bn has no state across batches: batch b's logits are those of batch b predicted alone
+    x = torch.cat([clean, noisy])
+    logits, _ = adapt_stream(make_adapter("bn", source_model, CPU, 10), x, 64)
+    alone, _ = adapt_stream(make_adapter("bn", source_model, CPU, 10), x[64:128], 64)
+    assert torch.allclose(logits[64:128], alone, atol=1e-5)
+
+
+def test_models_without_the_layers_get_one_line_errors(source_model: TransferModel) -> None:
+    mlp = TransferModel(OrderedDict(fc=nn.Sequential(nn.Flatten(), nn.Linear(784, 16))), 16,
+                        ModelSpec("mlp", (1, 28, 28), [str(i) for i in range(10)]))
+    with pytest.raises(ConfigError, match=r"^--adapt tent: model mlp has no normalisation layers[^\n]*$"):
+        make_adapter("tent", mlp, CPU, 10)
+    ln = TransferModel(OrderedDict(fc=nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.LayerNorm(16))), 16,
+                       ModelSpec("minilm", (1, 28, 28), [str(i) for i in range(10)]))
+    with pytest.raises(ConfigError, match=r"^--adapt bn: model minilm has no BatchNorm layers \(only LayerNorm"):
+        make_adapter("bn", ln, CPU, 10)
+    make_adapter("tent", ln, CPU, 10)  # LayerNorm affine: tent applies
+    with pytest.raises(ConfigError, match="did you mean 'tent'"):
+        make_adapter("tnet", source_model, CPU, 10)
+    with pytest.raises(ConfigError, match="optimizer 'rmsprop'"):
+        TentOptions(optimizer="rmsprop")
