@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from bench_common import log, machine_info
+from harness import Store, log, machine_info
 from recipe_notes import augment_off_note
 
 import transferkit
@@ -249,9 +249,9 @@ def run(tasks: list[Task], work: Path, seeds: list[int], deadline: float, only: 
     runners: dict[str, Runner] = {}
     complete = {t.name: True for t in tasks}
     for task, (name, k, seed) in todo:
-        done = load_store(work, task)
+        store = Store(store_path(work, task), timing="seconds")  # re-read: parallel runs may share the store
         key = f"{name}|{label(k)}|{seed}"
-        if key in done:
+        if key in store:
             continue
         if time.monotonic() > deadline:
             complete[task.name] = False
@@ -259,10 +259,10 @@ def run(tasks: list[Task], work: Path, seeds: list[int], deadline: float, only: 
         if task.name not in runners:
             (work / task.subdir).mkdir(parents=True, exist_ok=True)
             runners[task.name] = Runner(task, work / task.subdir)
-        t0 = time.perf_counter()
-        done[key] = {**runners[task.name].run(name, k, seed), "seconds": time.perf_counter() - t0}
-        log(f"  {task.name} {key}: {100 * done[key]['accuracy']:.1f}% ({done[key]['seconds']:.1f} s)")
-        store_path(work, task).write_text(json.dumps(done, indent=1))
+        def one(r: Runner = runners[task.name], n: str = name, k: int | None = k, s: int = seed) -> dict[str, Any]:
+            return r.run(n, k, s)
+
+        store.cell(key, one, lambda c: f"{task.name} {100 * c['accuracy']:.1f}% ({c['seconds']:.1f} s)")
     return complete
 
 

@@ -73,3 +73,26 @@ def test_render_only_reads_the_published_runs_without_a_store(tmp_path: Path) ->
     assert curves.load_store(tmp_path / "none", curves.TASKS["mnist"], tmp_path / "curves.json") == runs
     assert curves.load_store(tmp_path / "none", curves.TASKS["effnet"], tmp_path / "curves.json") == {}
     assert curves.load_store(tmp_path / "none", curves.TASKS["mnist"]) == {}
+
+
+def test_run_stores_each_cell_resumes_and_stops_at_the_deadline(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, int | None, int]] = []
+
+    class FakeRunner:
+        def __init__(self, task: object, work: Path) -> None:
+            pass
+
+        def run(self, strategy: str, k: int | None, seed: int) -> dict[str, float]:
+            calls.append((strategy, k, seed))
+            return {"accuracy": 0.5}
+
+    monkeypatch.setattr(curves, "Runner", FakeRunner)
+    task = curves.TASKS["audio"]
+    assert curves.run([task], tmp_path, [0], deadline=0.0, only={"1"}) == {"audio": False} and calls == []
+    assert curves.run([task], tmp_path, [0], deadline=float("inf"), only={"1"}) == {"audio": True}
+    stored = curves.load_store(tmp_path, task)
+    assert set(stored) == {f"{s}|1|0" for s in task.strategies} and "seconds" in stored["ncm|1|0"]
+    n = len(calls)
+    curves.run([task], tmp_path, [0], deadline=float("inf"), only={"1"})
+    assert len(calls) == n  # every cell stored: nothing reruns
