@@ -163,7 +163,7 @@ class Bench:
     options: Callable[[argparse.ArgumentParser], None] = lambda p: None
     page: str = ""  #: the Markdown file (default ``<NAME>.md``)
     write_page: Callable[[Path, str], None] = write_text  #: e.g. splice the text into a hand-written page
-    seeds: str = "0,1,2"  #: default ``--seeds`` (``--quick``: the first)
+    seeds: str = "0,1,2"  #: default ``--seeds`` (``--quick``: the first); empty: no ``--seeds``
     quick: str = ""  #: ``--quick``'s help; empty: no quick mode
     indent: int = 1  #: of the JSON
 
@@ -175,7 +175,8 @@ class Bench:
         p = argparse.ArgumentParser(description=self.description.split("\n\n")[0])
         if self.quick:
             p.add_argument("--quick", action="store_true", help=self.quick)
-        p.add_argument("--seeds", default=None, help=f"comma-separated seeds (default {self.seeds})")
+        if self.seeds:
+            p.add_argument("--seeds", default=None, help=f"comma-separated seeds (default {self.seeds})")
         p.add_argument("--work", type=Path, default=None, help=f"where finished cells are kept (runs/{self.name})")
         p.add_argument("--out", type=Path, default=None, help="folder of the page and its JSON (default docs/)")
         p.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -188,7 +189,8 @@ class Bench:
         args = self.parser().parse_args(argv)
         quick = bool(getattr(args, "quick", False))
         work = args.work or ROOT / "runs" / (f"{self.name}-quick" if quick else self.name)
-        seeds = parse_seeds(args.seeds or (self.seeds.split(",")[0] if quick else self.seeds))
+        given = getattr(args, "seeds", None)
+        seeds = parse_seeds(given or (self.seeds.split(",")[0] if quick else self.seeds)) if self.seeds else []
         out = args.out or (work if quick else DOCS)
         return Context(args, seeds, work, out, command_line(self.name, argv), {})
 

@@ -266,54 +266,55 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--quick", action="store_true", help="small_cnn only, 1 repeat, 1 epoch (< 2 min)")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--backbones", default=None, help="comma-separated (default: minilm if installed, small_cnn)")
-    ap.add_argument("--out", default=None, help="output folder (default: docs/, or runs/memory-quick with --quick)")
-    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per worker process")
-    ap.add_argument("--mmap-threshold", type=int, default=65536,
-                    help="glibc MALLOC_MMAP_THRESHOLD_ for the workers (0 = glibc's dynamic default)")
-    ap.add_argument("--render", action="store_true", help="only rewrite MEMORY.md from the memory.json in --out")
-    args = ap.parse_args(argv)
-    if args.worker is not None:
-        print(json.dumps(worker(json.loads(args.worker))), flush=True)
-        return 0
-    from bench_common import log, machine_info
+def measure(ctx: Any) -> dict[str, Any]:
+    """Every (backbone, repeat, strategy) in a fresh worker process; finished ones are stored (a rerun resumes)."""
+    from harness import Store
 
-    import transferkit.io as tio
-
-    if args.render:
-        out = Path(args.out or ROOT / "docs")
-        tio.atomic_write_bytes(out / "MEMORY.md", markdown(tio.read_json(out / "memory.json")).encode())
-        return 0
-
-    backbones = ["small_cnn"] if args.quick else (args.backbones.split(",") if args.backbones else available_backbones())
-    repeats, epochs = (1, 1) if args.quick else (args.repeats, args.epochs)
-    t0 = time.perf_counter()
-    machine = machine_info()
+    args = ctx.args
+    backbones = ["small_cnn"] if ctx.quick else (args.backbones.split(",") if args.backbones else available_backbones())
+    repeats, epochs = (1, 1) if ctx.quick else (args.repeats, args.epochs)
+    store = Store(ctx.work / "results.json")
     records = []
     for backbone in backbones:
         for rep in range(repeats):
-            order = STRATEGIES if rep % 2 == 0 else STRATEGIES[::-1]
-            for name in order:
+            for name in STRATEGIES if rep % 2 == 0 else STRATEGIES[::-1]:
                 job = {"backbone": backbone, "strategy": name, "seed": 0, "epochs": epochs, "repeat": rep}
-                rec = run_job(job, args.timeout, args.mmap_threshold)
-                records.append(rec)
-                log(f"{backbone:<10} {name:<13} rep {rep + 1}/{repeats}: +{rec['growth_mib']:7.1f} MiB over "
-                    f"{rec['baseline_mib']:.0f} MiB, {rec['seconds_per_epoch']:.2f} s/epoch, "
-                    f"{rec['trainable_params']:,} trainable")
-    result = {"date": dt.date.today().isoformat(), "quick": args.quick, "repeats": repeats, "machine": machine,
-              "command": " ".join(["benchmarks/memory.py", *(argv if argv is not None else sys.argv[1:])]),
-              "total_seconds": time.perf_counter() - t0, "backbones": summarise(records), "records": records}
-    out = Path(args.out or (ROOT / "runs" / "memory-quick" if args.quick else ROOT / "docs"))
-    tio.write_json(out / "memory.json", result)
-    tio.atomic_write_bytes(out / "MEMORY.md", markdown(result).encode())
-    log(f"wrote {out / 'memory.json'} and {out / 'MEMORY.md'} in {result['total_seconds']:.0f} s")
-    return 0
+
+                def one(job: dict[str, Any] = job) -> dict[str, Any]:
+                    return run_job(job, args.timeout, args.mmap_threshold)
+
+                rec = store.cell(f"{backbone}|{name}|{epochs}|{rep}", one,
+                                 lambda r: (f"+{r['growth_mib']:7.1f} MiB over {r['baseline_mib']:.0f} MiB, "
+                                            f"{r['seconds_per_epoch']:.2f} s/epoch, "
+                                            f"{r['trainable_params']:,} trainable"))
+                records.append({k: v for k, v in rec.items() if k != "wall_seconds"})
+    return {"date": dt.date.today().isoformat(), "quick": ctx.quick, "repeats": repeats, "machine": ctx.machine,
+            "total_seconds": time.perf_counter() - ctx.started, "backbones": summarise(records), "records": records}
+
+
+def options(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--backbones", default=None, help="comma-separated (default: minilm if installed, small_cnn)")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per worker process")
+    ap.add_argument("--mmap-threshold", type=int, default=65536,
+                    help="glibc MALLOC_MMAP_THRESHOLD_ for the workers (0 = glibc's dynamic default)")
+
+
+def bench() -> Any:
+    """The benchmark (built on demand: a worker process imports no harness)."""
+    from harness import Bench
+
+    return Bench("memory", __doc__ or "", measure, markdown, options=options, seeds="", indent=2,
+                 quick="small_cnn only, 1 repeat, 1 epoch (< 2 min)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--worker"]:  # one job, in a fresh process (run_job)
+        print(json.dumps(worker(json.loads(args[1]))), flush=True)
+        return 0
+    return int(bench().main(argv))
 
 
 if __name__ == "__main__":

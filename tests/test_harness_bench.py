@@ -181,3 +181,9 @@ def test_image_resolution_picks_the_smallest_size_near_the_best(tmp_path: Path,
     assert json.loads((tmp_path / "image_resolution.json").read_text())["chosen"] == 96 and "| 96 **chosen** |" in page
     assert res.main(["--render-only", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "IMAGE_RESOLUTION.md").read_text() == page
+
+
+def test_the_published_memory_page_is_what_its_json_renders() -> None:
+    bench = pytest.importorskip("memory").bench()
+    doc = json.loads((ROOT / "docs" / "memory.json").read_text())
+    assert bench.md == "MEMORY.md" and bench.render(doc) == (ROOT / "docs" / "MEMORY.md").read_text()
