@@ -1,29 +1,39 @@
 """The one harness of the benchmark scripts: arguments, seeds, a resumable result store, the machine, the page.
 
-A benchmark declares how it measures (its cells, through a :class:`Store`), how its page reads and what it
-checks; :meth:`Bench.main` parses ``--quick``, ``--seeds``, ``--work``, ``--out``, ``--threads`` and
-``--render-only``, records the command, the date and the machine, writes ``<out>/<name>.json`` and the
-Markdown page atomically, and exits 1 when a check fails. ``--render-only`` runs nothing: it rewrites the
-page from the stored JSON, so a wording change never moves a number (the date comes from the JSON too)::
+A benchmark declares its cells (run through a :class:`Store`), how its page reads and what it checks;
+:meth:`Bench.main` parses ``--quick``, ``--seeds``, ``--work``, ``--out``, ``--threads`` and ``--render-only``
+(plus the script's own ``options``), records the command, the date and the machine, writes
+``<out>/<name>.json`` and ``<out>/<NAME>.md`` atomically, and exits 1 when a check fails. Defaults: work
+``runs/<name>``, out ``docs/``; with ``--quick`` both ``runs/<name>-quick`` and the first seed only.
+``--render-only`` runs nothing: it rewrites the page from the stored JSON alone, so a wording change never
+moves a number (the date on the page comes from the JSON too). A new benchmark, e.g. benchmarks/mybench.py::
 
     import sys
-    from harness import Bench, Context, Store, generated_line
+    from typing import Any
 
-    def measure(ctx: Context) -> dict:
-        store = Store(ctx.work / "results.json")            # finished cells survive an interrupted run
-        for seed in ctx.seeds:
-            store.cell(f"lp_ft|{seed}", lambda: {"accuracy": run_once(seed)})  # skipped when already stored
-        return {"seeds": ctx.seeds, "runs": store.done}       # + command, generated, machine (added here)
+    from harness import Bench, Context, Store, generated_line, mean_sd, table
 
-    def render(doc: dict) -> str:                            # the page from the JSON alone
-        return "\\n".join(["# My benchmark", "", generated_line(doc), "", *table(["seed", "acc"], rows)]) + "\\n"
+    def measure(ctx: Context) -> dict[str, Any]:
+        store = Store(ctx.work / "results.json")  # finished cells survive an interrupted run (resume)
+        for seed in ctx.seeds:                    # a stored cell is skipped; each new one is saved at once
+            store.cell(f"lp_ft|{seed}", lambda seed=seed: {"accuracy": run_once(seed)})
+        return {"seeds": ctx.seeds, "runs": store.done}  # main() adds command, generated (date), machine
 
-    BENCH = Bench("mybench", __doc__, measure, render, checks=lambda doc: [])  # docs/MYBENCH.md + docs/mybench.json
+    def render(doc: dict[str, Any]) -> str:       # the page, from the JSON alone
+        accs = [doc["runs"][f"lp_ft|{s}"]["accuracy"] for s in doc["seeds"]]
+        rows = [["lp_ft", "{:.1f} ± {:.1f}".format(*(100 * v for v in mean_sd(accs)))]]
+        return "\n".join(["# My benchmark", "", generated_line(doc), "", *table(["strategy", "acc"], rows)]) + "\n"
+
+    def checks(doc: dict[str, Any]) -> list[str]:  # what failed, one line each (empty: all passed)
+        return [f"seed {s} below 50%" for s in doc["seeds"] if doc["runs"][f"lp_ft|{s}"]["accuracy"] < 0.5]
+
+    BENCH = Bench("mybench", __doc__ or "", measure, render, checks, quick="one seed, short training")
     if __name__ == "__main__":
-        sys.exit(BENCH.main())
+        sys.exit(BENCH.main())  # docs/MYBENCH.md + docs/mybench.json; --render-only rewrites the page
 
-Timing helpers (:class:`~bench_common.Spread`, ``interleave``) and :func:`~bench_common.machine_info` live in
-``bench_common``; this module re-exports ``machine_info`` and ``log``.
+Splits come from ``transferkit.pipeline.SPLIT`` (never typed out again). Timing helpers (``Spread``,
+``interleave``, ``timed``) live in ``bench_common``; ``machine_info`` and ``log`` are re-exported here.
+tests/test_harness_bench.py checks that every ported script's committed page is what its committed JSON renders.
 """
 
 from __future__ import annotations
