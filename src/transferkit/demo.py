@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,11 @@ def _source(out: Path, log: Any) -> Path:
     return src
 
 
+def _holds(mark: bytes) -> Callable[[bytes], bool]:
+    """Whether the head of a file holds ``mark`` (so the demo wrote it)."""
+    return lambda head: mark in head
+
+
 def _mean(vals: list[float]) -> float:
     return statistics.fmean(vals) if vals else float("nan")
 
@@ -44,7 +50,7 @@ def run_demo(out: str | Path = "runs/demo", shots: list[int] | None = None, patt
     """
     out = Path(out)
     for name, mark in (("results.json", b'"source_accuracy"'), ("results.md", f"## {SOURCE} -> {TARGET}".encode())):
-        check_output_file(out / name, overwrite, lambda head, m=mark: m in head, "transferkit demo")
+        check_output_file(out / name, overwrite, _holds(mark), "transferkit demo")
     shots = shots or [1, 5, 10]
     seeds = seeds or [0]
     names = [e.name for e in STRATEGIES.list(pattern)]
@@ -53,7 +59,8 @@ def run_demo(out: str | Path = "runs/demo", shots: list[int] | None = None, patt
     rows: list[dict[str, Any]] = []
     for k in shots:
         for name in names:
-            per_seed = [transfer(src, TARGET, strategy=name, shots=k, seed=s, source_data=SOURCE).metrics for s in seeds]
+            per_seed = [transfer(src, TARGET, strategy=name, shots=k, seed=s, source_data=SOURCE).metrics
+                        for s in seeds]
             row: dict[str, Any] = {
                 "strategy": name, "shots": k, "seeds": seeds,
                 "target_acc": _mean([m["target"]["accuracy"] for m in per_seed]),

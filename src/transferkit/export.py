@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from torch import nn
 from transferkit import __version__
 from transferkit.errors import ConfigError, TransferkitError
 from transferkit.runs import LoadedRun, load_run
+
+if TYPE_CHECKING:
+    from transferkit.models.audio import LogMel
 
 #: the opset written, or the installed onnx's newest when that is older (17: native LayerNormalization)
 OPSET = 17
@@ -53,15 +56,26 @@ class ExportResult:
     argmax_agree: float
 
 
+class _TextEncoder(Protocol):
+    """What a text model must offer to be exported (``_graph_io`` checks ``encode``)."""
+
+    def encode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
+
+    def forward_head(self, feats: torch.Tensor) -> torch.Tensor: ...
+
+
 class _TextLogits(nn.Module):
     """Logits of a text model from separate ids and mask, with no per-batch trimming (traceable)."""
+
+    model: nn.Module
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.encode(input_ids, attention_mask))
+        text = cast(_TextEncoder, self.model)
+        return text.forward_head(text.encode(input_ids, attention_mask))
 
 
 class _DftLogMel(nn.Module):
@@ -71,7 +85,10 @@ class _DftLogMel(nn.Module):
     Shape: ``[N, T]`` -> ``[N, n_mels, 1 + T // hop_length]``.
     """
 
-    def __init__(self, logmel: nn.Module) -> None:
+    basis: torch.Tensor
+    fbank: torch.Tensor
+
+    def __init__(self, logmel: LogMel) -> None:
         super().__init__()
         n_fft, win = int(logmel.n_fft), int(logmel.win_length)
         left = (n_fft - win) // 2
@@ -97,14 +114,14 @@ def exportable(model: nn.Module) -> nn.Module:
     """``model``, or a copy with its parts the ONNX exporter cannot translate replaced by equivalents."""
     from transferkit.models.audio import LogMel
 
-    found = [n for n, m in model.named_modules() if isinstance(m, LogMel)]
-    if not found:
+    if not any(isinstance(m, LogMel) for m in model.modules()):
         return model
     model = copy.deepcopy(model)
-    for name in found:
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, LogMel)]
+    for name, logmel in found:
         parent, _, leaf = name.rpartition(".")
         holder = model.get_submodule(parent) if parent else model
-        setattr(holder, leaf, _DftLogMel(getattr(holder, leaf)))
+        setattr(holder, leaf, _DftLogMel(logmel))
     return model
 
 
@@ -172,7 +189,8 @@ def _graph_io(loaded: LoadedRun) -> tuple[nn.Module, list[str], dict[str, dict[i
         if not hasattr(loaded.model, "encode"):
             raise ConfigError(f"{spec.name}: a text model without an encode(ids, mask) method cannot be exported")
         names = ["input_ids", "attention_mask"]
-        return _TextLogits(loaded.model).eval(), names, {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+        axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+        return _TextLogits(loaded.model).eval(), names, axes
     name = "waveform" if spec.modality == "audio" else "input"
     return exportable(loaded.model), [name], {name: {0: "batch"}, "logits": {0: "batch"}}
 
@@ -219,6 +237,7 @@ _TABULAR = ("feature rows made from the raw table by model.preprocess in this fi
 
 def _info(loaded: LoadedRun, names: list[str], x: np.ndarray, opset: int, data: str | None) -> dict[str, Any]:
     spec = loaded.spec
+    inputs: list[dict[str, Any]]
     if spec.modality == "text":
         inputs = [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in names]
         pre = (f"tokenise with the tokenizer saved beside this file (<onnx>.tokenizer/, transformers AutoTokenizer), "
@@ -229,7 +248,8 @@ def _info(loaded: LoadedRun, names: list[str], x: np.ndarray, opset: int, data: 
         inputs = [{"name": names[0], "dtype": dtype, "shape": ["batch", *spec.input_shape]}]
         pre = {"image": "pixel values scaled to 0..1, channels-first, resized to the input shape (grey: 1 channel); "
                         "the backbone's own normalisation is inside the graph",
-               "audio": "mono waveform at 16000 Hz, padded or cut to the input's samples; the front end is inside the graph",
+               "audio": "mono waveform at 16000 Hz, padded or cut to the input's samples; "
+                        "the front end is inside the graph",
                "tabular": _TABULAR if spec.to_json().get("preprocess") else "numeric feature rows, as the run read them"
                }.get(spec.modality, "the run's prepared inputs")
     return {"format": "onnx", "opset": opset, "transferkit_version": __version__, "run": str(loaded.path),
@@ -268,14 +288,15 @@ def export_onnx(run: str | Path, out: str | Path, *, overwrite: bool = False, to
             _write_graph(module, names, axes, x, graph, opset)
         except (RuntimeError, TypeError, ValueError) as e:  # an operator the exporter cannot translate
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"{loaded.path}: the {loaded.spec.name} model does not export to ONNX ({first[:200]})") from None
+            raise ConfigError(f"{loaded.path}: the {loaded.spec.name} model does not export to ONNX "
+                              f"({first[:200]})") from None
         diff, agree = _compare(loaded, graph, names, x)
         if not diff <= tolerance:
             raise ConfigError(f"{out}: onnxruntime's logits differ from PyTorch's by up to {diff:.3g} (tolerance "
                               f"{tolerance:g}); nothing written")
         _install(loaded, graph, paths, _info(loaded, names, x, opset, check_data) | {
-            "check": {"samples": int(len(x)), "max_abs_diff": diff, "tolerance": tolerance, "argmax_agree": agree}})
-    return ExportResult(out, paths[1], opset, int(len(x)), diff, tolerance, agree)
+            "check": {"samples": len(x), "max_abs_diff": diff, "tolerance": tolerance, "argmax_agree": agree}})
+    return ExportResult(out, paths[1], opset, len(x), diff, tolerance, agree)
 
 
 def _install(loaded: LoadedRun, graph: Path, paths: list[Path], info: dict[str, Any]) -> None:

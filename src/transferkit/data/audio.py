@@ -23,8 +23,8 @@ import subprocess
 import sys
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -170,7 +170,8 @@ def _render_voice(voice: str, seed: int, per_voice: int, length: int) -> np.ndar
 
 
 def cache_dir() -> Path:
-    """Where synthesised data is kept: ``$TRANSFERKIT_CACHE/spoken-digits`` or ``~/.cache/transferkit/spoken-digits``."""
+    """Where synthesised data is kept: ``$TRANSFERKIT_CACHE/spoken-digits`` or
+    ``~/.cache/transferkit/spoken-digits``."""
     root = os.environ.get("TRANSFERKIT_CACHE")
     return (Path(root) if root else Path.home() / ".cache" / "transferkit") / "spoken-digits"
 

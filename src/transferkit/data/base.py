@@ -13,7 +13,6 @@ import numpy as np
 from transferkit.data.storage import all_finite, take_rows
 from transferkit.errors import ConfigError, DataError
 
-
 log = logging.getLogger("transferkit")
 
 #: The hint that ends the error of an unreadable file inside a data folder.

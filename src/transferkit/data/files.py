@@ -20,7 +20,7 @@ import numpy as np
 from transferkit.data.base import ArrayDataset, ReadOptions
 from transferkit.data.images import is_image_file, note_other_files, read_images
 from transferkit.data.labels import labels_to_classes
-from transferkit.data.transforms import range_note, resolve_range, scale_images, scale_to_unit
+from transferkit.data.transforms import range_note, resolve_range, scale_to_unit
 from transferkit.errors import DataError, one_line_reason
 
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

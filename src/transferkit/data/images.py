@@ -73,7 +73,7 @@ def _palette_is_grey(img: Image.Image) -> bool:
     """Whether every colour a loaded palette image uses is a grey."""
     palette = img.getpalette() or []
     used = img.getcolors(256) or []
-    rgb = [palette[3 * i : 3 * i + 3] for _, i in used]
+    rgb = [palette[3 * i : 3 * i + 3] for _, i in used if isinstance(i, int)]  # a palette image's colours are indices
     return all(len(c) == 3 and c[0] == c[1] == c[2] for c in rgb)
 
 

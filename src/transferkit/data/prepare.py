@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from transferkit.models.base import ModelSpec
 
 #: Preparers by *model* modality: ``prepare(ds, spec) -> ArrayDataset`` in the model's input format.
-PREPARERS: Registry[Callable[[ArrayDataset, "ModelSpec"], ArrayDataset]] = Registry("modality")
+PREPARERS: Registry[Callable[[ArrayDataset, ModelSpec], ArrayDataset]] = Registry("modality")
 
 
 def prepare_image(ds: ArrayDataset, spec: ModelSpec) -> ArrayDataset:
@@ -35,7 +35,8 @@ def prepare_image(ds: ArrayDataset, spec: ModelSpec) -> ArrayDataset:
 
 PREPARERS.add("image", prepare_image, "images and tabular rows, resized / reshaped to the model's (C, H, W)")
 PREPARERS.add("tabular", lazy("transferkit.data.tabular_prep", "prepare_tabular"),
-              "table rows through the model's saved preprocessing (standardised numbers, one-hot categories, imputed gaps)")
+              "table rows through the model's saved preprocessing (standardised numbers, one-hot categories, "
+              "imputed gaps)")
 PREPARERS.add("audio", lazy("transferkit.data.audio", "prepare_audio"),
               "waveforms resampled to 16 kHz and fitted to the model's (T,) samples (pad, or keep the loudest window)")
 PREPARERS.add("text", lazy("transferkit.models.text", "prepare_text"),

@@ -68,7 +68,8 @@ def check_header(path: Path, header: list[str]) -> list[str]:
     names = [h.strip() for h in header]
     for i, name in enumerate(names):
         if not name:
-            raise DataError(f"{path}: column {i + 1} of the header has no name (a saved index column? name it or drop it)")
+            raise DataError(f"{path}: column {i + 1} of the header has no name "
+                            "(a saved index column? name it or drop it)")
         if name in names[:i]:
             raise DataError(f"{path}: column '{name}' appears twice in the header")
     return names
@@ -80,7 +81,8 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
         raise DataError(f"{path}: no such file")
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = [(n, [c.strip() for c in r]) for n, r in enumerate(csv.reader(fh), start=1) if any(c.strip() for c in r)]
+            rows = [(n, [c.strip() for c in r]) for n, r in enumerate(csv.reader(fh), start=1)
+                    if any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{path}: cannot read CSV ({one_line_reason(err)})") from None
     if not rows:
@@ -149,7 +151,7 @@ def load_table(path: str | Path, *, label_column: str | None = None, labels_requ
 
 
 def _labels(path: Path, column: str, raw: list[str], lines: list[int]) -> tuple[np.ndarray, list[str]]:
-    for line, cell in zip(lines, raw):
+    for line, cell in zip(lines, raw, strict=True):
         if is_missing(cell):
             raise DataError(f"{path}: line {line}: the label column '{column}' is empty or missing ('{cell}')")
     labels = np.array(raw)
@@ -181,7 +183,7 @@ def typed_cells(path: Path, names: list[str], cells: np.ndarray, lines: list[int
         numeric = [number(c) is not None for _, c in present]
         kinds.append("numeric" if present and 2 * sum(numeric) >= len(present) else "categorical")
         if kinds[-1] == "numeric":
-            bad = next(((i, c) for (i, c), ok in zip(present, numeric) if not ok), None)
+            bad = next(((i, c) for (i, c), ok in zip(present, numeric, strict=True) if not ok), None)
             if bad is not None:
                 raise DataError(f"{path}: line {lines[bad[0]]}, column '{name}': '{bad[1]}' is not a number (the "
                                 "column's other cells are; leave a missing value empty or write NA)")

@@ -128,7 +128,7 @@ class TabularPreprocess:
         names = column_names(ds)
         kinds = ds.meta.get("kinds")
         kinds = kinds if isinstance(kinds, list) and len(kinds) == len(names) else [None] * len(names)
-        cols = [fit_column(n, ds.x[:, j], ds.name, k) for j, (n, k) in enumerate(zip(names, kinds))]
+        cols = [fit_column(n, ds.x[:, j], ds.name, k) for j, (n, k) in enumerate(zip(names, kinds, strict=True))]
         label = ds.meta.get("label_column")
         return cls(cols, str(label) if label is not None else None, f"{ds.name} ({len(ds)} rows)")
 
@@ -160,7 +160,8 @@ class TabularPreprocess:
         missing = [n for n in want if n not in have]
         extra = [n for n in have if n not in want]
         if missing or extra:
-            parts = ([f"missing {columns_text(missing)}"] if missing else []) + ([f"extra {columns_text(extra)}"] if extra else [])
+            parts = ([f"missing {columns_text(missing)}"] if missing else []) + (
+                [f"extra {columns_text(extra)}"] if extra else [])
             raise DataError(f"{ds.name}: its columns differ from the {len(want)} the model was trained on: "
                             + "; ".join(parts))
         return {n: have.index(n) for n in want}
@@ -218,4 +219,5 @@ def _spec_columns(spec: ModelSpec) -> list[str]:
     return [f"{int(np.prod(spec.input_shape))} numbers"]
 
 
-__all__ = ["MAX_CATEGORIES", "TABULAR_EPOCHS", "Column", "TabularPreprocess", "apply", "column_names", "fit_splits", "prepare_tabular"]
+__all__ = ["MAX_CATEGORIES", "TABULAR_EPOCHS", "Column", "TabularPreprocess", "apply", "column_names", "fit_splits",
+           "prepare_tabular"]

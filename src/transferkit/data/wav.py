@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from transferkit.data.base import SKIP_HINT, ArrayDataset, report_skipped
-from transferkit.errors import DataError, one_line_reason
+from transferkit.errors import ConfigError, DataError, one_line_reason
 
 #: The sample rate of every waveform a folder loads at (and the audio models take).
 SAMPLE_RATE = 16_000

@@ -26,7 +26,7 @@ def flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tenso
                 tensors[f"opt.{pid}.{k}"] = v
             else:
                 scalars[f"{pid}.{k}"] = v
-    groups = [{k: v for k, v in g.items()} for g in sd["param_groups"]]
+    groups = [dict(g) for g in sd["param_groups"]]
     return tensors, {"scalars": scalars, "param_groups": groups}
 
 

@@ -165,13 +165,13 @@ def sync_gradients(params: list[torch.nn.Parameter], loss: torch.Tensor) -> torc
     dev = loss.device
     sizes = [p.numel() for p in params]
     parts = [p.grad.reshape(-1).float() if p.grad is not None else torch.zeros(k, device=dev)
-             for p, k in zip(params, sizes)]
+             for p, k in zip(params, sizes, strict=True)]
     flags = torch.tensor([float(p.grad is not None) for p in params], device=dev)
     flat = torch.cat([*parts, flags, loss.detach().float().reshape(1)])
     dist.all_reduce(flat)
     has = flat[sum(sizes) : -1].tolist()
     offset = 0
-    for p, k, h in zip(params, sizes, has):
+    for p, k, h in zip(params, sizes, has, strict=True):
         g = flat[offset : offset + k].view_as(p)
         offset += k
         if p.grad is not None:
@@ -197,7 +197,7 @@ def all_gather_rows(t: torch.Tensor, trailing: tuple[int, ...], device: torch.de
     pad[: len(t)] = t.reshape(len(t), *trailing).to(device)
     out = [torch.empty_like(pad) for _ in rows]
     dist.all_gather(out, pad)
-    return torch.cat([o[:k] for o, k in zip(out, rows)]).cpu()
+    return torch.cat([o[:k] for o, k in zip(out, rows, strict=True)]).cpu()
 
 
 def comm_device(place: Placement) -> torch.device:

@@ -39,13 +39,13 @@ class _AllReduceSum(torch.autograd.Function):
     """``sum_r t_r`` on every rank; the gradient of ``t_r`` is ``sum_r`` of the output gradients."""
 
     @staticmethod
-    def forward(ctx: object, t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: object, t: torch.Tensor) -> torch.Tensor:
         out = t.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(out)
         return out
 
     @staticmethod
-    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
         return _AllReduceSum.apply(grad)
 
 
@@ -53,7 +53,7 @@ def all_reduce(t: torch.Tensor) -> torch.Tensor:
     """Differentiable sum over ranks (identity when not distributed)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return t
-    return _AllReduceSum.apply(t)  # type: ignore[no-any-return]
+    return _AllReduceSum.apply(t)
 
 
 def synced_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
@@ -102,7 +102,8 @@ def global_batch(module: nn.Module, n_local: int, offset: int, total: int) -> It
     ``n_local`` rows starting at row ``offset`` of a ``total``-row global batch are this rank's.
     Layers in eval mode (frozen BatchNorm, inference) are untouched.
     """
-    patched: list[tuple[nn.Module, Callable[..., torch.Tensor] | None]] = []  # (layer, its own instance-level forward, if any)
+    # (layer, its own instance-level forward, if any)
+    patched: list[tuple[nn.Module, Callable[..., torch.Tensor] | None]] = []
 
     def bn_forward(bn: nn.modules.batchnorm._BatchNorm) -> Callable[[torch.Tensor], torch.Tensor]:
         plain = bn.forward
@@ -136,4 +137,4 @@ def global_batch(module: nn.Module, n_local: int, offset: int, total: int) -> It
             if own is None:
                 del m.forward  # the class's forward is back
             else:
-                m.forward = own  # type: ignore[method-assign]
+                m.forward = own

@@ -66,7 +66,7 @@ def read_rollbacks(checkpoint: Path) -> list[dict[str, Any]]:
 def row(phase_id: str, rec: dict[str, Any], seconds: float | None, rolled_back: bool = False,
         event: str = "") -> dict[str, Any]:
     """One CSV row from a loop history record (``{"epoch", "train_loss", "lr", "val_acc", "val_loss"}``)."""
-    out: dict[str, Any] = {c: "" for c in COLUMNS}
+    out: dict[str, Any] = dict.fromkeys(COLUMNS, "")
     out.update(phase_id=phase_id, phase=phase_id.rsplit("/", 1)[-1].partition("-")[2] or phase_id,
                rolled_back=int(rolled_back), event=event)
     for key, col in _FIELDS.items():

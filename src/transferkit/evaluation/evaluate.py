@@ -14,7 +14,8 @@ from transferkit.evaluation.metrics import classification_report
 from transferkit.models.base import ModelSpec, TransferModel
 
 
-def evaluate_model(model: nn.Module, ds: ArrayDataset, num_classes: int, place: Placement | None = None) -> dict[str, Any]:
+def evaluate_model(model: nn.Module, ds: ArrayDataset, num_classes: int,
+                   place: Placement | None = None) -> dict[str, Any]:
     """Accuracy, macro-F1 and the confusion matrix of ``model`` on labelled ``ds``."""
     y = ds.require_labels()
     place = place or resolve_placement(model, "auto", "auto")
@@ -34,7 +35,8 @@ class _WithHead(nn.Module):
         return self.head(self.model.forward_features(x))
 
 
-def source_test_split(spec: str, source_config: dict[str, Any], model: ModelSpec, class_names: list[str]) -> ArrayDataset:
+def source_test_split(spec: str, source_config: dict[str, Any], model: ModelSpec,
+                      class_names: list[str]) -> ArrayDataset:
     """Rebuild the source run's held-out test split (same data, fractions and seed), prepared for ``model``."""
     sp = source_config.get("split", {})
     ds = load_dataset(spec, model=model, seed=int(sp.get("seed", 0)))

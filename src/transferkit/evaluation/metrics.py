@@ -33,6 +33,6 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, num_classes: i
     return {
         "accuracy": accuracy(y_true, y_pred),
         "macro_f1": macro_f1(y_true, y_pred, num_classes),
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "confusion": confusion_matrix(y_true, y_pred, num_classes).tolist(),
     }

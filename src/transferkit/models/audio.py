@@ -28,7 +28,8 @@ def mel_to_hz(m: np.ndarray | float) -> np.ndarray:
     return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
 
 
-def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None) -> np.ndarray:
+def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0,
+                   f_max: float | None = None) -> np.ndarray:
     """Triangular mel filters on the ``n_fft // 2 + 1`` FFT bin frequencies (no area normalisation).
 
     ``n_mels + 2`` edge frequencies ``e_0 < ... < e_{M+1}`` are equally spaced on the HTK mel
@@ -91,7 +92,8 @@ class MeanMaxPool(nn.Module):
         return torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)
 
 
-def audio_cnn(spec: ModelSpec, n_mels: int = 40, width: int = 64, hidden: int = 128, dropout: float = 0.2) -> TransferModel:
+def audio_cnn(spec: ModelSpec, n_mels: int = 40, width: int = 64, hidden: int = 128,
+              dropout: float = 0.2) -> TransferModel:
     """Log-mel front end -> four temporal conv blocks -> mean/max pooling over time -> fc -> head.
 
     For 16 kHz waveforms of ``T`` samples (``spec.input_shape == (T,)``): 25 ms windows, 10 ms
@@ -114,7 +116,8 @@ def audio_cnn(spec: ModelSpec, n_mels: int = 40, width: int = 64, hidden: int = 
     if samples < 2400:
         raise ConfigError(f"audio_cnn needs at least 0.15 s of 16 kHz audio (2,400 samples), got {samples}")
     if n_mels < 8 or width < 1 or hidden < 1:
-        raise ConfigError(f"audio_cnn: n_mels must be at least 8, width and hidden positive (got {n_mels}, {width}, {hidden})")
+        raise ConfigError(f"audio_cnn: n_mels must be at least 8, width and hidden positive "
+                          f"(got {n_mels}, {width}, {hidden})")
     spec.modality = "audio"
 
     def block(cin: int, cout: int) -> nn.Sequential:
@@ -125,7 +128,8 @@ def audio_cnn(spec: ModelSpec, n_mels: int = 40, width: int = 64, hidden: int = 
     groups: OrderedDict[str, nn.Module] = OrderedDict(frontend=LogMel(n_mels=n_mels))
     for i in range(4):
         groups[f"conv{i + 1}"] = block(chans[i], chans[i + 1])
-    groups["fc"] = nn.Sequential(MeanMaxPool(), nn.Dropout(dropout), nn.Linear(2 * chans[-1], hidden), nn.ReLU(inplace=True))
+    groups["fc"] = nn.Sequential(MeanMaxPool(), nn.Dropout(dropout), nn.Linear(2 * chans[-1], hidden),
+                                 nn.ReLU(inplace=True))
     return TransferModel(groups, hidden, spec)
 
 

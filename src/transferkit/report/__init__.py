@@ -37,7 +37,8 @@ def render_markdown(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         lines.append(f"| training seconds | {metrics['train_seconds']:.1f} |")
     phases = metrics.get("phases", [])
     if phases:
-        lines += ["", "| phase | epochs | best epoch | best val acc | seconds | bf16 | channels-last |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "| phase | epochs | best epoch | best val acc | seconds | bf16 | channels-last |",
+                  "|---|---|---|---|---|---|---|"]
         for p in phases:
             lines.append(f"| {p['name']} | {p['epochs']} | {p['best_epoch']} | {_pct(p['best_val_acc'])} | "
                          f"{p['seconds']:.1f} | {p.get('bf16_autocast')} | {p.get('channels_last')} |")
@@ -52,5 +53,6 @@ def write_report(run_path: Path) -> Path:
     from transferkit.io import atomic_write_bytes, read_json
 
     out = run_path / "report.md"
-    atomic_write_bytes(out, render_markdown(read_json(run_path / "config.json"), read_json(run_path / "metrics.json")).encode())
+    text = render_markdown(read_json(run_path / "config.json"), read_json(run_path / "metrics.json"))
+    atomic_write_bytes(out, text.encode())
     return out

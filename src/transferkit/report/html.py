@@ -20,9 +20,9 @@ import numpy as np
 
 from transferkit import __version__
 from transferkit.errors import ConfigError
+from transferkit.evaluation.saliency import SaliencyExamples, TextSaliency
 from transferkit.io import atomic_write_bytes
 from transferkit.report import plots
-from transferkit.evaluation.saliency import SaliencyExamples, TextSaliency
 from transferkit.report.analysis import RunView, analyse_runs
 
 CSS = """
@@ -172,7 +172,7 @@ def _layers(views: Sequence[RunView]) -> str:
 
 def _tokens_html(tokens: list[str], scores: np.ndarray) -> str:
     """Word pieces shaded by score (``##`` pieces joined to the word before); special tokens left out."""
-    out = []
+    out: list[str] = []
     for tok, sc in zip(tokens, scores.tolist(), strict=True):
         if tok in ("[CLS]", "[SEP]", "[PAD]"):
             continue

@@ -103,7 +103,7 @@ def _fixed_point(sigma: np.ndarray, z: np.ndarray, res_perp: np.ndarray, n: int,
     ev = (k / 2 * log_a + (n - k) / 2 * log_b - log_t_s / 2 - n / 2 * np.log(2 * np.pi)
           - np.exp(log_b) / 2 * res2 - np.exp(log_a) / 2 * m2)
     return [Evidence(float(e / n), float(np.exp(a)), float(np.exp(b)), int(i))
-            for e, a, b, i in zip(ev, log_a, log_b, iters)]
+            for e, a, b, i in zip(ev, log_a, log_b, iters, strict=True)]
 
 
 def logme_evidence(features: np.ndarray, targets: np.ndarray, *, tol: float = 1e-7,

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from transferkit.models import ModelSpec, TransferModel
     from transferkit.runs import LoadedRun
 
-    Candidate = Union[str, Path, TransferModel, LoadedRun]
+    Candidate = str | Path | TransferModel | LoadedRun
 
 #: The scores :func:`rank` computes by default (``linear_probe_cv`` and ``gbc`` are opt-in).
 DEFAULT_SCORES: tuple[str, ...] = ("logme", "leep", "nce", "hscore", "knn", "sfda", "parc")
@@ -92,7 +92,7 @@ class RankResult:
 
         used = [s for s in self.score_names if s not in self.left_out] or self.score_names
         ranks = np.mean([rankdata(-self._oriented(s)) for s in used], axis=0)
-        return {c.name: float(r) for c, r in zip(self.candidates, ranks)}
+        return {c.name: float(r) for c, r in zip(self.candidates, ranks, strict=True)}
 
     def ranking(self, score: str | None = None) -> list[str]:
         """Candidate names best first, by one ``score`` or (``None``) by mean rank over all scores."""
@@ -201,10 +201,10 @@ def _input_key(spec: ModelSpec) -> str:
 
 
 def _target(data: str | Path | ArrayDataset, spec: ModelSpec, *, seed: int, shots: int | None,
-            max_samples: int, columns: dict[str, str | None] | None = None,
+            max_samples: int, label_column: str | None = None, text_column: str | None = None,
             read: ReadOptions | None = None) -> tuple[torch.Tensor, np.ndarray, str]:
     """The (sub-sampled) training split of ``data`` prepared for ``spec``: inputs, labels, name.
-    ``columns`` (``label_column`` / ``text_column``) and ``read`` apply when ``data`` is a path."""
+    ``label_column`` / ``text_column`` and ``read`` apply when ``data`` is a path."""
     import torch
 
     from transferkit.data import ArrayDataset, ReadOptions, kshot, load_dataset, prepare, split
@@ -212,7 +212,8 @@ def _target(data: str | Path | ArrayDataset, spec: ModelSpec, *, seed: int, shot
     if isinstance(data, ArrayDataset):
         ds = prepare(data, spec)
     else:  # label column None: the one the candidate was trained with (load_dataset reads it from spec)
-        ds = load_dataset(str(data), model=spec, seed=seed, read=read or ReadOptions(), **(columns or {}))
+        ds = load_dataset(str(data), model=spec, seed=seed, read=read or ReadOptions(), label_column=label_column,
+                          text_column=text_column)
     train = split(ds, seed=seed, val=0.15, test=0.3).train
     if shots is not None:
         train = kshot(train, shots, seed=seed)
@@ -232,7 +233,8 @@ def _load(cand: Candidate, i: int) -> tuple[TransferModel, str]:
         return cand.model, str(cand.path)
     if isinstance(cand, (str, Path)):
         return load_source(cand)[0], str(cand)
-    raise ConfigError(f"candidate {i} is a {type(cand).__name__}; pass run directories, backbone names or TransferModel objects")
+    raise ConfigError(f"candidate {i} is a {type(cand).__name__}; "
+                      "pass run directories, backbone names or TransferModel objects")
 
 
 def _probs(model: TransferModel, feats: torch.Tensor, device: torch.device) -> np.ndarray:
@@ -259,10 +261,8 @@ def _score_all(entries: Sequence[tuple[str, Score]], feats: np.ndarray, probs: n
     with threadpool_limits(1, user_api="blas"):
         for sname, score in entries:
             t = time.perf_counter()
-            if score.needs == "probs" and probs is None:
-                values[sname] = math.nan
-            else:
-                values[sname] = score(feats if score.needs == "features" else probs, y)
+            inputs = feats if score.needs == "features" else probs
+            values[sname] = math.nan if inputs is None else score(inputs, y)
             secs[sname] = time.perf_counter() - t
     return values, secs
 
@@ -302,8 +302,41 @@ def rank(candidates: Candidate | Sequence[Candidate], data: str | Path | ArrayDa
     import scipy.linalg  # noqa: F401  (load scipy's BLAS before limiting its threads)
 
     from transferkit.data import ReadOptions
-    from transferkit.engine.features import extract_features
-    from transferkit.engine.precision import eval_mode, resolve_placement
+
+    cands, entries = _check_candidates(candidates, scores, names)
+    max_samples = check_positive_int("max_samples", max_samples, minimum=2)
+    if shots is not None:
+        shots = check_positive_int("shots", shots)
+    targets: dict[str, tuple[Any, np.ndarray, str]] = {}
+    data_seconds = 0.0
+    results: list[CandidateScores] = []
+    notes: list[str] = []
+    for i, cand in enumerate(cands):
+        t0 = time.perf_counter()
+        model, name = _load(cand, i)
+        if names is not None:
+            name = str(names[i])
+        shape = _input_key(model.spec)
+        if shape not in targets:
+            t_data = time.perf_counter()
+            targets[shape] = _target(data, model.spec, seed=seed, shots=shots, max_samples=max_samples,
+                                     label_column=label_column, text_column=text_column,
+                                     read=ReadOptions(skip_bad_files))
+            data_seconds += time.perf_counter() - t_data
+            t0 += time.perf_counter() - t_data  # data loading is shared, not this candidate's cost
+        x, y, data_name = targets[shape]
+        if model.spec.num_classes == 0 and (note := _headless_note(name, entries)):
+            notes.append(note)
+        results.append(_score_candidate(model, name, x, y, entries, device, t0))
+    _unique_names(results)
+    return RankResult(data_name, len(y), len(np.unique(y)), shots, seed, [s for s, _ in entries],
+                      {s: sc.higher_is_better for s, sc in entries}, results, data_seconds, notes,
+                      [s for s, sc in entries if sc.needs == "probs" and notes])
+
+
+def _check_candidates(candidates: Candidate | Sequence[Candidate], scores: Sequence[str],
+                      names: Sequence[str] | None) -> tuple[list[Candidate], list[tuple[str, Score]]]:
+    """The candidates as a list and the ``(name, Score)`` entries; a ConfigError on a bad argument."""
     from transferkit.models import TransferModel
     from transferkit.runs import LoadedRun
     from transferkit.transferability.scores import SCORES
@@ -320,54 +353,41 @@ def rank(candidates: Candidate | Sequence[Candidate], data: str | Path | ArrayDa
     if len(set(scores)) != len(scores):
         raise ConfigError(f"score listed twice in {list(scores)}")
     entries: list[tuple[str, Score]] = [(s, SCORES.get(s)) for s in scores]
-    max_samples = check_positive_int("max_samples", max_samples, minimum=2)
     if names is not None and len(names) != len(cands):
         raise ConfigError(f"{len(names)} names for {len(cands)} candidates")
-    if shots is not None:
-        shots = check_positive_int("shots", shots)
+    return cands, entries
 
-    targets: dict[str, tuple[Any, np.ndarray, str]] = {}
-    data_seconds = 0.0
-    results: list[CandidateScores] = []
-    notes: list[str] = []
-    for i, cand in enumerate(cands):
-        t0 = time.perf_counter()
-        model, name = _load(cand, i)
-        if names is not None:
-            name = str(names[i])
-        shape = _input_key(model.spec)
-        if shape not in targets:
-            t_data = time.perf_counter()
-            targets[shape] = _target(data, model.spec, seed=seed, shots=shots, max_samples=max_samples,
-                                     columns={"label_column": label_column, "text_column": text_column},
-                                     read=ReadOptions(skip_bad_files))
-            data_seconds += time.perf_counter() - t_data
-            t0 += time.perf_counter() - t_data  # data loading is shared, not this candidate's cost
-        x, y, data_name = targets[shape]
-        was_training, home = model.training, next(model.parameters()).device
-        place = resolve_placement(model, "auto", "auto", device)
-        headless = model.spec.num_classes == 0
-        if headless and (note := _headless_note(name, entries)):
-            notes.append(note)
-        try:
-            feats = extract_features(model, x, place)
-            with eval_mode(model):
-                wants = any(s.needs == "probs" for _, s in entries) and not headless
-                probs = _probs(model, feats, place.device) if wants else None
-        finally:
-            model.train(was_training)
-            model.to(home)
-        f = feats.reshape(len(feats), -1).double().numpy()
-        forward = time.perf_counter() - t0
-        values, secs = _score_all(entries, f, probs, y)
-        source_classes = int(probs.shape[1]) if probs is not None else model.spec.num_classes
-        results.append(CandidateScores(name, model.spec.name, values, time.perf_counter() - t0, forward, secs,
-                                       f.shape[1], source_classes))
+
+def _score_candidate(model: TransferModel, name: str, x: Any, y: np.ndarray, entries: Sequence[tuple[str, Score]],
+                     device: str, t0: float) -> CandidateScores:
+    """One forward pass of ``model`` over ``x`` and every score of ``entries``; ``t0``: when its cost began.
+    The model's training mode and device are restored afterwards."""
+    from transferkit.engine.features import extract_features
+    from transferkit.engine.precision import eval_mode, resolve_placement
+
+    was_training, home = model.training, next(model.parameters()).device
+    place = resolve_placement(model, "auto", "auto", device)
+    headless = model.spec.num_classes == 0
+    try:
+        feats = extract_features(model, x, place)
+        with eval_mode(model):
+            wants = any(s.needs == "probs" for _, s in entries) and not headless
+            probs = _probs(model, feats, place.device) if wants else None
+    finally:
+        model.train(was_training)
+        model.to(home)
+    f = feats.reshape(len(feats), -1).double().numpy()
+    forward = time.perf_counter() - t0
+    values, secs = _score_all(entries, f, probs, y)
+    source_classes = int(probs.shape[1]) if probs is not None else model.spec.num_classes
+    return CandidateScores(name, model.spec.name, values, time.perf_counter() - t0, forward, secs,
+                           f.shape[1], source_classes)
+
+
+def _unique_names(results: list[CandidateScores]) -> None:
+    """Rename repeated display names in place: the second ``a`` becomes ``a#2``."""
     seen: dict[str, int] = {}
-    for c in results:  # unique display names
+    for c in results:
         seen[c.name] = seen.get(c.name, 0) + 1
         if seen[c.name] > 1:
             c.name = f"{c.name}#{seen[c.name]}"
-    return RankResult(data_name, len(y), int(len(np.unique(y))), shots, seed, [s for s, _ in entries],
-                      {s: sc.higher_is_better for s, sc in entries}, results, data_seconds, notes,
-                      [s for s, sc in entries if sc.needs == "probs" and notes])
