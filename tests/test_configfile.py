@@ -185,9 +185,12 @@ def test_every_flag_that_takes_a_path_is_a_path_key() -> None:
     from transferkit.configfile import PATH_KEYS
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    missed = {(name, a.dest) for name, p in sub.choices.items() for a in p._actions
-              if a.option_strings and a.dest not in PATH_KEYS and a.nargs != 0 and not a.dest.endswith("_column")
-              and (a.dest.endswith("data") or re.search(r"\b(path|file|folder|director)", a.help or "", re.I))}
+    def key(a: argparse.Action) -> str:  # a config's key is the flag's name (``model_opt``, ``label_column``)
+        return a.option_strings[-1].lstrip("-").replace("-", "_")
+
+    missed = {(name, key(a)) for name, p in sub.choices.items() for a in p._actions
+              if a.option_strings and key(a) not in PATH_KEYS and a.nargs != 0 and not key(a).endswith("_column")
+              and (key(a).endswith("data") or re.search(r"\b(path|file|folder|director)", a.help or "", re.I))}
     assert not missed, f"path-valued flags outside PATH_KEYS: {sorted(missed)}"
 
 

@@ -397,14 +397,15 @@ def test_artifacts_are_listed_before_they_are_written(source_run: Path, tmp_path
 
 def _no_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     import transferkit.adaptation.api as adapt_api
-    import transferkit.api as api
     import transferkit.federated.api as fed_api
+    from transferkit.pipeline import pretrain as pretrain_stages
+    from transferkit.pipeline import transfer as transfer_stages
 
     def loads(*args: object, **kwargs: object) -> None:
         raise AssertionError("data or a source loaded before --out was checked")
 
-    for module, name in ((api, "load_dataset"), (api, "load_source"), (adapt_api, "load_source"),
-                         (fed_api, "check_training")):
+    for module, name in ((pretrain_stages, "load_dataset"), (transfer_stages, "load_dataset"),
+                         (transfer_stages, "load_source"), (adapt_api, "load_source"), (fed_api, "check_training")):
         monkeypatch.setattr(module, name, loads)
 
 

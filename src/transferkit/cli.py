@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -25,6 +24,12 @@ PLUGINS = (
     "transferkit.zeroshot_cli",
     "transferkit.suggest_cli",
 )
+
+
+def _cli_tools() -> Any:
+    import importlib
+
+    return importlib.import_module("transferkit.cli_tools")
 
 
 def _plugins() -> list[Any]:
@@ -84,7 +89,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                        help=f"{f.metadata.get('help', '')} (default: {train_default(command, f.name)})")
 
 
-def _add_column_args(p: argparse.ArgumentParser) -> None:
+def add_column_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-column", default=None, metavar="NAME",
                    help="label column of a .csv / .jsonl file (default: 'label', or the one the run was trained with)")
     p.add_argument("--text-column", default=None, metavar="NAME",
@@ -98,7 +103,7 @@ def add_read_args(p: argparse.ArgumentParser) -> None:
                         "pixel limit) and list them on stderr, instead of stopping at the first")
 
 
-def _columns(args: argparse.Namespace) -> dict[str, str | None]:
+def column_args(args: argparse.Namespace) -> dict[str, str | None]:
     return {"label_column": args.label_column, "text_column": args.text_column}
 
 
@@ -140,48 +145,20 @@ def _add_run_parsers(sub: Any, replay: bool) -> None:
     add_train_args(tr)
 
 
-def _add_tool_parsers(sub: Any) -> None:
-    """``evaluate``, ``predict``, ``export`` and ``rank``: commands that read runs."""
-    ev = sub.add_parser("evaluate", help="score a run on labelled data (and on the source task)")
-    ev.add_argument("run")
-    ev.add_argument("--data", required=True)
-    ev.add_argument("--source-data", default=None)
-    _add_column_args(ev)
-    add_read_args(ev)
-    add_predict_parser(sub)
-    ex = sub.add_parser("export", help="export a finished run's model to ONNX, checked with onnxruntime against PyTorch")
-    ex.add_argument("run")
-    ex.add_argument("--out", required=True, help="the .onnx file to write (beside it: FILE.json with the inputs it "
-                    "expects, class names and preprocessing; FILE.tokenizer/ for text models)")
-    ex.add_argument("--overwrite", action="store_true", help="replace existing export files")
-    ex.add_argument("--check-data", default=None, metavar="DATA",
-                    help="data whose inputs check the export (default: the data the run trained on)")
-    ex.add_argument("--tolerance", type=float, default=1e-3, help="largest |onnxruntime - PyTorch| logit allowed")
-    rk = sub.add_parser("rank", help="rank candidate source models for target data by transferability scores")
-    rk.add_argument("--data", required=True, help="target dataset name or path")
-    rk.add_argument("--candidates", nargs="+", required=True, help="source run directories or pretrained backbone names")
-    rk.add_argument("--shots", type=int, default=None, help="labelled examples per class to score on")
-    rk.add_argument("--scores", default=None, help="comma-separated score names (see `transferkit scores`)")
-    rk.add_argument("--max-samples", type=int, default=2000)
-    rk.add_argument("--seed", type=int, default=0)
-    rk.add_argument("--json", default=None, help="also write the result as JSON here")
-    _add_column_args(rk)
-    add_read_args(rk)
-    rk.add_argument("--overwrite", action="store_true", help="replace an existing --json file not written by rank")
-
-
 def add_predict_parser(sub: Any) -> None:
     pr = sub.add_parser("predict", help="predict classes for new inputs (images, text, audio) with a run's model")
     pr.add_argument("run")
-    pr.add_argument("inputs", help="image model: an image, a folder of images or an .npz with 'x'; text model: a .txt "
-                    "(one input per line), .csv with a 'text' column or .jsonl; tabular model: a .csv / .jsonl table with "
-                    "the training columns (a label column is ignored); audio model: a .wav or a folder of .wav")
+    pr.add_argument("inputs", help="image model: an image, a folder of images or an .npz with 'x'; text model: a "
+                    ".txt (one input per line), .csv with a 'text' column or .jsonl; tabular model: a .csv / .jsonl "
+                    "table with the training columns (a label column is ignored); audio model: a .wav or a folder of "
+                    ".wav")
     pr.add_argument("--out", default=None, help="write predictions as CSV here")
-    _add_column_args(pr)
+    add_column_args(pr)
     add_read_args(pr)
     pr.add_argument("--overwrite", action="store_true", help="replace an existing --out file not written by predict")
     pr.add_argument("--top-k", type=int, default=1, metavar="K",
-                    help="the K most probable classes per input: columns class, probability, class_2, probability_2, ...")
+                    help="the K most probable classes per input: columns class, probability, class_2, "
+                         "probability_2, ...")
 
 
 def build_parser(replay: bool = False) -> argparse.ArgumentParser:
@@ -196,34 +173,14 @@ def build_parser(replay: bool = False) -> argparse.ArgumentParser:
                         "started in; --out and --overwrite never come from it)")
     sub = p.add_subparsers(dest="command", required=True)
     _add_run_parsers(sub, replay)
-    _add_tool_parsers(sub)
+    _cli_tools().add_parsers(sub)
+    add_predict_parser(sub)
     for name in LISTINGS:
         ls = sub.add_parser(name, help=f"list the registered {name}")
         ls.add_argument("pattern", nargs="?", default="*", help="glob filter")
-    demo = sub.add_parser("demo", help="pretrain on mnist5k, transfer to digits8 with every strategy, print a table")
-    demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--shots", default="1,5,10", help="comma-separated shots per class")
-    demo.add_argument("--strategies", default="*", help="glob over strategy names")
-    demo.add_argument("--seeds", default="0", help="comma-separated seeds")
-    demo.add_argument("--overwrite", action="store_true", help="replace results.json / results.md not written by demo")
     for plugin in _plugins():
         plugin.add_parsers(sub)
     return p
-
-
-def _listing(kind: str, pattern: str) -> None:
-    if kind == "datasets":
-        from transferkit.data import DATASETS as reg
-    elif kind == "strategies":
-        from transferkit.strategies import STRATEGIES as reg  # type: ignore[assignment]
-    elif kind == "scores":
-        from transferkit.transferability import SCORES as reg  # type: ignore[assignment]
-    else:
-        from transferkit.models import MODELS as reg  # type: ignore[assignment]
-    entries = reg.list(pattern)
-    width = max((len(e.name) for e in entries), default=0)
-    for e in entries:
-        print(f"{e.name.ljust(width)}  {e.summary}")
 
 
 def _pct(v: float) -> str:
@@ -284,70 +241,22 @@ def _run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tool_command(args: argparse.Namespace) -> int:
-    """``evaluate``, ``predict``, ``export``, ``rank`` and ``demo``."""
-    import transferkit as tk
-
-    if args.command == "evaluate":
-        out = tk.evaluate(args.run, args.data, args.source_data, skip_bad_files=args.skip_bad_files, **_columns(args))
-        print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "confusion"} for k, v in out.items()}, indent=2))
-    elif args.command == "predict":
-        from transferkit.io import check_output_file
-        from transferkit.prediction import predict_to_csv
-
-        if args.out is not None:
-            check_output_file(args.out, args.overwrite, lambda head: head.startswith(b"input,class"), "transferkit predict")
-        print(predict_to_csv(args.run, args.inputs, args.out, args.top_k, skip_bad_files=args.skip_bad_files,
-                             **_columns(args)), end="")
-    elif args.command == "export":
-        from transferkit.export import export_onnx, result_line
-
-        print(result_line(export_onnx(args.run, args.out, overwrite=args.overwrite, tolerance=args.tolerance,
-                                      check_data=args.check_data)))
-    elif args.command == "rank":
-        _rank(args)
-    else:
-        from transferkit.demo import run_demo
-
-        run_demo(args.out, shots=[int(s) for s in args.shots.split(",")], pattern=args.strategies,
-                 seeds=[int(s) for s in args.seeds.split(",")], overwrite=args.overwrite)
-    return 0
-
-
-def _rank(args: argparse.Namespace) -> None:
-    import transferkit as tk
-    from transferkit.io import check_output_file, write_json
-    from transferkit.transferability.rank import DEFAULT_SCORES
-
-    if args.json:
-        check_output_file(args.json, args.overwrite, lambda head: b'"higher_is_better"' in head, "transferkit rank",
-                          "--json")
-    scores = tuple(args.scores.split(",")) if args.scores else DEFAULT_SCORES
-    result = tk.rank(args.candidates, args.data, shots=args.shots, seed=args.seed, scores=scores,
-                     max_samples=args.max_samples, skip_bad_files=args.skip_bad_files, **_columns(args))
-    print(result.to_table().rstrip("\n"))
-    if args.json:
-        from pathlib import Path
-
-        write_json(Path(args.json), result.to_json())
-
-
 def run(args: argparse.Namespace) -> int:
     for plugin in _plugins():
         if (code := plugin.run(args)) is not None:
             return code
-    if args.command in LISTINGS:
-        _listing(args.command, args.pattern)
-        return 0
     if args.command in ("pretrain", "transfer"):
         return _run_command(args)
-    return _tool_command(args)
+    code = _cli_tools().run(args)
+    if code is None:
+        raise AssertionError(args.command)
+    return code
 
 
-class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg,unused-ignore]
     """Writes to whatever ``sys.stderr`` is at the time (as :data:`logging.lastResort` does)."""
 
-    @property  # type: ignore[override]
+    @property  # type: ignore[override,unused-ignore]
     def stream(self) -> Any:
         return sys.stderr
 

@@ -12,6 +12,17 @@ A config file holds the flags of one sub-command as keys (``data = "digits8"``, 
   rule part by part: ``clients_from = "a.npz,b.npz"`` and ``unlabelled = "rest+tweets.jsonl"``
   (``rest`` is not a path); a list (``candidates``) item by item. ``model_opt`` items whose key
   names a folder (``path=...``, read by the ``hf`` backbone) obey the same rule.
+
+A run's own ``config.json`` (it holds ``transferkit_version`` and the run's ``command``) is not a
+hand-written config: ``transferkit transfer --config runs/x/config.json --out runs/y`` (or ``pretrain``)
+replays that run (:class:`RunConfig`). Its spec is read back (:meth:`transferkit.spec.RunSpec.from_run_config`:
+the fields, and the training settings the run's ``provenance`` marks as the user's), and typed flags
+override it. The rule for its paths: they were written relative to the folder the run was started in, which
+the run records (``cwd``); relative paths are resolved against that folder (a run without ``cwd``, older
+than this rule: against the current folder), absolute paths and registered names are kept. ``--out`` and
+``--overwrite`` never come from a run's config (it records neither): the replay writes only where the
+command line says. Replaying a run's config of another command (an ``adapt`` run's into ``transfer``) is an
+error.
 """
 
 from __future__ import annotations
@@ -155,7 +166,8 @@ def _actions(parser: argparse.ArgumentParser, command: str) -> dict[str, argpars
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     if command not in sub.choices:
         raise ConfigError(f"--config needs a sub-command, e.g. `transferkit transfer --config {command}`")
-    return {a.dest: a for a in sub.choices[command]._actions if a.option_strings and a.dest != "help"}
+    return {a.option_strings[-1].lstrip("-").replace("-", "_"): a for a in sub.choices[command]._actions
+            if a.option_strings and a.dest != "help"}
 
 
 def _flag_tokens(key: str, value: Any, action: argparse.Action, to_path: Any) -> list[str]:
@@ -208,3 +220,57 @@ def expand_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]
     if pos is None:
         raise ConfigError("--config needs a sub-command, e.g. `transferkit transfer --config run.toml`")
     return [*rest[: pos + 1], *config_tokens(parser, rest[pos], path), *rest[pos + 1 :]]
+
+
+class RunConfig:
+    """A run's ``config.json`` given to ``--config``: the spec it records, for a replay (module docstring)."""
+
+    def __init__(self, path: Path, config: dict[str, Any]) -> None:
+        self.path, self.config = path, config
+        cwd = config.get("cwd")
+        self.root = Path(cwd) if isinstance(cwd, str) and Path(cwd).is_absolute() else Path.cwd()
+
+    def resolve(self, key: str, value: str) -> str:
+        """``value`` of path field ``key`` with each relative path made absolute against the run's folder."""
+        sep = MULTI_PATH_SEPARATORS.get(key)
+        parts = [value] if sep is None or (self.root / value).exists() else value.split(sep)
+        out = []
+        for part in parts:
+            p = Path(part).expanduser()
+            keep = part in NOT_PATHS.get(key, ()) or p.is_absolute() or (_is_registered(part) and not
+                                                                           (self.root / p).exists())
+            out.append(part if keep else str(self.root / p))
+        return (sep or "").join(out)
+
+    def spec_values(self, cls: Any) -> dict[str, Any]:
+        """The JSON form of the spec of class ``cls`` the run recorded, its paths resolved (:meth:`resolve`)."""
+        command = self.config.get("command")
+        if command != cls.command:
+            raise ConfigError(f"{self.path}: the config of a '{command}' run; replay it with `transferkit {command} "
+                              f"--config {self.path} --out DIR`")
+        values: dict[str, Any] = cls.from_run_config(self.config).to_dict()
+        for key in PATH_KEYS & values.keys():
+            if isinstance(values[key], str):
+                values[key] = self.resolve(key, values[key])
+        kwargs = values.get("model_kwargs") or {}
+        for key in KV_PATH_KEYS["model_opt"] & kwargs.keys():
+            if isinstance(kwargs[key], str):
+                kwargs[key] = self.resolve("model_opt", kwargs[key])
+        return values
+
+
+def is_run_config(data: dict[str, Any]) -> bool:
+    """Whether a config file's mapping is a run's own ``config.json`` (not flags written by hand)."""
+    return "transferkit_version" in data and isinstance(data.get("command"), str)
+
+
+def split_run_config(argv: list[str]) -> tuple[list[str], RunConfig | None]:
+    """``argv`` without ``--config FILE`` and the run it replays when FILE is a run's ``config.json``;
+    ``argv`` unchanged otherwise (a hand-written config: :func:`expand_config`)."""
+    rest, path = split_config_arg(argv)
+    if path is None or Path(path).suffix.lower() != ".json" or not Path(path).expanduser().is_file():
+        return argv, None
+    data = read_config(Path(path).expanduser())
+    if not is_run_config(data):
+        return argv, None
+    return rest, RunConfig(Path(path).expanduser(), data)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, Literal, TypeVar, get_origin
+from typing import Any, ClassVar, Literal, TypeVar, cast, get_origin
 
 from transferkit import options
 from transferkit.errors import ConfigError
@@ -77,6 +77,11 @@ class SplitSpec:
         """This split with its seed fixed (the run's seed when it had none)."""
         return self if self.seed is not None else dataclasses.replace(self, seed=seed)
 
+    def split_args(self, seed: int) -> dict[str, Any]:
+        """``{"val", "test", "seed"}``, the keyword arguments of :func:`transferkit.data.split` for a run of
+        ``seed`` (used when the split has no seed of its own)."""
+        return {"val": self.val, "test": self.test, "seed": seed if self.seed is None else self.seed}
+
     def fractions(self) -> dict[str, float]:
         """``{"val": ..., "test": ...}``, the keyword arguments of :func:`transferkit.data.split`."""
         return {"val": self.val, "test": self.test}
@@ -117,7 +122,7 @@ class RunSpec(Spec):
     def from_run_config(cls: type[S], config: Mapping[str, Any]) -> S:
         """The spec a run's ``config.json`` records: its fields, with ``train`` the settings its
         ``provenance`` marks ``user`` (an older run without provenance: none)."""
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        names = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in config.items() if k in names and k != "train"}
         trained, prov = config.get("train") or {}, config.get("provenance") or {}
         data["train"] = {k: v for k, v in trained.items() if prov.get(k) == "user" and k != "seed"}
@@ -231,7 +236,7 @@ def spec_values(cls: type, args: argparse.Namespace, prefix: str = "") -> dict[s
             for item in value:
                 key, eq, v = item.partition("=")
                 if not eq or not key:
-                    raise ConfigError(f"{_flag_of(f, tp)} expects KEY=VALUE, got {item!r}")
+                    raise ConfigError(f"{_flag_of(f, tp)} expects key=value, got {item!r}")
                 items[key] = v
             value = items
         out[f.name] = value
@@ -247,7 +252,7 @@ def spec_from_args(cls: type[S], args: argparse.Namespace, base: Mapping[str, An
     for key, sub in given.items():  # a nested spec: the flags given override the base's fields one by one
         if isinstance(sub, dict) and isinstance((base or {}).get(key), Mapping) and key not in extra:
             values[key] = {**base[key], **sub}  # type: ignore[index]
-    types_ = options.hints(cls)
+    types_ = options.hints(cast(type, cls))
     for f in dataclasses.fields(cls):
         if not _has_default(f) and f.name not in values:
             raise ConfigError(f"the following arguments are required: {_flag_of(f, types_[f.name])}")

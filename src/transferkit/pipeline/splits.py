@@ -21,9 +21,10 @@ import numpy as np
 
 from transferkit.data import DATASETS, ArrayDataset, split
 from transferkit.errors import ConfigError
+from transferkit.spec import SplitSpec
 
-#: Validation and test fractions of a labelled data set (``pretrain``, ``transfer``).
-SPLIT = {"val": 0.15, "test": 0.3}
+#: Validation and test fractions of a labelled data set (``pretrain``, ``transfer``): :class:`SplitSpec`'s defaults.
+SPLIT = SplitSpec().fractions()
 #: Label-free split of ``adapt``'s target inputs: validation (checkpoint/method selection) and held out.
 TARGET_SPLIT = {"val": 0.15, "test": 0.3}
 
