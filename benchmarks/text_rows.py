@@ -30,9 +30,9 @@ RECIPES: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     # weight-space WiSE-FT from the zero-shot model (Wortsman et al., CVPR 2022): head initialised from the
     # prompt ensemble chosen on the movies validation draws (ZS_ENSEMBLE), then LP-FT (probe pulled toward the
     # zero-shot head, then everything at 3e-5) or plain fine-tuning, then alpha on the movies validation draw
-    "zs_init@lp_ft": ({"templates": "|".join(ZS_ENSEMBLE), "train": "lp_ft",
+    "zs_init@lp_ft": ({"templates": ",".join(ZS_ENSEMBLE), "train": "lp_ft",
                        "wise": "-1", "wise_rule": "best"}, {}),
-    "zs_init@ft": ({"templates": "|".join(ZS_ENSEMBLE), "train": "finetune",
+    "zs_init@ft": ({"templates": ",".join(ZS_ENSEMBLE), "train": "finetune",
                     "wise": "-1", "wise_rule": "best"}, {}),
     # LP-FT with a 3x smaller feature learning rate (1e-5; the probe phase unchanged at 100 x 3e-5): less
     # distortion of the pretrained features, which is what LP-FT protects (Kumar et al., ICLR 2022)
@@ -41,26 +41,26 @@ RECIPES: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     # teacher (prompt ensemble ZS_ENSEMBLE, weight on the validation draw); the top quarter per class joins the 128
     # labelled snippets and the student is the lp_ft row's recipe (transferkit/strategies/semi.py)
     "self_train": ({"base": "lp_ft", "base_options": "ft_lr_scale=1", "keep": "0.25",
-                    "templates": "|".join(ZS_ENSEMBLE)}, {"lr": 3e-5}),
+                    "templates": ",".join(ZS_ENSEMBLE)}, {"lr": 3e-5}),
     # two teacher/student rounds: the first student (with the zero-shot part) teaches a second, fresh one
     "self_train@r2": ({"base": "lp_ft", "base_options": "ft_lr_scale=1", "keep": "0.25", "rounds": "2",
-                       "templates": "|".join(ZS_ENSEMBLE)}, {"lr": 3e-5}),
+                       "templates": ",".join(ZS_ENSEMBLE)}, {"lr": 3e-5}),
     # earlier versions (see TEXT.md): the teacher's probe the library's SGD probe phase (early-stopped on the
     # validation draw) instead of L-BFGS logistic regression, its zero-shot weight by validation NLL or accuracy
     "self_train@sgd": ({"base": "lp_ft", "base_options": "ft_lr_scale=1", "keep": "0.25", "teacher": "sgd",
-                        "templates": "|".join(ZS_ENSEMBLE)}, {"lr": 3e-5}),
+                        "templates": ",".join(ZS_ENSEMBLE)}, {"lr": 3e-5}),
     "self_train@acc": ({"base": "lp_ft", "base_options": "ft_lr_scale=1", "keep": "0.25", "teacher": "sgd",
-                        "teacher_weight": "accuracy", "templates": "|".join(ZS_ENSEMBLE)}, {"lr": 3e-5}),
+                        "teacher_weight": "accuracy", "templates": ",".join(ZS_ENSEMBLE)}, {"lr": 3e-5}),
     # unsupervised domain adaptation: the self_train row with the unlabelled pool widened to the tweets this seed
     # does not test on (about 2,900, labels dropped; none repeating a test text), pseudo-labelled in the same share as the movie snippets
     # (`--unlabelled rest+vader-tweets`); fixed, with UDA_SEEDS, before any of its cells ran
     "self_train@uda": ({"base": "lp_ft", "base_options": "ft_lr_scale=1", "keep": "0.25",
-                        "templates": "|".join(ZS_ENSEMBLE)}, {"lr": 3e-5}),
+                        "templates": ",".join(ZS_ENSEMBLE)}, {"lr": 3e-5}),
     # the same with unlabelled Amazon snippets instead of tweets (`--unlabelled rest+vader-amazon`): does the gain
     # carry to a deployment domain the row was not set up for? Added after self_train@uda's result, fixed with
     # its seeds (UDA_SEEDS) before any of its own cells ran
     "self_train@uda-amazon": ({"base": "lp_ft", "base_options": "ft_lr_scale=1", "keep": "0.25",
-                               "templates": "|".join(ZS_ENSEMBLE)}, {"lr": 3e-5}),
+                               "templates": ",".join(ZS_ENSEMBLE)}, {"lr": 3e-5}),
 }
 #: target 1 with unlabelled tweets (unsupervised domain adaptation: labels from movies only, no test text read):
 #: the row and its six seeds were fixed before any of them ran; no other variant of it is tried on them. Its pools

@@ -202,7 +202,7 @@ def test_zs_init_align_keeps_the_head_tied_to_the_prompts(minilm: TransferModel)
     assert changed, "align trained no encoder weight"
     s = make_strategy("zs_init").options.scale
     torch.testing.assert_close(trained.head.weight, s * class_embeddings(trained, ["negative", "positive"],
-                                                                         make_strategy("zs_init").options.templates.split("|")))
+                                                                         list(make_strategy("zs_init").options.templates)))
 
 
 def test_zs_init_wise_path_ends_at_zero_shot_and_fine_tuned(minilm: TransferModel) -> None:

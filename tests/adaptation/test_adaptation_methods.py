@@ -74,7 +74,7 @@ def test_adabn_uses_target_statistics(source_run: Path, target_inputs: tuple[tor
 def test_method_options_are_validated() -> None:
     with pytest.raises(ConfigError, match="unknown dann option 'nope'"):
         make_method("dann", {"nope": "1"})
-    with pytest.raises(ConfigError, match="entropy='maybe' is not a valid bool"):
+    with pytest.raises(ConfigError, match="entropy='maybe' is not a boolean"):
         make_method("cdan", {"entropy": "maybe"})
     assert make_method("cdan", {"entropy": "false"}).options.entropy is False
     with pytest.raises(ConfigError, match="threshold"):

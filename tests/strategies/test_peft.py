@@ -304,7 +304,7 @@ def test_adapter_that_does_not_fit_raises_checkpoint_error(source_loaded: Any, d
     ("lora", {"r": "0"}, "lora: r must be at least 1, got 0"),
     ("lora", {"alpha": "-1"}, "lora: alpha must be positive"),
     ("lora", {"dropout": "1"}, r"lora: dropout must be in \[0, 1\)"),
-    ("lora", {"targets": " , "}, "lora: targets=' , ' names no module glob"),
+    ("lora", {"targets": " , "}, "lora: targets='' names no module glob"),
     ("lora", {"rank": "4"}, "unknown strategy option 'rank'"),
     ("lora", {"r": "four"}, "r='four' is not a valid int"),
     ("bitfit", {"lr_scale": "0"}, "bitfit: lr_scale must be positive"),

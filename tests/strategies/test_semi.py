@@ -16,9 +16,17 @@ from transferkit.data.base import kshot_indices
 from transferkit.engine.config import TrainConfig
 from transferkit.errors import ConfigError
 from transferkit.models import TransferModel
+from transferkit.options import to_dict
 from transferkit.strategies import TransferContext, make_strategy, run_strategy
-from transferkit.strategies.base import parse_kv
-from transferkit.strategies.semi import balanced_top, concat_inputs, grouped_top, lbfgs_probe, pool_inputs
+from transferkit.strategies.semi import (
+    SelfTrainOptions,
+    balanced_top,
+    concat_inputs,
+    grouped_top,
+    lbfgs_probe,
+    pool_inputs,
+)
+from transferkit.strategies.simple import LPFTOptions
 
 
 def test_balanced_top_takes_the_most_confident_per_predicted_class() -> None:
@@ -70,11 +78,20 @@ def test_concat_inputs_zero_pads_token_widths() -> None:
     assert x.shape == (5, 1, 4, 4) and x[2:].eq(1).all()
 
 
-def test_parse_kv() -> None:
-    assert parse_kv("", "x") == {}
-    assert parse_kv("ft_lr_scale=1, prior = 0.5", "x") == {"ft_lr_scale": "1", "prior": "0.5"}
-    with pytest.raises(ConfigError, match="x: expected key=value, got 'oops'"):
-        parse_kv("oops", "x")
+def test_options_are_typed_in_every_form() -> None:
+    """The CLI strings, typed values and Options instances give the same options; to_dict round-trips."""
+    from_cli = make_strategy("self_train", {"base_options": "ft_lr_scale=1", "teacher_weight": "0.3",
+                                            "templates": "a {} review,the {} one", "teacher": "sgd"}).options
+    typed = SelfTrainOptions(base_options={"ft_lr_scale": 1.0}, teacher_weight=0.3,
+                             templates=("a {} review", "the {} one"), teacher="sgd")
+    assert from_cli == typed and from_cli.base_options == {"ft_lr_scale": 1.0}
+    assert SelfTrainOptions(base_options=LPFTOptions(ft_lr_scale=1.0)).base_options == {"ft_lr_scale": 1.0}
+    assert make_strategy("self_train", to_dict(typed)).options == typed
+    assert make_strategy("self_train", {"teacher_weight": "accuracy"}).options.teacher_weight == "accuracy"
+    assert make_strategy("self_train", typed).options is typed
+    assert make_strategy("self_train", {"base_options": {"ft_lr_scale": 1}}).base.options.ft_lr_scale == 1.0
+    with pytest.raises(ConfigError, match="templates is a list now: separate templates with ','"):
+        make_strategy("self_train", {"templates": "a {} review|the {} one"})
 
 
 @pytest.mark.parametrize("opts, needle", [({"keep": "0"}, "keep must be in"), ({"keep": "1.5"}, "keep must be in"),

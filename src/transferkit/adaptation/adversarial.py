@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transferkit.adaptation.base import AdaptContext, Method, adapt_phase, domain_discriminator, joint_forward
+from transferkit.adaptation.base import (
+    AdaptContext,
+    AdaptModule,
+    Method,
+    adapt_phase,
+    domain_discriminator,
+    joint_forward,
+)
 from transferkit.adaptation.functional import (
     GradientReversal,
     domain_adversarial_loss,
@@ -39,11 +47,13 @@ class AdversarialOptions:
 def dann_loss(module: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor | None,
               trade_off: float) -> torch.Tensor:
     """``CE(source) + trade_off * L_dom(D(GRL(f_s)), D(GRL(f_t)))`` (Ganin et al., JMLR 2016, eq. 9)."""
-    fs, zs, ft, _ = joint_forward(module.model, xs, xt)
+    m = cast(AdaptModule, module)
+    fs, zs, ft, _ = joint_forward(m.model, xs, xt)
     cls = F.cross_entropy(zs.float(), ys)
     if ft is None:
         return cls
-    d = module.discriminator(module.grl(torch.cat([fs, ft])))
+    assert m.discriminator is not None and m.grl is not None
+    d = m.discriminator(m.grl(torch.cat([fs, ft])))
     return cls + trade_off * domain_adversarial_loss(d[: len(fs)], d[len(fs) :])
 
 
@@ -97,7 +107,8 @@ def cdan_loss(module: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xt: torch.T
 
     When the module carries a ``random_map`` (:class:`RandomMap`) its randomized map replaces ``g ⊗ f``.
     """
-    fs, zs, ft, zt = joint_forward(module.model, xs, xt)
+    m = cast(AdaptModule, module)
+    fs, zs, ft, zt = joint_forward(m.model, xs, xt)
     cls = F.cross_entropy(zs.float(), ys)
     if ft is None or zt is None:
         return cls
@@ -105,7 +116,8 @@ def cdan_loss(module: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xt: torch.T
     g = F.softmax(z, dim=1).detach()
     rmap = getattr(module, "random_map", None)
     h = multilinear_map(f, g) if rmap is None else rmap(f, g)
-    d = module.discriminator(module.grl(h))
+    assert m.discriminator is not None and m.grl is not None
+    d = m.discriminator(m.grl(h))
     ns = len(fs)
     ws = wt = None
     if use_entropy:

@@ -1,19 +1,19 @@
 """What every domain-adaptation method shares: the context it reads and the phases it yields.
 
 A method says *what* to train and *which extra loss terms* apply, through the training loop's
-UDA hooks (:class:`~transferkit.engine.loop.Phase` ``unlabelled``, ``step_loss``, ``val_score``);
-:func:`run_method` hands each phase to :func:`transferkit.engine.fit`. Target labels never reach
-a method: the context holds target *inputs* only.
+UDA hooks (:class:`~transferkit.engine.loop.Phase` ``unlabelled``, ``step_loss``, ``val_score``).
+:class:`Method` is the one plug-in base (:class:`~transferkit.engine.plugin.Plugin`) with an
+:class:`AdaptContext`, and :func:`run_method` is the one runner
+(:func:`~transferkit.engine.plugin.run_plugin`: checkpoints and resume, NaN rollback and retry).
+Target labels never reach a method: the context holds target *inputs* only.
 """
 
 from __future__ import annotations
 
-import abc
-import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,18 +21,18 @@ from torch import nn
 from transferkit.adaptation.validators import ValidationData, score
 from transferkit.engine.config import TrainConfig
 from transferkit.engine.features import extract_features
-from transferkit.engine.divergence import fit_recorded
 from transferkit.engine.loop import Phase, PhaseResult
-from transferkit.engine.precision import Placement, predict_logits, resolve_placement
+from transferkit.engine.plugin import Plugin, RunContext, run_plugin
+from transferkit.engine.precision import Placement, predict_logits
 from transferkit.models.base import TransferModel
-from transferkit.strategies.base import NoOptions, set_trainable
+from transferkit.strategies.base import set_trainable
 
 Tensors = tuple[torch.Tensor, torch.Tensor]
 StepLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
 @dataclass
-class AdaptContext:
+class AdaptContext(RunContext):
     """Everything a method may read: labelled source data and *unlabelled* target inputs.
 
     ``validator`` names the label-free score (see :mod:`transferkit.adaptation.validators`)
@@ -52,16 +52,8 @@ class AdaptContext:
     results: list[PhaseResult] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
 
-    def placement(self, module: nn.Module | None = None) -> Placement:
-        m = self.model if module is None else module
-        return resolve_placement(m, self.cfg.precision, self.cfg.channels_last, self.cfg.device)
-
-    def total_steps(self, epochs: int | None = None) -> int:
-        """Optimizer steps of one phase over the source training set (as :func:`fit` counts them)."""
-        n = len(self.source_train[0])
-        bs = min(self.cfg.batch_size, n)
-        per_epoch = n // bs if n % bs == 1 else math.ceil(n / bs)
-        return per_epoch * (epochs or self.cfg.epochs)
+    def labelled_train(self) -> Tensors:
+        return self.source_train
 
 
 class AdaptModule(nn.Module):
@@ -108,24 +100,9 @@ def joint_forward(model: TransferModel, xs: torch.Tensor, xt: torch.Tensor | Non
     return f[:ns], z[:ns], f[ns:], z[ns:]
 
 
-class Method(abc.ABC):
-    """Base class: subclasses set ``name``, ``Options`` and implement :meth:`phases`."""
-
-    name: ClassVar[str] = ""
-    Options: ClassVar[type] = NoOptions
-
-    def __init__(self, options: Any = None) -> None:
-        self.options = options if options is not None else self.Options()
-
-    def check(self, model: TransferModel) -> None:
-        """Raise a :class:`~transferkit.errors.ConfigError` when ``model`` cannot use this method."""
-
-    @abc.abstractmethod
-    def phases(self, ctx: AdaptContext) -> Iterator[Phase]:
-        """Yield the phases to train, in order."""
-
-    def finish(self, ctx: AdaptContext) -> None:
-        """Called after the last phase (e.g. AdaBN's statistics). Default: nothing."""
+class Method(Plugin[AdaptContext]):
+    """Base class: subclasses set ``name``, ``Options`` (a dataclass of :func:`~transferkit.options.opt`
+    fields) and implement :meth:`phases`; see :class:`~transferkit.engine.plugin.Plugin`."""
 
 
 def with_augmentation(step_loss: StepLoss) -> StepLoss:
@@ -187,16 +164,10 @@ def make_val_score(ctx: AdaptContext) -> Callable[[], tuple[float, float]]:
     return val_score
 
 
-def run_method(method: Method, ctx: AdaptContext, checkpoint_dir: Path | None = None) -> list[PhaseResult]:
-    """Run every phase of ``method`` through the training loop, then its ``finish`` step.
-
-    As for strategies, a phase whose loss turns NaN/inf is rolled back and retried at a tenth of the
-    learning rate (twice at most; :func:`~transferkit.engine.divergence.fit_recorded`), each retry
-    recorded in ``ctx.info["divergence"]`` and a recovery's warning in ``ctx.info["warnings"]``."""
-    method.check(ctx.model)
-    for phase in method.phases(ctx):
-        fit_recorded(phase, ctx.cfg, checkpoint_dir, ctx.results, ctx.info)
-    method.finish(ctx)
-    for p in ctx.model.parameters():
-        p.requires_grad_(True)
-    return ctx.results
+def run_method(method: Method, ctx: AdaptContext, checkpoint_dir: Path | None = None, max_retries: int = 2,
+               lr_backoff: float = 0.1) -> list[PhaseResult]:
+    """:func:`~transferkit.engine.plugin.run_plugin` for an adaptation method: ``method.check`` first, every
+    phase checkpointed under ``checkpoint_dir`` (a killed run resumes), a phase whose loss turns NaN/inf
+    rolled back and retried at a tenth of the learning rate (twice at most), each retry recorded in
+    ``ctx.info["divergence"]`` and a recovery's warning in ``ctx.info["warnings"]``."""
+    return run_plugin(method, ctx, checkpoint_dir, max_retries=max_retries, lr_backoff=lr_backoff)

@@ -8,14 +8,16 @@ module that registers it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from transferkit.adaptation.base import Method
+from transferkit.engine.plugin import make_plugin
 from transferkit.registry import Registry
-from transferkit.strategies.base import parse_options
 
 METHODS: Registry[type[Method]] = Registry("adaptation method")
 
 
-def make_method(name: str, options: dict[str, str] | None = None) -> Method:
-    """Instantiate the registered method ``name`` with ``key=value`` options."""
-    cls = METHODS.get(name)
-    return cls(parse_options(cls.Options, dict(options or {}), kind=f"{name}"))
+def make_method(method: str | Method, options: Any = None) -> Method:
+    """A configured method: a registered name with ``options`` (its ``Options`` instance, a dict of typed
+    values or of CLI strings, or None for the defaults), or a configured :class:`Method` (returned as is)."""
+    return make_plugin(METHODS, method, options)

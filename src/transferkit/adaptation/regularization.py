@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,8 @@ class MCCOptions:
 
     def __post_init__(self) -> None:
         if not self.trade_off >= 0 or not self.temperature > 0:
-            raise ConfigError(f"mcc: trade_off must be >= 0 and temperature > 0, got {self.trade_off}, {self.temperature}")
+            raise ConfigError(f"mcc: trade_off must be >= 0 and temperature > 0, got {self.trade_off}, "
+                              f"{self.temperature}")
 
 
 def mcc_loss(module: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor | None,
@@ -43,7 +45,7 @@ def mcc_loss(module: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Te
     """``CE(source) + trade_off * MCC(z_t) + balance * KL(p_bar_t || uniform)`` (Jin et al., ECCV 2020,
     eq. 7; :func:`class_balance_loss`); with ``domain_bn`` the domains go through BatchNorm
     separately (:func:`~transferkit.adaptation.teacher.domain_bn_forward`)."""
-    _, zs, _, zt = (domain_bn_forward if domain_bn else joint_forward)(module.model, xs, xt)
+    _, zs, _, zt = (domain_bn_forward if domain_bn else joint_forward)(cast(TransferModel, module.model), xs, xt)
     cls = F.cross_entropy(zs.float(), ys)
     if zt is None:
         return cls
@@ -113,7 +115,7 @@ def self_training_loss(module: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xt
     teacher = getattr(module, "teacher", None) if ema > 0 else None
     zteach = None
     if teacher is not None and xt is not None:
-        ema_update(teacher, module.model, ema)
+        ema_update(teacher, cast(nn.Module, module.model), ema)
         teacher.eval()
         with torch.no_grad():
             zteach = teacher(xt).float()
@@ -124,7 +126,7 @@ def self_training_loss(module: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xt
         with torch.no_grad():
             xa = augment_glyphs(xt)
         xt = torch.cat([xt, xa])
-    _, zs, _, zt = (domain_bn_forward if domain_bn else joint_forward)(module.model, xs, xt)
+    _, zs, _, zt = (domain_bn_forward if domain_bn else joint_forward)(cast(TransferModel, module.model), xs, xt)
     cls = F.cross_entropy(zs.float(), ys)
     if zt is None:
         return cls
@@ -148,11 +150,11 @@ class SelfTraining(Method):
 
     def _base(self) -> Method:
         fields = getattr(METHODS.get(self.options.base).Options, "__dataclass_fields__", {})
-        opts = {}
+        opts: dict[str, Any] = {}
         if self.options.domain_bn and "domain_bn" in fields:
-            opts["domain_bn"] = "true"
+            opts["domain_bn"] = True
         if self.options.class_balance > 0 and "balance" in fields:
-            opts["balance"] = str(self.options.class_balance)
+            opts["balance"] = self.options.class_balance
         return make_method(self.options.base, opts)
 
     def check(self, model: TransferModel) -> None:
@@ -175,6 +177,8 @@ class SelfTraining(Method):
             teacher = copy.deepcopy(ctx.model)
             for p in teacher.parameters():
                 p.requires_grad_(False)
-        yield adapt_phase(ctx, lambda m, xs, ys, xt: self_training_loss(m, xs, ys, xt, w, tau, bal, mu, consistency=cons,
-                                                                        domain_bn=dbn, ema=ema, class_balance=cb),
-                          "self_training", epochs=second, teacher=teacher)
+        def loss(m: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor | None) -> torch.Tensor:
+            return self_training_loss(m, xs, ys, xt, w, tau, bal, mu, consistency=cons, domain_bn=dbn, ema=ema,
+                                      class_balance=cb)
+
+        yield adapt_phase(ctx, loss, "self_training", epochs=second, teacher=teacher)

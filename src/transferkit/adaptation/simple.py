@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transferkit.adaptation.base import AdaptContext, Method, adapt_phase
+from transferkit.adaptation.base import AdaptContext, AdaptModule, Method, adapt_phase
 from transferkit.engine.loop import Phase
 from transferkit.engine.precision import Placement
 from transferkit.errors import ConfigError
@@ -18,7 +19,7 @@ from transferkit.models.base import TransferModel
 
 def source_loss(module: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor | None) -> torch.Tensor:
     """Cross-entropy on the labelled source batch; the target batch is ignored."""
-    return F.cross_entropy(module.model(xs).float(), ys)
+    return F.cross_entropy(cast(AdaptModule, module).model(xs).float(), ys)
 
 
 class SourceOnly(Method):

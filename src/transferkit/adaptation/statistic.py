@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transferkit.adaptation.base import AdaptContext, Method, adapt_phase, joint_forward
+from transferkit.adaptation.base import AdaptContext, AdaptModule, Method, adapt_phase, joint_forward
 from transferkit.adaptation.functional import coral, mk_mmd
 from transferkit.engine.loop import Phase
 from transferkit.errors import ConfigError
@@ -27,7 +28,7 @@ class WeightOptions:
 def aligned_loss(module: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor | None, trade_off: float,
                  distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """``CE(source) + trade_off * distance(f_s, f_t)`` on the backbone features."""
-    fs, zs, ft, _ = joint_forward(module.model, xs, xt)
+    fs, zs, ft, _ = joint_forward(cast(AdaptModule, module).model, xs, xt)
     cls = F.cross_entropy(zs.float(), ys)
     if ft is None:
         return cls

@@ -83,7 +83,8 @@ def deep_embedded_validation(d: ValidationData, seed: int = 0) -> float:
     fs, ft = d.source_features, d.target_features
     x = StandardScaler().fit_transform(np.concatenate([fs, ft]).astype(np.float64))
     dom = np.r_[np.zeros(len(fs)), np.ones(len(ft))]
-    prob = cross_val_predict(LogisticRegression(C=1.0, max_iter=500), x, dom, cv=3, method="predict_proba")[: len(fs), 1]
+    prob = cross_val_predict(LogisticRegression(C=1.0, max_iter=500), x, dom, cv=3,
+                             method="predict_proba")[: len(fs), 1]
     prob = np.clip(prob, 1e-4, 1 - 1e-4)
     w = (len(fs) / len(ft)) * prob / (1 - prob)
     p = _softmax(d.source_logits)

@@ -86,8 +86,9 @@ def fit_with_retries(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = N
     if done:  # a resumed run goes on with the retry it was in
         phase.lr = float(done[-1]["retry_lr"])
     records = [{k: v for k, v in d.items() if k != "rows"} for d in done]
-    for rec in records if on_rollback is not None else []:  # the caller's record matches an uninterrupted run's
-        on_rollback(rec)
+    if on_rollback is not None:  # the caller's record matches an uninterrupted run's
+        for rec in records:
+            on_rollback(rec)
     for attempt in range(min(len(done), max_retries), max_retries + 1):
         lr = phase.lr or cfg.lr
         try:
@@ -164,7 +165,7 @@ def _keep_rolled_back(checkpoint: Path | None, rec: dict[str, Any]) -> None:
             nan = {"epoch": len(loop.get("history", [])), "train_loss": math.nan, "lr": rec["lr"]}
             rows.append(runlog.row(found[2], nan, None, event=rec["error"]))
         rows = [{**r, "rolled_back": 1} for r in rows]
-    kept = runlog.read_rollbacks(checkpoint) + [{**rec, "rows": rows}]
+    kept = [*runlog.read_rollbacks(checkpoint), {**rec, "rows": rows}]
     atomic_write_bytes(runlog.rollbacks_file(checkpoint), json.dumps(kept).encode())
     for f in (checkpoint.with_suffix(".json"), checkpoint.with_suffix(".safetensors")):
         f.unlink(missing_ok=True)

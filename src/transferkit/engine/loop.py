@@ -108,10 +108,10 @@ def make_optimizer(groups: list[dict[str, Any]], cfg: TrainConfig, lr: float) ->
     if not pg:
         raise ValueError("phase has no trainable parameters")
     # the fused kernels update every tensor of a group in one pass instead of a chain of for-each ops
-    fused = {"fused": True} if _fusable(pg) else {}
+    fused = True if _fusable(pg) else None
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(pg, lr=lr, momentum=0.9, nesterov=True, **fused)
-    return torch.optim.AdamW(pg, lr=lr, **fused)
+        return torch.optim.SGD(pg, lr=lr, momentum=0.9, nesterov=True, fused=fused)
+    return torch.optim.AdamW(pg, lr=lr, fused=fused)
 
 
 def _fusable(groups: list[dict[str, Any]]) -> bool:
@@ -221,121 +221,179 @@ def fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None = None) -> Phase
         return _fit(phase, cfg, checkpoint, place)
 
 
-def _fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None, place: Placement) -> PhaseResult:
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimizer steps :func:`fit` takes per epoch over ``n`` examples at ``batch_size`` (capped at ``n``):
+    ``ceil(n / bs)``, except that a last batch of one example is folded into the one before (never a
+    batch of one: BatchNorm cannot normalise it)."""
+    bs = min(batch_size, n)
+    return n // bs if n % bs == 1 else math.ceil(n / bs)
+
+
+def epochs_for_steps(steps: int, n: int, batch_size: int) -> int:
+    """The fewest epochs (at least one) over ``n`` examples that give at least ``steps`` optimizer steps."""
+    return max(1, math.ceil(steps / steps_per_epoch(n, batch_size)))
+
+
+@dataclass
+class _Fit:
+    """One :func:`fit` call's state: the data on its device, the optimizer, the generator, the counters."""
+
+    phase: Phase
+    cfg: TrainConfig
+    place: Placement
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+    bs: int
+    steps: int
+    epochs: int
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    loop: dict[str, Any]
+    best: dict[str, torch.Tensor] | None = None
+    validated: bool = False
+    world: int = 1
+
+
+def _setup(phase: Phase, cfg: TrainConfig, checkpoint: Path | None, place: Placement) -> _Fit:
+    """Move the module and data to the device, build the optimizer, seed, and resume from ``checkpoint``."""
     module = phase.module
     module.to(place.device)
     if place.channels_last:
         set_memory_format(module, torch.channels_last)
     epochs = capped_epochs(phase.epochs or cfg.epochs)
-    lr = phase.lr or cfg.lr
     x, y = phase.train
     x, y = place.to_input(x), y.to(place.device)
     xt = None if phase.unlabelled is None else place.to_input(phase.unlabelled)
     n, bs = len(x), min(phase.batch_size or cfg.batch_size, len(x))
-    steps_per_epoch = n // bs if n % bs == 1 else math.ceil(n / bs)  # never a batch of one
-    total = steps_per_epoch * epochs
+    steps = steps_per_epoch(n, bs)
     world = distributed.world_size()
     if world > 1:
-        smallest = min(bs, n - (steps_per_epoch - 1) * bs)
+        smallest = min(bs, n - (steps - 1) * bs)
         if smallest < world:
             raise ConfigError(f"phase '{phase.name}': a batch of {smallest} samples cannot be split over {world} "
                               f"processes; use a batch_size and data of at least {world} samples per batch")
         distributed.broadcast_module_(module)
-    opt = make_optimizer(phase.param_groups, cfg, lr)
+    opt = make_optimizer(phase.param_groups, cfg, phase.lr or cfg.lr)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    res = PhaseResult(phase.name, placement=place.describe())
     loop: dict[str, Any] = {"epoch": 0, "step": 0, "best_acc": -1.0, "best_loss": math.inf, "bad": 0,
                             "best_epoch": -1, "history": [], "seconds": 0.0}
-    best: dict[str, torch.Tensor] | None = None
+    st = _Fit(phase, cfg, place, (x, y, xt), bs, steps, epochs, opt, gen, loop, world=world,
+              validated=phase.val is not None or phase.val_score is not None)
     resume = checkpoint is not None and checkpoint.with_suffix(".json").exists()
     if checkpoint is not None and distributed.broadcast_object(resume):  # rank 0's view decides
-        loop, best = load_checkpoint(checkpoint, module, opt, gen)
-        log.info("phase '%s': resuming from %s after epoch %d", phase.name, checkpoint.name, loop["epoch"])
-    bar = EpochProgress(cfg.progress, phase.name, epochs, steps_per_epoch, loop["epoch"])
+        st.loop, st.best = load_checkpoint(checkpoint, module, opt, gen)
+        log.info("phase '%s': resuming from %s after epoch %d", phase.name, checkpoint.name, st.loop["epoch"])
+    return st
+
+
+def _local_step(st: _Fit, idx: torch.Tensor, clip_params: list[torch.nn.Parameter], epoch: int,
+                i: int) -> torch.Tensor:
+    """One optimizer step of one process on batch ``idx``; returns the (detached) loss."""
+    phase, module, place, cfg = st.phase, st.phase.module, st.place, st.cfg
+    x, y, xt = st.data
+    xb = x[idx] if phase.augment is None else phase.augment(x[idx], st.gen)
+    if phase.step_loss is not None:
+        xu = None if xt is None else xt[torch.randint(len(xt), (len(idx),), generator=st.gen).to(place.device)]
+        with place.autocast():
+            loss = phase.step_loss(module, xb, y[idx], xu).float()
+    else:
+        with place.autocast():
+            out = module(xb)
+        loss = nn.functional.cross_entropy(out.float(), y[idx])
+    if phase.extra_loss is not None:
+        loss = loss + phase.extra_loss()
+    if not torch.isfinite(loss):
+        raise DivergenceError(f"phase '{phase.name}': loss became {loss.item()} at epoch {epoch} step {i}")
+    st.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        nn.utils.clip_grad_norm_(clip_params, cfg.grad_clip)
+    st.opt.step()
+    return loss.detach()
+
+
+def _train_epoch(st: _Fit, epoch: int, bar: EpochProgress) -> tuple[torch.Tensor, float]:
+    """One epoch of optimizer steps; returns the summed loss and the last learning-rate factor."""
+    phase, module, place, loop = st.phase, st.phase.module, st.place, st.loop
+    if phase.on_epoch_start is not None:
+        phase.on_epoch_start(epoch)
+    module.train()
+    _freeze_bn_stats(module, every=st.cfg.batchnorm == "frozen")
+    clip_params = [p for g in st.opt.param_groups for p in g["params"]]
+    total = st.steps * st.epochs
+    perm = torch.randperm(len(st.data[0]), generator=st.gen).to(place.device)
+    run_loss = torch.zeros((), device=place.device)
+    f = 1.0
+    for i in range(st.steps):
+        idx = perm[i * st.bs : (i + 1) * st.bs] if i < st.steps - 1 else perm[i * st.bs :]
+        f = lr_factor(st.cfg.schedule, loop["step"], total)
+        for g in st.opt.param_groups:
+            g["lr"] = g["peak_lr"] * f
+        if st.world > 1:
+            run_loss += _distributed_step(phase, module, st.data, idx, st.gen, place, st.opt, clip_params, st.cfg,
+                                          epoch, i)
+        else:
+            run_loss += _local_step(st, idx, clip_params, epoch, i)
+        loop["step"] += 1
+        bar.step()
+    if st.world > 1:  # buffers of layers that global_batch does not cover (custom norms) follow rank 0
+        distributed.broadcast_module_(module, parameters=False)
+    return run_loss, f
+
+
+def _validate(st: _Fit, epoch: int, rec: dict[str, float]) -> None:
+    """Score the epoch on validation (labelled, or the phase's ``val_score``); keep the best weights."""
+    phase, module, loop = st.phase, st.phase.module, st.loop
+    if phase.val_score is not None:
+        acc, vloss = phase.val_score()
+    elif st.world > 1:  # each rank scores its share; all ranks get every logit
+        acc, vloss = _scores(predict_sharded(module, phase.val[0], st.place), phase.val[1])  # type: ignore[index]
+    else:
+        acc, vloss = evaluate_arrays(module, phase.val[0], phase.val[1], st.place)  # type: ignore[index]
+    rec.update(val_acc=acc, val_loss=vloss)
+    if acc > loop["best_acc"] or (acc == loop["best_acc"] and vloss < loop["best_loss"]):
+        loop.update(best_acc=acc, best_loss=vloss, bad=0, best_epoch=epoch)
+        st.best = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    else:
+        loop["bad"] += 1
+
+
+def _fit(phase: Phase, cfg: TrainConfig, checkpoint: Path | None, place: Placement) -> PhaseResult:
+    st = _setup(phase, cfg, checkpoint, place)
+    module, loop, lr = phase.module, st.loop, phase.lr or cfg.lr
+    res = PhaseResult(phase.name, placement=place.describe())
+    bar = EpochProgress(cfg.progress, phase.name, st.epochs, st.steps, loop["epoch"])
     metrics_log = MetricsLog.for_checkpoint(checkpoint)
     if metrics_log is not None:
         metrics_log.begin(loop)
     watch = Stopwatch()
-    loss_fn = nn.CrossEntropyLoss()
-    clip_params = [p for g in opt.param_groups for p in g["params"]]
     start = time.perf_counter() - loop["seconds"]
-    validated = phase.val is not None or phase.val_score is not None
-    for epoch in range(loop["epoch"], epochs if not loop.get("done") else 0):
-        if phase.on_epoch_start is not None:
-            phase.on_epoch_start(epoch)
-        module.train()
-        _freeze_bn_stats(module, every=cfg.batchnorm == "frozen")
-        perm = torch.randperm(n, generator=gen).to(place.device)
-        run_loss = torch.zeros((), device=place.device)
-        for i in range(steps_per_epoch):
-            idx = perm[i * bs : (i + 1) * bs] if i < steps_per_epoch - 1 else perm[i * bs :]
-            f = lr_factor(cfg.schedule, loop["step"], total)
-            for g in opt.param_groups:
-                g["lr"] = g["peak_lr"] * f
-            if world > 1:
-                run_loss += _distributed_step(phase, module, (x, y, xt), idx, gen, place, opt, clip_params, cfg, epoch, i)
-                loop["step"] += 1
-                bar.step()
-                continue
-            xb = x[idx] if phase.augment is None else phase.augment(x[idx], gen)
-            if phase.step_loss is not None:
-                xu = None if xt is None else xt[torch.randint(len(xt), (len(idx),), generator=gen).to(place.device)]
-                with place.autocast():
-                    loss = phase.step_loss(module, xb, y[idx], xu).float()
-            else:
-                with place.autocast():
-                    out = module(xb)
-                loss = loss_fn(out.float(), y[idx])
-            if phase.extra_loss is not None:
-                loss = loss + phase.extra_loss()
-            if not torch.isfinite(loss):
-                raise DivergenceError(f"phase '{phase.name}': loss became {loss.item()} at epoch {epoch} step {i}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(clip_params, cfg.grad_clip)
-            opt.step()
-            run_loss += loss.detach()
-            loop["step"] += 1
-            bar.step()
-        if world > 1:  # buffers of layers that global_batch does not cover (custom norms) follow rank 0
-            distributed.broadcast_module_(module, parameters=False)
-        rec: dict[str, float] = {"epoch": epoch, "train_loss": run_loss.item() / steps_per_epoch, "lr": f * lr}
-        if validated:
-            if phase.val_score is not None:
-                acc, vloss = phase.val_score()
-            elif world > 1:  # each rank scores its share; all ranks get every logit
-                acc, vloss = _scores(predict_sharded(module, phase.val[0], place), phase.val[1])  # type: ignore[index]
-            else:
-                acc, vloss = evaluate_arrays(module, phase.val[0], phase.val[1], place)  # type: ignore[index]
-            rec.update(val_acc=acc, val_loss=vloss)
-            if acc > loop["best_acc"] or (acc == loop["best_acc"] and vloss < loop["best_loss"]):
-                loop.update(best_acc=acc, best_loss=vloss, bad=0, best_epoch=epoch)
-                best = {k: v.detach().clone() for k, v in module.state_dict().items()}
-            else:
-                loop["bad"] += 1
+    for epoch in range(loop["epoch"], st.epochs if not loop.get("done") else 0):
+        run_loss, f = _train_epoch(st, epoch, bar)
+        rec: dict[str, float] = {"epoch": epoch, "train_loss": run_loss.item() / st.steps, "lr": f * lr}
+        if st.validated:
+            _validate(st, epoch, rec)
         loop["history"].append(rec)
         loop.setdefault("times", []).append(watch.lap())  # seconds per epoch (history.csv), kept on resume
         loop["epoch"] = epoch + 1
         loop["seconds"] = time.perf_counter() - start
         if checkpoint is not None:
-            _save(checkpoint, module, opt, best, gen, loop)
+            _save(checkpoint, module, st.opt, st.best, st.gen, loop)
         if metrics_log is not None:  # after the checkpoint: a resume rewrites the log from it (no duplicate rows)
             metrics_log.append(rec, loop["times"][-1])
         bar.epoch(rec, loop["times"][-1])
-        if validated and cfg.patience and loop["bad"] >= cfg.patience:
+        if st.validated and cfg.patience and loop["bad"] >= cfg.patience:
             break
     bar.close()
     if metrics_log is not None:
         metrics_log.close()
     if checkpoint is not None and not loop.get("done"):
         loop["done"] = True  # a resumed run skips a finished (or early-stopped) phase
-        _save(checkpoint, module, opt, best, gen, loop)
-    if best is not None:
-        module.load_state_dict(best)
+        _save(checkpoint, module, st.opt, st.best, st.gen, loop)
+    if st.best is not None:
+        module.load_state_dict(st.best)
     res.history, res.best_epoch, res.epochs_run = loop["history"], loop["best_epoch"], loop["epoch"]
-    res.best_val_acc = loop["best_acc"] if validated else float("nan")
+    res.best_val_acc = loop["best_acc"] if st.validated else float("nan")
     res.seconds = time.perf_counter() - start
     if place.channels_last:
         set_memory_format(module, torch.contiguous_format)

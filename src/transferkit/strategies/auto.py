@@ -54,8 +54,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -64,17 +64,19 @@ import torch
 from transferkit.engine import distributed
 from transferkit.engine.loop import Phase, evaluate_arrays
 from transferkit.errors import ConfigError
+from transferkit.options import opt
 from transferkit.strategies.base import Strategy, TransferContext
 from transferkit.strategies.catalog import make_strategy
-from transferkit.strategies.recipes import apply_recipe
-from transferkit.strategies.runner import run_strategy
+from transferkit.strategies.runner import run_strategy, settle
 
 
 @dataclass
 class AutoOptions:
-    budget: float = field(default=0.0, metadata={"help": "seconds for full-length trials of further candidates after the rules' choice (0 = rules only)"})
-    margin: float = field(default=0.02, metadata={"help": "negative-transfer guard: the least gap (accuracy) by which raw inputs must beat frozen features"})
-    z: float = field(default=2.0, metadata={"help": "negative-transfer guard: the gap must also exceed z paired standard errors"})
+    budget: float = opt(0.0, "seconds for full-length trials of further candidates after the rules' choice "
+                             "(0 = rules only)")
+    margin: float = opt(0.02, "negative-transfer guard: the least gap (accuracy) by which raw inputs must beat "
+                              "frozen features")
+    z: float = opt(2.0, "negative-transfer guard: the gap must also exceed z paired standard errors")
 
     def __post_init__(self) -> None:
         if self.budget < 0 or not math.isfinite(self.budget):
@@ -207,7 +209,8 @@ class Auto(Strategy):
         gap, se = sig.get("raw_minus_features", -1.0), sig.get("gap_se", 1.0)
         if gap > max(self.options.margin, self.options.z * se):
             return ["scratch", "full"], (
-                f"negative transfer guard, mismatched features: raw inputs beat the frozen features by {100 * gap:.1f} pt "
+                f"negative transfer guard, mismatched features: raw inputs beat the frozen features by "
+                f"{100 * gap:.1f} pt "
                 f"(> {self.options.z:g} x paired SE {100 * se:.1f} pt; features {100 * pf:.1f}% vs chance "
                 f"{100 * chance:.1f}%): the target data alone learns more than the source features carry, train from "
                 f"scratch (fine-tuning all layers is the search's alternative)")
@@ -235,12 +238,21 @@ class Auto(Strategy):
         info.update(choice=cands[0], decision_seconds=time.perf_counter() - t0)
         ctx.info["auto"] = info
         self._inner = make_strategy(cands[0])
-        apply_recipe(self._inner.name, ctx)  # the search's trials get theirs through run_strategy
+        settle(self._inner.recipe_strategy(), ctx)  # its settings, before it trains (trials: in run_strategy)
         yield from self._inner.phases(ctx)
 
     def finish(self, ctx: TransferContext) -> None:
         if self._inner is not None:  # a searched run's winner finished inside its trial
             self._inner.finish(ctx)
+
+    def summary_lines(self, info: Mapping[str, Any]) -> list[str]:
+        """The choice, its reason and the signals; then the chosen strategy's own lines."""
+        auto = info.get("auto")
+        if not auto:
+            return []
+        sig = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in auto["signals"].items())
+        return [f"auto: chose {auto['choice']} ({auto['reason']}); signals: {sig}",
+                *make_strategy(auto["choice"]).summary_lines(info)]
 
     def _trial(self, ctx: TransferContext, name: str) -> _Trial:
         """Candidate ``name``'s own recipe, full length, on a copy of the run's start, seeded as the run."""

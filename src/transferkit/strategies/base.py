@@ -1,17 +1,17 @@
 """What every fine-tuning strategy shares: the context it reads and the phases it yields.
 
 A strategy says *what* to train (parameter groups, learning rates, phases, extra loss terms);
-:func:`run_strategy` hands each phase to the one training loop (:func:`transferkit.engine.fit`).
+:func:`~transferkit.strategies.runner.run_strategy` hands each phase to the one runner
+(:func:`transferkit.engine.plugin.run_plugin`). :class:`Strategy` is the one plug-in base
+(:class:`~transferkit.engine.plugin.Plugin`) with a :class:`TransferContext`.
 """
 
 from __future__ import annotations
 
-import abc
 import logging
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any, ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,21 +20,18 @@ from torch import nn
 from transferkit.engine.config import TrainConfig
 from transferkit.engine.features import FeatureCache
 from transferkit.engine.loop import Phase, PhaseResult
-from transferkit.engine.precision import Placement, resolve_placement
-from transferkit.errors import ConfigError
+from transferkit.engine.plugin import NoOptions, Plugin, RunContext
+from transferkit.engine.precision import resolve_placement
 from transferkit.models.base import TransferModel
-
 
 log = logging.getLogger("transferkit")
 
-
-@dataclass
-class NoOptions:
-    """This strategy takes no options."""
+__all__ = ["NoOptions", "Strategy", "TransferContext", "finetune_phase", "group_params", "head_scale",
+           "probe_phase", "set_trainable"]
 
 
 @dataclass
-class TransferContext:
+class TransferContext(RunContext):
     """Everything a strategy may read. Strategies replace ``model`` (scratch) or record ``info``."""
 
     model: TransferModel
@@ -57,34 +54,25 @@ class TransferContext:
     results: list[PhaseResult] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
 
-    def placement(self, module: nn.Module | None = None) -> Placement:
-        m = self.model if module is None else module
-        return resolve_placement(m, self.cfg.precision, self.cfg.channels_last, self.cfg.device)
+    def labelled_train(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.train
 
 
-class Strategy(abc.ABC):
-    """Base class: subclasses set ``name``, ``Options`` and implement :meth:`phases`."""
+class Strategy(Plugin[TransferContext]):
+    """Base class: subclasses set ``name``, ``Options`` (a dataclass of :func:`~transferkit.options.opt`
+    fields) and implement :meth:`phases`; see :class:`~transferkit.engine.plugin.Plugin`."""
 
-    name: ClassVar[str] = ""
-    Options: ClassVar[type] = NoOptions
+    @classmethod
+    def option_kind(cls) -> str:
+        return "strategy"  # "unknown strategy option 'kk'", as the CLI has always said
 
-    def __init__(self, options: Any = None) -> None:
-        self.options = options if options is not None else self.Options()
-
-    @abc.abstractmethod
-    def phases(self, ctx: TransferContext) -> Iterator[Phase]:
-        """Yield the phases to train, in order; each is run before the next is requested."""
-
-    def finish(self, ctx: TransferContext) -> None:
-        """Called after the last phase (e.g. weight-space interpolation). Default: nothing."""
+    def recipe_strategy(self) -> str:
+        """The strategy whose backbone recipe this one trains with (its own name; ``self_train``: its student's)."""
+        return self.name
 
     def trained_groups(self, model: TransferModel) -> list[str]:
         """Names of the layer groups this strategy may change (all by default)."""
         return [n for n, _ in model.layer_groups()]
-
-    def save_artifacts(self, directory: Path) -> list[Path]:
-        """Strategy-specific files of the finished run (e.g. a LoRA adapter). Default: none."""
-        return []
 
 
 def set_trainable(model: nn.Module, params: list[nn.Parameter]) -> None:
@@ -138,45 +126,3 @@ def finetune_phase(
 
 def head_scale(ctx: TransferContext, gname: str) -> float:
     return ctx.head_lr_scale if gname == "head" else 1.0
-
-
-def _as_bool(value: str) -> bool:
-    low = str(value).strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(value)
-
-
-def parse_kv(text: str, what: str) -> dict[str, str]:
-    """``"k=v,k=v"`` -> ``{"k": "v", ...}`` (an empty string gives ``{}``); ``what`` names it in errors."""
-    out: dict[str, str] = {}
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{what}: expected key=value, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
-_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
-_PARSERS: dict[type, Any] = {bool: _as_bool}
-
-
-def parse_options(cls: type, raw: dict[str, str], kind: str = "strategy") -> Any:
-    """Build an options dataclass from ``key=value`` strings, converting to the field types
-    (``true``/``false``, ``yes``/``no``, ``1``/``0`` for booleans); ``kind`` names them in errors."""
-    known = {f.name: f for f in fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in known:
-            names = ", ".join(known) or "none"
-            raise ConfigError(f"unknown {kind} option '{key}' (options: {names})")
-        declared = known[key].type
-        typ: type = declared if isinstance(declared, type) else _TYPES.get(str(declared), str)
-        try:
-            kwargs[key] = value if isinstance(value, typ) else _PARSERS.get(typ, typ)(value)
-        except ValueError:
-            raise ConfigError(f"{kind} option {key}={value!r} is not a valid {typ.__name__}") from None
-    return cls(**kwargs)

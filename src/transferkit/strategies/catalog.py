@@ -8,13 +8,16 @@ that registers them.
 
 from __future__ import annotations
 
+from typing import Any
+
+from transferkit.engine.plugin import make_plugin
 from transferkit.registry import Registry
-from transferkit.strategies.base import Strategy, parse_options
+from transferkit.strategies.base import Strategy
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 
 
-def make_strategy(name: str, options: dict[str, str] | None = None) -> Strategy:
-    """Instantiate the registered strategy ``name`` with ``key=value`` options."""
-    cls = STRATEGIES.get(name)
-    return cls(parse_options(cls.Options, options or {}))
+def make_strategy(strategy: str | Strategy, options: Any = None) -> Strategy:
+    """A configured strategy: a registered name with ``options`` (its ``Options`` instance, a dict of typed
+    values or of CLI strings, or None for the defaults), or a configured :class:`Strategy` (returned as is)."""
+    return make_plugin(STRATEGIES, strategy, options)

@@ -127,8 +127,9 @@ class LoRAOptions:
     r: int = field(default=8, metadata={"help": "rank of the low-rank update B A"})
     alpha: float = field(default=16.0, metadata={"help": "scaling: the update is (alpha / r) B A"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on the input of the LoRA branch"})
-    targets: str = field(default="*", metadata={"help": "comma-separated globs over backbone module names (nn.Linear, "
-                                                        "nn.Conv1d, nn.Conv2d); e.g. '*query,*value' for the paper's W_q, W_v"})
+    targets: tuple[str, ...] = field(default=("*",), metadata={
+        "help": "globs over backbone module names (nn.Linear, nn.Conv1d, nn.Conv2d); e.g. '*query,*value' for the "
+                "paper's W_q, W_v"})
     lr_scale: float = field(default=1.0, metadata={"help": "learning rate of the LoRA matrices relative to --lr"})
     probe_first: bool = field(default=False, metadata={"help": "linear-probe the head before LoRA (LP-FT style)"})
 
@@ -139,11 +140,11 @@ class LoRAOptions:
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"lora: dropout must be in [0, 1), got {self.dropout}")
         if not self.patterns:
-            raise ConfigError(f"lora: targets={self.targets!r} names no module glob")
+            raise ConfigError(f"lora: targets={','.join(self.targets)!r} names no module glob")
 
     @property
     def patterns(self) -> list[str]:
-        return [p.strip() for p in self.targets.split(",") if p.strip()]
+        return [p.strip() for p in self.targets if p.strip()]
 
 
 def lora_targets(model: TransferModel, patterns: list[str]) -> list[str]:
@@ -221,7 +222,7 @@ class LoRA(_AdapterStrategy):
     Options = LoRAOptions
 
     def trained_groups(self, model: TransferModel) -> list[str]:
-        return groups_holding(model, lora_targets(model, self.options.patterns)) + ["head"]
+        return [*groups_holding(model, lora_targets(model, self.options.patterns)), "head"]
 
     def phases(self, ctx: TransferContext) -> Iterator[Phase]:
         o: LoRAOptions = self.options
@@ -230,7 +231,7 @@ class LoRA(_AdapterStrategy):
         if not targets:
             kinds = sorted(n for n, m in model.named_modules() if isinstance(m, LORA_KINDS) and n
                            and not _under(n, _head_prefix(model)))
-            raise ConfigError(f"lora: targets={o.targets!r} match no Linear/Conv layer of the backbone "
+            raise ConfigError(f"lora: targets={','.join(o.targets)!r} match no Linear/Conv layer of the backbone "
                               f"(candidates: {', '.join(kinds[:6]) or 'none'}{' ...' if len(kinds) > 6 else ''})")
         yield from self._maybe_probe(ctx, o.probe_first)
         self.adapter = None
@@ -297,7 +298,7 @@ class BitFit(_AdapterStrategy):
 
     def trained_groups(self, model: TransferModel) -> list[str]:
         names = [n for n, _ in bitfit_parameters(model, self.options.norm_weights)]
-        return groups_holding(model, names) + ["head"]
+        return [*groups_holding(model, names), "head"]
 
     def phases(self, ctx: TransferContext) -> Iterator[Phase]:
         o: BitFitOptions = self.options

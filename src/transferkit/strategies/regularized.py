@@ -33,7 +33,7 @@ class L2SPPenalty(nn.Module):
     def forward(self) -> torch.Tensor:
         sp = sum(((p - getattr(self, f"anchor_{i}")) ** 2).sum() for i, p in enumerate(self._params))
         head = sum((p**2).sum() for p in self._head)
-        return 0.5 * self.alpha * sp + 0.5 * self.beta * head  # type: ignore[return-value]
+        return 0.5 * self.alpha * sp + 0.5 * self.beta * head
 
 
 @dataclass
@@ -56,7 +56,7 @@ class L2SP(Strategy):
         pen = L2SPPenalty(ctx.model, self.options.alpha, self.options.beta).to(next(ctx.model.parameters()).device)
         ctx.info["l2sp"] = {"alpha": self.options.alpha, "beta": self.options.beta}
         names = [n for n, _ in ctx.model.layer_groups()]
-        no_wd = {n: 0.0 for n in names}  # the penalty replaces weight decay toward zero
+        no_wd = dict.fromkeys(names, 0.0)  # the penalty replaces weight decay toward zero
         yield finetune_phase(ctx, [(n, head_scale(ctx, n)) for n in names], extra_loss=pen, weight_decay=no_wd)
 
 

@@ -1,4 +1,5 @@
-"""The runner: a strategy's phases through the training loop, with its backbone's recipe and the divergence guard.
+"""The runner of a strategy: its settings resolved once, then :func:`~transferkit.engine.plugin.run_plugin`
+with the augmentation policy.
 
 It sits above :mod:`~transferkit.strategies.base` (the plug-in contract) and
 :mod:`~transferkit.strategies.recipes` (which reads a :class:`~transferkit.strategies.base.TransferContext`),
@@ -7,32 +8,42 @@ so neither of those needs the other's module at import time.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from transferkit.engine import progress
-from transferkit.engine.divergence import fit_recorded
 from transferkit.engine.loop import PhaseResult
+from transferkit.engine.plugin import run_plugin
 from transferkit.strategies.base import Strategy, TransferContext
-from transferkit.strategies.recipes import apply_recipe, attach_augment
+from transferkit.strategies.recipes import Settings, attach_augment, resolve_settings
+
+
+def settle(strategy: str, ctx: TransferContext) -> Settings | None:
+    """Resolve the training settings ``strategy`` trains with on ``ctx``'s backbone, once, before it trains
+    (:func:`~transferkit.strategies.recipes.resolve_settings`: the settings the user gave, named in
+    ``ctx.user_set``, over the backbone's recipe for ``strategy``, over the rest of ``ctx.cfg``), and start
+    ``ctx`` from them: ``ctx.cfg``, ``ctx.head_lr_scale`` and, when the recipe filled some,
+    ``ctx.info["recipe"]``. A context built by hand (``user_set`` None) keeps exactly its settings."""
+    if ctx.user_set is None:
+        return None
+    given: dict[str, Any] = {k: getattr(ctx.cfg, k) for k in ctx.user_set if hasattr(ctx.cfg, k)}
+    if "head_lr_scale" in ctx.user_set:
+        given["head_lr_scale"] = ctx.head_lr_scale
+    base = {**asdict(ctx.cfg), "head_lr_scale": ctx.head_lr_scale}
+    settings = resolve_settings(ctx.model.spec.name, strategy, given, ctx.cfg.seed, command_defaults=base)
+    ctx.cfg, ctx.head_lr_scale = settings.cfg, settings.head_lr_scale
+    record = settings.recipe_record(ctx.model.spec.name, strategy)
+    if record is not None:
+        ctx.info["recipe"] = record
+    return settings
 
 
 def run_strategy(strategy: Strategy, ctx: TransferContext, checkpoint_dir: Path | None = None,
                  max_retries: int = 2, lr_backoff: float = 0.1) -> list[PhaseResult]:
-    """Run every phase of ``strategy`` through the training loop, then its ``finish`` step.
-
-    A phase whose loss turns NaN/inf, or that does not learn after such a rollback, is rolled back to
-    its starting weights and retried with the learning rate times ``lr_backoff`` (at most
-    ``max_retries`` times; :func:`~transferkit.engine.divergence.fit_recorded`); every retry is
-    recorded in ``ctx.info["divergence"]``, a recovery's warning in ``ctx.info["warnings"]``. When
-    the retries are spent a one-line :class:`DivergenceError` names the learning rate to lower.
-    The backbone's recipe for the strategy (strategies/recipes.py) is applied first; with ``augment``
-    on, each phase that trains the model on its image inputs gets the augmentation policy.
-    """
-    apply_recipe(strategy.name, ctx)
-    for phase in progress.following(ctx.cfg.progress, strategy.phases(ctx)):  # feature bars follow --progress
-        attach_augment(phase, ctx)  # training batches of the model's own inputs, when augment is on
-        fit_recorded(phase, ctx.cfg, checkpoint_dir, ctx.results, ctx.info, max_retries, lr_backoff)
-    strategy.finish(ctx)
-    for p in ctx.model.parameters():
-        p.requires_grad_(True)
-    return ctx.results
+    """:func:`~transferkit.engine.plugin.run_plugin` for a strategy (checkpoints and resume, NaN rollback
+    and retry: see there). The settings are resolved first (:func:`settle`, with the recipe of
+    ``strategy.recipe_strategy()``: ``self_train``'s student's); nothing changes them while it trains. With
+    ``augment`` on, each phase that trains the model on its image inputs gets the augmentation policy."""
+    settle(strategy.recipe_strategy(), ctx)
+    return run_plugin(strategy, ctx, checkpoint_dir, max_retries=max_retries, lr_backoff=lr_backoff,
+                      prepare=lambda phase: attach_augment(phase, ctx))

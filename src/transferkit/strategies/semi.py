@@ -45,9 +45,11 @@ Nothing here reads a test split. The kept indices and labels stay on the strateg
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -55,31 +57,31 @@ import torch
 from transferkit.engine.loop import Phase
 from transferkit.errors import ConfigError
 from transferkit.models.base import TransferModel
-from transferkit.strategies.base import Strategy, TransferContext, parse_kv, probe_phase
-from transferkit.strategies.catalog import make_strategy
-from transferkit.strategies.text_prior import ALPHAS, select_alpha
+from transferkit.options import build, opt
+from transferkit.strategies.base import Strategy, TransferContext, probe_phase
+from transferkit.strategies.catalog import STRATEGIES, make_strategy
+from transferkit.strategies.text_prior import ALPHAS, TEMPLATES, check_templates, select_alpha
 
 
 @dataclass
 class SelfTrainOptions:
-    base: str = field(default="lp_ft", metadata={"help": "strategy the student trains with (labelled + pseudo-labelled)"})
-    base_options: str = field(default="", metadata={"help": "the base strategy's options, 'key=value,key=value'"})
-    keep: float = field(default=0.25, metadata={
-        "help": "fraction of the unlabelled examples kept as pseudo-labelled, most confident first, equal per class"})
-    zero_shot: str = field(default="auto", metadata={
-        "help": "mix the zero-shot classifier of the label names into the teacher: auto (text encoders) | on | off"})
-    templates: str = field(default="{}|this is {}|it is {}|something {}",
-                           metadata={"help": "'|'-separated prompt templates of the zero-shot part of the teacher"})
-    scale: float = field(default=20.0, metadata={"help": "logit scale s of the zero-shot part: s * cos(f(x), t_c)"})
-    rounds: int = field(default=1, metadata={
-        "help": "teacher/student rounds: from the second on, the last student (mixed with the zero-shot part on "
-                "text) is the teacher and a new student starts again from the pretrained weights"})
-    teacher: str = field(default="lbfgs", metadata={
-        "help": "the teacher's probe: lbfgs (logistic regression to convergence, L2 strength by cross-validated "
-                "log-loss on the labelled examples) | sgd (the library's probe phase, early-stopped on validation)"})
-    teacher_weight: str = field(default="nll", metadata={
-        "help": "weight of the probe against the zero-shot part: nll | accuracy (the best on the validation split "
-                "by that measure) | a number in [0, 1] (1 = probe only)"})
+    base: str = opt("lp_ft", "strategy the student trains with (labelled + pseudo-labelled)")
+    base_options: dict[str, Any] = opt(factory=dict, help="the base strategy's options (its Options fields); "
+                                                          "on the command line 'key=value,key=value'")
+    keep: float = opt(0.25, "fraction of the unlabelled examples kept as pseudo-labelled, most confident first, equal "
+                            "per class")
+    zero_shot: Literal["auto", "on", "off"] = opt(
+        "auto", "mix the zero-shot classifier of the label names into the teacher: auto (text encoders) | on | off")
+    templates: tuple[str, ...] = opt(TEMPLATES, "prompt templates of the zero-shot part of the teacher")
+    scale: float = opt(20.0, "logit scale s of the zero-shot part: s * cos(f(x), t_c)")
+    rounds: int = opt(1, "teacher/student rounds: from the second on, the last student (mixed with the zero-shot part "
+                         "on text) is the teacher and a new student starts again from the pretrained weights")
+    teacher: Literal["lbfgs", "sgd"] = opt(
+        "lbfgs", "the teacher's probe: lbfgs (logistic regression to convergence, L2 strength by cross-validated "
+                 "log-loss on the labelled examples) | sgd (the library's probe phase, early-stopped on validation)")
+    teacher_weight: float | Literal["nll", "accuracy"] = opt(
+        "nll", "weight of the probe against the zero-shot part: nll | accuracy (the best on the validation split by "
+               "that measure) | a number in [0, 1] (1 = probe only)")
 
     def __post_init__(self) -> None:
         if not 0 < self.keep <= 1:
@@ -94,14 +96,23 @@ class SelfTrainOptions:
             raise ConfigError(f"self_train: rounds must be at least 1, got {self.rounds}")
         if self.teacher not in ("lbfgs", "sgd"):
             raise ConfigError(f"self_train: teacher={self.teacher!r} is not one of lbfgs, sgd")
-        if self.teacher_weight not in ("nll", "accuracy"):
-            try:
-                ok = 0 <= float(self.teacher_weight) <= 1
-            except ValueError:
-                ok = False
-            if not ok:
-                raise ConfigError(f"self_train: teacher_weight={self.teacher_weight!r} is not nll, accuracy or a "
-                                  "number in [0, 1]")
+        w = self.teacher_weight
+        if w not in ("nll", "accuracy") and not (isinstance(w, (int, float)) and 0 <= w <= 1):
+            raise ConfigError(f"self_train: teacher_weight={w!r} is not nll, accuracy or a number in [0, 1]")
+        check_templates("self_train", self.templates)
+        self.base_options = self._typed_base_options()
+
+    def _typed_base_options(self) -> dict[str, Any]:
+        """``base_options`` checked against the base strategy's ``Options`` and typed (the keys given only)."""
+        raw = self.base_options
+        if dataclasses.is_dataclass(raw) and not isinstance(raw, type):  # the base's Options instance
+            raw = {f.name: getattr(raw, f.name) for f in dataclasses.fields(raw)}
+        cls = STRATEGIES.get(self.base).Options
+        try:
+            built: Any = build(cls, raw, "strategy")
+        except ConfigError as e:
+            raise ConfigError(f"self_train base_options: {e}") from None
+        return {k: getattr(built, k) for k in raw}
 
 
 def balanced_top(probs: np.ndarray, keep: float) -> np.ndarray:
@@ -153,7 +164,9 @@ def lbfgs_probe(x: np.ndarray, y: np.ndarray, score: dict[str, np.ndarray], seed
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    probe = lambda c: make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+    def probe(c: float) -> Any:
+        return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+
     folds = int(min(5, np.bincount(y).min()))
     c = 1.0  # one example of some class: no folds to choose on
     if folds >= 2:
@@ -184,17 +197,17 @@ class SelfTrain(Strategy):
         self._pretrained: TransferModel | None = None
 
     def _new_base(self) -> Strategy:
-        return make_strategy(self.options.base, parse_kv(self.options.base_options, "self_train base_options"))
+        return make_strategy(self.options.base, self.options.base_options)
+
+    def recipe_strategy(self) -> str:
+        return self.base.name  # the student's recipe (an sgd teacher probes at its head rate too)
 
     def phases(self, ctx: TransferContext) -> Iterator[Phase]:
-        from transferkit.strategies.recipes import apply_recipe
-
         if ctx.unlabelled is None or len(ctx.unlabelled) == 0:
             raise ConfigError("self_train needs unlabelled inputs: pass --unlabelled rest (the examples --shots left "
                               "unlabelled) or --unlabelled DATA")
         if ctx.val is None:
             raise ConfigError("self_train needs a labelled validation split to calibrate its teacher")
-        apply_recipe(self.base.name, ctx)  # the student's recipe (an sgd teacher probes at its head rate too)
         start = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
         if self.options.rounds > 1:  # the zero-shot part of later teachers reads the pretrained encoder
             self._pretrained = copy.deepcopy(ctx.model).eval()
@@ -261,7 +274,7 @@ class SelfTrain(Strategy):
         info["probe_val_acc"] = float((lp["val"].argmax(1) == y_val).mean())
         if not use_zs:
             return np.exp(lp["unl"]), info
-        classes = class_embeddings(model, model.spec.class_names, o.templates.split("|"))
+        classes = class_embeddings(model, model.spec.class_names, list(o.templates))
         zs = {k: (o.scale * torch.nn.functional.normalize(f, dim=-1) @ classes.T).numpy() for k, f in feats.items()}
         t_z = fit_temperature(zs["val"], y_val)
         lz = {k: log_softmax_np(v, t_z) for k, v in zs.items()}
@@ -276,13 +289,25 @@ class SelfTrain(Strategy):
         else:
             alpha = float(o.teacher_weight)
         chosen = float((output_ensemble(lz["val"], lp["val"], alpha).argmax(1) == y_val).mean())
-        info.update(teacher="probe + zero-shot", templates=o.templates.split("|"), alpha=alpha,
+        info.update(teacher="probe + zero-shot", templates=list(o.templates), alpha=alpha,
                     weight_rule=o.teacher_weight, teacher_val_acc=chosen,
                     zero_shot_val_acc=val_acc["0.0"], val_nll=val_nll)
         return np.exp(output_ensemble(lz["unl"], lp["unl"], alpha)), info
 
     def finish(self, ctx: TransferContext) -> None:
         self.base.finish(ctx)
+
+    def summary_lines(self, info: Mapping[str, Any]) -> list[str]:
+        """The teacher, its validation accuracy and the pseudo-labels it kept (per class, per source)."""
+        st = info.get("self_train")
+        if not st:
+            return []
+        mix = f", zero-shot weight {1 - st['alpha']:.1f}" if "alpha" in st else ""
+        per_source = f", per source {st['pseudo_per_source']}" if "pseudo_per_source" in st else ""
+        return [f"self_train: teacher {st['teacher']}{mix} (validation accuracy "
+                f"{100 * st.get('teacher_val_acc', st['probe_val_acc']):.1f}%) pseudo-labelled {st['n_pseudo']} of "
+                f"{st['n_unlabelled']} unlabelled examples (per class {st['pseudo_per_class']}{per_source}); "
+                f"{st['base']} trained on them and the {st['n_labelled']} labelled"]
 
     def trained_groups(self, model: TransferModel) -> list[str]:
         return self.base.trained_groups(model)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from transferkit.engine.loop import Phase
 from transferkit.errors import ConfigError
 from transferkit.models.base import TransferModel
+from transferkit.options import opt
 from transferkit.strategies.base import Strategy, TransferContext, finetune_phase, head_scale, probe_phase
 
 
@@ -48,7 +49,7 @@ class Full(Strategy):
 
 @dataclass
 class PartialOptions:
-    k: int = field(default=2, metadata={"help": "number of layer groups to train, counted from the output (head included)"})
+    k: int = opt(2, "number of layer groups to train, counted from the output (head included)")
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -66,7 +67,8 @@ class Partial(Strategy):
         if self.options.k > len(names):
             raise ConfigError(
                 f"partial: k={self.options.k} but {model.spec.name} has {len(names)} layer groups "
-                f"({', '.join(names)}); use k=1..{len(names)} (k={len(names)} trains all of them, as --strategy full does)"
+                f"({', '.join(names)}); use k=1..{len(names)} (k={len(names)} trains all of them, as --strategy full "
+                "does)"
             )
         return names[-self.options.k :]
 

@@ -27,7 +27,8 @@ target's classes first); each phase runs through the one training loop.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -35,6 +36,7 @@ from torch import nn
 from transferkit.engine.loop import Phase, evaluate_arrays
 from transferkit.errors import ConfigError
 from transferkit.models.base import TransferModel
+from transferkit.options import opt
 from transferkit.strategies.base import Strategy, TransferContext, finetune_phase, head_scale, probe_phase
 from transferkit.strategies.regularized import interpolate
 
@@ -60,24 +62,40 @@ class HeadPrior(nn.Module):
         return 0.5 * self.weight * (((h.weight - self.w0) ** 2).sum() + ((h.bias - self.b0) ** 2).sum())
 
 
+#: the prompt templates averaged by default (``{}``: the class name)
+TEMPLATES = ("{}", "this is {}", "it is {}", "something {}")
+
+
+def check_templates(owner: str, templates: tuple[str, ...]) -> None:
+    """Every template holds ``{}``; a ``|`` in one is the old one-string form, now a list."""
+    if isinstance(templates, str):
+        raise ConfigError(f"{owner}: templates must be a tuple of strings, got the string {templates!r}")
+    if not templates:
+        raise ConfigError(f"{owner}: templates is empty; give at least one, e.g. templates='a {{}} review'")
+    if any("|" in t for t in templates):
+        raise ConfigError(f"{owner}: templates is a list now: separate templates with ',' (or pass a tuple), "
+                          f"not '|' (got {','.join(templates)!r})")
+    if any("{}" not in t for t in templates):
+        raise ConfigError(f"{owner}: templates={','.join(templates)!r}: every template must contain {{}}")
+
+
 @dataclass
 class ZSInitOptions:
-    templates: str = field(default="{}|this is {}|it is {}|something {}",
-                           metadata={"help": "'|'-separated prompt templates with {} for the class name (averaged)"})
-    scale: float = field(default=20.0, metadata={"help": "logit scale s of the zero-shot head: logits = s * cos(f(x), t_c)"})
-    train: str = field(default="align", metadata={
-        "help": "after the zero-shot init: none | probe | finetune | lp_ft | align (fine-tune text and prompts together)"})
-    prior: float = field(default=0.1, metadata={"help": "weight of the L2 pull of the head toward its zero-shot weights"})
-    wise: float = field(default=-1.0, metadata={
-        "help": "WiSE-FT alpha toward the trained weights (0 = zero-shot, 1 = trained); -1 = pick on the "
-                "validation split (0.5 when there is none)"})
-    wise_rule: str = field(default="best", metadata={
-        "help": "with wise=-1: best (highest validation accuracy) | 1se (smallest alpha within one standard error)"})
-    ft_lr_scale: float = field(default=0.03, metadata={
-        "help": "encoder learning rate relative to --lr (0.03: 3e-5 at the default --lr 1e-3, BERT's usual rate)"})
+    templates: tuple[str, ...] = opt(TEMPLATES, "prompt templates with {} for the class name (averaged)")
+    scale: float = opt(20.0, "logit scale s of the zero-shot head: logits = s * cos(f(x), t_c)")
+    train: Literal["none", "probe", "finetune", "lp_ft", "align"] = opt(
+        "align", "after the zero-shot init: none | probe | finetune | lp_ft | align (fine-tune text and prompts "
+                 "together)")
+    prior: float = opt(0.1, "weight of the L2 pull of the head toward its zero-shot weights")
+    wise: float = opt(-1.0, "WiSE-FT alpha toward the trained weights (0 = zero-shot, 1 = trained); -1 = pick on the "
+                            "validation split (0.5 when there is none)")
+    wise_rule: Literal["best", "1se"] = opt(
+        "best", "with wise=-1: best (highest validation accuracy) | 1se (smallest alpha within one standard error)")
+    ft_lr_scale: float = opt(0.03, "encoder learning rate relative to --lr (0.03: 3e-5 at the default --lr 1e-3, "
+                                   "BERT's usual rate)")
 
     def __post_init__(self) -> None:
-        if self.train not in TRAIN_MODES:
+        if self.train not in TRAIN_MODES:  # a Python caller's value (the parser checks CLI strings)
             raise ConfigError(f"zs_init: train={self.train!r} is not one of {', '.join(TRAIN_MODES)}")
         if not (0 <= self.wise <= 1 or self.wise == -1):
             raise ConfigError(f"zs_init: wise must be in [0, 1] or -1, got {self.wise}")
@@ -86,8 +104,7 @@ class ZSInitOptions:
         if self.scale <= 0 or self.prior < 0 or self.ft_lr_scale <= 0:
             raise ConfigError(f"zs_init: scale and ft_lr_scale must be positive and prior >= 0 "
                               f"(got {self.scale}, {self.ft_lr_scale}, {self.prior})")
-        if any("{}" not in t for t in self.templates.split("|")):
-            raise ConfigError(f"zs_init: every template must contain {{}}, got {self.templates!r}")
+        check_templates("zs_init", self.templates)
 
 
 def select_alpha(val_acc: dict[str, float], n_val: int, rule: str = "best") -> float:
@@ -123,7 +140,7 @@ class ZeroShotInit(Strategy):
         assert isinstance(head, nn.Linear)
         text = model.spec.modality == "text"
         if text:
-            emb = class_embeddings(model, model.spec.class_names, o.templates.split("|"))
+            emb = class_embeddings(model, model.spec.class_names, list(o.templates))
         else:  # no label names to embed: imprint the class means of the labelled examples
             emb = prototypes(ctx.cache.features(model, ctx.train[0], ctx.placement()), ctx.train[1].numpy(),
                              model.num_classes)
@@ -133,7 +150,7 @@ class ZeroShotInit(Strategy):
         self._start = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self._mode = o.train if text or o.train != "align" else "finetune"
         ctx.info["zs_init"] = {"prior": "label-name prompts" if text else "imprinted class means",
-                               "templates": o.templates.split("|") if text else [], "scale": o.scale,
+                               "templates": list(o.templates) if text else [], "scale": o.scale,
                                "train": self._mode}
         pen = HeadPrior(head, o.prior).to(head.weight.device) if o.prior > 0 else None
         if self._mode in ("probe", "lp_ft"):
@@ -154,7 +171,7 @@ class ZeroShotInit(Strategy):
         from transferkit.models.text import tokenize_for
 
         o, model = self.options, ctx.model
-        templates = o.templates.split("|")
+        templates = list(o.templates)
         names = model.spec.class_names
         prompts = torch.from_numpy(tokenize_for(model.spec, [t.format(c) for c in names for t in templates]))
         place = ctx.placement()
