@@ -165,8 +165,8 @@ class Bench:
     """One benchmark: ``measure`` runs its cells into the doc (JSON), ``render`` turns the doc into the page,
     ``checks`` lists what failed (empty: all passed); ``options`` adds the script's own arguments."""
 
-    name: str
-    description: str
+    name: str  #: the script's stem: benchmarks/<name>.py writes <name>.json and <NAME>.md
+    description: str  #: the script's docstring (its first paragraph is --help's)
     measure: Callable[[Context], Doc]
     render: Callable[[Doc], str]
     checks: Callable[[Doc], list[str]] = lambda doc: []
@@ -196,11 +196,15 @@ class Bench:
         return p
 
     def context(self, argv: Sequence[str] | None) -> Context:
-        args = self.parser().parse_args(argv)
+        parser = self.parser()
+        args = parser.parse_args(argv)
         quick = bool(getattr(args, "quick", False))
         work = args.work or ROOT / "runs" / (f"{self.name}-quick" if quick else self.name)
         given = getattr(args, "seeds", None)
-        seeds = parse_seeds(given or (self.seeds.split(",")[0] if quick else self.seeds)) if self.seeds else []
+        try:
+            seeds = parse_seeds(given or (self.seeds.split(",")[0] if quick else self.seeds)) if self.seeds else []
+        except ValueError:
+            parser.error(f"--seeds: {given!r} is not a comma-separated list of integers")
         out = args.out or (work if quick else DOCS)
         return Context(args, seeds, work, out, command_line(self.name, argv), {})
 
@@ -212,8 +216,11 @@ class Bench:
     def main(self, argv: Sequence[str] | None = None) -> int:
         ctx = self.context(argv)
         if ctx.args.render_only:
-            self.write_page(ctx.out / self.md, self.render(json.loads((ctx.out / f"{self.name}.json").read_text())))
-            log(f"re-rendered {ctx.out / self.md} from {self.name}.json")
+            stored = ctx.out / f"{self.name}.json"
+            if not stored.exists():
+                raise SystemExit(f"--render-only: {stored} not found (run the benchmark first, or pass --out)")
+            self.write_page(ctx.out / self.md, self.render(json.loads(stored.read_text())))
+            log(f"re-rendered {ctx.out / self.md} from {stored.name}")
             return 0
         import torch
 

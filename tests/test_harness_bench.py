@@ -58,6 +58,10 @@ def test_a_page_re_renders_byte_for_byte_and_a_failed_check_exits_1(tmp_path: Pa
     assert (tmp_path / "TOY.md").read_text() == page
     assert _toy(failing=True).main(["--quick", "--work", str(tmp_path / "q"), "--out", str(tmp_path / "q")]) == 1
     assert json.loads((tmp_path / "q" / "toy.json").read_text())["seeds"] == [0]
+    with pytest.raises(SystemExit, match=r"toy\.json not found"):
+        bench.main(["--render-only", "--out", str(tmp_path / "empty")])
+    with pytest.raises(SystemExit):
+        bench.main(["--seeds", "0,x"])
 
 
 def test_image_measures_renders_and_re_renders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
