@@ -247,3 +247,18 @@ def test_second_round_is_taught_by_the_first_student(source_model: TransferModel
     # the second student restarted from the pretrained weights: its backbone is untouched (linear_probe)
     end = ctx.model.state_dict()
     assert all(torch.equal(end[k], start[k]) for k in start if not k.startswith("head"))
+
+
+def test_summary_lines_say_what_the_teacher_did() -> None:
+    """What the CLI prints for self_train (and for auto when it chose self_train), from the recorded info."""
+    st = {"teacher": "probe + zero-shot", "alpha": 0.7, "teacher_val_acc": 0.8125, "probe_val_acc": 0.75,
+          "n_pseudo": 40, "n_unlabelled": 160, "pseudo_per_class": [20, 20], "pseudo_per_source": [[10, 10], [10, 10]],
+          "base": "lp_ft", "n_labelled": 16}
+    line = ("self_train: teacher probe + zero-shot, zero-shot weight 0.3 (validation accuracy 81.2%) pseudo-labelled "
+            "40 of 160 unlabelled examples (per class [20, 20], per source [[10, 10], [10, 10]]); lp_ft trained on "
+            "them and the 16 labelled")
+    assert make_strategy("self_train").summary_lines({"self_train": st}) == [line]
+    assert make_strategy("self_train").summary_lines({}) == []
+    auto = {"choice": "self_train", "reason": "search", "signals": {"shots_per_class": 8, "chance": 0.5}}
+    assert make_strategy("auto").summary_lines({"auto": auto, "self_train": st}) == [
+        "auto: chose self_train (search); signals: shots_per_class=8, chance=0.5", line]
