@@ -189,15 +189,22 @@ def ball_graph(x: np.ndarray, delta: float) -> list[np.ndarray]:
     return out
 
 
-def purity(x: np.ndarray, labels: np.ndarray, delta: float) -> float:
-    """Share of points whose ``delta``-ball holds only points of their own cluster (ProbCover's purity
-    ``pi(delta) = P(B_delta(x) is pure)``). Shapes ``[N, D]``, ``[N]`` -> a float in [0, 1]."""
-    pure = 0
+def nearest_other(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Distance from each row to the nearest row of another cluster (``inf`` when there is none), in
+    blocks of :data:`CHUNK` rows. Shapes ``[N, D]``, ``[N]`` -> ``[N]``."""
+    out = np.empty(len(x))
     for lo in range(0, len(x), CHUNK):
         d = pairwise_distances(x[lo : lo + CHUNK], x)
-        other = labels[None, :] != labels[lo : lo + len(d), None]
-        pure += int((~(other & (d < delta)).any(1)).sum())
-    return pure / len(x)
+        d[labels[None, :] == labels[lo : lo + len(d), None]] = np.inf
+        out[lo : lo + len(d)] = d.min(1)
+    return out
+
+
+def purity(x: np.ndarray, labels: np.ndarray, delta: float) -> float:
+    """Share of points whose ``delta``-ball holds only points of their own cluster (ProbCover's purity
+    ``pi(delta) = P(B_delta(x) is pure)``): a ball is pure when the nearest point of another cluster
+    is at least ``delta`` away. Shapes ``[N, D]``, ``[N]`` -> a float in [0, 1]."""
+    return float((nearest_other(x, labels) >= delta).mean())
 
 
 def choose_delta(x: np.ndarray, n_clusters: int, seed: int = 0, alpha: float = PURITY) -> float:
@@ -206,9 +213,10 @@ def choose_delta(x: np.ndarray, n_clusters: int, seed: int = 0, alpha: float = P
     when none reaches it). Shape ``[N, D]`` -> a float."""
     x = normalise(x)
     labels, _ = kmeans(x, max(2, min(n_clusters, len(x))), seed)
+    gap = nearest_other(x, labels)  # one pass: purity(delta) = mean(gap >= delta) for every delta
     best = 0.05
     for delta in np.arange(0.05, 1.0001, 0.05):
-        if purity(x, labels, float(delta)) < alpha:
+        if float((gap >= delta).mean()) < alpha:
             break
         best = float(delta)
     return best
@@ -282,6 +290,7 @@ __all__ = [
     "kcenter",
     "kmeans",
     "kmeans_closest",
+    "nearest_other",
     "normalise",
     "pairwise_distances",
     "probcover",
