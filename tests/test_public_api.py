@@ -32,6 +32,13 @@ def test_each_name_is_a_callable_of_its_module(name: str) -> None:
     assert ns[name] is fn
 
 
+def test_the_specs_are_public_and_torch_free() -> None:
+    code = ("import sys, transferkit; s = transferkit.TransferSpec(source='src', data='digits8', shots=5); "
+            "assert transferkit.TransferSpec.from_dict(s.to_dict()) == s and transferkit.PretrainSpec and "
+            "transferkit.SplitSpec().fractions() == {'val': 0.15, 'test': 0.3}; assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_predict_survives_importing_the_prediction_module() -> None:
     code = ("import transferkit, transferkit.prediction, sys; from transferkit.prediction import predict_to_csv; "
             "f = transferkit.predict; assert callable(f) and f.__module__ == 'transferkit.prediction', f")

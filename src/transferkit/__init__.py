@@ -23,6 +23,9 @@ _LAZY = {
     "predict": "transferkit.prediction",
     "rank": "transferkit.transferability.rank",
     "load_run": "transferkit.runs",
+    "PretrainSpec": "transferkit.spec",
+    "TransferSpec": "transferkit.spec",
+    "SplitSpec": "transferkit.spec",
 }
 __all__ = ["__version__", *sorted(_LAZY)]
 

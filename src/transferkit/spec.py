@@ -121,11 +121,13 @@ class RunSpec(Spec):
     @classmethod
     def from_run_config(cls: type[S], config: Mapping[str, Any]) -> S:
         """The spec a run's ``config.json`` records: its fields, with ``train`` the settings its
-        ``provenance`` marks ``user`` (an older run without provenance: none)."""
+        ``provenance`` marks ``user`` (a run older than provenance: every setting it trained with, so
+        the replay trains with the same ones)."""
         names = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in config.items() if k in names and k != "train"}
-        trained, prov = config.get("train") or {}, config.get("provenance") or {}
-        data["train"] = {k: v for k, v in trained.items() if prov.get(k) == "user" and k != "seed"}
+        trained, prov = config.get("train") or {}, config.get("provenance")
+        data["train"] = {k: v for k, v in trained.items()
+                         if k != "seed" and (prov is None or prov.get(k) == "user")}
         return cls.from_dict(data)
 
 

@@ -16,6 +16,7 @@ from transferkit.evaluation.evaluate import evaluate_model
 from transferkit.models import ModelSpec, TransferModel, build_model
 from transferkit.pipeline.splits import data_identity
 from transferkit.pipeline.stages import RunResult, finish_run, labelled_tensors, phase_summary
+from transferkit.pipeline.transfer import versions
 from transferkit.runs import RunDir
 from transferkit.spec import PretrainSpec
 from transferkit.strategies import STRATEGIES, TransferContext, run_strategy
@@ -62,7 +63,8 @@ def record(p: Prepared) -> dict[str, Any]:
     """The run's ``config.json``: the spec, the resolved settings with their provenance, the data's identity
     and input range, and the directory the run was started from (``cwd``)."""
     return {"command": "pretrain", **p.spec.to_dict(), "model_kwargs": p.model_spec.kwargs, **p.settings.to_dict(),
-            "data_identity": data_identity(p.spec.data), "input_range": recorded_range(p.dataset), "cwd": os.getcwd()}
+            "data_identity": data_identity(p.spec.data), "input_range": recorded_range(p.dataset), "cwd": os.getcwd(),
+            "versions": versions()}
 
 
 def train(p: Prepared, run: RunDir | None = None) -> RunResult:

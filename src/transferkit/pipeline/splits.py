@@ -128,7 +128,7 @@ def heldout_split(config: dict[str, Any], data: str, ds: ArrayDataset, notes: li
     own, note = own_data(config, "data", data) if ds.y is not None else (False, None)
     if own:
         _noted(note, notes)
-        s = config.get("split", {})
-        val, test = s.get("val", SPLIT["val"]), s.get("test", SPLIT["test"])
-        return split(ds, val=val, test=test, seed=int(s.get("seed", 0))).test
+        recorded = {k: v for k, v in (config.get("split") or {}).items() if k in ("val", "test", "seed")}
+        sp = SplitSpec(**recorded)  # the split the run recorded (older runs: the fractions were the defaults)
+        return split(ds, **sp.split_args(0)).test
     return ds

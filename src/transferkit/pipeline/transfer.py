@@ -182,7 +182,17 @@ def record(p: Prepared) -> dict[str, Any]:
         recipe = "per candidate (metrics.json: strategy_info.recipe)"
     return {"command": "transfer", **r.spec.to_dict(), "source": r.source_label, **settings, "recipe": recipe,
             "data_identity": data_identity(r.spec.data), "input_range": recorded_range(p.dataset),
-            "cwd": os.getcwd()}
+            "cwd": os.getcwd(), "versions": versions()}
+
+
+def versions() -> dict[str, str]:
+    """The versions a run records beside its spec (``config.json["versions"]``): what reproducing it needs."""
+    import platform
+
+    from transferkit import __version__
+
+    return {"transferkit": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
 
 
 def train(p: Prepared, run: RunDir | None = None, cache: FeatureCache | None = None) -> Trained:
@@ -264,4 +274,4 @@ def save_artifacts(strat: Strategy, run: RunDir) -> list[str]:
 
 
 __all__ = ["Prepared", "Resolved", "Trained", "assess", "finish", "prepare", "record", "resolve",
-           "save_artifacts", "scratch_baseline", "train"]
+           "save_artifacts", "scratch_baseline", "train", "versions"]
