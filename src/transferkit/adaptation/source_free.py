@@ -1,0 +1,191 @@
+"""Source-free adaptation: a source model and unlabelled target inputs, never the source data.
+
+- **SHOT** (Liang, Hu & Feng, ICML 2020, "Do we really need to access the source data?"): keep the
+  source hypothesis (the head) frozen and train the feature extractor with information maximisation,
+  ``L_IM = E_x H(p(x)) - H(E_x p(x))`` (confident *and* diverse predictions), plus ``beta`` times the
+  cross-entropy to self-supervised pseudo-labels: class centroids of the target features weighted by the
+  current predictions, each input labelled by its nearest centroid (cosine), refined once with the hard
+  labels (their eqs. 4-6). The pseudo-labels are recomputed at every epoch start.
+- **AaD** (Yang, van de Weijer, Herranz & Jui, NeurIPS 2022, "Attracting and Dispersing"): each
+  prediction is pulled toward the predictions of its ``k`` nearest target neighbours in feature space
+  (kept in a memory bank) and pushed from the other predictions of its batch, the push weighted by
+  ``lambda(t) = (1 + 10 t / T)^(-decay)``: ``L = -sum_{j in kNN(i)} p_i . p_j + lambda sum_{j in batch} p_i . p_j``.
+
+Both train the backbone only (the source head stays: the classes keep their meaning) and read only
+``ctx.target_train`` / ``ctx.target_val``; the checkpoint is chosen by the context's label-free
+validator. Each input's position travels as its "label" through the training loop, so the losses can
+look up per-input state (pseudo-labels, memory bank) without a second loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transferkit.adaptation.base import AdaptContext, Method, make_val_score
+from transferkit.engine.features import extract_features
+from transferkit.engine.loop import Phase, steps_per_epoch
+from transferkit.engine.precision import Placement, predict_logits
+from transferkit.errors import ConfigError
+from transferkit.models.base import TransferModel
+from transferkit.options import opt
+
+
+def information_maximization(logits: torch.Tensor) -> torch.Tensor:
+    """``E_i H(p_i) - H(mean_i p_i)`` of softmax predictions (SHOT, eq. 4); lowest for confident, diverse ones.
+
+    Shape: ``logits [N, C]`` -> scalar.
+    """
+    p = logits.float().softmax(dim=1)
+    log_p = logits.float().log_softmax(dim=1)
+    entropy = -(p * log_p).sum(dim=1).mean()
+    mean = p.mean(dim=0)
+    diversity = -(mean * torch.log(mean + 1e-8)).sum()
+    return entropy - diversity
+
+
+def centroid_pseudo_labels(features: torch.Tensor, probs: torch.Tensor, rounds: int = 2) -> torch.Tensor:
+    """SHOT's self-supervised labels: centroids ``c_k = sum_i p_ik f_i / sum_i p_ik``, each input labelled by
+    its nearest centroid in cosine distance, then ``rounds - 1`` refinements with the hard labels (eqs. 5-6).
+
+    Shape: ``features [N, D]``, ``probs [N, C]`` -> ``labels [N]`` (int64).
+    """
+    f = F.normalize(features.float(), dim=1)
+    weights = probs.float()
+    labels = weights.argmax(dim=1)
+    for _ in range(rounds):
+        centroids = F.normalize(weights.t() @ f / (weights.sum(dim=0)[:, None] + 1e-8), dim=1)
+        labels = (f @ centroids.t()).argmax(dim=1)
+        weights = F.one_hot(labels, probs.shape[1]).float()
+    return labels
+
+
+def attract_disperse(p: torch.Tensor, neighbour_p: torch.Tensor, dispersion: float) -> torch.Tensor:
+    """AaD's loss: ``-mean_i sum_j p_i . q_ij`` over the neighbours' predictions ``q``, plus ``dispersion``
+    times the mean dot product of ``p_i`` with the other predictions of the batch.
+
+    Shape: ``p [B, C]``, ``neighbour_p [B, K, C]`` -> scalar.
+    """
+    attract = -(p[:, None, :] * neighbour_p).sum(dim=2).sum(dim=1).mean()
+    gram = p @ p.t()
+    off = gram.sum() - gram.diagonal().sum()
+    return attract + dispersion * off / max(1, p.shape[0])
+
+
+def _target_outputs(model: TransferModel, x: torch.Tensor, place: Placement) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features ``[N, D]`` and softmax predictions ``[N, C]`` of ``model`` on every input of ``x`` (eval mode)."""
+    feats = extract_features(model, x, place)
+    logits = predict_logits(model.head, feats, Placement(place.device, place.bf16, False))
+    return feats.float(), logits.float().softmax(dim=1)
+
+
+def _backbone_phase(ctx: AdaptContext, name: str, step_loss: Any, on_epoch_start: Any, lr_scale: float) -> Phase:
+    """A phase over the target inputs (each one's position as its label) training the backbone only."""
+    model = ctx.model
+    if ctx.target_val is None:
+        raise ConfigError(f"{name}: needs target validation inputs to choose the checkpoint")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = model.backbone_parameters()
+    for p in params:
+        p.requires_grad_(True)
+    n = len(ctx.target_train)
+    return Phase(name=name, module=model, train=(ctx.target_train, torch.arange(n)), val=None,
+                 param_groups=[{"params": params, "lr_scale": lr_scale}], placement=ctx.placement(),
+                 step_loss=step_loss, on_epoch_start=on_epoch_start, val_score=make_val_score(ctx))
+
+
+@dataclass(frozen=True)
+class SHOTOptions:
+    beta: float = opt(0.3, "weight of the cross-entropy to the centroid pseudo-labels (0: information "
+                           "maximisation alone, SHOT-IM)")
+    rounds: int = opt(2, "centroid rounds per pseudo-labelling (the first weighted by the predictions)")
+    lr_scale: float = opt(0.1, "the backbone's learning rate relative to --lr (a tenth, as for AaD: on digits "
+                               "at adapt's lr 0.01, 6 epochs, a tenth adapted better)")
+
+    def __post_init__(self) -> None:
+        if not self.beta >= 0 or self.rounds < 1 or not self.lr_scale > 0:
+            raise ConfigError(f"shot: beta must be >= 0, rounds >= 1 and lr_scale > 0, got {self.beta}, {self.rounds}, "
+                              f"{self.lr_scale}")
+
+
+class SHOT(Method):
+    """SHOT (Liang et al., ICML 2020): source-free; frozen head, information maximisation, centroid pseudo-labels."""
+
+    name = "shot"
+    Options = SHOTOptions
+    needs_source: ClassVar[bool] = False
+
+    def phases(self, ctx: AdaptContext) -> Iterator[Phase]:
+        o: SHOTOptions = self.options
+        place = ctx.placement()
+        labels = torch.zeros(len(ctx.target_train), dtype=torch.long)
+
+        def relabel(epoch: int) -> None:  # from the model as it starts the epoch (a resume relabels the same)
+            if o.beta > 0:
+                feats, probs = _target_outputs(ctx.model, ctx.target_train, place)
+                labels.copy_(centroid_pseudo_labels(feats, probs, o.rounds))
+
+        def loss(m: nn.Module, x: torch.Tensor, idx: torch.Tensor, _: torch.Tensor | None) -> torch.Tensor:
+            z = m(x)
+            out = information_maximization(z)
+            return out + o.beta * F.cross_entropy(z.float(), labels[idx]) if o.beta > 0 else out
+
+        yield _backbone_phase(ctx, "shot", loss, relabel, o.lr_scale)
+
+
+@dataclass(frozen=True)
+class AaDOptions:
+    k: int = opt(5, "nearest target neighbours each prediction is pulled toward")
+    decay: float = opt(0.75, "the dispersion weight is (1 + 10 t/T)^(-decay) at step t of T")
+    lr_scale: float = opt(0.1, "the backbone's learning rate relative to --lr (the summed attraction and dispersion "
+                               "terms are large: on digits at adapt's lr 0.01 the predictions collapsed to one class)")
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or not self.decay >= 0 or not self.lr_scale > 0:
+            raise ConfigError(f"aad: k must be >= 1, decay >= 0 and lr_scale > 0, got {self.k}, {self.decay}, "
+                              f"{self.lr_scale}")
+
+
+class AaD(Method):
+    """AaD (Yang et al., NeurIPS 2022): source-free; attract neighbours' predictions, disperse the rest of the batch."""
+
+    name = "aad"
+    Options = AaDOptions
+    needs_source: ClassVar[bool] = False
+
+    def phases(self, ctx: AdaptContext) -> Iterator[Phase]:
+        o: AaDOptions = self.options
+        place = ctx.placement()
+        n = len(ctx.target_train)
+        k = min(o.k, n - 1)
+        if k < 1:
+            raise ConfigError("aad: needs at least two target inputs")
+        bank: dict[str, torch.Tensor] = {}
+        total = steps_per_epoch(n, ctx.cfg.batch_size) * ctx.cfg.epochs
+        step = [0]
+
+        def refresh(epoch: int) -> None:  # the memory bank from the model as it starts the epoch
+            feats, probs = _target_outputs(ctx.model, ctx.target_train, place)
+            bank["f"], bank["p"] = F.normalize(feats, dim=1), probs
+            step[0] = epoch * (total // max(1, ctx.cfg.epochs))
+
+        def loss(m: nn.Module, x: torch.Tensor, idx: torch.Tensor, _: torch.Tensor | None) -> torch.Tensor:
+            feats = m.forward_features(x)  # type: ignore[operator]
+            p = m.head(feats).float().softmax(dim=1)  # type: ignore[operator]
+            f = F.normalize(feats.detach().float(), dim=1)
+            with torch.no_grad():
+                bank["f"][idx], bank["p"][idx] = f, p.detach()
+                sim = f @ bank["f"].t()
+                sim[torch.arange(len(idx)), idx] = -2.0  # not its own neighbour
+                near = sim.topk(k, dim=1).indices
+            dispersion = (1 + 10 * step[0] / max(1, total)) ** (-o.decay)
+            step[0] += 1
+            return attract_disperse(p, bank["p"][near], dispersion)
+
+        yield _backbone_phase(ctx, "aad", loss, refresh, o.lr_scale)
