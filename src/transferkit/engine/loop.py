@@ -255,13 +255,11 @@ class _Fit:
 
 def _setup(phase: Phase, cfg: TrainConfig, checkpoint: Path | None, place: Placement) -> _Fit:
     """Move the module and data to the device, build the optimizer, seed, and resume from ``checkpoint``."""
-    module = phase.module
-    module.to(place.device)
+    module = phase.module.to(place.device)
     if place.channels_last:
         set_memory_format(module, torch.channels_last)
     epochs = capped_epochs(phase.epochs or cfg.epochs)
-    x, y = phase.train
-    x, y = place.to_input(x), y.to(place.device)
+    x, y = place.to_input(phase.train[0]), phase.train[1].to(place.device)
     xt = None if phase.unlabelled is None else place.to_input(phase.unlabelled)
     n, bs = len(x), min(phase.batch_size or cfg.batch_size, len(x))
     steps = steps_per_epoch(n, bs)
@@ -275,8 +273,8 @@ def _setup(phase: Phase, cfg: TrainConfig, checkpoint: Path | None, place: Place
     opt = make_optimizer(phase.param_groups, cfg, phase.lr or cfg.lr)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    loop: dict[str, Any] = {"epoch": 0, "step": 0, "best_acc": -1.0, "best_loss": math.inf, "bad": 0,
-                            "best_epoch": -1, "history": [], "seconds": 0.0}
+    loop = {"epoch": 0, "step": 0, "best_acc": -1.0, "best_loss": math.inf, "bad": 0, "best_epoch": -1, "history": [],
+            "seconds": 0.0}
     st = _Fit(phase, cfg, place, (x, y, xt), bs, steps, epochs, opt, gen, loop, world=world,
               validated=phase.val is not None or phase.val_score is not None)
     resume = checkpoint is not None and checkpoint.with_suffix(".json").exists()
