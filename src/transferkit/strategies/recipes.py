@@ -63,6 +63,10 @@ RECIPES: dict[tuple[str, str], Recipe] = {
         {"lr": 6e-5, "head_lr_scale": 50.0, **_TEXT},
         "docs/TEXT.md, row lp_ft (probe at 3e-3, then every layer at 3e-5 = 6e-5 x ft_lr_scale 0.5), 64 labelled "
         "vader-movies snippets per class, 3 seeds"),
+    ("minilm", "contrastive"): Recipe(
+        {"lr": 2e-5, "head_lr_scale": 500.0, **_TEXT},
+        "docs/FEWSHOT.md, benchmarks/fewshot.py: body at 2e-5 (SetFit's rate), head probe at 1e-2, 5 epochs of at "
+        "least 8 steps, beside SetFit on the same labelled vader-movies snippets; loss chosen on validation texts"),
     ("minilm", "full"): Recipe(
         {"lr": 3e-5, **_TEXT},
         "docs/TEXT.md, row full (3e-5, the BERT fine-tuning rate), 64 labelled vader-movies snippets per class"),

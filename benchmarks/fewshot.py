@@ -1,0 +1,286 @@
+"""Few-shot text: transferkit's ``contrastive`` strategy and SetFit side by side, in one run (issue 19).
+
+    python benchmarks/fewshot.py --quick                 # CI: movies 8/class, seed 0, 200 test texts (< 3 min)
+    python benchmarks/fewshot.py --select                # the design choices, scored on validation texts only
+    python benchmarks/fewshot.py --select --variants "pairs, lr 2e-5, prompt head;supcon, lr 2e-5, prompt head"
+    python benchmarks/fewshot.py --tasks movies-8 --seeds 0,1,2,3,4   # cells; finished ones are kept (resume)
+    python benchmarks/fewshot.py --methods contrastive --work runs/fewshot-c &   # two processes, then
+    python benchmarks/fewshot.py --merge runs/fewshot-c  # one store, rendered
+    python benchmarks/fewshot.py --render-only           # docs/FEWSHOT.md from docs/fewshot.json
+
+Protocol (benchmarks/text.py's): the seeded split of the task's data (validation 15%, test 30%), ``k`` labelled
+texts per class drawn from the training split, 500 test texts drawn from the held-out split (and, for the movies
+tasks, 500 ``vader-tweets``: the cross-domain score, with balanced accuracy and the majority rate beside it).
+Both sides train on exactly these ``k`` texts per class and nothing else: no validation set (so no early
+stopping: the contrastive recipe's fixed schedule), no unlabelled text. SetFit (``setfit==1.2.0``, the
+``bench-setfit`` extra) runs in a child process of the interpreter given by ``--setfit-python`` (default
+``$SETFIT_PYTHON``, else this one when it imports setfit): the parent writes the exact texts and labels to a
+temporary file, the child trains SetFit on them (same all-MiniLM-L6-v2 files, same ``torch.set_num_threads``)
+and returns its predictions. CPU seconds are ``time.process_time`` (all threads) around training on each side.
+
+Quick mode fails (exit 1) when ``contrastive`` scores below SetFit on the quick cell. Without setfit installed
+it says so and compares with the SetFit cell recorded for the same split in docs/fewshot.json (a recorded
+reference, not a re-run; exit 2 when there is none).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse
+import copy
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from bench_common import log, machine_info
+from fewshot_report import paired, render
+
+from transferkit.data import ArrayDataset, kshot, load_dataset, split
+from transferkit.engine.config import TrainConfig
+from transferkit.models import from_pretrained
+from transferkit.models.text import model_path, tokenize_for
+from transferkit.strategies import TransferContext, make_strategy, run_strategy
+from transferkit.zeroshot import report
+
+ROOT = Path(__file__).resolve().parent.parent
+#: task -> (dataset, labelled texts per class, cross-domain test sets)
+TASKS: dict[str, tuple[str, int, tuple[str, ...]]] = {
+    "movies-8": ("vader-movies", 8, ("vader-tweets",)),
+    "movies-64": ("vader-movies", 64, ("vader-tweets",)),
+    "spam-8": ("sms-spam", 8, ()),
+    "news-8": ("20newsgroups-top", 8, ()),
+}
+#: the strategy's options in the benchmark rows (empty: its defaults and the minilm recipe, as the CLI runs it)
+CONTRASTIVE: dict[str, str] = {}
+#: design choices scored by --select on validation texts (never a test text): name -> strategy options
+VARIANTS: dict[str, dict[str, str]] = {
+    "supcon, lr 2e-5, prompt head": {"loss": "supcon", "head": "prompts"},
+    "pairs, lr 2e-5, prompt head": {"loss": "pairs", "head": "prompts"},
+    "supcon, lr 5e-5, prompt head": {"loss": "supcon", "head": "prompts", "body_lr_scale": "2.5"},
+    "pairs, lr 5e-5, prompt head": {"loss": "pairs", "head": "prompts", "body_lr_scale": "2.5"},
+    "supcon, lr 2e-5, mean head": {"loss": "supcon", "head": "means"},
+    "pairs, lr 2e-5, mean head": {"loss": "pairs", "head": "means"},
+}
+SETFIT = {"num_iterations": 20, "batch_size": 16}
+
+
+class Bench:
+    def __init__(self, test_n: int, threads: int) -> None:
+        self.test_n, self.threads = test_n, threads
+        self.source = from_pretrained("minilm")
+        self.raw: dict[str, ArrayDataset] = {}
+
+    def data(self, name: str) -> ArrayDataset:
+        if name not in self.raw:
+            self.raw[name] = load_dataset(name)
+        return self.raw[name]
+
+    def draw(self, n: int, seed: int) -> np.ndarray:
+        return np.sort(np.random.default_rng(seed).choice(n, min(self.test_n, n), replace=False))
+
+    def task(self, task: str, seed: int, selecting: bool = False,
+             cross: bool = True) -> tuple[ArrayDataset, dict[str, ArrayDataset]]:
+        """(the labelled draw, test sets by name); ``selecting``: the validation split's texts stand in for
+        the test sets (one draw of the same size, cross-domain sets left out); ``cross``: with them."""
+        name, k, others = TASKS[task]
+        sp = split(self.data(name), seed=seed, val=0.15, test=0.3)
+        train = kshot(sp.train, k, seed=seed)
+        if selecting:
+            return train, {"val": sp.val.subset(self.draw(len(sp.val), seed), ":val")}
+        tests = {name: sp.test.subset(self.draw(len(sp.test), seed), ":test")}
+        for c in others if cross else ():
+            tests[c] = self.data(c).subset(self.draw(len(self.data(c)), seed), ":test")
+        return train, tests
+
+    def contrastive(self, task: str, seed: int, options: dict[str, str], selecting: bool = False,
+                    cross: bool = True) -> dict[str, Any]:
+        train, tests = self.task(task, seed, selecting, cross)
+        torch.set_num_threads(self.threads)
+        model = copy.deepcopy(self.source)
+        torch.manual_seed(seed)
+        model.reset_head(train.class_names)
+
+        def tok(ds: ArrayDataset) -> torch.Tensor:
+            return torch.from_numpy(tokenize_for(model.spec, ds.x))
+
+        cfg = TrainConfig(seed=seed, progress="off")
+        ctx = TransferContext(model, {}, (tok(train), torch.from_numpy(train.require_labels())), None, cfg,
+                              lambda: model, user_set=frozenset({"seed", "progress"}))
+        c0, w0 = time.process_time(), time.perf_counter()
+        run_strategy(make_strategy("contrastive", options), ctx)
+        c1, w1 = time.process_time(), time.perf_counter()
+        from transferkit.engine.precision import predict_logits, resolve_placement
+
+        place = resolve_placement(ctx.model, "fp32", "off")
+        preds = {d: predict_logits(ctx.model, tok(ds), place).argmax(1).numpy() for d, ds in tests.items()}
+        return {**scores(tests, preds), "train_cpu_seconds": c1 - c0, "train_wall_seconds": w1 - w0,
+                "options": options, "info": json.loads(json.dumps(ctx.info, default=str))}
+
+    def setfit(self, task: str, seed: int, python: str, cross: bool = True) -> dict[str, Any]:
+        train, tests = self.task(task, seed, cross=cross)
+        job = {"model": str(model_path()), "train_texts": [str(t) for t in train.x],
+               "train_labels": [int(v) for v in train.require_labels()], "seed": seed, "threads": self.threads,
+               "tests": {d: [str(t) for t in ds.x] for d, ds in tests.items()}, **SETFIT}
+        with tempfile.TemporaryDirectory(prefix="fewshot-setfit-") as tmp:
+            src, dst = Path(tmp) / "in.json", Path(tmp) / "out.json"
+            src.write_text(json.dumps(job), encoding="utf-8")
+            env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "HF_HUB_OFFLINE": "1"}
+            subprocess.run([python, str(Path(__file__).with_name("setfit_worker.py")), str(src), str(dst)],
+                           check=True, env=env)
+            out = json.loads(dst.read_text(encoding="utf-8"))
+        preds = {d: np.asarray(p) for d, p in out.pop("predictions").items()}
+        return {**scores(tests, preds), **out, "settings": SETFIT}
+
+
+def scores(tests: dict[str, ArrayDataset], preds: dict[str, np.ndarray]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for d, ds in tests.items():
+        m = report(ds.require_labels(), preds[d], len(ds.class_names), d)
+        out[d] = {k: m[k] for k in ("accuracy", "balanced_accuracy", "majority_rate", "n")}
+    return out
+
+
+def setfit_python(given: str | None) -> str | None:
+    """The interpreter that imports setfit: ``given``, ``$SETFIT_PYTHON``, or this one; None when none does."""
+    for cand in (given, os.environ.get("SETFIT_PYTHON")):
+        if cand:
+            return cand
+    return sys.executable if importlib.util.find_spec("setfit") is not None else None
+
+
+def key(task: str, method: str, seed: int) -> str:
+    return f"{task}|{method}|{seed}"
+
+
+def load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def save(path: Path, obj: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
+
+
+def run_cells(bench: Bench, store: Path, tasks: list[str], seeds: list[int], python: str | None,
+              methods: list[str]) -> dict[str, Any]:
+    cells = load(store)
+    for task in tasks:
+        for seed in seeds:
+            for method in methods:
+                k = key(task, method, seed)
+                if k in cells:
+                    continue
+                if method == "setfit" and python is None:
+                    log(f"{k}: skipped (setfit is not installed)")
+                    continue
+                log(f"{k}: running")
+                res = (bench.setfit(task, seed, python) if method == "setfit" and python
+                       else bench.contrastive(task, seed, CONTRASTIVE))
+                res["load_average"] = os.getloadavg()
+                cells = {**load(store), k: res}  # read again: another process may share the store
+                save(store, cells)
+                accs = {d: round(v["accuracy"], 3) for d, v in res.items() if isinstance(v, dict) and "accuracy" in v}
+                log(f"{k}: {accs} cpu {res['train_cpu_seconds']:.0f}s")
+    return cells
+
+
+def select(bench: Bench, store: Path, seeds: list[int], variants: str | None) -> dict[str, Any]:
+    """Each variant on movies 8/class, scored on a draw of the validation split (no test text read)."""
+    cells = load(store)
+    for name, options in VARIANTS.items():
+        if variants is not None and name not in variants.split(";"):
+            continue
+        for seed in seeds:
+            k = key("movies-8:val", name, seed)
+            if k not in cells:
+                cells[k] = bench.contrastive("movies-8", seed, options, selecting=True)
+                save(store, cells)
+                log(f"{k}: val {cells[k]['val']['accuracy']:.3f} cpu {cells[k]['train_cpu_seconds']:.0f}s")
+    return cells
+
+
+def quick(args: argparse.Namespace, python: str | None) -> int:
+    """movies-8, seed 0, the in-domain test draw of the full run (no tweets): both sides trained afresh; without
+    setfit, the SetFit side is the full run's recorded cell for the same split (docs/fewshot.json)."""
+    bench = Bench(500, args.threads)
+    ours = bench.contrastive("movies-8", 0, CONTRASTIVE, cross=False)
+    log(f"contrastive: {ours['vader-movies']['accuracy']:.3f}, cpu {ours['train_cpu_seconds']:.0f}s")
+    recorded = load(ROOT / "docs" / "fewshot.json").get("cells", {}).get(key("movies-8", "setfit", 0))
+    if python:
+        theirs, what = bench.setfit("movies-8", 0, python, cross=False), "SetFit, run now"
+    else:
+        print("setfit is not installed here (pip install -e .[bench-setfit], or --setfit-python / $SETFIT_PYTHON): "
+              "comparing with the SetFit cell recorded for this split in docs/fewshot.json, not a re-run")
+        if recorded is None:
+            print("no recorded SetFit cell for movies-8 seed 0: nothing to compare with")
+            return 2
+        theirs, what = recorded, "SetFit, recorded"
+    a, b = ours["vader-movies"]["accuracy"], theirs["vader-movies"]["accuracy"]
+    print(f"quick: movies 8/class, seed 0, {ours['vader-movies']['n']} test texts: contrastive {a:.3f} "
+          f"({ours['train_cpu_seconds']:.0f} CPU s), {what} {b:.3f} ({theirs['train_cpu_seconds']:.0f} CPU s)")
+    if a < b:
+        print("FAIL: contrastive scores below SetFit on the quick task")
+        return 1
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--select", action="store_true")
+    ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--tasks", default="movies-8")
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--methods", default="contrastive,setfit")
+    ap.add_argument("--merge", type=Path, action="append", default=[],
+                    help="add the cells of another --work folder (a run in a second process) to this one's")
+    ap.add_argument("--variants", default=None, help="with --select: ';'-separated names of VARIANTS (default all)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--setfit-python", default=None)
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "fewshot")
+    args = ap.parse_args()
+    python = setfit_python(args.setfit_python)
+    if args.quick:
+        return quick(args, python)
+    doc_json = ROOT / "docs" / "fewshot.json"
+    if not args.render_only:
+        bench = Bench(500 if not args.select else 300, args.threads)
+        seeds = [int(s) for s in args.seeds.split(",")]
+        if args.select:
+            update: dict[str, Any] = {"select": select(bench, args.work / "select.json", seeds, args.variants)}
+        else:
+            for other in args.merge:
+                save(args.work / "results.json", {**load(other / "results.json"), **load(args.work / "results.json")})
+            for t in args.tasks.split(","):
+                if t not in TASKS:
+                    raise SystemExit(f"--tasks: unknown task {t!r} (tasks: {', '.join(TASKS)})")
+            run_cells(bench, args.work / "results.json", args.tasks.split(","), seeds, python, args.methods.split(","))
+            update = {"cells": load(args.work / "results.json")}
+        doc = load(doc_json)  # read again now: another process of this script may have written it meanwhile
+        doc.update(update)
+        doc.setdefault("machine", {}).update(machine_info())
+        doc.setdefault("commands", []).append(" ".join(["python benchmarks/fewshot.py", *sys.argv[1:]]))
+        save(doc_json, doc)
+    doc = load(doc_json)
+    if (args.work / "select.json").exists():  # the selection cells finished so far (an interrupted --select too)
+        doc["select"] = load(args.work / "select.json")
+        save(doc_json, doc)
+    (ROOT / "docs" / "FEWSHOT.md").write_text(render(doc, TASKS, paired), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

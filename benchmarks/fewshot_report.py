@@ -1,0 +1,168 @@
+"""docs/FEWSHOT.md from docs/fewshot.json (benchmarks/fewshot.py writes both; no number is typed here)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+COMMANDS = {"vader-movies": "vader-movies", "sms-spam": "sms-spam", "20newsgroups-top": "20newsgroups-top"}
+
+
+def _seeds(cells: dict[str, Any], task: str, method: str) -> dict[int, dict[str, Any]]:
+    out = {}
+    for k, v in cells.items():
+        t, m, s = k.split("|")
+        if t == task and m == method:
+            out[int(s)] = v
+    return out
+
+
+def paired(cells: dict[str, Any], task: str, test: str, metric: str = "accuracy") -> dict[str, Any] | None:
+    """contrastive - SetFit on the seeds both ran: mean, standard error, n; and each side's mean and CPU seconds."""
+    a, b = _seeds(cells, task, "contrastive"), _seeds(cells, task, "setfit")
+    both = sorted(set(a) & set(b))
+    if not both:
+        return None
+    d = [a[s][test][metric] - b[s][test][metric] for s in both]
+    se = statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else float("nan")
+    mean = statistics.mean
+    return {"seeds": both, "diff": mean(d), "se": se,
+            "ours": mean([a[s][test][metric] for s in both]), "theirs": mean([b[s][test][metric] for s in both]),
+            "ours_cpu": mean([a[s]["train_cpu_seconds"] for s in both]),
+            "theirs_cpu": mean([b[s]["train_cpu_seconds"] for s in both]),
+            "majority": mean([a[s][test]["majority_rate"] for s in both])}
+
+
+def _f(x: float, pts: bool = False) -> str:
+    if x != x:
+        return "n/a"
+    return f"{100 * x:+.1f}" if pts else f"{x:.3f}"
+
+
+def _user_rows(doc: dict[str, Any], tasks: dict[str, Any], pair: Any) -> list[str]:
+    cells = doc.get("cells", {})
+    rows = ["| task | command | accuracy | CPU s (training) | SetFit accuracy | SetFit CPU s | contrastive - SetFit "
+            "(points, ± SE) | seeds |", "|---|---|---|---|---|---|---|---|"]
+    for task, (data, k, cross) in tasks.items():
+        for test, metric in [(data, "accuracy"), *[(c, "balanced_accuracy") for c in cross]]:
+            p = pair(cells, task, test, metric)
+            if p is None:
+                continue
+            what = f"{k}/class, {test}" + (f" ({metric.replace('_', ' ')}; majority rate {p['majority']:.3f})"
+                                           if test != data else "")
+            cmd = (f"`transferkit transfer --source minilm --data {data} --shots {k} --strategy contrastive`"
+                   if test == data else "same run, scored on " + test)
+            rows.append(f"| {what} | {cmd} | {_f(p['ours'])} | {p['ours_cpu']:.0f} | {_f(p['theirs'])} | "
+                        f"{p['theirs_cpu']:.0f} | {_f(p['diff'], True)} ± {100 * p['se']:.1f} | "
+                        f"{','.join(map(str, p['seeds']))} |")
+    return rows
+
+
+#: issue 19's criteria: (task, test set, metric, least paired difference contrastive - SetFit)
+CRITERIA = [("movies-8", "vader-movies", "accuracy", 0.05), ("movies-64", "vader-movies", "accuracy", 0.02),
+            ("movies-8", "vader-tweets", "balanced_accuracy", 0.03),
+            ("movies-64", "vader-tweets", "balanced_accuracy", 0.03),
+            ("spam-8", "sms-spam", "accuracy", -0.01), ("news-8", "20newsgroups-top", "accuracy", -0.01)]
+
+
+def _criteria_rows(doc: dict[str, Any], pair: Any) -> list[str]:
+    cells = doc.get("cells", {})
+    rows = ["| criterion | measured | seeds | held? |", "|---|---|---|---|"]
+    for task, test, metric, least in CRITERIA:
+        p = pair(cells, task, test, metric)
+        what = f"{task}, {test} {metric.replace('_', ' ')}: contrastive - SetFit >= {100 * least:+.0f} points"
+        if p is None:
+            rows.append(f"| {what} | not run | - | - |")
+            continue
+        n = len(p["seeds"])
+        ok = "yes" if p["diff"] >= least else "no"
+        few = "" if n >= 5 else " (< 5 seeds)"
+        rows.append(f"| {what} | {_f(p['diff'], True)} ± {100 * p['se']:.1f} | {n} | {ok}{few} |")
+        if test == tasks_data(task):
+            ratio = p["ours_cpu"] / p["theirs_cpu"]
+            rows.append(f"| {task}: CPU seconds at most half of SetFit's | {ratio:.2f} x | {n} | "
+                        f"{'yes' if ratio <= 0.5 else 'no'} |")
+    p = pair(cells, "movies-64", "vader-movies", "accuracy")
+    rows.append("| movies-64: contrastive >= 0.80 with labels only | "
+                + ("not run | - | - |" if p is None else f"{p['ours']:.3f} | {len(p['seeds'])} | "
+                   f"{'yes' if p['ours'] >= 0.80 else 'no'} |"))
+    return rows
+
+
+def tasks_data(task: str) -> str:
+    return {"movies": "vader-movies", "spam": "sms-spam", "news": "20newsgroups-top"}[task.split("-")[0]]
+
+
+def _select_rows(doc: dict[str, Any]) -> list[str]:
+    sel = doc.get("select", {})
+    by: dict[str, list[tuple[int, float, float]]] = {}
+    for k, v in sel.items():
+        _, name, seed = k.split("|")
+        by.setdefault(name, []).append((int(seed), v["val"]["accuracy"], v["train_cpu_seconds"]))
+    rows = ["| variant (movies, 8/class) | validation accuracy (mean) | per seed | CPU s |", "|---|---|---|---|"]
+    for name, xs in by.items():
+        xs.sort()
+        rows.append(f"| {name} | {statistics.mean(x[1] for x in xs):.3f} | "
+                    f"{', '.join(f'{x[1]:.3f}' for x in xs)} | {statistics.mean(x[2] for x in xs):.0f} |")
+    return rows
+
+
+def _missing(doc: dict[str, Any], tasks: dict[str, Any]) -> list[str]:
+    cells = doc.get("cells", {})
+    out = []
+    for task in tasks:
+        for method in ("contrastive", "setfit"):
+            have = sorted(_seeds(cells, task, method))
+            gone = [s for s in range(5) if s not in have]
+            if gone:
+                out.append(f"- {task} {method}: seeds {','.join(map(str, gone))} not run")
+    return out
+
+
+def render(doc: dict[str, Any], tasks: dict[str, Any], pair: Any) -> str:
+    m = doc.get("machine", {})
+    lines = [
+        "# Few labels: `contrastive` beside SetFit",
+        "",
+        "Generated by `benchmarks/fewshot.py` from `docs/fewshot.json` (do not edit by hand). Both sides train on "
+        "the same labelled texts of each seed (no validation set, no unlabelled text), with the same "
+        "all-MiniLM-L6-v2 files and the same torch thread count; SetFit 1.2.0 runs in a child process "
+        "(`benchmarks/setfit_worker.py`, 20 pair iterations per example, its default learning rates). "
+        "CPU seconds: `time.process_time` around training on each side (all threads).",
+        "",
+        "## What a user runs",
+        "",
+        *_user_rows(doc, tasks, pair),
+        "",
+        "Accuracy: mean over the seeds both sides ran, on 500 held-out test texts per seed "
+        "(benchmarks/text.py's seeded split and draw); the difference is paired by seed, with its standard error. "
+        "The command is what a user types; the CLI's `--shots k` also draws k texts per class from the validation "
+        "split for early stopping, which the benchmark gives neither side (both see exactly the k labelled texts).",
+        "",
+        "## Issue 19's criteria",
+        "",
+        *_criteria_rows(doc, pair),
+        "",
+        "## How the body objective was chosen (validation texts only)",
+        "",
+        "Each variant trained on the movies 8/class draw of a seed and scored on a draw of that seed's "
+        "validation split (`python benchmarks/fewshot.py --select`; 300 validation texts per seed); no test "
+        "text was read.",
+        "",
+        *_select_rows(doc),
+        "",
+        "## Cells not run yet",
+        "",
+        *(_missing(doc, tasks) or ["- none"]),
+        "",
+        "## Machine",
+        "",
+        f"{m.get('cpu_model', '?')}, {m.get('usable_cpus', '?')} usable CPUs (shared), torch {m.get('torch', '?')}; "
+        f"load average at the start of the last run {m.get('load_average_start', '?')}; each cell's load average "
+        "at its end is in docs/fewshot.json. Commands: " + "; ".join(f"`{c}`" for c in doc.get("commands", [])[-6:]),
+        "",
+        f"_Rendered {time.strftime('%Y-%m-%d', time.gmtime())}._",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,204 @@
+"""``contrastive``: tune the encoder on the few labels with a contrastive objective, then fit the head.
+
+The SetFit recipe (Tunstall et al., 2022) for any registered encoder, run through the one training loop:
+
+1. **body phase** (``contrastive``): the backbone groups are trained, the head is frozen, with a
+   per-step loss on the L2-normalised features of each batch of labelled examples. Two objectives:
+
+   - ``loss=pairs``: every pair ``(i, j)`` of the batch is a sentence pair, target cosine 1 for the
+     same label and 0 otherwise, squared error (SetFit's CosineSimilarityLoss), the positive and the
+     negative pairs weighted equally. SetFit encodes each pair separately (two passes per pair); here
+     all ``B (B - 1) / 2`` pairs of a batch come from ``B`` passes.
+   - ``loss=supcon``: the supervised contrastive loss of Khosla et al. (NeurIPS 2020, their L_out),
+     ``-1/|P(i)| sum_{p in P(i)} log( exp(z_i.z_p / t) / sum_{a != i} exp(z_i.z_a / t) )`` averaged over
+     the anchors ``i`` that have a positive in the batch.
+
+   The default, ``pairs``, scored higher than ``supcon`` on the validation texts of each of three seeds
+   (movies, 8 labelled per class; ``benchmarks/fewshot.py --select``, docs/FEWSHOT.md).
+
+   An epoch is ``passes`` shuffled passes over the labelled set (a few-shot set is one or two batches, so
+   one pass would be an epoch of one step); it is scored on the validation split by the nearest class
+   mean of the training features (the head is not trained yet), which drives early stopping.
+2. **head init**: ``head=prompts`` (text encoders): label-name prompts embedded by the *tuned* encoder,
+   ``W_c = s * t_c`` (the zero-shot classifier of :mod:`transferkit.zeroshot`, as ``zs_init`` starts
+   from); ``head=means``: the normalised class means of the tuned training features (imprinting, Qi et
+   al., CVPR 2018); ``head=random``: the head as given. ``prompts`` on an encoder without text falls back
+   to ``means``.
+3. **probe phase**: the head alone on the tuned body's cached features (``probe_phase``), optionally
+   pulled toward its initial weights (``prior``, the L2 pull of ``zs_init``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from transferkit.engine.features import extract_features
+from transferkit.engine.loop import Phase
+from transferkit.errors import ConfigError
+from transferkit.models.base import TransferModel
+from transferkit.strategies.base import Strategy, TransferContext, finetune_phase, probe_phase
+from transferkit.strategies.text_prior import HeadPrior
+
+LOSSES = ("supcon", "pairs")
+HEADS = ("prompts", "means", "random")
+#: a contrastive epoch has at least this many optimizer steps (``passes=0``)
+MIN_STEPS_PER_EPOCH = 8
+
+
+@dataclass
+class ContrastiveOptions:
+    loss: str = field(default="pairs", metadata={
+        "help": "body objective: pairs (every in-batch pair, target cosine 1 same label / 0 otherwise, squared "
+                "error: SetFit's; measured better, docs/FEWSHOT.md) | supcon (in-batch supervised contrastive, "
+                "Khosla et al. 2020)"})
+    temperature: float = field(default=0.1, metadata={"help": "supcon temperature t"})
+    body_lr_scale: float = field(default=1.0, metadata={
+        "help": "encoder learning rate in the body phase relative to --lr"})
+    passes: int = field(default=0, metadata={
+        "help": f"shuffled passes over the labelled set per body epoch; 0 = enough for {MIN_STEPS_PER_EPOCH} steps"})
+    head: str = field(default="prompts", metadata={
+        "help": "head start before the probe: prompts (label-name prompts through the tuned encoder; text only, "
+                "else means) | means (class means of the tuned features) | random"})
+    templates: str = field(default="{}|this is {}|it is {}|something {}", metadata={
+        "help": "'|'-separated prompt templates with {} for the class name (head=prompts)"})
+    scale: float = field(default=20.0, metadata={
+        "help": "logit scale s of the initial head: logits = s * cos(f(x), c)"})
+    prior: float = field(default=0.0, metadata={"help": "weight of the L2 pull of the head toward its initial weights"})
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ConfigError(f"contrastive: loss={self.loss!r} is not one of {', '.join(LOSSES)}")
+        if self.head not in HEADS:
+            raise ConfigError(f"contrastive: head={self.head!r} is not one of {', '.join(HEADS)}")
+        if self.temperature <= 0 or self.body_lr_scale <= 0 or self.scale <= 0:
+            raise ConfigError(f"contrastive: temperature, body_lr_scale and scale must be positive "
+                              f"(got {self.temperature}, {self.body_lr_scale}, {self.scale})")
+        if self.passes < 0 or self.prior < 0:
+            raise ConfigError(f"contrastive: passes and prior must be >= 0 (got {self.passes}, {self.prior})")
+        if any("{}" not in t for t in self.templates.split("|")):
+            raise ConfigError(f"contrastive: templates: every template must contain {{}}, got {self.templates!r}")
+
+
+def supcon_loss(z: torch.Tensor, y: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, L_out) of unit vectors ``z [B, D]`` with labels ``y [B]``;
+    zero (with a gradient path) when no anchor has a positive."""
+    b = len(z)
+    eye = torch.eye(b, dtype=torch.bool, device=z.device)
+    sim = (z @ z.T / temperature).masked_fill(eye, float("-inf"))
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    pos = (y[:, None] == y[None, :]) & ~eye
+    n_pos = pos.sum(1)
+    anchors = n_pos > 0
+    if not anchors.any():
+        return z.sum() * 0.0
+    per_anchor = -(log_prob.masked_fill(~pos, 0.0).sum(1)[anchors] / n_pos[anchors])
+    return per_anchor.mean()
+
+
+def pair_loss(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Squared error between ``cos(z_i, z_j)`` and 1 (same label) / 0 (different) over all pairs ``i < j``,
+    the positive and negative pairs each averaged, then the two means averaged (as balanced pair sampling)."""
+    b = len(z)
+    upper = torch.triu(torch.ones(b, b, dtype=torch.bool, device=z.device), diagonal=1)
+    same = (y[:, None] == y[None, :]) & upper
+    diff = (y[:, None] != y[None, :]) & upper
+    err = (z @ z.T - same.float()) ** 2
+    parts = [err[m].mean() for m in (same, diff) if m.any()]
+    return torch.stack(parts).mean() if parts else z.sum() * 0.0
+
+
+def class_means(feats: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Normalised class means of normalised features (a class absent from ``y``: a zero row). ``[K, D]``."""
+    f = nn.functional.normalize(feats.float(), dim=-1)
+    rows = [f[y == c].mean(0) if bool((y == c).any()) else f.new_zeros(f.shape[1]) for c in range(num_classes)]
+    return nn.functional.normalize(torch.stack(rows), dim=-1)
+
+
+class Contrastive(Strategy):
+    """Contrastive body tuning on the labelled examples (SetFit-style; pairs or SupCon), then a probe head."""
+
+    name = "contrastive"
+    Options = ContrastiveOptions
+
+    def phases(self, ctx: TransferContext) -> Iterator[Phase]:
+        o = self.options
+        model = ctx.model
+        ctx.info["contrastive"] = {"loss": o.loss, "temperature": o.temperature}
+        yield self._body_phase(ctx)
+        head_from = self._init_head(ctx)
+        ctx.info["contrastive"]["head"] = head_from
+        phase = probe_phase(ctx)
+        if o.prior > 0 and head_from != "random":
+            head = model.head
+            assert isinstance(head, nn.Linear)
+            phase.extra_loss = HeadPrior(head, o.prior).to(head.weight.device)
+        yield phase
+
+    def _body_phase(self, ctx: TransferContext) -> Phase:
+        o, model = self.options, ctx.model
+        x, y = ctx.train
+        bs = min(ctx.cfg.batch_size, len(x))
+        passes = o.passes or max(1, math.ceil(MIN_STEPS_PER_EPOCH * bs / len(x)))
+        ctx.info["contrastive"]["passes"] = passes
+        body = [n for n, _ in model.layer_groups() if n != "head"]
+        phase = finetune_phase(ctx, [(n, o.body_lr_scale) for n in body], name="contrastive")
+        phase.train = (torch.cat([x] * passes), torch.cat([y] * passes))
+        loss_fn = (lambda z, t: supcon_loss(z, t, o.temperature)) if o.loss == "supcon" else pair_loss
+
+        def step_loss(module: nn.Module, xb: torch.Tensor, yb: torch.Tensor, xu: torch.Tensor | None) -> torch.Tensor:
+            assert isinstance(module, TransferModel)
+            z = nn.functional.normalize(module.forward_features(xb).float(), dim=-1)
+            return loss_fn(z, yb)
+
+        phase.step_loss = step_loss
+        phase.val = None
+        phase.val_score = ValScore(ctx, o.scale) if ctx.val is not None else None
+        return phase
+
+    def _init_head(self, ctx: TransferContext) -> str:
+        o, model = self.options, ctx.model
+        head = model.head
+        if o.head == "random" or not isinstance(head, nn.Linear):
+            return "random"
+        if o.head == "prompts" and model.spec.modality == "text":
+            from transferkit.zeroshot import class_embeddings
+
+            emb, how = class_embeddings(model, model.spec.class_names, o.templates.split("|")), "prompts"
+        else:
+            feats = ctx.cache.features(model, ctx.train[0], ctx.placement())
+            emb, how = class_means(feats, ctx.train[1].to(feats.device), model.num_classes), "means"
+        with torch.no_grad():
+            head.weight.copy_(o.scale * emb.to(head.weight))
+            head.bias.zero_()
+        return how
+
+
+class ValScore:
+    """``(accuracy, cross-entropy)`` on the validation split of the nearest-class-mean classifier
+    ``s * cos(f(x), mean_c)`` whose means come from the current encoder's training features."""
+
+    def __init__(self, ctx: TransferContext, scale: float) -> None:
+        self.ctx, self.scale = ctx, scale
+
+    @torch.no_grad()
+    def __call__(self) -> tuple[float, float]:
+        ctx = self.ctx
+        assert ctx.val is not None
+        model = ctx.model
+        was = model.training
+        place = ctx.placement()
+        try:  # not through ctx.cache: the encoder changes every epoch
+            f_tr = extract_features(model, ctx.train[0], place)
+            f_va = extract_features(model, ctx.val[0], place)
+        finally:
+            model.train(was)
+        means = class_means(f_tr, ctx.train[1].to(f_tr.device), model.num_classes)
+        logits = self.scale * nn.functional.normalize(f_va.float(), dim=-1) @ means.T
+        y = ctx.val[1].to(logits.device)
+        acc = (logits.argmax(1) == y).float().mean().item()
+        return acc, nn.functional.cross_entropy(logits, y).item()

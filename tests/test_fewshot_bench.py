@@ -1,0 +1,82 @@
+"""benchmarks/fewshot.py: the paired statistics, the criteria table, and the quick mode's verdict."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+fewshot = pytest.importorskip("fewshot")
+report = pytest.importorskip("fewshot_report")
+
+
+def _cell(acc: float, cpu: float, tweets: float | None = None) -> dict[str, Any]:
+    c: dict[str, Any] = {"vader-movies": {"accuracy": acc, "balanced_accuracy": acc, "majority_rate": 0.5, "n": 500},
+                         "train_cpu_seconds": cpu}
+    if tweets is not None:
+        c["vader-tweets"] = {"accuracy": tweets, "balanced_accuracy": tweets, "majority_rate": 0.7, "n": 500}
+    return c
+
+
+def test_paired_difference_uses_only_seeds_both_sides_ran() -> None:
+    cells = {"movies-8|contrastive|0": _cell(0.70, 30), "movies-8|setfit|0": _cell(0.60, 150),
+             "movies-8|contrastive|1": _cell(0.72, 32), "movies-8|setfit|1": _cell(0.66, 140),
+             "movies-8|contrastive|2": _cell(0.99, 30)}  # no SetFit cell for seed 2: not paired
+    p = report.paired(cells, "movies-8", "vader-movies")
+    assert p["seeds"] == [0, 1] and p["diff"] == pytest.approx(0.08)
+    assert p["se"] == pytest.approx(math.sqrt(((0.10 - 0.08) ** 2 + (0.06 - 0.08) ** 2) / 1) / math.sqrt(2))
+    assert p["ours_cpu"] == pytest.approx(31) and p["theirs_cpu"] == pytest.approx(145)
+    assert report.paired(cells, "movies-64", "vader-movies") is None
+
+
+def test_criteria_table_says_what_held_and_what_did_not_run() -> None:
+    cells = {f"movies-8|{m}|{s}": _cell(a + 0.01 * s, cpu, t) for s in range(5)
+             for m, a, cpu, t in (("contrastive", 0.70, 30, 0.70), ("setfit", 0.64, 100, 0.69))}
+    md = report.render({"cells": cells}, fewshot.TASKS, report.paired)
+    assert "| movies-8, vader-movies accuracy: contrastive - SetFit >= +5 points | +6.0 ± 0.0 | 5 | yes |" in md
+    assert "| movies-8, vader-tweets balanced accuracy: contrastive - SetFit >= +3 points | +1.0 ± 0.0 | 5 | no |" in md
+    assert "| movies-8: CPU seconds at most half of SetFit's | 0.30 x | 5 | yes |" in md
+    assert "| spam-8, sms-spam accuracy: contrastive - SetFit >= -1 points | not run | - | - |" in md
+    assert "- movies-64 setfit: seeds 0,1,2,3,4 not run" in md
+
+
+@pytest.mark.parametrize(("ours", "theirs", "code"), [(0.70, 0.65, 0), (0.60, 0.65, 1)])
+def test_quick_fails_when_contrastive_is_below_setfit(monkeypatch: pytest.MonkeyPatch, ours: float, theirs: float,
+                                                      code: int) -> None:
+    class FakeBench:
+        def __init__(self, *a: Any) -> None:
+            pass
+
+        def contrastive(self, *a: Any, **k: Any) -> dict[str, Any]:
+            return _cell(ours, 10)
+
+        def setfit(self, *a: Any, **k: Any) -> dict[str, Any]:
+            return _cell(theirs, 100)
+
+    monkeypatch.setattr(fewshot, "Bench", FakeBench)
+    assert fewshot.quick(argparse.Namespace(threads=1), "python-with-setfit") == code
+
+
+def test_quick_without_setfit_compares_with_the_recorded_cell(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    class FakeBench:
+        def __init__(self, *a: Any) -> None:
+            pass
+
+        def contrastive(self, *a: Any, **k: Any) -> dict[str, Any]:
+            return _cell(0.60, 10)
+
+    monkeypatch.setattr(fewshot, "Bench", FakeBench)
+    monkeypatch.setattr(fewshot, "ROOT", tmp_path)
+    assert fewshot.quick(argparse.Namespace(threads=1), None) == 2  # nothing recorded: no verdict
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "fewshot.json").write_text('{"cells": {"movies-8|setfit|0": ' +
+                                                     __import__("json").dumps(_cell(0.65, 100)) + "}}")
+    assert fewshot.quick(argparse.Namespace(threads=1), None) == 1
+    assert "not a re-run" in capsys.readouterr().out
