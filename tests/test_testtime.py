@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from transferkit.cli import main
 from transferkit.data import ArrayDataset, split
 from transferkit.data.corruptions import CORRUPTIONS, corrupt, corruption_stream
 from transferkit.engine.precision import Placement, predict_logits
@@ -145,3 +149,32 @@ def test_models_without_the_layers_get_one_line_errors(source_model: TransferMod
         make_adapter("tnet", source_model, CPU, 10)
     with pytest.raises(ConfigError, match="optimizer 'rmsprop'"):
         TentOptions(optimizer="rmsprop")
+
+
+def test_predict_adapt_streams_in_order_and_logs_each_batch(source_run: Path, stream: tuple[torch.Tensor, torch.Tensor],
+                                                            tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    x, y = stream
+    np.savez(tmp_path / "stream.npz", x=x.numpy(), y=y.numpy())
+    np.savez(tmp_path / "unlabelled.npz", x=x.numpy())
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(source_run), str(tmp_path / "stream.npz"), "--adapt", "eata", "--labels-if-any",
+                 "--batch-size", "100", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["input"] for r in rows] == [f"stream.npz[{i}]" for i in range(len(x))]
+    log = list(csv.DictReader((tmp_path / "p.batches.csv").open()))
+    assert [int(r["batch"]) for r in log] == list(range(6)) and [int(r["n"]) for r in log] == [100] * 5 + [12]
+    summary = json.loads((tmp_path / "p.batches.json").read_text())["summary"]
+    hits = [r["class"] == str(int(t)) for r, t in zip(rows, y, strict=True)]
+    assert summary["accuracy"] == pytest.approx(np.mean(hits)) and "validation split" in summary["fisher_data"]
+    assert all(0 <= int(r["selected"]) <= 100 for r in log) and {r["reset"] for r in log} <= {"0", "1"}
+    assert "predict --adapt eata: 512 inputs in 6 batches of 100" in caplog.text and "accuracy" in caplog.text
+    # unlabelled inputs: no accuracy column; a file predict did not write is not replaced
+    assert main(["predict", str(source_run), str(tmp_path / "unlabelled.npz"), "--adapt", "tent", "--labels-if-any",
+                 "--out", str(out)]) == 0
+    assert next(csv.reader((tmp_path / "p.batches.csv").open())) == ["batch", "n", "entropy", "selected", "reset"]
+    (tmp_path / "q.batches.json").write_text("mine")
+    assert main(["predict", str(source_run), str(tmp_path / "unlabelled.npz"), "--adapt", "bn",
+                 "--out", str(tmp_path / "q.csv")]) == 2
+    assert "q.batches.json: exists and was not written by transferkit predict" in capsys.readouterr().err
+    assert (tmp_path / "q.batches.json").read_text() == "mine"
