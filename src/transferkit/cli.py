@@ -159,6 +159,12 @@ def add_predict_parser(sub: Any) -> None:
     pr.add_argument("--top-k", type=int, default=1, metavar="K",
                     help="the K most probable classes per input: columns class, probability, class_2, "
                          "probability_2, ...")
+    pr.add_argument("--adapt", default=None, choices=("bn", "tent", "eata"), help="adapt the model's normalisation "
+                    "layers online while predicting, batch by batch in the order given (docs/TTA.md); per-batch log "
+                    "beside --out as OUT.batches.csv/.json")
+    pr.add_argument("--batch-size", type=int, default=128, help="inputs per batch (per adaptation step with --adapt)")
+    pr.add_argument("--labels-if-any", action="store_true", help="score accuracy (per batch and overall) when the "
+                    "inputs carry labels: class sub-folders, an .npz with 'y', a label column")
 
 
 def build_parser(replay: bool = False) -> argparse.ArgumentParser:

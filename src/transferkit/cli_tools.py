@@ -87,7 +87,9 @@ def run(args: argparse.Namespace) -> int | None:
             check_output_file(args.out, args.overwrite, lambda head: head.startswith(b"input,class"),
                               "transferkit predict")
         print(predict_to_csv(args.run, args.inputs, args.out, args.top_k, skip_bad_files=args.skip_bad_files,
-                             label_column=args.label_column, text_column=args.text_column), end="")
+                             label_column=args.label_column, text_column=args.text_column, adapt=args.adapt,
+                             batch_size=args.batch_size, labels_if_any=args.labels_if_any,
+                             overwrite=args.overwrite), end="")
     elif args.command == "export":
         from transferkit.export import export_onnx, result_line
 
