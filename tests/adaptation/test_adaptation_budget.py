@@ -41,8 +41,8 @@ def test_auto_candidate_syntax() -> None:
     c = method_candidates("auto", {"candidates": "source_only,mcc:temperature=2,self_training:base=mcc:mcc=1",
                                    "trade_offs": "0.5,1"})
     labels = [label for label, _, _ in c]
-    assert labels == ["source_only", "mcc(temperature=2, trade_off=0.5)", "mcc(temperature=2, trade_off=1)",
-                      "self_training(base=mcc, mcc=1, trade_off=0.5)", "self_training(base=mcc, mcc=1, trade_off=1)"]
+    assert labels == ["source_only", "mcc(temperature=2, trade_off=0.5)", "mcc(temperature=2, trade_off=1.0)",
+                      "self_training(base=mcc, mcc=1, trade_off=0.5)", "self_training(base=mcc, mcc=1, trade_off=1.0)"]
     assert c[1][2] == {"temperature": "2", "trade_off": "0.5"}
     fixed = method_candidates("auto", {"candidates": "mcc:trade_off=3", "trade_offs": "0.5,1"})
     assert fixed == [("mcc(trade_off=3)", "mcc", {"trade_off": "3"})]

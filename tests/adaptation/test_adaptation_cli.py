@@ -45,7 +45,7 @@ def test_adapt_cli_happy_path_and_evaluate(source_run: Path, tmp_path: Path, cap
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
     m = json.loads((out / "metrics.json").read_text())
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["command"] == "adapt" and cfg["target_split"]["labels_read"] is False
+    assert cfg["command"] == "adapt" and cfg["target_split"]["kind"] == "unlabelled"
     for key in ("target", "target_before", "source_before", "source_after", "validators"):
         assert key in m
     assert 0 <= m["a_distance"]["before"] <= 2 and 0 <= m["a_distance"]["after"] <= 2
@@ -70,7 +70,7 @@ def test_auto_records_candidates_and_selection(source_run: Path) -> None:
                 options={"candidates": "source_only,coral", "trade_offs": "1"}, epochs=1, batch_size=64,
                 precision="fp32", progress="off", max_source=300, max_target=200)
     m = res.metrics
-    assert [c["label"] for c in m["candidates"]] == ["source_only", "coral(trade_off=1)"]
+    assert [c["label"] for c in m["candidates"]] == ["source_only", "coral(trade_off=1.0)"]
     assert m["chosen"] in {c["label"] for c in m["candidates"]}
     sel = m["selection"]
     assert set(sel["validators"]) == {"entropy", "im", "snd", "dev"} and 0 <= sel["match_rate"] <= 1

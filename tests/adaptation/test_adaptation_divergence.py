@@ -36,3 +36,20 @@ def test_lr_1e4_ends_in_one_line_naming_the_learning_rate(source_run: Path, tmp_
     assert code == 2 and len(err) == 1
     assert "--lr 10000" in err[0] and "pass a lower --lr" in err[0]
     assert json.loads((tmp_path / "nan" / "run.json").read_text())["status"] == "failed"
+
+
+def test_the_cli_records_the_rollback_in_metrics_json(source_run: Path, tmp_path: Path,
+                                                     first_fit_diverges: list[float],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The same through `transferkit adapt` with the CLI's defaults (SGD at lr 0.01): retried at 0.001."""
+    from transferkit.cli import main
+
+    out = tmp_path / "cli"
+    code = main(["adapt", "--source", str(source_run), "--source-data", "mnist5k", "--target-data", "digits8",
+                 "--method", "dann", "--iterations", "4", "--max-source", "200", "--max-target", "100",
+                 "--progress", "off", "--out", str(out)])
+    assert code == 0 and first_fit_diverges == pytest.approx([0.01, 0.001])
+    metrics = json.loads((out / "metrics.json").read_text())
+    [phase] = metrics["phases"]
+    assert phase["rollbacks"][0]["lr"] == pytest.approx(0.01) and "nan" in phase["rollbacks"][0]["error"]
+    assert metrics["candidates"][0]["info"]["divergence"][0]["retry_lr"] == pytest.approx(0.001)

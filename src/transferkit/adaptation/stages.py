@@ -1,0 +1,262 @@
+"""The stages of an ``adapt`` run, public so benchmarks and users can compose them too.
+
+``resolve(spec)`` -> :class:`AdaptPlan` (candidates typed, settings resolved with provenance; nothing
+loaded) -> ``prepare(plan)`` -> :class:`Prepared` (the source model and the label-free data; the epoch
+count an iteration budget gives) -> ``train_candidate`` for each candidate (one runner:
+:func:`~transferkit.adaptation.base.run_method`) -> ``assess`` (validators, the label-free choice,
+accuracy where labelled evaluation data was given, forgetting, A-distance) -> ``finish`` (the run
+folder). :func:`transferkit.adaptation.api.adapt` is that composition.
+
+Target labels are never read for training or selection: the target is loaded without labels, split
+label-free (seeded permutation) into train / validation / held-out inputs, and checkpoints and methods
+are chosen by label-free validators. Labels are read only to *evaluate* (``eval_data``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from transferkit import __version__
+from transferkit.adaptation.adistance import proxy_a_distance
+from transferkit.adaptation.base import AdaptContext, run_method, validation_data
+from transferkit.adaptation.candidates import Candidate, candidates, needs_source
+from transferkit.adaptation.data import AdaptData, accuracy, features, load_data
+from transferkit.adaptation.spec import (
+    DEFAULT_ITERATIONS,
+    SGD_DEFAULTS,
+    TRAIN_DEFAULTS,
+    TRAIN_DEFAULTS_WHY,
+    AdaptSpec,
+    restyle_default,
+)
+from transferkit.adaptation.validators import VALIDATORS, score_all
+from transferkit.data import ReadOptions
+from transferkit.engine.config import TrainConfig
+from transferkit.engine.loop import PhaseResult
+from transferkit.errors import ConfigError
+from transferkit.evaluation.evaluate import evaluate_model
+from transferkit.models import TransferModel
+from transferkit.pipeline import RunResult, data_identity, finish_run, phase_summary
+from transferkit.runs import LoadedRun, RunDir, load_source
+from transferkit.strategies.recipes import resolve_settings
+
+#: What ``adapt`` adapts: a run directory or backbone name, a loaded run or a model.
+Source = str | LoadedRun | TransferModel
+
+
+@dataclass
+class AdaptPlan:
+    """A resolved ``adapt`` run: the spec, its candidates and its settings with where each came from.
+
+    ``cfg`` holds every training setting but ``epochs`` when an iteration budget sets it
+    (:func:`prepare` fills it in from the source training set's size)."""
+
+    spec: AdaptSpec
+    candidates: list[Candidate]
+    cfg: TrainConfig
+    iterations: int | None
+    restyle_source: bool
+    provenance: dict[str, str]
+
+
+@dataclass
+class Prepared:
+    """The source model, its run's config and the data of an ``adapt`` run, with the final settings."""
+
+    model: TransferModel
+    source_config: dict[str, Any]
+    data: AdaptData
+    cfg: TrainConfig
+
+
+@dataclass
+class CandidateRun:
+    """One trained candidate: its ``metrics.json`` record, the adapted model and its phases."""
+
+    record: dict[str, Any]
+    model: TransferModel
+    phases: list[PhaseResult] = field(default_factory=list)
+
+
+def _train_settings(spec: AdaptSpec) -> tuple[TrainConfig, dict[str, str]]:
+    given = dict(spec.train)
+    defaults = dict(TRAIN_DEFAULTS)
+    if given.get("optimizer", TRAIN_DEFAULTS["optimizer"]) == "sgd":
+        defaults.update(SGD_DEFAULTS)
+    settings = resolve_settings("", "adapt", given, spec.seed, command="adapt", command_defaults=defaults)
+    prov = {k: (TRAIN_DEFAULTS_WHY if v == "command default" else v) for k, v in settings.provenance.items()
+            if k != "head_lr_scale"}
+    return settings.cfg, prov
+
+
+def resolve(spec: AdaptSpec) -> AdaptPlan:
+    """The run ``spec`` describes, checked and resolved before anything loads: the candidates (options typed
+    against each method's), the validator, and every setting with its provenance (user, adapt's default or
+    the recipe that set it). Errors are one line naming the field."""
+    VALIDATORS.get(spec.validator)
+    cands = candidates(spec.method, spec.options)
+    if spec.source_data is None and needs_source(cands):
+        need = [c.name for c in cands if getattr(c.method, "needs_source", True)]
+        raise ConfigError(f"method {need[0]!r} trains on labelled source data: pass --source-data (methods that "
+                          "need none declare needs_source = False)")
+    if spec.source_data is None and spec.validator == "dev":
+        raise ConfigError("validator 'dev' weighs the source risk: it needs --source-data (try im, snd or entropy)")
+    cfg, prov = _train_settings(spec)
+    iterations = spec.iterations
+    if iterations is not None:
+        prov["iterations"] = "user"
+    elif "epochs" not in spec.train:
+        iterations, prov["iterations"] = DEFAULT_ITERATIONS, "adapt default (docs/UDA.md's budget)"
+    else:
+        prov["iterations"] = "none: the user's epochs"
+    if spec.restyle_source is None:
+        restyle, prov["restyle_source"] = restyle_default(spec.source_data)
+    else:
+        restyle, prov["restyle_source"] = spec.restyle_source, "user"
+    return AdaptPlan(spec, cands, cfg, iterations, restyle, prov)
+
+
+def prepare(plan: AdaptPlan, source: tuple[TransferModel, dict[str, Any]] | None = None) -> Prepared:
+    """The source model and its run's config (``source``: as :func:`~transferkit.runs.load_source` gives them;
+    by default loaded from ``plan.spec.source``), the data, and with an iteration budget the epochs over the
+    training set that give at least that many optimizer steps."""
+    spec = plan.spec
+    model, src_config = load_source(spec.source) if source is None else source
+    for c in plan.candidates:
+        c.method.check(model)
+    data = load_data(model, src_config, spec, ReadOptions(spec.skip_bad_files))
+    cfg = plan.cfg
+    if plan.iterations is not None:
+        n = len(data.source_train[0]) if data.source_train is not None else len(data.target_train)
+        cfg = replace(cfg, epochs=epochs_for(plan.iterations, n, cfg.batch_size))
+        plan.provenance["epochs"] = f"iterations ({plan.iterations} steps over {n} training examples)"
+    return Prepared(model, src_config, data, cfg)
+
+
+def epochs_for(iterations: int, n: int, batch_size: int) -> int:
+    """Epochs over ``n`` training examples giving at least ``iterations`` optimizer steps (steps per epoch as
+    :func:`transferkit.engine.fit` counts them: a last batch of one example joins the one before)."""
+    bs = min(batch_size, n)
+    per_epoch = n // bs if n % bs == 1 else math.ceil(n / bs)
+    return max(1, math.ceil(iterations / per_epoch))
+
+
+def versions() -> dict[str, str]:
+    """The library versions a run records beside its settings."""
+    return {"transferkit": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def run_config(plan: AdaptPlan, prep: Prepared) -> dict[str, Any]:
+    """``config.json``: the spec's fields at the values the run used (flat, as earlier runs wrote them), the
+    full training settings, where each setting came from, what identifies the target data, the versions."""
+    spec = plan.spec
+    return {"command": "adapt", **spec.to_dict(),
+            "target_data_identity": data_identity(spec.target_data),
+            "target_split": asdict(spec.target_split.with_seed(spec.seed)),
+            "iterations": plan.iterations, "restyle_source": plan.restyle_source, "train": asdict(prep.cfg),
+            "provenance": dict(sorted(plan.provenance.items())), "versions": versions()}
+
+
+def assess_before(prep: Prepared, seed: int) -> dict[str, Any]:
+    """Scores of the source model before adaptation: source test accuracy, proxy A-distance, target accuracy
+    where labelled evaluation data was given. Without source data the source scores are left out, with a note."""
+    d, model = prep.data, prep.model
+    out: dict[str, Any] = {"notes": []}
+    if d.source_test is None:
+        out["notes"].append("no source data: source accuracy, forgetting and A-distance not measured")
+    else:
+        out["source_before"] = accuracy(model, d.source_test)
+        fs, ft = features(model, d.source_test.x), features(model, d.target_test)
+        out["a_distance"] = {"before": proxy_a_distance(fs, ft, seed=seed)}
+    if d.eval is not None:
+        out["target_before"] = accuracy(model, d.eval)
+    if d.eval_all is not None:
+        out["target_all_before"] = accuracy(model, d.eval_all)
+    return out
+
+
+def train_candidate(plan: AdaptPlan, prep: Prepared, index: int, run: RunDir | None) -> CandidateRun:
+    """Train candidate ``index`` from a fresh copy of the source model through :func:`run_method` (checkpoints,
+    resume, NaN rollback and retry), then score it with every validator (and on labelled eval data)."""
+    cand, d = plan.candidates[index], prep.data
+    model = copy.deepcopy(prep.model)
+    torch.manual_seed(prep.cfg.seed)  # the method's new layers: from the run's seed, whatever ran before
+    ctx = AdaptContext(model, d.source_train, d.source_val, d.target_train, d.target_val,  # type: ignore[arg-type]
+                       prep.cfg, plan.spec.validator, augment=plan.restyle_source)
+    ckpt = None if run is None else run.checkpoints / f"{index}-{cand.name}"
+    t0 = time.perf_counter()
+    results = run_method(cand.method, ctx, ckpt)
+    vd = validation_data(model, ctx.placement(), d.target_val, d.source_val)
+    names = [n for n in VALIDATORS if d.source_val is not None or n != "dev"]
+    rec: dict[str, Any] = {"label": cand.label, "method": cand.name, "options": cand.options,
+                           "validators": score_all(vd, names), "train_seconds": time.perf_counter() - t0,
+                           "info": ctx.info}
+    if d.eval is not None:
+        rec["target_accuracy"] = accuracy(model, d.eval)["accuracy"]
+    if d.eval_all is not None:
+        rec["target_accuracy_all"] = accuracy(model, d.eval_all)["accuracy"]
+    return CandidateRun(rec, model, results)
+
+
+def choose(runs: list[CandidateRun], validator: str) -> CandidateRun:
+    """The candidate the label-free ``validator`` scores highest (the first on a tie)."""
+    return runs[max(range(len(runs)), key=lambda i: runs[i].record["validators"][validator])]
+
+
+def assess(plan: AdaptPlan, prep: Prepared, before: dict[str, Any], runs: list[CandidateRun]) -> dict[str, Any]:
+    """``metrics.json``: the label-free choice among ``runs``, its scores against ``before``, every candidate's
+    record, and (with labelled evaluation data and several candidates) how each validator's choice compares
+    with the label oracle's."""
+    spec, d, best = plan.spec, prep.data, choose(runs, plan.spec.validator)
+    m: dict[str, Any] = {"method": spec.method, "validator": spec.validator, "seed": spec.seed,
+                         **{k: v for k, v in before.items() if k != "notes"}}
+    m.update(chosen=best.record["label"], validators=best.record["validators"], candidates=[r.record for r in runs])
+    if d.eval is not None:
+        m["target"] = evaluate_model(best.model, d.eval, best.model.num_classes)
+        if len(runs) > 1:
+            m["selection"] = selection_report([r.record for r in runs])
+    if d.eval_all is not None:
+        m["target_all"] = accuracy(best.model, d.eval_all)
+    if d.source_test is not None:
+        m["source_after"] = accuracy(best.model, d.source_test)
+        m["forgetting"] = m["source_before"]["accuracy"] - m["source_after"]["accuracy"]
+        m["a_distance"]["after"] = proxy_a_distance(features(best.model, d.source_test.x),
+                                                    features(best.model, d.target_test), seed=spec.seed)
+    m.update(n_source_train=0 if d.source_train is None else len(d.source_train[0]),
+             n_target_train=len(d.target_train), n_target_val=len(d.target_val),
+             phases=[phase_summary(r) for r in best.phases], notes=list(before["notes"]))
+    return m
+
+
+def finish(run: RunDir | None, prep: Prepared, runs: list[CandidateRun], metrics: dict[str, Any]) -> RunResult:
+    """Write the chosen model (with the source head beside it, for ``evaluate``), every candidate's history
+    and the metrics into the run folder, and return the result."""
+    best = next(r for r in runs if r.record["label"] == metrics["chosen"])
+    history = [{"candidate": r.record["label"], **asdict(p)} for r in runs for p in r.phases]
+    extra = {f"source_head.{k}": v for k, v in prep.model.head.state_dict().items()}
+    finish_run(run, best.model, metrics, history, extra)
+    return RunResult(best.model, metrics, run.path if run else None, history, [])
+
+
+def selection_report(cands: list[dict[str, Any]]) -> dict[str, Any]:
+    """For each validator: its choice among ``cands``, the label-oracle's choice, whether they match and the
+    accuracy given up (regret). ``match_rate`` is the fraction of validators matching."""
+    accs = [c["target_accuracy"] for c in cands]
+    oracle = int(np.argmax(accs))
+    out: dict[str, Any] = {"oracle": cands[oracle]["label"], "oracle_accuracy": accs[oracle], "validators": {}}
+    for name in cands[0]["validators"]:
+        pick = int(np.argmax([c["validators"][name] for c in cands]))
+        out["validators"][name] = {"choice": cands[pick]["label"], "matches": accs[pick] == accs[oracle],
+                                   "regret": accs[oracle] - accs[pick]}
+    v = out["validators"]
+    out["match_rate"] = sum(x["matches"] for x in v.values()) / max(1, len(v))
+    return out
