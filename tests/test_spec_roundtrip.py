@@ -90,7 +90,9 @@ def test_spec_keyword_and_configured_strategy_forms_are_one_run(source_run: Path
                                           shots=3, seed=1, train={k: kw[k] for k in ("epochs", "batch_size",
                                                                                      "precision", "progress")}))
     c = transferkit.transfer(source_run, "digits8", strategy=make_strategy("lp_ft", {"ft_lr_scale": 0.25}), **kw)
-    for other in (b, c):
+    options = type(make_strategy("lp_ft").options)(ft_lr_scale=0.25)  # the strategy's Options instance
+    d = transferkit.transfer(source_run, "digits8", options=options, **kw)
+    for other in (b, c, d):
         for k, v in a.model.state_dict().items():
             assert torch.equal(v, other.model.state_dict()[k]), k
     with pytest.raises(ConfigError, match="transfer option head='old'"):
