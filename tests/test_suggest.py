@@ -117,7 +117,7 @@ def _probe(f: np.ndarray, y: np.ndarray, idx: np.ndarray, test: np.ndarray) -> f
 
 
 def test_suggested_labels_beat_random_at_one_per_class_on_real_digits() -> None:
-    """digits8 (real handwritten digits) through mnist_cnn: 10 labels chosen by typiclust against
+    """digits8 (real handwritten digits) through mnist_cnn: 10 labels chosen by the default method against
     the mean of 20 random draws of 10, over 3 pools; the benchmark (docs/SUGGEST.md) measures more."""
     model = from_pretrained("mnist_cnn")
     ds = load_dataset("digits8", model=model.spec)
@@ -128,7 +128,7 @@ def test_suggested_labels_beat_random_at_one_per_class_on_real_digits() -> None:
     for seed in range(3):
         order = np.random.default_rng(seed).permutation(900)
         pool, test = order[:600], order[600:]
-        chosen = pool[select(f[pool], 10, "typiclust", seed).index]
+        chosen = pool[select(f[pool], 10, seed=seed).index]
         rand = np.mean([_probe(f, y, pool[select(f[pool], 10, "random", 100 * seed + d).index], test)
                         for d in range(20)])
         gains.append(_probe(f, y, chosen, test) - rand)
@@ -233,3 +233,11 @@ def test_out_is_checked_and_kept(tmp_path: Path, capsys: pytest.CaptureFixture[s
     empty.write_text("input,why,label\n3,x,\n")
     assert main(["apply-labels", str(empty), "--data", "digits8", "--out", str(tmp_path / "e.npz")]) == 2
     assert "no label filled in" in capsys.readouterr().err
+
+
+def test_the_default_method_is_the_one_the_benchmark_chose() -> None:
+    """suggest.DEFAULT_METHOD is written in code; docs/suggest.json (benchmarks/suggest.py) says which won."""
+    from transferkit.suggest import DEFAULT_METHOD
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "suggest.json"
+    assert json.loads(doc.read_text())["summary"]["chosen"] == DEFAULT_METHOD

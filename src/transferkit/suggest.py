@@ -262,7 +262,7 @@ METHODS: dict[str, Callable[[np.ndarray, int, int], Selection]] = {
     "random": random_draw,
 }
 #: The method ``suggest-labels`` uses unless told otherwise (chosen by benchmarks/suggest.py).
-DEFAULT_METHOD = "typiclust"
+DEFAULT_METHOD = "kmeans_closest"
 
 
 def select(x: np.ndarray, budget: int, method: str = DEFAULT_METHOD, seed: int = 0) -> Selection:
