@@ -165,7 +165,7 @@ def build(cls: type[T], raw: T | Mapping[str, Any] | None, kind: str = "option")
         return raw
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{kind}: expected {cls.__name__} or a dict, got {type(raw).__name__}")
-    types_ = hints(cls)
+    types_ = hints(typing.cast(type, cls))
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
