@@ -97,3 +97,23 @@ def test_spec_keyword_and_configured_strategy_forms_are_one_run(source_run: Path
             assert torch.equal(v, other.model.state_dict()[k]), k
     with pytest.raises(ConfigError, match="transfer option head='old'"):
         transferkit.transfer(source_run, "digits8", head="old")
+
+
+def test_an_older_run_config_and_the_path_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run older than provenance replays with every setting it trained with; without a recorded cwd its
+    relative paths are the current folder's; names stay names, absolute paths stay, '+' parts each resolve."""
+    from transferkit.configfile import RunConfig
+
+    old = {"command": "transfer", "transferkit_version": "0.1.0", "source": "runs/src", "data": "digits8",
+           "strategy": "full", "options": {}, "shots": 5, "seed": 2, "split": {"val": 0.15, "test": 0.3, "seed": 2},
+           "unlabelled": "rest+extra.npz", "train": {"epochs": 3, "lr": 0.01, "seed": 2}, "recipe": None}
+    spec = TransferSpec.from_run_config(old)
+    assert spec.train == {"epochs": 3, "lr": 0.01} and spec.split == SplitSpec(seed=2)
+    monkeypatch.chdir(tmp_path)
+    values = RunConfig(tmp_path / "config.json", old).spec_values(TransferSpec)
+    assert values["source"] == str(tmp_path / "runs" / "src") and values["data"] == "digits8"
+    assert values["unlabelled"] == f"rest+{tmp_path / 'extra.npz'}"
+    recorded = RunConfig(tmp_path / "config.json", {**old, "cwd": "/data/team", "source": "/abs/src"})
+    assert recorded.spec_values(TransferSpec)["source"] == "/abs/src"
+    assert recorded.resolve("source_data", "mnist5k") == "mnist5k"
+    assert recorded.resolve("data", "x.csv") == "/data/team/x.csv"
