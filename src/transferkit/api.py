@@ -64,6 +64,10 @@ def transfer(source: str | Path | LoadedRun | TransferModel | TransferSpec, data
     ``model_kwargs``, ``unlabelled``, ``skip_bad_files``, ``split``; ``label_column`` / ``text_column`` are its
     ``columns``) or :class:`TrainConfig` fields (``epochs``, ``lr``, ``precision`` ...; its ``train``), whose
     meaning ``help(TransferSpec)`` gives. ``out``: the run directory; ``cache``: the feature cache.
+
+    The run's ``config.json`` is the spec plus the settings resolved from it (with their provenance), the
+    folder it started in and the versions: ``transferkit transfer --config RUN/config.json --out DIR``
+    replays it with bit-identical weights (:mod:`transferkit.configfile` states the rule for its paths).
     """
     spec, obj, strat = _transfer_spec(source, data, strategy, options, label_column, text_column, fields)
     if out is not None:
