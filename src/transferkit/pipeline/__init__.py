@@ -1,7 +1,7 @@
 """Stages shared by the run functions (:func:`~transferkit.transfer`, :func:`~transferkit.adapt`,
 :func:`~transferkit.pretrain`) and open to benchmarks and users: the split every run records and
 how a run's held-out part is rebuilt from it (:mod:`~transferkit.pipeline.splits`), the training
-tensors, the training settings and the finished run (:mod:`~transferkit.pipeline.stages`). The stages
+tensors and the finished run (:mod:`~transferkit.pipeline.stages`). The stages
 of each run function are public modules: :mod:`transferkit.pipeline.transfer` (``resolve -> prepare ->
 record -> train -> assess -> finish``) and :mod:`transferkit.pipeline.pretrain` (``prepare -> record ->
 train``); a benchmark that needs a run's data, split or shots calls them instead of copying them.
@@ -22,8 +22,8 @@ from transferkit.pipeline.splits import (
     same_data,
     unlabelled_split,
 )
-from transferkit.pipeline.stages import RunResult, finish_run, labelled_tensors, phase_summary, train_config
+from transferkit.pipeline.stages import RunResult, finish_run, labelled_tensors, phase_summary
 
 __all__ = ["SPLIT", "TARGET_SPLIT", "RunResult", "data_identity", "finish_run", "heldout_split", "heldout_target",
-           "labelled_tensors", "own_data", "phase_summary", "same_data", "train_config",
+           "labelled_tensors", "own_data", "phase_summary", "same_data",
            "unlabelled_split"]

@@ -1,5 +1,6 @@
-"""Stages every run function shares: training tensors, training settings, phase summaries and the
-finished run directory (weights, history, metrics, report)."""
+"""Stages every run function shares: training tensors, phase summaries and the finished run directory
+(weights, history, metrics, report). A run's training settings are resolved by
+:func:`transferkit.strategies.recipes.resolve_settings`."""
 
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ import numpy as np
 import torch
 
 from transferkit.data import ArrayDataset
-from transferkit.engine.config import TrainConfig, new_command
 from transferkit.engine.loop import PhaseResult
-from transferkit.errors import ConfigError
 from transferkit.models import TransferModel
 from transferkit.report import write_report
 from transferkit.runs import RunDir
@@ -33,16 +32,6 @@ class RunResult:
 def labelled_tensors(ds: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x, y)`` of a labelled data set as the tensors training takes (``y`` int64; refuses unlabelled data)."""
     return torch.from_numpy(np.ascontiguousarray(ds.x)), torch.from_numpy(ds.require_labels().astype(np.int64))
-
-
-def train_config(seed: int, overrides: dict[str, Any]) -> TrainConfig:
-    """The :class:`TrainConfig` of a run from ``overrides`` (its fields) and ``seed``; an unknown field is a
-    one-line :class:`ConfigError`."""
-    unknown = set(overrides) - set(TrainConfig.field_help())
-    if unknown:
-        raise ConfigError(f"unknown training option '{sorted(unknown)[0]}'")
-    new_command()  # one $TRANSFERKIT_MAX_EPOCHS warning per command
-    return TrainConfig(**{**overrides, "seed": seed})
 
 
 def phase_summary(r: PhaseResult) -> dict[str, Any]:
