@@ -72,8 +72,12 @@ def test_settings_resolved_once_with_provenance() -> None:
     assert other.restyle_source is False and other.provenance["restyle_source"].startswith("default")
 
 
-def test_config_json_replays_to_bit_identical_weights(source_run: Path, tmp_path: Path) -> None:
-    first, second = tmp_path / "x", tmp_path / "y"
+def test_config_json_replays_to_bit_identical_weights(source_run: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Through the API (AdaptSpec.from_dict) and the CLI (`adapt --config RUN/config.json --out DIR`)."""
+    from transferkit.cli import main
+
+    first, second, third = tmp_path / "x", tmp_path / "y", tmp_path / "z"
     adapt(source_run, "mnist5k", "digits8", method="dann", out=first, iterations=6, seed=3, **TINY)
     config = json.loads((first / "config.json").read_text())
     assert config["provenance"]["restyle_source"].startswith("recipe") and config["restyle_source"] is True
@@ -84,6 +88,11 @@ def test_config_json_replays_to_bit_identical_weights(source_run: Path, tmp_path
     adapt(spec, out=second)
     assert json.loads((second / "config.json").read_text()) == config
     assert (first / "model.safetensors").read_bytes() == (second / "model.safetensors").read_bytes()
+    assert main(["adapt", "--config", str(first / "config.json"), "--out", str(third)]) == 0
+    assert "run: " in capsys.readouterr().out
+    replayed = json.loads((third / "config.json").read_text())
+    assert {k: v for k, v in replayed.items() if k != "cwd"} == {k: v for k, v in config.items() if k != "cwd"}
+    assert (first / "model.safetensors").read_bytes() == (third / "model.safetensors").read_bytes()
 
 
 def test_source_free_needs_a_method_that_reads_no_source(source_run: Path, tmp_path: Path,
@@ -98,3 +107,20 @@ def test_source_free_needs_a_method_that_reads_no_source(source_run: Path, tmp_p
     assert "source_before" not in m and "a_distance" not in m and "dev" not in m["validators"]
     assert any("no source data" in n for n in m["notes"]) and "target" in m
     assert json.loads((tmp_path / "sf" / "config.json").read_text())["source_data"] is None
+
+
+def test_cli_flags_come_from_the_spec_and_restyle_source_takes_off() -> None:
+    import argparse
+
+    from transferkit.adaptation import cli as adapt_cli
+    from transferkit.spec import spec_from_args
+
+    p = argparse.ArgumentParser(prog="transferkit")
+    adapt_cli.add_parsers(p.add_subparsers(dest="command", required=True))
+    base = ["adapt", "--source", "s", "--target-data", "digits8", "--out", "o"]
+    for extra, want in (([], None), (["--restyle-source"], True), (["--restyle-source", "off"], False)):
+        spec = spec_from_args(AdaptSpec, p.parse_args([*base, *extra]), train={})
+        assert spec.restyle_source is want and spec.source_data is None
+    spec = spec_from_args(AdaptSpec, p.parse_args([*base, "--option", "candidates=dann:trade_off=1,mcc",
+                                                   "--method", "auto", "--max-target", "50"]), train={})
+    assert spec.max_target == 50 and auto_options(spec.options).candidates == ("dann:trade_off=1", "mcc")

@@ -20,7 +20,6 @@ from transferkit.adaptation.stages import (
     Source,
     assess,
     assess_before,
-    epochs_for,
     finish,
     prepare,
     resolve,
@@ -28,6 +27,7 @@ from transferkit.adaptation.stages import (
     selection_report,
     train_candidate,
 )
+from transferkit.engine.loop import epochs_for_steps as epochs_for
 from transferkit.errors import ConfigError
 from transferkit.models import TransferModel
 from transferkit.options import to_dict

@@ -20,7 +20,8 @@ def add_parsers(sub: Any) -> None:
     from transferkit.spec import add_spec_args
 
     ad = sub.add_parser("adapt", help="unsupervised domain adaptation of a source run to unlabelled target data")
-    add_spec_args(ad, AdaptSpec, skip=("restyle_source",))
+    # required fields are checked by spec_from_args: with --config RUN/config.json they come from that run
+    add_spec_args(ad, AdaptSpec, skip=("restyle_source",), required=False)
     restyle = AdaptSpec.field_help()["restyle_source"]
     ad.add_argument("--restyle-source", nargs="?", const="on", default=None, metavar="on|off", help=restyle)
     ad.add_argument("--out", required=True, help="run directory to create")
@@ -56,18 +57,23 @@ def _pct(v: float) -> str:
     return f"{100 * v:.2f}%"
 
 
-def summary(m: dict[str, Any], validator: str) -> list[str]:
-    """The lines ``adapt`` prints: each candidate of ``auto`` and the choice, then before -> after."""
+def candidate_lines(m: dict[str, Any], validator: str) -> list[str]:
+    """``auto``'s candidates with their validator scores (and accuracy where labelled), then its choice."""
+    if len(m.get("candidates", [])) < 2:
+        return []
     lines = []
-    if len(m.get("candidates", [])) > 1:
-        for c in m["candidates"]:
-            acc = f"  target {_pct(c['target_accuracy'])}" if "target_accuracy" in c else ""
-            lines.append(f"  {c['label']}: {validator} {c['validators'][validator]:.4f}{acc}")
-        line = f"chose {m['chosen']} by {validator}"
-        if "selection" in m:
-            sel = m["selection"]["validators"][validator]
-            line += f" ({'matches' if sel['matches'] else 'differs from'} the label oracle {m['selection']['oracle']})"
-        lines.append(line)
+    for c in m["candidates"]:
+        acc = f"  target {_pct(c['target_accuracy'])}" if "target_accuracy" in c else ""
+        lines.append(f"  {c['label']}: {validator} {c['validators'][validator]:.4f}{acc}")
+    line = f"chose {m['chosen']} by {validator}"
+    if "selection" in m:
+        sel = m["selection"]["validators"][validator]
+        line += f" ({'matches' if sel['matches'] else 'differs from'} the label oracle {m['selection']['oracle']})"
+    return [*lines, line]
+
+
+def change_line(m: dict[str, Any]) -> str:
+    """Before -> after: target accuracy (held-out part, all images), source accuracy, A-distance."""
     parts = []
     if "target" in m:
         parts.append(f"target accuracy {_pct(m['target_before']['accuracy'])} -> {_pct(m['target']['accuracy'])}"
@@ -78,7 +84,17 @@ def summary(m: dict[str, Any], validator: str) -> list[str]:
     if "source_after" in m:
         parts.append(f"source {_pct(m['source_before']['accuracy'])} -> {_pct(m['source_after']['accuracy'])}")
         parts.append(f"A-distance {m['a_distance']['before']:.3f} -> {m['a_distance']['after']:.3f}")
-    return [*lines, "; ".join(parts or [f"chose {m['chosen']}"]), *m.get("notes", [])]
+    return "; ".join(parts or [f"adapted with {m['chosen']}"])
+
+
+class Summary:
+    """adapt's own lines for :func:`transferkit.cli.result_lines` (its ``summary_lines`` hook)."""
+
+    def __init__(self, metrics: dict[str, Any], validator: str) -> None:
+        self.metrics, self.validator = metrics, validator
+
+    def summary_lines(self, _: Any) -> list[str]:
+        return [*candidate_lines(self.metrics, self.validator), change_line(self.metrics)]
 
 
 def _methods(pattern: str) -> int:
@@ -104,12 +120,18 @@ def run(args: argparse.Namespace) -> int | None:
         return _methods(args.pattern)
     from transferkit.adaptation.api import adapt
     from transferkit.adaptation.spec import AdaptSpec
-    from transferkit.cli import train_overrides
+    from transferkit.cli import result_lines, train_overrides
     from transferkit.spec import spec_from_args
 
-    spec = spec_from_args(AdaptSpec, args, train=train_overrides(args))
+    replay = getattr(args, "replay", None)  # --config RUN/config.json: that run's spec, flags given override it
+    base = replay.spec_values(AdaptSpec) if replay is not None else {}
+    train = {**base.get("train", {}), **train_overrides(args)}
+    spec = spec_from_args(AdaptSpec, args, base=base, train=train)
     res = adapt(spec, out=args.out, overwrite=args.overwrite)
-    lines = summary(res.metrics, spec.validator)
-    lines[-1 - len(res.metrics.get("notes", []))] += f"; run: {res.run_dir}"
-    print("\n".join(lines))
+    m, notes = res.metrics, res.metrics.get("notes", [])
+    if "target" in m:  # the one result formatter, adapt's own lines before its result line
+        print("\n".join(result_lines(m, res.run_dir, notes, Summary(m, spec.validator))))
+    else:  # no labelled target: no accuracy line to give
+        lines = [f"note: {n}" for n in notes] + candidate_lines(m, spec.validator)
+        print("\n".join([*lines, f"{change_line(m)}; run: {res.run_dir}"]))
     return 0

@@ -15,8 +15,7 @@ are chosen by label-free validators. Labels are read only to *evaluate* (``eval_
 from __future__ import annotations
 
 import copy
-import math
-import platform
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -24,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from transferkit import __version__
 from transferkit.adaptation.adistance import proxy_a_distance
 from transferkit.adaptation.base import AdaptContext, run_method, validation_data
 from transferkit.adaptation.candidates import Candidate, candidates, needs_source
@@ -40,11 +38,12 @@ from transferkit.adaptation.spec import (
 from transferkit.adaptation.validators import VALIDATORS, score_all
 from transferkit.data import ReadOptions
 from transferkit.engine.config import TrainConfig
-from transferkit.engine.loop import PhaseResult
+from transferkit.engine.loop import PhaseResult, epochs_for_steps
 from transferkit.errors import ConfigError
 from transferkit.evaluation.evaluate import evaluate_model
 from transferkit.models import TransferModel
 from transferkit.pipeline import RunResult, data_identity, finish_run, phase_summary
+from transferkit.pipeline.transfer import versions
 from transferkit.runs import LoadedRun, RunDir, load_source
 from transferkit.strategies.recipes import resolve_settings
 
@@ -136,34 +135,21 @@ def prepare(plan: AdaptPlan, source: tuple[TransferModel, dict[str, Any]] | None
     cfg = plan.cfg
     if plan.iterations is not None:
         n = len(data.source_train[0]) if data.source_train is not None else len(data.target_train)
-        cfg = replace(cfg, epochs=epochs_for(plan.iterations, n, cfg.batch_size))
+        cfg = replace(cfg, epochs=epochs_for_steps(plan.iterations, n, cfg.batch_size))
         plan.provenance["epochs"] = f"iterations ({plan.iterations} steps over {n} training examples)"
     return Prepared(model, src_config, data, cfg)
 
 
-def epochs_for(iterations: int, n: int, batch_size: int) -> int:
-    """Epochs over ``n`` training examples giving at least ``iterations`` optimizer steps (steps per epoch as
-    :func:`transferkit.engine.fit` counts them: a last batch of one example joins the one before)."""
-    bs = min(batch_size, n)
-    per_epoch = n // bs if n % bs == 1 else math.ceil(n / bs)
-    return max(1, math.ceil(iterations / per_epoch))
-
-
-def versions() -> dict[str, str]:
-    """The library versions a run records beside its settings."""
-    return {"transferkit": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
-
-
 def run_config(plan: AdaptPlan, prep: Prepared) -> dict[str, Any]:
     """``config.json``: the spec's fields at the values the run used (flat, as earlier runs wrote them), the
-    full training settings, where each setting came from, what identifies the target data, the versions."""
+    full training settings, where each setting came from, what identifies the target data, the folder the run
+    was started in (``cwd``: its relative paths are relative to it, for a replay with ``--config``), the versions."""
     spec = plan.spec
     return {"command": "adapt", **spec.to_dict(),
             "target_data_identity": data_identity(spec.target_data),
             "target_split": asdict(spec.target_split.with_seed(spec.seed)),
             "iterations": plan.iterations, "restyle_source": plan.restyle_source, "train": asdict(prep.cfg),
-            "provenance": dict(sorted(plan.provenance.items())), "versions": versions()}
+            "provenance": dict(sorted(plan.provenance.items())), "cwd": os.getcwd(), "versions": versions()}
 
 
 def assess_before(prep: Prepared, seed: int) -> dict[str, Any]:
