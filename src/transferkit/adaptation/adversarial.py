@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -27,13 +27,14 @@ from transferkit.adaptation.functional import (
 )
 from transferkit.engine.loop import Phase
 from transferkit.errors import ConfigError
+from transferkit.options import opt
 
 
 @dataclass
 class AdversarialOptions:
-    trade_off: float = field(default=1.0, metadata={"help": "weight of the domain loss (scaled by the GRL schedule)"})
-    hidden: int = field(default=256, metadata={"help": "width of the domain discriminator"})
-    dropout: float = field(default=0.5, metadata={"help": "dropout in the domain discriminator"})
+    trade_off: float = opt(1.0, "weight of the domain loss (scaled by the GRL schedule)")
+    hidden: int = opt(256, "width of the domain discriminator")
+    dropout: float = opt(0.5, "dropout in the domain discriminator")
 
     def __post_init__(self) -> None:
         if not self.trade_off >= 0:
@@ -76,9 +77,9 @@ class DANN(Method):
 
 @dataclass
 class CDANOptions(AdversarialOptions):
-    entropy: bool = field(default=True, metadata={"help": "CDAN+E: weight examples by 1 + exp(-entropy)"})
-    max_map_dim: int = field(default=4096, metadata={
-        "help": "use the randomized multilinear map (output this size) when features x classes exceeds it"})
+    entropy: bool = opt(True, "CDAN+E: weight examples by 1 + exp(-entropy)")
+    max_map_dim: int = opt(4096, "use the randomized multilinear map (output this size) when features x classes "
+                                 "exceeds it")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
@@ -23,16 +23,15 @@ from transferkit.adaptation.teacher import domain_bn_forward, ema_update
 from transferkit.engine.loop import Phase
 from transferkit.errors import ConfigError
 from transferkit.models.base import TransferModel
+from transferkit.options import opt
 
 
 @dataclass
 class MCCOptions:
-    trade_off: float = field(default=1.0, metadata={"help": "weight of the class-confusion loss"})
-    temperature: float = field(default=2.5, metadata={"help": "softmax temperature of the confusion estimate"})
-    domain_bn: bool = field(default=False, metadata={
-        "help": "separate source / target BatchNorm batches; running statistics follow the target"})
-    balance: float = field(default=0.0, metadata={
-        "help": "weight of the class-balance loss KL(mean target prediction || uniform) (0 = none)"})
+    trade_off: float = opt(1.0, "weight of the class-confusion loss")
+    temperature: float = opt(2.5, "softmax temperature of the confusion estimate")
+    domain_bn: bool = opt(False, "separate source / target BatchNorm batches; running statistics follow the target")
+    balance: float = opt(0.0, "weight of the class-balance loss KL(mean target prediction || uniform) (0 = none)")
 
     def __post_init__(self) -> None:
         if not self.trade_off >= 0 or not self.temperature > 0:
@@ -67,21 +66,21 @@ class MCC(Method):
 
 @dataclass
 class SelfTrainingOptions:
-    base: str = field(default="source_only", metadata={"help": "method to run first (e.g. dann, mcc)"})
-    threshold: float = field(default=0.9, metadata={"help": "confidence needed for a pseudo-label"})
-    trade_off: float = field(default=1.0, metadata={"help": "weight of the pseudo-label loss"})
-    balanced: bool = field(default=True, metadata={"help": "class-balanced pseudo-labels (each class weighs the same)"})
-    mcc: float = field(default=0.0, metadata={"help": "weight of an MCC term kept during self-training (0 = none)"})
-    consistency: bool = field(default=False, metadata={
-        "help": "FixMatch-style: pseudo-labels from the clean target batch, loss on a re-styled copy"})
-    base_fraction: float = field(default=1.0, metadata={
-        "help": "share of the epoch budget for the base phase; self-training gets the rest (1 = each gets all)"})
-    domain_bn: bool = field(default=False, metadata={
-        "help": "separate source / target BatchNorm batches (also in the base phase when it supports it)"})
-    ema: float = field(default=0.0, metadata={
-        "help": "pseudo-labels from a mean teacher with this EMA decay (e.g. 0.99); 0 = from the model itself"})
-    class_balance: float = field(default=0.0, metadata={
-        "help": "weight of the class-balance loss KL(mean target prediction || uniform), also in the base phase"})
+    base: str = opt("source_only", "method to run first (e.g. dann, mcc)")
+    threshold: float = opt(0.9, "confidence needed for a pseudo-label")
+    trade_off: float = opt(1.0, "weight of the pseudo-label loss")
+    balanced: bool = opt(True, "class-balanced pseudo-labels (each class weighs the same)")
+    mcc: float = opt(0.0, "weight of an MCC term kept during self-training (0 = none)")
+    consistency: bool = opt(False, "FixMatch-style: pseudo-labels from the clean target batch, loss on a re-styled "
+                                   "copy")
+    base_fraction: float = opt(1.0, "share of the epoch budget for the base phase; self-training gets the rest "
+                                    "(1 = each gets all)")
+    domain_bn: bool = opt(False, "separate source / target BatchNorm batches (also in the base phase when it "
+                                 "supports it)")
+    ema: float = opt(0.0, "pseudo-labels from a mean teacher with this EMA decay (e.g. 0.99); 0 = from the model "
+                          "itself")
+    class_balance: float = opt(0.0, "weight of the class-balance loss KL(mean target prediction || uniform), also in "
+                                    "the base phase")
 
     def __post_init__(self) -> None:
         if not 0 <= self.ema < 1:

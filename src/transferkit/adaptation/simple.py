@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -15,6 +15,7 @@ from transferkit.engine.loop import Phase
 from transferkit.engine.precision import Placement
 from transferkit.errors import ConfigError
 from transferkit.models.base import TransferModel
+from transferkit.options import opt
 
 
 def source_loss(module: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor | None) -> torch.Tensor:
@@ -33,7 +34,7 @@ class SourceOnly(Method):
 
 @dataclass
 class AdaBNOptions:
-    finetune: bool = field(default=False, metadata={"help": "train source_only first, then re-estimate the statistics"})
+    finetune: bool = opt(False, "train source_only first, then re-estimate the statistics")
 
 
 @torch.no_grad()

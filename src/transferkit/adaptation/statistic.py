@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -14,11 +14,12 @@ from transferkit.adaptation.base import AdaptContext, AdaptModule, Method, adapt
 from transferkit.adaptation.functional import coral, mk_mmd
 from transferkit.engine.loop import Phase
 from transferkit.errors import ConfigError
+from transferkit.options import opt
 
 
 @dataclass
 class WeightOptions:
-    trade_off: float = field(default=1.0, metadata={"help": "weight of the alignment loss"})
+    trade_off: float = opt(1.0, "weight of the alignment loss")
 
     def __post_init__(self) -> None:
         if not self.trade_off >= 0:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from transferkit.engine.loop import Phase
 from transferkit.errors import ConfigError
+from transferkit.options import opt
 from transferkit.strategies.base import Strategy, TransferContext, finetune_phase, group_params, head_scale
 
 
 @dataclass
 class GradualOptions:
-    every: int = field(default=1, metadata={"help": "epochs between unfreezing steps (ULMFiT: one group per epoch)"})
+    every: int = opt(1, "epochs between unfreezing steps (ULMFiT: one group per epoch)")
 
     def __post_init__(self) -> None:
         if self.every < 1:

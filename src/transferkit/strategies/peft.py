@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from transferkit.engine.loop import Phase
 from transferkit.errors import CheckpointError, ConfigError
 from transferkit.io import load_tensors, read_json, save_tensors, write_json
 from transferkit.models.base import TransferModel
+from transferkit.options import opt
 from transferkit.strategies.base import Strategy, TransferContext, probe_phase, set_trainable
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
@@ -124,14 +125,13 @@ def _positive(method: str, **values: float) -> None:
 
 @dataclass
 class LoRAOptions:
-    r: int = field(default=8, metadata={"help": "rank of the low-rank update B A"})
-    alpha: float = field(default=16.0, metadata={"help": "scaling: the update is (alpha / r) B A"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout on the input of the LoRA branch"})
-    targets: tuple[str, ...] = field(default=("*",), metadata={
-        "help": "globs over backbone module names (nn.Linear, nn.Conv1d, nn.Conv2d); e.g. '*query,*value' for the "
-                "paper's W_q, W_v"})
-    lr_scale: float = field(default=1.0, metadata={"help": "learning rate of the LoRA matrices relative to --lr"})
-    probe_first: bool = field(default=False, metadata={"help": "linear-probe the head before LoRA (LP-FT style)"})
+    r: int = opt(8, "rank of the low-rank update B A")
+    alpha: float = opt(16.0, "scaling: the update is (alpha / r) B A")
+    dropout: float = opt(0.0, "dropout on the input of the LoRA branch")
+    targets: tuple[str, ...] = opt(("*",), "globs over backbone module names (nn.Linear, nn.Conv1d, nn.Conv2d); e.g. "
+                                           "'*query,*value' for the paper's W_q, W_v")
+    lr_scale: float = opt(1.0, "learning rate of the LoRA matrices relative to --lr")
+    probe_first: bool = opt(False, "linear-probe the head before LoRA (LP-FT style)")
 
     def __post_init__(self) -> None:
         if self.r < 1:
@@ -262,10 +262,10 @@ class LoRA(_AdapterStrategy):
 
 @dataclass
 class BitFitOptions:
-    norm_weights: bool = field(default=False, metadata={"help": "also train the scales (gamma) of BatchNorm/LayerNorm/"
-                                                                "GroupNorm; BitFit proper trains biases only"})
-    lr_scale: float = field(default=1.0, metadata={"help": "learning rate of the biases relative to --lr"})
-    probe_first: bool = field(default=False, metadata={"help": "linear-probe the head before BitFit (LP-FT style)"})
+    norm_weights: bool = opt(False, "also train the scales (gamma) of BatchNorm/LayerNorm/GroupNorm; BitFit proper "
+                                    "trains biases only")
+    lr_scale: float = opt(1.0, "learning rate of the biases relative to --lr")
+    probe_first: bool = opt(False, "linear-probe the head before BitFit (LP-FT style)")
 
     def __post_init__(self) -> None:
         _positive("bitfit", lr_scale=self.lr_scale)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -11,6 +11,7 @@ from torch import nn
 from transferkit.engine.loop import Phase, evaluate_arrays
 from transferkit.errors import ConfigError
 from transferkit.models.base import TransferModel
+from transferkit.options import opt
 from transferkit.strategies.base import Strategy, TransferContext, finetune_phase, head_scale, probe_phase
 
 
@@ -38,8 +39,8 @@ class L2SPPenalty(nn.Module):
 
 @dataclass
 class L2SPOptions:
-    alpha: float = field(default=0.1, metadata={"help": "weight of the distance to the source weights"})
-    beta: float = field(default=0.01, metadata={"help": "weight of the L2 penalty on the new head"})
+    alpha: float = opt(0.1, "weight of the distance to the source weights")
+    beta: float = opt(0.01, "weight of the L2 penalty on the new head")
 
     def __post_init__(self) -> None:
         if self.alpha < 0 or self.beta < 0:
@@ -62,7 +63,7 @@ class L2SP(Strategy):
 
 @dataclass
 class WiseFTOptions:
-    steps: int = field(default=10, metadata={"help": "alpha grid size: alpha in {0, 1/steps, ..., 1}"})
+    steps: int = opt(10, "alpha grid size: alpha in {0, 1/steps, ..., 1}")
 
     def __post_init__(self) -> None:
         if self.steps < 1:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from transferkit.engine.loop import Phase
 from transferkit.errors import ConfigError
@@ -78,7 +78,7 @@ class Partial(Strategy):
 
 @dataclass
 class LPFTOptions:
-    ft_lr_scale: float = field(default=0.5, metadata={"help": "fine-tuning learning rate relative to --lr"})
+    ft_lr_scale: float = opt(0.5, "fine-tuning learning rate relative to --lr")
 
 
 class LPFT(Strategy):
@@ -99,7 +99,7 @@ class LPFT(Strategy):
 
 @dataclass
 class LayerwiseOptions:
-    decay: float = field(default=0.5, metadata={"help": "learning-rate factor per layer group toward the input"})
+    decay: float = opt(0.5, "learning-rate factor per layer group toward the input")
 
     def __post_init__(self) -> None:
         if not 0 < self.decay <= 1:
