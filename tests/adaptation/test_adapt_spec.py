@@ -101,6 +101,9 @@ def test_source_free_needs_a_method_that_reads_no_source(source_run: Path, tmp_p
         adapt(source_run, target_data="digits8", method="dann", out=tmp_path / "no")
     assert not (tmp_path / "no").exists()
     monkeypatch.setattr(AdaBN, "needs_source", False, raising=False)  # statistics only: no source batch read
+    plan = resolve(AdaptSpec(source="s", target_data="digits8", method="auto"))  # auto: the source-free methods
+    assert "adabn" in [c.name for c in plan.candidates]
+    assert all(not getattr(c.method, "needs_source", True) for c in plan.candidates)
     res = adapt(source_run, target_data="digits8", method="adabn", target_labels_for_eval="digits8",
                 out=tmp_path / "sf", **TINY)
     m = res.metrics

@@ -7,7 +7,7 @@ bad option of the third candidate is a one-line error at once, not after two can
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from transferkit import options as typed
@@ -49,14 +49,25 @@ def parse_candidate(entry: str) -> tuple[str, dict[str, str]]:
     return name.strip(), fixed
 
 
-def method_candidates(method: str, options: Mapping[str, Any] | AutoOptions | None
+def source_free_methods() -> tuple[str, ...]:
+    """The registered methods that read no source data (``needs_source = False``)."""
+    return tuple(n for n in METHODS if not getattr(METHODS.get(n), "needs_source", True))
+
+
+def method_candidates(method: str, options: Mapping[str, Any] | AutoOptions | None, *, source_free: bool = False
                       ) -> list[tuple[str, str, dict[str, str]]]:
-    """(label, method name, options) to run: one for a named method, a grid for ``auto``."""
+    """(label, method name, options) to run: one for a named method, a grid for ``auto``. ``source_free``
+    (no source data): ``auto``'s default candidates are the methods that read none."""
     if method != "auto":
         if isinstance(options, AutoOptions):
             raise ConfigError(f"AutoOptions are the options of method 'auto', not of {method!r}")
         return [(method, method, {k: str(v) for k, v in (options or {}).items()})]
     auto = auto_options(options or {})
+    named = isinstance(options, AutoOptions) or "candidates" in (options or {})
+    if source_free and not named:
+        if not source_free_methods():
+            raise ConfigError("auto without --source-data: no registered method reads no source data")
+        auto = replace(auto, candidates=source_free_methods())
     out = []
     for entry in auto.candidates:
         name, fixed = parse_candidate(entry)
@@ -69,10 +80,11 @@ def method_candidates(method: str, options: Mapping[str, Any] | AutoOptions | No
     return out
 
 
-def candidates(method: str, options: Mapping[str, Any] | AutoOptions | None) -> list[Candidate]:
+def candidates(method: str, options: Mapping[str, Any] | AutoOptions | None, *, source_free: bool = False
+               ) -> list[Candidate]:
     """The candidates of a run, each method built with its typed options (one-line errors naming the option)."""
     return [Candidate(label, name, opts, make_method(name, opts))
-            for label, name, opts in method_candidates(method, options)]
+            for label, name, opts in method_candidates(method, options, source_free=source_free)]
 
 
 def needs_source(cands: list[Candidate]) -> bool:

@@ -101,7 +101,7 @@ def resolve(spec: AdaptSpec) -> AdaptPlan:
     against each method's), the validator, and every setting with its provenance (user, adapt's default or
     the recipe that set it). Errors are one line naming the field."""
     VALIDATORS.get(spec.validator)
-    cands = candidates(spec.method, spec.options)
+    cands = candidates(spec.method, spec.options, source_free=spec.source_data is None)
     if spec.source_data is None and needs_source(cands):
         need = [c.name for c in cands if getattr(c.method, "needs_source", True)]
         raise ConfigError(f"method {need[0]!r} trains on labelled source data: pass --source-data (methods that "
