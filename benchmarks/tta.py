@@ -1,0 +1,214 @@
+"""Test-time adaptation on a digit corruption stream: predict --adapt bn | tent | eata against the unadapted model.
+
+    python benchmarks/tta.py            # docs/TTA.md + docs/tta.json: 5 kinds x 5 severities x 200 digits
+    python benchmarks/tta.py --quick    # severities 1, 3, 5 x 100 digits, no backbone table; runs/tta-quick/
+
+Source: small_cnn pretrained here on mnist5k (``transferkit.pretrain``, the library's defaults), kept in
+``runs/tta-source`` and shared by both modes (the first run pretrains it, about a minute). Stream: the source
+run's own test split of mnist5k (never trained on), corrupted MNIST-C / CIFAR-10-C style
+(:mod:`transferkit.data.corruptions`: noise, blur, rotation, contrast, elastic), one segment per (severity,
+kind), severities ascending, each segment a seeded draw of test digits -- one continual stream, no reset
+between segments (only the collapse reset). Each method predicts the stream in batches of 128 in order
+(:func:`transferkit.testtime.adapt_stream`, the code ``predict --adapt`` runs); accuracy per segment from its
+predictions. Clean accuracy: the shuffled clean test split, before (the source model as deployed) and after
+the stream (the adapted weights, frozen, normalising with test-batch statistics as they predict). Throughput:
+``predict_to_csv`` (the CLI's call: load the run and the .npz, predict, write the CSV) on the whole stream,
+plain and with --adapt, interleaved, ``--repeats`` times each (median). Checks (exit 1): the better of tent /
+eata gains >= 5 points averaged over the stream and loses <= 1 point of clean accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from harness import Bench, Context, Store, generated_line, log, table
+
+import transferkit
+from transferkit.data import load_dataset, split
+from transferkit.data.corruptions import CORRUPTIONS, corruption_stream
+from transferkit.engine.precision import predict_logits, resolve_placement
+from transferkit.pipeline import SPLIT
+from transferkit.prediction import clean_inputs, predict_to_csv
+from transferkit.runs import load_run
+from transferkit.testtime import adapt_stream, make_adapter, norm_inventory
+
+METHODS = ["none", "bn", "tent", "eata"]
+BATCH = 128
+
+
+def source(ctx: Context) -> Path:
+    """The source run, shared by the full and quick modes (runs/tta-source; pretrained once, ~1 min)."""
+    run = ctx.work.parent / "tta-source"
+    if not (run / "metrics.json").exists():
+        transferkit.pretrain("mnist5k", "small_cnn", run, seed=0, overwrite=True, progress="off")
+    return run
+
+
+def make_stream(ctx: Context) -> dict[str, Any]:
+    te = split(load_dataset("mnist5k"), seed=0, **SPLIT).test
+    sev = [1, 3, 5] if ctx.quick else [1, 2, 3, 4, 5]
+    x, y, segs = corruption_stream(te.x, te.require_labels(), list(CORRUPTIONS), sev,
+                                   per_segment=100 if ctx.quick else 200, seed=0)
+    perm = np.random.default_rng(1).permutation(len(te))
+    np.savez(ctx.work / "stream.npz", x=x, y=y)
+    np.savez(ctx.work / "stream_x.npz", x=x)
+    return {"x": torch.from_numpy(x), "y": y, "segments": segs, "severities": sev,
+            "clean_x": torch.from_numpy(te.x[perm]), "clean_y": te.require_labels()[perm]}
+
+
+def run_method(run: Path, method: str, s: dict[str, Any]) -> dict[str, Any]:
+    model = load_run(run).model
+    place = resolve_placement(model, "auto", "auto")
+    acc_of = lambda lg, y: float((lg.argmax(1).numpy() == y).mean())  # noqa: E731
+    clean_before = acc_of(predict_logits(model, s["clean_x"], place, BATCH), s["clean_y"])
+    resets, selected = 0, None
+    if method == "none":
+        logits, clean_after = predict_logits(model, s["x"], place, BATCH), clean_before
+    else:
+        adapter = make_adapter(method, model, place, 10)
+        loaded = load_run(run)  # eata's Fisher data as predict takes it: the run's validation split
+        fisher = clean_inputs(loaded.config, loaded.spec, 500)[0] if method == "eata" else None
+        logits, recs = adapt_stream(adapter, s["x"], BATCH, fisher)
+        resets = sum(r.reset for r in recs)
+        selected = sum(r.selected or 0 for r in recs) if method != "bn" else None
+        frozen, _ = adapt_stream(make_adapter("bn", model, place, 10), s["clean_x"], BATCH)  # no update
+        clean_after = acc_of(frozen, s["clean_y"])
+    pred = logits.argmax(1).numpy()
+    cells = {f"{g.kind}|{g.severity}": float((pred[g.start:g.stop] == s["y"][g.start:g.stop]).mean())
+             for g in s["segments"]}
+    return {"cells": cells, "average": statistics.fmean(cells.values()), "clean_before": clean_before,
+            "clean_after": clean_after, "resets": resets, "selected": selected, "n": len(pred)}
+
+
+def throughput(ctx: Context, run: Path, n: int) -> dict[str, Any]:
+    """Samples/s of predict_to_csv on the stream, plain and with each --adapt, interleaved, median of repeats."""
+    repeats = ctx.args.repeats or (1 if ctx.quick else 3)
+    times: dict[str, list[float]] = {m: [] for m in METHODS}
+    loads = []
+    for _ in range(repeats):
+        for m in METHODS:
+            loads.append(os.getloadavg()[0])
+            t0 = time.perf_counter()
+            predict_to_csv(run, ctx.work / "stream_x.npz", ctx.work / f"pred-{m}.csv", adapt=None if m == "none" else m,
+                           overwrite=True)
+            times[m].append(time.perf_counter() - t0)
+    rate = {m: n / statistics.median(t) for m, t in times.items()}
+    return {"samples_per_second": rate, "seconds": times, "repeats": repeats, "n": n,
+            "ratio_to_plain": {m: rate[m] / rate["none"] for m in METHODS}, "load_average_1min": loads}
+
+
+def backbones() -> list[dict[str, Any]]:
+    """Which normalisation layers each registered backbone has, so which --adapt methods apply."""
+    from transferkit.models import MODELS, build_model
+    from transferkit.models.base import ModelSpec
+
+    shapes: dict[str, tuple[int, ...]] = {"efficientnet_lite0": (3, 64, 64), "svhn_cnn": (3, 32, 32),
+                                          "usps_cnn": (1, 16, 16), "audio_cnn": (16000,), "minilm": (128,)}
+    modality = {"audio_cnn": "audio", "minilm": "text"}
+    out = []
+    for name in MODELS:
+        row: dict[str, Any] = {"model": name}
+        try:
+            spec = ModelSpec(name, shapes.get(name, (1, 28, 28)), ["a", "b"], {}, modality.get(name, "image"))
+            kinds = norm_inventory(build_model(spec, 0, pretrained=False))
+            row["norm_layers"] = kinds
+            bn = any(k.startswith("BatchNorm") for k in kinds)
+            row["methods"] = (["bn"] if bn else []) + (["tent", "eata"] if kinds else [])
+        except Exception as err:  # a backbone that needs a user's folder (hf) or a missing package
+            row["not_built"] = " ".join(str(err).split())[:160]
+        out.append(row)
+    return out
+
+
+def measure(ctx: Context) -> dict[str, Any]:
+    ctx.work.mkdir(parents=True, exist_ok=True)
+    run = source(ctx)
+    s = make_stream(ctx)
+    store = Store(ctx.work / "results.json")
+
+    def show(r: dict[str, Any]) -> str:
+        return f"stream {100 * r['average']:.2f}%, clean {100 * r['clean_after']:.2f}%"
+
+    def cell(m: str) -> dict[str, Any]:  # keyed by the stream's size: a changed stream is measured again
+        return store.cell(f"{m}|n={len(s['x'])}", lambda: run_method(run, m, s), show)
+
+    results = {m: cell(m) for m in METHODS}
+    log("throughput (predict_to_csv on the stream, interleaved)")
+    speed = throughput(ctx, run, len(s["x"]))
+    return {"source": str(run), "stream": {"kinds": list(CORRUPTIONS), "severities": s["severities"],
+                                           "per_segment": int(s["segments"][0].stop), "n": len(s["x"]),
+                                           "batch_size": BATCH},
+            "results": results, "throughput": speed, "backbones": [] if ctx.quick else backbones()}
+
+
+def best_adaptive(doc: dict[str, Any]) -> str:
+    res = doc["results"]
+    return max(("tent", "eata"), key=lambda m: res[m]["average"])
+
+
+def checks(doc: dict[str, Any]) -> list[str]:
+    res, m = doc["results"], best_adaptive(doc)
+    gain = 100 * (res[m]["average"] - res["none"]["average"])
+    drop = 100 * (res[m]["clean_before"] - res[m]["clean_after"])
+    out = []
+    if gain < 5:
+        out.append(f"{m}: +{gain:.2f} points over the unadapted model on the stream (need >= 5)")
+    if drop > 1:
+        out.append(f"{m}: clean accuracy drops {drop:.2f} points after the stream (need <= 1)")
+    return out
+
+
+def render(doc: dict[str, Any]) -> str:
+    res, sp, st = doc["results"], doc["throughput"], doc["stream"]
+    pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
+    user = [[f"`transferkit predict runs/src stream.npz{'' if m == 'none' else ' --adapt ' + m}`",
+             pct(res[m]["average"]), f"{100 * (res[m]['average'] - res['none']['average']):+.2f}",
+             pct(res[m]["clean_after"]), f"{sp['samples_per_second'][m]:.0f}", f"{sp['ratio_to_plain'][m]:.2f}",
+             str(res[m]["resets"])] for m in METHODS]
+    keys = [f"{k}|{s}" for s in st["severities"] for k in st["kinds"]]
+    cells = [[k.replace("|", " "), *(pct(res[m]["cells"][k]) for m in METHODS)] for k in keys]
+    for s in st["severities"]:
+        cells.append([f"**severity {s} mean**", *(pct(statistics.fmean(res[m]["cells"][f"{k}|{s}"]
+                                                                       for k in st["kinds"])) for m in METHODS)])
+    bb = [[b["model"], ", ".join(f"{k} x{v}" for k, v in b.get("norm_layers", {}).items()) or "none",
+           ", ".join(b.get("methods", [])) or ("not built here: " + b["not_built"] if "not_built" in b
+                                               else "none (one-line error)")] for b in doc["backbones"]]
+    failed = checks(doc)
+    lines = ["# Test-time adaptation on a digit corruption stream", "", generated_line(doc), "",
+             f"A small_cnn pretrained on mnist5k predicts a stream of {st['n']} corrupted test digits "
+             f"({', '.join(st['kinds'])} at severities {', '.join(map(str, st['severities']))}, "
+             f"{st['per_segment']} per segment, in that order, batches of {st['batch_size']}). Clean accuracy "
+             f"before the stream: {pct(res['none']['clean_before'])}%.", "",
+             *table(["command", "stream accuracy %", "vs unadapted (pt)", "clean after %", "samples/s",
+                     "x plain", "resets"], user), "",
+             f"Samples/s: `predict_to_csv` end to end (load run + .npz, predict, write CSV) on the "
+             f"{sp['n']}-digit stream, median of {sp['repeats']} interleaved repeats; 1-min load average "
+             f"{min(sp['load_average_1min']):.1f}-{max(sp['load_average_1min']):.1f} during them.",
+             f"Checks (>= 5 points gain and <= 1 point clean drop for the better of tent/eata): "
+             f"{'all passed' if not failed else '; '.join(failed)}. Throughput target (>= 0.5x plain): "
+             + ", ".join(f"{m} {sp['ratio_to_plain'][m]:.2f}x" for m in ("bn", "tent", "eata")) + ".", "",
+             "## Accuracy by corruption and severity (%)", "", *table(["segment", *METHODS], cells), "",
+             "## Which backbones --adapt applies to", "",
+             "Built with random weights and counted (`transferkit.testtime.norm_inventory`); `bn` needs BatchNorm, "
+             "`tent`/`eata` adapt the affine parameters of BatchNorm, LayerNorm or GroupNorm; a model without any "
+             "gets a one-line error.", "", *table(["backbone", "normalisation layers", "--adapt"], bb), ""]
+    return "\n".join(lines)
+
+
+def options(p: Any) -> None:
+    p.add_argument("--repeats", type=int, default=0, help="throughput repeats per method (default 3; quick 1)")
+
+
+BENCH = Bench("tta", __doc__ or "", measure, render, checks, options=options, seeds="",
+              quick="severities 1,3,5 x 100 digits, 1 throughput repeat, no backbone table")
+main = BENCH.main
+
+if __name__ == "__main__":
+    sys.exit(main())
