@@ -53,3 +53,19 @@ def test_the_cli_records_the_rollback_in_metrics_json(source_run: Path, tmp_path
     [phase] = metrics["phases"]
     assert phase["rollbacks"][0]["lr"] == pytest.approx(0.01) and "nan" in phase["rollbacks"][0]["error"]
     assert metrics["candidates"][0]["info"]["divergence"][0]["retry_lr"] == pytest.approx(0.001)
+
+
+def test_a_real_nan_at_lr_3_is_rolled_back_and_recovers(source_run: Path, tmp_path: Path) -> None:
+    """No fixture: SGD at lr 3 turns DANN's loss NaN within a few steps; the phase is rolled back, retried at
+    a tenth of the rate until it trains, and metrics.json says so."""
+    from transferkit.cli import main
+
+    out = tmp_path / "lr3"
+    code = main(["adapt", "--source", str(source_run), "--source-data", "mnist5k", "--target-data", "digits8",
+                 "--method", "dann", "--lr", "3", "--iterations", "10", "--max-source", "200", "--max-target", "100",
+                 "--progress", "off", "--out", str(out)])
+    assert code == 0
+    [phase] = json.loads((out / "metrics.json").read_text())["phases"]
+    assert phase["rollbacks"] and all("nan" in r["error"] for r in phase["rollbacks"])
+    assert phase["rollbacks"][0]["lr"] == pytest.approx(3.0)
+    assert phase["rollbacks"][-1]["retry_lr"] < 3.0 and len(phase["warnings"]) == 1
