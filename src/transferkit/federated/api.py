@@ -53,7 +53,6 @@ def check_training(cfg: FedConfig) -> None:
     here: in a client they would only fail every reply, and the federation end without a result."""
     from transferkit.engine.config import TrainConfig
     from transferkit.engine.precision import resolve_device
-
     from transferkit.errors import did_you_mean
 
     known = {f.name for f in fields(TrainConfig)}
@@ -186,9 +185,13 @@ def run_baselines(cfg: FedConfig) -> dict[str, Any]:
             "local_only": local_only(cfg, clients, strategy, epochs, probe)}
 
 
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
 def render_report(config: dict[str, Any], metrics: dict[str, Any]) -> str:
     """A short markdown summary: setup, per-round table, baselines."""
-    pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"
+    pct = _pct
     wire = config["resolved"]
     lines = [f"# Federated transfer ({config['mode']})", "",
              f"- source: `{config['source']}`; clients: {wire['clients']} "

@@ -69,7 +69,7 @@ def class_names(cfg: FedConfig) -> list[str]:
     names = cfg.domains if cfg.clients_from else [cfg.data]
     spec = source_model(cfg).spec
     found = [load_dataset(n, model=spec, seed=cfg.seed).class_names for n in names]
-    for n, c in zip(names, found):
+    for n, c in zip(names, found, strict=True):
         if c != found[0]:
             raise ConfigError(f"clients_from: {n} has classes {c[:5]}... but {names[0]} has {found[0][:5]}...; "
                               "every client must share one label set")

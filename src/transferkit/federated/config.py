@@ -83,7 +83,7 @@ class FedConfig:
     @property
     def train_overrides(self) -> dict[str, Any]:
         try:
-            return json.loads(self.train or "{}")  # type: ignore[no-any-return]
+            return json.loads(self.train or "{}")
         except json.JSONDecodeError as e:
             raise ConfigError(f"train={self.train!r} is not valid JSON ({e.msg})") from None
 

@@ -84,7 +84,8 @@ def submit(cfg: FedConfig, address: str, result_dir: Path, work: Path, timeout: 
             rc = subprocess.run([str(BIN / "flwr"), "run", str(app), "transferkit", "--stream"], env=env,
                                 stdout=logf, stderr=subprocess.STDOUT, timeout=timeout, check=False).returncode
         except subprocess.TimeoutExpired:
-            raise TransferkitError(f"federation did not finish within {timeout:.0f}s; see {work / 'flwr-run.log'}") from None
+            log_file = work / "flwr-run.log"
+            raise TransferkitError(f"federation did not finish within {timeout:.0f}s; see {log_file}") from None
     if rc != 0:
         tail = (work / "flwr-run.log").read_text()[-400:].strip().splitlines()
         raise TransferkitError(f"flwr run failed (exit {rc}): {tail[-1] if tail else ''}; see {work / 'flwr-run.log'}")
@@ -105,7 +106,7 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: flo
 def stop(pids: list[int], grace: float = 10.0) -> list[int]:
     """Terminate the processes ``pids`` and all their descendants, by PID; kill what outlives
     ``grace`` seconds. Returns every PID that was signalled."""
-    import psutil  # type: ignore[import-untyped]
+    import psutil
 
     procs: list[psutil.Process] = []
     for pid in pids:
@@ -144,14 +145,16 @@ def local_federation(cfg: FedConfig, result_dir: Path, work: Path | None = None,
     t0 = time.perf_counter()
     try:
         logs.append(open(work / "superlink.log", "w"))  # noqa: SIM115 (closed in finally)
-        link = subprocess.Popen([str(BIN / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
+        link = subprocess.Popen([str(BIN / "flower-superlink"), "--insecure",
+                                 "--disable-runtime-dependency-installation",
                                  "--host", "127.0.0.1", "--port", str(link_port)],
                                 env=env, stdout=logs[-1], stderr=subprocess.STDOUT, start_new_session=True)
         pids.append(link.pid)
         _wait_port(link_port, link, "flower-superlink")
         for k in range(cfg.clients):
             logs.append(open(work / f"supernode-{k}.log", "w"))  # noqa: SIM115 (closed in finally)
-            node = subprocess.Popen([str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{link_port}",
+            node = subprocess.Popen([str(BIN / "flower-supernode"), "--insecure",
+                                     "--superlink", f"127.0.0.1:{link_port}",
                                      "--host", "127.0.0.1", "--port", str(free_port()),
                                      "--node-config", f"partition-id={k} num-partitions={cfg.clients}"],
                                     env=env, stdout=logs[-1], stderr=subprocess.STDOUT, start_new_session=True)

@@ -116,7 +116,7 @@ class LocalRound(Strategy):
         def proximal() -> torch.Tensor:
             term = sum(((p - a) ** 2).sum() for p, a in anchors)
             loss = (mu / 2) * term
-            return loss + previous() if previous is not None else loss  # type: ignore[return-value]
+            return loss + previous() if previous is not None else loss
 
         return proximal
 

@@ -102,8 +102,7 @@ def holdout(labels: np.ndarray, val: float = 0.15, test: float = 0.3,
         te.append(idx[:n_te])
         va.append(idx[n_te : n_te + n_va])
         tr.append(idx[n_te + n_va :])
-    cat = lambda parts: np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
-    return cat(tr), cat(va), cat(te)
+    return _sorted_indices(tr), _sorted_indices(va), _sorted_indices(te)
 
 
 def label_counts(labels: np.ndarray, parts: list[np.ndarray], num_classes: int) -> np.ndarray:
@@ -116,3 +115,8 @@ def _check(n_examples: int, n_clients: int) -> None:
         raise ConfigError(f"clients must be at least 1, got {n_clients}")
     if n_examples < n_clients:
         raise ConfigError(f"{n_examples} examples cannot be split over {n_clients} clients")
+
+
+def _sorted_indices(parts: list[np.ndarray]) -> np.ndarray:
+    """The indices of ``parts`` joined and sorted (int64; empty when there are none)."""
+    return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)

@@ -44,7 +44,7 @@ def ray_temp_root() -> Path:
     elif sys.platform.startswith("linux") and "TMPDIR" in os.environ:
         base = os.environ["TMPDIR"]
     else:
-        base = "/tmp"  # noqa: S108 (Ray's own fallback on Linux and macOS)
+        base = "/tmp"
     return Path(base) / "ray"
 
 
