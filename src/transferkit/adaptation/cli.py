@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int | None:
     train = {**base.get("train", {}), **train_overrides(args)}
     spec = spec_from_args(AdaptSpec, args, base=base, train=train)
     res = adapt(spec, out=args.out, overwrite=args.overwrite)
-    m, notes = res.metrics, res.metrics.get("notes", [])
+    m, notes = res.metrics, res.notes
     if "target" in m:  # the one result formatter, adapt's own lines before its result line
         print("\n".join(result_lines(m, res.run_dir, notes, Summary(m, spec.validator))))
     else:  # no labelled target: no accuracy line to give

@@ -230,7 +230,7 @@ def finish(run: RunDir | None, prep: Prepared, runs: list[CandidateRun], metrics
     history = [{"candidate": r.record["label"], **asdict(p)} for r in runs for p in r.phases]
     extra = {f"source_head.{k}": v for k, v in prep.model.head.state_dict().items()}
     finish_run(run, best.model, metrics, history, extra)
-    return RunResult(best.model, metrics, run.path if run else None, history, [])
+    return RunResult(best.model, metrics, run.path if run else None, history, list(metrics.get("notes", [])))
 
 
 def selection_report(cands: list[dict[str, Any]]) -> dict[str, Any]:
