@@ -51,11 +51,11 @@ from harness import Store, log, machine_info
 from recipe_notes import augment_off_note
 
 import transferkit
-from transferkit.data import ArrayDataset, kshot, load_dataset, split
+from transferkit.data import ArrayDataset, load_dataset
 from transferkit.engine.features import FeatureCache
 from transferkit.engine.precision import resolve_placement
 from transferkit.models import TransferModel, fresh_like, from_pretrained
-from transferkit.pipeline import SPLIT  # the split transferkit.transfer uses
+from transferkit.pipeline.transfer import labelled_splits  # the splits and shots transferkit.transfer draws
 from transferkit.runs import RunDir, load_run
 from transferkit.strategies import STRATEGIES
 from transferkit.zeroshot import class_embeddings, cosine_predict, prototypes
@@ -160,11 +160,7 @@ class Runner:
 
     def splits(self, seed: int, k: int | None) -> tuple[ArrayDataset, ArrayDataset, ArrayDataset]:
         """(train, val, test) exactly as transferkit.transfer draws them; text: 500 test snippets."""
-        sp = split(self.data(seed), seed=seed, **SPLIT)
-        train, val, test = sp.train, sp.val, sp.test
-        if k is not None:
-            train = kshot(sp.train, k, seed=seed)
-            val = kshot(sp.val, min(k, int(np.bincount(sp.val.require_labels()).min())), seed=seed)
+        train, val, test = labelled_splits(self.data(seed), k, seed)
         if self.task.name == "text":
             idx = np.sort(np.random.default_rng(seed).choice(len(test), min(500, len(test)), replace=False))
             test = test.subset(idx, f":test{len(idx)}")

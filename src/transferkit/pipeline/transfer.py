@@ -34,7 +34,7 @@ from transferkit.pipeline.splits import data_identity
 from transferkit.pipeline.stages import RunResult, finish_run, labelled_tensors, phase_summary
 from transferkit.pipeline.targets import head_mismatch, source_before, unlabelled_inputs, unlabelled_sources
 from transferkit.runs import LoadedRun, RunDir, load_source
-from transferkit.spec import TransferSpec
+from transferkit.spec import SplitSpec, TransferSpec
 from transferkit.strategies import Strategy, TransferContext, make_strategy, run_strategy
 from transferkit.strategies.recipes import Settings, resolve_settings
 
@@ -102,12 +102,22 @@ def resolve(spec: TransferSpec, *, source: LoadedRun | TransferModel | None = No
     return Resolved(spec, strat, src_model, src_config, settings, label)
 
 
-def _few_shot(spec: TransferSpec, train: ArrayDataset, val: ArrayDataset) -> tuple[ArrayDataset, ArrayDataset]:
-    """``shots`` per class of the training split, and at most as many of the validation split's."""
-    if spec.shots is None:
+def labelled_splits(ds: ArrayDataset, shots: int | None, seed: int,
+                    split_spec: SplitSpec | None = None) -> tuple[ArrayDataset, ArrayDataset, ArrayDataset]:
+    """``(train, val, test)`` of labelled data ``ds`` as a transfer draws them: the run's split
+    (:class:`~transferkit.spec.SplitSpec`, stratified, seeded), then ``shots`` per class of the training
+    split and at most as many of the validation split's (``shots=None``: all of both)."""
+    sp = split(ds, **(split_spec or SplitSpec()).split_args(seed))
+    return (*few_shot(sp.train, sp.val, shots, seed), sp.test)
+
+
+def few_shot(train: ArrayDataset, val: ArrayDataset, shots: int | None,
+             seed: int) -> tuple[ArrayDataset, ArrayDataset]:
+    """``shots`` per class of ``train``, and at most as many of ``val``'s (so the labelled budget is honest)."""
+    if shots is None:
         return train, val
-    return (kshot(train, spec.shots, seed=spec.seed),
-            kshot(val, min(spec.shots, int(np.bincount(val.require_labels()).min())), seed=spec.seed))
+    return (kshot(train, shots, seed=seed),
+            kshot(val, min(shots, int(np.bincount(val.require_labels()).min())), seed=seed))
 
 
 def _unlabelled_notes(r: Resolved, notes: list[str]) -> str | None:
@@ -133,7 +143,7 @@ def prepare(r: Resolved) -> Prepared:
     ds = load_dataset(spec.data, model=src_spec, seed=spec.seed, label_column=spec.columns.label,
                       text_column=spec.columns.text, read=read)
     sp = split(ds, **spec.split.split_args(spec.seed))
-    train_ds, val_ds = _few_shot(spec, sp.train, sp.val)
+    train_ds, val_ds = few_shot(sp.train, sp.val, spec.shots, spec.seed)
     unlabelled = _unlabelled_notes(r, notes)
     r.spec = spec = replace(spec, unlabelled=unlabelled)
     x_unl, groups = unlabelled_inputs(unlabelled, sp.train, spec.shots, spec.seed, src_spec, train_ds, read)
