@@ -1,7 +1,7 @@
 """Test-time adaptation on a digit corruption stream: predict --adapt bn | tent | eata against the unadapted model.
 
-    python benchmarks/tta.py            # docs/TTA.md + docs/tta.json: 5 kinds x 5 severities x 200 digits
-    python benchmarks/tta.py --quick    # severities 1, 3, 5 x 100 digits, no backbone table; runs/tta-quick/
+    python benchmarks/tta.py            # docs/TTA.md + docs/tta.json: 5 kinds x 5 severities x 128 digits
+    python benchmarks/tta.py --quick    # severities 1, 3, 5 x 128 digits (one batch each), no backbone table
 
 Source: small_cnn pretrained here on mnist5k (``transferkit.pretrain``, the library's defaults), kept in
 ``runs/tta-source`` and shared by both modes (the first run pretrains it, about a minute). Stream: the source
@@ -55,7 +55,7 @@ def make_stream(ctx: Context) -> dict[str, Any]:
     te = split(load_dataset("mnist5k"), seed=0, **SPLIT).test
     sev = [1, 3, 5] if ctx.quick else [1, 2, 3, 4, 5]
     x, y, segs = corruption_stream(te.x, te.require_labels(), list(CORRUPTIONS), sev,
-                                   per_segment=100 if ctx.quick else 200, seed=0)
+                                   per_segment=BATCH, seed=0)  # one batch per segment: a batch never mixes two
     perm = np.random.default_rng(1).permutation(len(te))
     np.savez(ctx.work / "stream.npz", x=x, y=y)
     np.savez(ctx.work / "stream_x.npz", x=x)
@@ -207,7 +207,7 @@ def options(p: Any) -> None:
 
 
 BENCH = Bench("tta", __doc__ or "", measure, render, checks, options=options, seeds="",
-              quick="severities 1,3,5 x 100 digits, 1 throughput repeat, no backbone table")
+              quick="severities 1,3,5 x 128 digits, 1 throughput repeat, no backbone table (runs/tta-quick/)")
 main = BENCH.main
 
 if __name__ == "__main__":
