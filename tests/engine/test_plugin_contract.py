@@ -1,20 +1,23 @@
-"""The plug-in contract, read from the registries: every strategy and every adaptation method.
+"""The plug-in contract, read from the registries: every strategy, adaptation method and transferability score.
 
 Each registered plug-in is a :class:`~transferkit.engine.plugin.Plugin` with a typed ``Options``
 dataclass (help text on every field); it is built the same from a dict of typed values, a dict of CLI
 strings, its ``Options`` instance or a configured instance, and its options round-trip through
 ``to_dict``; a bad value or an unknown option is a one-line ``ConfigError`` naming the field. A new
 plug-in (one file plus one registration) is covered here with no other edit. Training through the one
-runner is checked per registry by tests/strategies/test_contract.py and tests/adaptation/.
+runner is checked per registry by tests/strategies/test_contract.py and tests/adaptation/. A score's
+``Options`` are its function's keyword parameters (checked against its signature).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 from collections.abc import Mapping
 from typing import Any, Literal, Union, get_args, get_origin
 
+import numpy as np
 import pytest
 
 from transferkit.adaptation.methods import METHODS, make_method
@@ -22,6 +25,7 @@ from transferkit.engine.plugin import Plugin, make_plugin
 from transferkit.errors import ConfigError
 from transferkit.options import build, hints, to_dict
 from transferkit.strategies import STRATEGIES, make_strategy
+from transferkit.transferability import SCORES
 
 REGISTRIES = {"strategy": (STRATEGIES, make_strategy), "method": (METHODS, make_method)}
 PLUGINS = [(kind, name) for kind, (reg, _) in REGISTRIES.items() for name in reg]
@@ -127,3 +131,26 @@ def test_summary_lines_default_to_none() -> None:
     assert make_strategy("full").summary_lines({"anything": 1}) == []
     assert make_method("dann").summary_lines({}) == []
 
+
+@pytest.mark.parametrize("name", list(SCORES))
+def test_every_score_declares_its_parameters_as_typed_options(name: str) -> None:
+    """A score's Options are its function's keyword parameters, with help; they round-trip and a bad value
+    is a one-line error naming the option (a score without parameters has empty Options)."""
+    score = SCORES.get(name)
+    opts = score.Options
+    assert dataclasses.is_dataclass(opts) and isinstance(opts, type)
+    assert all(f.metadata.get("help", "").strip() for f in dataclasses.fields(opts)), f"{name}: an option lacks help"
+    defaults = opts()
+    keyword = {n: p.default for n, p in inspect.signature(score.fn).parameters.items() if p.kind is p.KEYWORD_ONLY}
+    assert to_dict(defaults) == keyword, f"{name}: Options and the function's keyword parameters differ"
+    assert build(opts, to_dict(defaults), name) == defaults
+    assert build(opts, {k: cli_text(v) for k, v in to_dict(defaults).items()}, name) == defaults
+    x, y = np.zeros((4, 2)), np.array([0, 1, 0, 1])
+    for f in dataclasses.fields(opts):
+        if _free_text(hints(opts)[f.name]):
+            continue
+        with pytest.raises(ConfigError) as e:
+            score(x, y, {f.name: "\0bad"})
+        assert f.name in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"unknown score option 'no_such_option'"):
+        score(x, y, {"no_such_option": 1})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 from transferkit.errors import ConfigError
 from transferkit.federated.partition import parse_partition
@@ -37,8 +37,8 @@ class FedConfig:
     clients: int = _f(4, "number of clients (with clients_from: the number of data sets)")
     partition: str = _f("iid", "iid | dirichlet:ALPHA (label skew) | domain (set by clients_from)")
     rounds: int = _f(10, "federated rounds")
-    share: str = _f("head", "what travels: head | lora (adapter weights) | all")
-    aggregator: str = _f("fedavg", "fedavg | fedprox")
+    share: Literal["head", "lora", "all"] = _f("head", "what travels: head | lora (adapter weights) | all")
+    aggregator: Literal["fedavg", "fedprox"] = _f("fedavg", "fedavg | fedprox")
     mu: float = _f(0.01, "FedProx proximal weight mu in (mu/2)||w - w_global||^2")
     personal_head: bool = _f(False, "keep a personalised head on every client (not shared); FedPer")
     local_epochs: int = _f(1, "local fine-tuning epochs per round")

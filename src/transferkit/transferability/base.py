@@ -9,14 +9,20 @@ right array from a single forward pass per candidate model.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import numpy as np
 
 from transferkit.errors import ConfigError, DataError
+from transferkit.options import build
 
 Needs = Literal["features", "probs"]
+
+
+@dataclass
+class NoScoreOptions:
+    """This score takes no parameters."""
 
 
 @dataclass(frozen=True)
@@ -29,19 +35,25 @@ class Score:
             probabilities ``[N, C_s]``).
         higher_is_better: whether a larger value predicts better transfer.
         paper: the reference, for listings and reports.
+        Options: the score's parameters (keyword arguments of ``fn``), a dataclass of
+            :func:`~transferkit.options.opt` fields.
     """
 
     fn: Callable[..., float]
     needs: Needs
     higher_is_better: bool = True
     paper: str = ""
+    Options: type = NoScoreOptions
 
     def __post_init__(self) -> None:
         if self.needs not in ("features", "probs"):
             raise ValueError(f"Score.needs must be 'features' or 'probs', got {self.needs!r}")
 
-    def __call__(self, x: np.ndarray, labels: np.ndarray, **options: Any) -> float:
-        return float(self.fn(x, labels, **options))
+    def __call__(self, x: np.ndarray, labels: np.ndarray, options: Any = None, **kwargs: Any) -> float:
+        """The score of ``x`` for ``labels`` with ``options`` (an ``Options`` instance or a dict of typed values or
+        CLI strings; or keyword arguments): a bad value is a one-line error naming the option."""
+        o = build(self.Options, kwargs if options is None else options, "score")
+        return float(self.fn(x, labels, **{f.name: getattr(o, f.name) for f in fields(o)}))
 
 
 def check_labels(labels: Any, n: int | None = None, *, min_classes: int = 2) -> np.ndarray:
