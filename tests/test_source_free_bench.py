@@ -54,3 +54,10 @@ def test_a_shot_more_than_two_points_below_fails(tmp_path: Path, monkeypatch: py
     argv = ["--seeds", "0", "--pairs", "fontdigits->digits8", "--work", str(tmp_path / "w"), "--out", str(tmp_path)]
     assert sf.BENCH.main(argv) == 1
     assert "| FAIL |" in (tmp_path / "SOURCE_FREE.md").read_text()
+
+
+def test_the_published_page_is_what_its_json_renders() -> None:
+    stored = ROOT / "docs" / "source_free.json"
+    if not stored.exists():
+        pytest.skip("docs/source_free.json not generated yet")
+    assert sf.render(json.loads(stored.read_text())) == (ROOT / "docs" / "SOURCE_FREE.md").read_text()
