@@ -130,7 +130,7 @@ class Settings:
 
 
 def resolve_settings(backbone: str, strategy: str, given: Mapping[str, Any], seed: int, command: str = "transfer",
-                     *, command_defaults: Mapping[str, Any] | None = None) -> Settings:
+                     *, command_defaults: Mapping[str, Any] | None = None, new_run: bool = True) -> Settings:
     """The settings a run of ``strategy`` on ``backbone`` trains with, and where each came from.
 
     Precedence: what the user gave (``given``: :class:`TrainConfig` fields and ``head_lr_scale``; an
@@ -139,6 +139,7 @@ def resolve_settings(backbone: str, strategy: str, given: Mapping[str, Any], see
     ``command_defaults``), then :class:`TrainConfig`'s. ``seed`` is the run's. ``auto`` and ``self_train``
     have no recipe of their own: they apply the one of the strategy they train. Nothing changes these
     settings once training starts. An unknown setting or a bad value is a one-line :class:`ConfigError`.
+    ``new_run=False``: a candidate's settings inside a run (``auto``'s trials), which do not warn of the epoch cap again.
     """
     known = {f.name for f in fields(TrainConfig)}
     unknown = set(given) - known - {"head_lr_scale"}
@@ -161,7 +162,8 @@ def resolve_settings(backbone: str, strategy: str, given: Mapping[str, Any], see
             provenance[name] = "default"
     values["seed"], provenance["seed"] = seed, "run seed"
     head_lr_scale = float(values.pop("head_lr_scale", HEAD_LR_SCALE))
-    new_command()  # one $TRANSFERKIT_MAX_EPOCHS warning per command
+    if new_run:  # a run's own settings, not a candidate's inside it: one $TRANSFERKIT_MAX_EPOCHS warning per command
+        new_command()
     return Settings(TrainConfig(**values), head_lr_scale, provenance, rec if applied else None, applied, chosen)
 
 

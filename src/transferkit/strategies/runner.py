@@ -30,7 +30,8 @@ def settle(strategy: str, ctx: TransferContext) -> Settings | None:
     if "head_lr_scale" in ctx.user_set:
         given["head_lr_scale"] = ctx.head_lr_scale
     base = {**asdict(ctx.cfg), "head_lr_scale": ctx.head_lr_scale}
-    settings = resolve_settings(ctx.model.spec.name, strategy, given, ctx.cfg.seed, command_defaults=base)
+    settings = resolve_settings(ctx.model.spec.name, strategy, given, ctx.cfg.seed, command_defaults=base,
+                                new_run=False)
     ctx.cfg, ctx.head_lr_scale = settings.cfg, settings.head_lr_scale
     record = settings.recipe_record(ctx.model.spec.name, strategy)
     if record is not None:
