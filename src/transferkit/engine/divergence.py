@@ -132,7 +132,12 @@ def fit_recorded(phase: Phase, cfg: TrainConfig, checkpoint_dir: Path | None, re
 
 def _recovered(phase: Phase, records: list[dict[str, Any]], lr: float, res: PhaseResult) -> str:
     tried = ", ".join(f"{r['lr']:g}" for r in records)
-    acc = "" if math.isnan(res.best_val_acc) else f" (validation accuracy {100 * res.best_val_acc:.1f}%)"
+    if math.isnan(res.best_val_acc):
+        acc = ""
+    elif phase.val_score is not None:  # a label-free validator's score, not an accuracy
+        acc = f" (validation score {res.best_val_acc:.4g})"
+    else:
+        acc = f" (validation accuracy {100 * res.best_val_acc:.1f}%)"
     return (f"phase '{phase.name}' trained at lr {lr:g}{acc} after {len(records)} rollback(s): it diverged at lr "
             f"{tried}; pass a lower --lr to start where it converges")
 

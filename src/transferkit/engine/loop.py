@@ -349,6 +349,8 @@ def _validate(st: _Fit, epoch: int, rec: dict[str, float]) -> None:
     else:
         acc, vloss = evaluate_arrays(module, phase.val[0], phase.val[1], st.place)  # type: ignore[index]
     rec.update(val_acc=acc, val_loss=vloss)
+    if phase.val_score is not None:
+        rec["val_score"] = acc  # the progress line shows it as a score, not a percentage
     if acc > loop["best_acc"] or (acc == loop["best_acc"] and vloss < loop["best_loss"]):
         loop.update(best_acc=acc, best_loss=vloss, bad=0, best_epoch=epoch)
         st.best = {k: v.detach().clone() for k, v in module.state_dict().items()}

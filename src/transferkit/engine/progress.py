@@ -146,7 +146,9 @@ class EpochProgress:
         done = int(rec["epoch"]) + 1
         left = (self.epochs - done) * self.spent / max(1, done - self.first)
         parts = [f"train loss {rec['train_loss']:.4g}"]
-        if "val_acc" in rec:
+        if "val_score" in rec:  # a label-free validator's score (adaptation), not an accuracy
+            parts.append(f"val score {rec['val_score']:.4g}")
+        elif "val_acc" in rec:
             parts.append(f"val acc {100 * rec['val_acc']:.1f}%")
         parts += [f"lr {rec['lr']:.2e}", f"{seconds:.1f} s", f"ETA {duration(left)}"]
         return f"transferkit: {self.name} epoch {done}/{self.epochs}: " + ", ".join(parts)
