@@ -35,7 +35,8 @@ def main(src: str, dst: str) -> None:
 
     model = SetFitModel.from_pretrained(job["model"], local_files_only=True)
     args = TrainingArguments(batch_size=int(job["batch_size"]), num_iterations=int(job["num_iterations"]),
-                             num_epochs=1, seed=int(job["seed"]), report_to="none")
+                             num_epochs=1, seed=int(job["seed"]), report_to="none", save_strategy="no",
+                             output_dir=os.path.join(os.path.dirname(os.path.abspath(dst)), "setfit-out"))
     train = Dataset.from_dict({"text": job["train_texts"], "label": job["train_labels"]})
     trainer = Trainer(model=model, args=args, train_dataset=train)
     c0, w0 = time.process_time(), time.perf_counter()
