@@ -73,8 +73,11 @@ def test_auto_records_candidates_and_selection(source_run: Path) -> None:
     assert [c["label"] for c in m["candidates"]] == ["source_only", "coral(trade_off=1.0)"]
     assert m["chosen"] in {c["label"] for c in m["candidates"]}
     sel = m["selection"]
-    assert set(sel["validators"]) == {"entropy", "im", "snd", "dev"} and 0 <= sel["match_rate"] <= 1
+    assert set(sel["validators"]) == {"entropy", "im", "snd", "bnm", "dev"} and 0 <= sel["match_rate"] <= 1
     assert all("target_accuracy" in c for c in m["candidates"])
+    agr = m["agreement"]
+    assert set(agr["picks"]) == set(sel["validators"]) and 0 <= agr["spread"] <= 1
+    assert any("suggest-labels" in n for n in res.notes) == agr["disagree"]
 
 
 def test_adapt_errors_are_clear(source_run: Path) -> None:

@@ -79,7 +79,7 @@ class AdaptSpec(Spec):
                                 "label); labels unread")
     method: str = opt("dann", "see `transferkit methods`; 'auto' picks one by --validator")
     options: dict[str, Any] = opt(factory=dict, help="method option (auto: candidates=dann,mcc trade_offs=0.3,1)")
-    validator: str = opt("im", "label-free selection score: im | snd | entropy | dev")
+    validator: str = opt("im", "label-free selection score: im | snd | entropy | bnm | dev")
     eval_data: str | None = opt(None, "labelled target data used only to report accuracy (the held-out part when "
                                       "it is --target-data)")
     seed: int = opt(0, "random seed (target split, shuffling, new layers, re-styling draws)")

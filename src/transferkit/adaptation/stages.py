@@ -35,7 +35,7 @@ from transferkit.adaptation.spec import (
     AdaptSpec,
     restyle_default,
 )
-from transferkit.adaptation.validators import VALIDATORS, score_all
+from transferkit.adaptation.validators import VALIDATORS, agreement, score_all
 from transferkit.data import ReadOptions
 from transferkit.engine.config import TrainConfig
 from transferkit.engine.loop import PhaseResult, epochs_for_steps
@@ -220,7 +220,24 @@ def assess(plan: AdaptPlan, prep: Prepared, before: dict[str, Any], runs: list[C
     m.update(n_source_train=0 if d.source_train is None else len(d.source_train[0]),
              n_target_train=len(d.target_train), n_target_val=len(d.target_val),
              phases=[phase_summary(r) for r in best.phases], notes=list(before["notes"]))
+    if len(runs) > 1:
+        m["agreement"] = agreement([r.record["validators"] for r in runs])
+        note = disagreement_note(m["agreement"], [r.record["label"] for r in runs], spec.target_data)
+        if note:
+            m["notes"].append(note)
     return m
+
+
+def disagreement_note(agr: dict[str, Any], labels: list[str], target_data: str) -> str | None:
+    """The run's note when the validators disagree beyond ``agr["threshold"]`` (see
+    :func:`~transferkit.adaptation.validators.agreement`): which validator picks what, and how to settle it
+    with a few labels."""
+    if not agr["disagree"]:
+        return None
+    picks = ", ".join(f"{v} picks {labels[i]}" for v, i in agr["picks"].items())
+    return (f"the label-free validators disagree ({picks}; spread {agr['spread']:.2f} > {agr['threshold']}): "
+            f"label a few target examples per class (`transferkit suggest-labels --source RUN --data {target_data} "
+            "--budget 5x classes --out to_label.csv`) and check the choice on them")
 
 
 def finish(run: RunDir | None, prep: Prepared, runs: list[CandidateRun], metrics: dict[str, Any]) -> RunResult:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -95,10 +96,25 @@ def deep_embedded_validation(d: ValidationData, seed: int = 0) -> float:
     return float(-(weighted.mean() + eta * w.mean() - eta))
 
 
+def batch_nuclear_norm(d: ValidationData) -> float:
+    """BNM (Cui et al., CVPR 2020, eq. 9 as a score): the nuclear norm of the target prediction matrix,
+    ``||P||_* / sqrt(N min(N, C))`` with ``P [N, C]`` the softmax outputs.
+
+    The paper maximises ``||A||_* / B`` over a batch; for a fixed set of inputs this is the same ranking,
+    rescaled so it lies in [0, 1]: rows of ``P`` have L2 norm <= 1, so ``||P||_* <= sqrt(rank) ||P||_F
+    <= sqrt(min(N, C) N)``, reached by confident predictions spread evenly over the classes. High nuclear
+    norm = confident (large Frobenius norm) *and* diverse (high rank) predictions.
+    """
+    p = _softmax(d.target_logits)
+    n, c = p.shape
+    return float(np.linalg.svd(p, compute_uv=False).sum() / np.sqrt(n * min(n, c)))
+
+
 VALIDATORS: Registry[Callable[[ValidationData], float]] = Registry("validator")
 VALIDATORS.add("entropy", neg_entropy, "negative mean target prediction entropy")
 VALIDATORS.add("im", info_max, "information maximisation: diversity minus mean entropy on the target")
 VALIDATORS.add("snd", soft_neighborhood_density, "soft neighbourhood density (Saito et al. 2021)")
+VALIDATORS.add("bnm", batch_nuclear_norm, "batch nuclear-norm of the target predictions (Cui et al. 2020)")
 VALIDATORS.add("dev", deep_embedded_validation, "deep embedded validation: importance-weighted source risk")
 
 
@@ -115,3 +131,30 @@ def score_all(data: ValidationData, names: list[str] | None = None) -> dict[str,
             continue
         out[n] = score(n, data)
     return out
+
+
+#: Validators disagree when one ranks another's pick in its worse half (normalised rank > 0.5, see
+#: :func:`agreement`).
+DISAGREEMENT_THRESHOLD = 0.5
+
+
+def agreement(scores: list[dict[str, float]], threshold: float = DISAGREEMENT_THRESHOLD) -> dict[str, Any]:
+    """How far the validators agree on ``scores`` (one dict of validator -> score per candidate).
+
+    Each validator's pick is its best candidate; ``ranks[v][w]`` is the rank (0 = best) of ``v``'s pick in
+    ``w``'s order, normalised by ``n - 1`` (1 = ``w``'s worst). ``spread`` is the largest of these: 0 when
+    every validator picks the same candidate, small when they only swap near-ties at the top.
+    ``disagree`` is ``spread > threshold``: some validator puts another's pick in its *worse half*.
+    Why half: a swap among the top candidates costs little whichever is right (the candidates near
+    the top by two validators are usually close), while a pick one validator ranks below the median of
+    another means they measure different things on this data, and no label-free rule says which to trust:
+    then a few target labels decide.
+    """
+    names = list(scores[0]) if scores else []
+    n = len(scores)
+    order = {w: sorted(range(n), key=lambda i: -scores[i][w]) for w in names}
+    picks = {v: order[v][0] for v in names}
+    ranks = {v: {w: order[w].index(picks[v]) / max(1, n - 1) for w in names} for v in names}
+    spread = max((r for row in ranks.values() for r in row.values()), default=0.0)
+    return {"picks": picks, "all_agree": len(set(picks.values())) <= 1, "ranks": ranks, "spread": spread,
+            "threshold": threshold, "disagree": spread > threshold}
