@@ -13,7 +13,8 @@ between segments (only the collapse reset). Each method predicts the stream in b
 predictions. Clean accuracy: the shuffled clean test split, before (the source model as deployed) and after
 the stream (the adapted weights, frozen, normalising with test-batch statistics as they predict). Throughput:
 ``predict_to_csv`` (the CLI's call: load the run and the .npz, predict, write the CSV) on the whole stream,
-plain and with --adapt, interleaved, ``--repeats`` times each (median). Checks (exit 1): the better of tent /
+plain and with --adapt, interleaved, ``--repeats`` times each (median) after one untimed warm-up call
+each. Checks (exit 1): the better of tent /
 eata gains >= 5 points averaged over the stream and loses <= 1 point of clean accuracy.
 """
 
@@ -92,16 +93,25 @@ def throughput(ctx: Context, run: Path, n: int) -> dict[str, Any]:
     repeats = ctx.args.repeats or (1 if ctx.quick else 3)
     times: dict[str, list[float]] = {m: [] for m in METHODS}
     loads = []
+
+    def call(m: str) -> None:
+        predict_to_csv(run, ctx.work / "stream_x.npz", ctx.work / f"pred-{m}.csv", adapt=None if m == "none" else m,
+                       overwrite=True)
+
+    for m in METHODS:  # untimed warm-up round, every method alike: first-call costs (lazy imports, oneDNN
+        call(m)        # primitives for the backward's shapes) are not per-prediction costs
     for _ in range(repeats):
         for m in METHODS:
             loads.append(os.getloadavg()[0])
             t0 = time.perf_counter()
-            predict_to_csv(run, ctx.work / "stream_x.npz", ctx.work / f"pred-{m}.csv", adapt=None if m == "none" else m,
-                           overwrite=True)
+            call(m)
             times[m].append(time.perf_counter() - t0)
     rate = {m: n / statistics.median(t) for m, t in times.items()}
+    best = {m: n / min(t) for m, t in times.items()}  # fastest repeat: least inflated by other processes' load
     return {"samples_per_second": rate, "seconds": times, "repeats": repeats, "n": n,
-            "ratio_to_plain": {m: rate[m] / rate["none"] for m in METHODS}, "load_average_1min": loads}
+            "ratio_to_plain": {m: rate[m] / rate["none"] for m in METHODS},
+            "samples_per_second_best": best, "ratio_to_plain_best": {m: best[m] / best["none"] for m in METHODS},
+            "load_average_1min": loads}
 
 
 def backbones() -> list[dict[str, Any]]:
@@ -165,13 +175,22 @@ def checks(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def target_line(sp: dict[str, Any]) -> str:
+    """The throughput target, met only when both the median and the fastest-repeats ratio reach 0.5x."""
+    def one(m: str) -> str:
+        med, best = sp["ratio_to_plain"][m], sp["ratio_to_plain_best"][m]
+        return f"{m} {med:.2f}x / {best:.2f}x ({'met' if min(med, best) >= 0.5 else 'not met'})"
+    return "Throughput target (>= 0.5x plain; median / fastest repeats): " + ", ".join(
+        one(m) for m in ("bn", "tent", "eata")) + "."
+
+
 def render(doc: dict[str, Any]) -> str:
     res, sp, st = doc["results"], doc["throughput"], doc["stream"]
     pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
     user = [[f"`transferkit predict runs/src stream.npz{'' if m == 'none' else ' --adapt ' + m}`",
              pct(res[m]["average"]), f"{100 * (res[m]['average'] - res['none']['average']):+.2f}",
              pct(res[m]["clean_after"]), f"{sp['samples_per_second'][m]:.0f}", f"{sp['ratio_to_plain'][m]:.2f}",
-             str(res[m]["resets"])] for m in METHODS]
+             f"{sp['ratio_to_plain_best'][m]:.2f}", str(res[m]["resets"])] for m in METHODS]
     keys = [f"{k}|{s}" for s in st["severities"] for k in st["kinds"]]
     cells = [[k.replace("|", " "), *(pct(res[m]["cells"][k]) for m in METHODS)] for k in keys]
     for s in st["severities"]:
@@ -187,13 +206,14 @@ def render(doc: dict[str, Any]) -> str:
              f"{st['per_segment']} per segment, in that order, batches of {st['batch_size']}). Clean accuracy "
              f"before the stream: {pct(res['none']['clean_before'])}%.", "",
              *table(["command", "stream accuracy %", "vs unadapted (pt)", "clean after %", "samples/s",
-                     "x plain", "resets"], user), "",
+                     "x plain", "x plain (fastest repeats)", "resets"], user), "",
              f"Samples/s: `predict_to_csv` end to end (load run + .npz, predict, write CSV) on the "
-             f"{sp['n']}-digit stream, median of {sp['repeats']} interleaved repeats; 1-min load average "
-             f"{min(sp['load_average_1min']):.1f}-{max(sp['load_average_1min']):.1f} during them.",
+             f"{sp['n']}-digit stream, median of {sp['repeats']} interleaved repeats after one untimed warm-up round "
+             f"of every command; 1-min load average "
+             f"{min(sp['load_average_1min']):.1f}-{max(sp['load_average_1min']):.1f} during them; the fastest-repeats "
+             "ratio divides each command's fastest repeat (least slowed by the shared machine's other work).",
              f"Checks (>= 5 points gain and <= 1 point clean drop for the better of tent/eata): "
-             f"{'all passed' if not failed else '; '.join(failed)}. Throughput target (>= 0.5x plain): "
-             + ", ".join(f"{m} {sp['ratio_to_plain'][m]:.2f}x" for m in ("bn", "tent", "eata")) + ".", "",
+             f"{'all passed' if not failed else '; '.join(failed)}. {target_line(sp)}", "",
              "## Accuracy by corruption and severity (%)", "", *table(["segment", *METHODS], cells), "",
              "## Which backbones --adapt applies to", "",
              "Built with random weights and counted (`transferkit.testtime.norm_inventory`); `bn` needs BatchNorm, "
