@@ -3,6 +3,7 @@
     python benchmarks/fewshot.py --quick                 # CI: movies 8/class, seed 0, 200 test texts (< 3 min)
     python benchmarks/fewshot.py --select                # the design choices, scored on validation texts only
     python benchmarks/fewshot.py --select --variants "pairs, lr 2e-5, prompt head;supcon, lr 2e-5, prompt head"
+    python benchmarks/fewshot.py --select --select-task spam-8 --variants "pairs, lr 2e-5, mean head"
     python benchmarks/fewshot.py --tasks movies-8 --seeds 0,1,2,3,4   # cells; finished ones are kept (resume)
     python benchmarks/fewshot.py --methods contrastive --work runs/fewshot-c &   # two processes, then
     python benchmarks/fewshot.py --merge runs/fewshot-c  # one store, rendered
@@ -197,16 +198,16 @@ def run_cells(bench: Bench, store: Path, tasks: list[str], seeds: list[int], pyt
     return cells
 
 
-def select(bench: Bench, store: Path, seeds: list[int], variants: str | None) -> dict[str, Any]:
-    """Each variant on movies 8/class, scored on a draw of the validation split (no test text read)."""
+def select(bench: Bench, store: Path, seeds: list[int], variants: str | None, task: str = "movies-8") -> dict[str, Any]:
+    """Each variant on ``task``, scored on a draw of its validation split (no test text read)."""
     cells = load(store)
     for name, options in VARIANTS.items():
         if variants is not None and name not in variants.split(";"):
             continue
         for seed in seeds:
-            k = key("movies-8:val", name, seed)
+            k = key(f"{task}:val", name, seed)
             if k not in cells:
-                cells[k] = bench.contrastive("movies-8", seed, options, selecting=True)
+                cells[k] = bench.contrastive(task, seed, options, selecting=True)
                 save(store, cells)
                 log(f"{k}: val {cells[k]['val']['accuracy']:.3f} cpu {cells[k]['train_cpu_seconds']:.0f}s")
     return cells
@@ -248,6 +249,7 @@ def main() -> int:
     ap.add_argument("--merge", type=Path, action="append", default=[],
                     help="add the cells of another --work folder (a run in a second process) to this one's")
     ap.add_argument("--variants", default=None, help="with --select: ';'-separated names of VARIANTS (default all)")
+    ap.add_argument("--select-task", default="movies-8", help="with --select: the task whose validation split scores")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--setfit-python", default=None)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "fewshot")
@@ -260,7 +262,8 @@ def main() -> int:
         bench = Bench(500 if not args.select else 300, args.threads)
         seeds = [int(s) for s in args.seeds.split(",")]
         if args.select:
-            update: dict[str, Any] = {"select": select(bench, args.work / "select.json", seeds, args.variants)}
+            update: dict[str, Any] = {"select": select(bench, args.work / "select.json", seeds, args.variants,
+                                                         args.select_task)}
         else:
             for other in args.merge:
                 save(args.work / "results.json", {**load(other / "results.json"), **load(args.work / "results.json")})

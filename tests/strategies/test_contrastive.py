@@ -7,7 +7,6 @@ directory round trip, and resuming after an interruption through the engine's ch
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 from typing import Any
 
@@ -159,4 +158,24 @@ def test_options_are_typed_and_documented() -> None:
         assert f.metadata.get("help"), f.name
     o = make_strategy("contrastive", {"loss": "pairs", "passes": "4", "prior": "0.5"}).options
     assert (o.loss, o.passes, o.prior) == ("pairs", 4, 0.5)
-    assert list(itertools.islice(o.templates.split("|"), 1)) == ["{}"]
+    assert isinstance(o.templates, tuple) and o.templates[0] == "{}" and o.head == "auto"
+    assert make_strategy("contrastive", {"templates": "a {} review,{}"}).options.templates == ("a {} review", "{}")
+    with pytest.raises(ConfigError, match="'\\|'"):
+        make_strategy("contrastive", {"templates": "{}|it is {}"})
+
+
+def test_auto_head_takes_prompts_only_when_every_class_name_is_a_word() -> None:
+    """head=auto: sms-spam's 'spam' is not one token of MiniLM's vocabulary (spa ##m): the class means;
+    vader-movies' negative/positive are: the prompts. Decided from the names alone (no labels)."""
+    pytest.importorskip("transformers")
+    from transferkit.models import from_pretrained
+    from transferkit.strategies.contrastive import names_are_words
+
+    try:
+        model = from_pretrained("minilm")
+    except Exception as err:  # the offline packages are optional extras
+        pytest.skip(f"minilm not installed: {err}")
+    model.reset_head(["negative", "positive"])
+    assert names_are_words(model)
+    model.reset_head(["ham", "spam"])
+    assert not names_are_words(model)

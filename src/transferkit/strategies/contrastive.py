@@ -23,7 +23,9 @@ The SetFit recipe (Tunstall et al., 2022) for any registered encoder, run throug
    ``W_c = s * t_c`` (the zero-shot classifier of :mod:`transferkit.zeroshot`, as ``zs_init`` starts
    from); ``head=means``: the normalised class means of the tuned training features (imprinting, Qi et
    al., CVPR 2018); ``head=random``: the head as given. ``prompts`` on an encoder without text falls back
-   to ``means``.
+   to ``means``; ``head=auto`` (the default): ``prompts`` when every class name is one token of the encoder's
+   vocabulary (a word it knows), else ``means`` (sms-spam's ``spam`` is ``spa ##m``; measured on validation
+   texts, docs/FEWSHOT.md).
 3. **probe phase**: the head alone on the tuned body's cached features (``probe_phase``), optionally
    pulled toward its initial weights (``prior``, the L2 pull of ``zs_init``).
 """
@@ -32,7 +34,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -41,47 +44,50 @@ from transferkit.engine.features import extract_features
 from transferkit.engine.loop import Phase
 from transferkit.errors import ConfigError
 from transferkit.models.base import TransferModel
+from transferkit.options import opt
 from transferkit.strategies.base import Strategy, TransferContext, finetune_phase, probe_phase
-from transferkit.strategies.text_prior import HeadPrior
+from transferkit.strategies.text_prior import HeadPrior, check_templates
 
-LOSSES = ("supcon", "pairs")
-HEADS = ("prompts", "means", "random")
 #: a contrastive epoch has at least this many optimizer steps (``passes=0``)
 MIN_STEPS_PER_EPOCH = 8
+TEMPLATES = ("{}", "this is {}", "it is {}", "something {}")
 
 
 @dataclass
 class ContrastiveOptions:
-    loss: str = field(default="pairs", metadata={
-        "help": "body objective: pairs (every in-batch pair, target cosine 1 same label / 0 otherwise, squared "
-                "error: SetFit's; measured better, docs/FEWSHOT.md) | supcon (in-batch supervised contrastive, "
-                "Khosla et al. 2020)"})
-    temperature: float = field(default=0.1, metadata={"help": "supcon temperature t"})
-    body_lr_scale: float = field(default=1.0, metadata={
-        "help": "encoder learning rate in the body phase relative to --lr"})
-    passes: int = field(default=0, metadata={
-        "help": f"shuffled passes over the labelled set per body epoch; 0 = enough for {MIN_STEPS_PER_EPOCH} steps"})
-    head: str = field(default="prompts", metadata={
-        "help": "head start before the probe: prompts (label-name prompts through the tuned encoder; text only, "
-                "else means) | means (class means of the tuned features) | random"})
-    templates: str = field(default="{}|this is {}|it is {}|something {}", metadata={
-        "help": "'|'-separated prompt templates with {} for the class name (head=prompts)"})
-    scale: float = field(default=20.0, metadata={
-        "help": "logit scale s of the initial head: logits = s * cos(f(x), c)"})
-    prior: float = field(default=0.0, metadata={"help": "weight of the L2 pull of the head toward its initial weights"})
+    loss: Literal["pairs", "supcon"] = opt(
+        "pairs", "body objective: pairs (every in-batch pair, target cosine 1 same label / 0 otherwise, squared "
+                 "error: SetFit's; measured better, docs/FEWSHOT.md) | supcon (in-batch supervised contrastive, "
+                 "Khosla et al. 2020)")
+    temperature: float = opt(0.1, "supcon temperature t")
+    body_lr_scale: float = opt(1.0, "encoder learning rate in the body phase relative to --lr")
+    passes: int = opt(0, f"shuffled passes over the labelled set per body epoch; 0 = enough for "
+                         f"{MIN_STEPS_PER_EPOCH} steps")
+    head: Literal["auto", "prompts", "means", "random"] = opt(
+        "auto", "head start before the probe: auto (prompts when every class name is one token of the encoder's "
+                "vocabulary, i.e. a word it knows, else means; decided without labels) | prompts (label-name "
+                "prompts through the tuned encoder; text only, else means) | means (class means of the tuned "
+                "features) | random")
+    templates: tuple[str, ...] = opt(TEMPLATES, "prompt templates with {} for the class name (head=prompts)")
+    scale: float = opt(20.0, "logit scale s of the initial head: logits = s * cos(f(x), c)")
+    prior: float = opt(0.0, "weight of the L2 pull of the head toward its initial weights")
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ConfigError(f"contrastive: loss={self.loss!r} is not one of {', '.join(LOSSES)}")
-        if self.head not in HEADS:
-            raise ConfigError(f"contrastive: head={self.head!r} is not one of {', '.join(HEADS)}")
         if self.temperature <= 0 or self.body_lr_scale <= 0 or self.scale <= 0:
             raise ConfigError(f"contrastive: temperature, body_lr_scale and scale must be positive "
                               f"(got {self.temperature}, {self.body_lr_scale}, {self.scale})")
         if self.passes < 0 or self.prior < 0:
             raise ConfigError(f"contrastive: passes and prior must be >= 0 (got {self.passes}, {self.prior})")
-        if any("{}" not in t for t in self.templates.split("|")):
-            raise ConfigError(f"contrastive: templates: every template must contain {{}}, got {self.templates!r}")
+        check_templates("contrastive", self.templates)
+
+
+def names_are_words(model: TransferModel) -> bool:
+    """Every class name of the text model is a single token of its tokenizer's vocabulary (``negative``: yes;
+    ``spam``, split as ``spa ##m``: no): a label-free test of whether a label-name prompt means anything."""
+    from transferkit.models.text import tokenizer, tokenizer_path
+
+    tok = tokenizer(tokenizer_path(model.spec))
+    return all(len(tok.tokenize(str(c))) == 1 for c in model.spec.class_names)
 
 
 def supcon_loss(z: torch.Tensor, y: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -165,10 +171,11 @@ class Contrastive(Strategy):
         head = model.head
         if o.head == "random" or not isinstance(head, nn.Linear):
             return "random"
-        if o.head == "prompts" and model.spec.modality == "text":
+        text = model.spec.modality == "text"
+        if text and (o.head == "prompts" or (o.head == "auto" and names_are_words(model))):
             from transferkit.zeroshot import class_embeddings
 
-            emb, how = class_embeddings(model, model.spec.class_names, o.templates.split("|")), "prompts"
+            emb, how = class_embeddings(model, model.spec.class_names, list(o.templates)), "prompts"
         else:
             feats = ctx.cache.features(model, ctx.train[0], ctx.placement())
             emb, how = class_means(feats, ctx.train[1].to(feats.device), model.num_classes), "means"
