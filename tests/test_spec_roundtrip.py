@@ -117,3 +117,44 @@ def test_an_older_run_config_and_the_path_rule(tmp_path: Path, monkeypatch: pyte
     assert recorded.spec_values(TransferSpec)["source"] == "/abs/src"
     assert recorded.resolve("source_data", "mnist5k") == "mnist5k"
     assert recorded.resolve("data", "x.csv") == "/data/team/x.csv"
+
+
+def test_only_a_complete_runs_config_json_is_replayed(source_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A hand-made JSON file with a run config's keys is read as hand-written flags, under the path rule
+    (no absolute paths), never as a replay; a run's config.json replays only with pretrain / transfer / adapt."""
+    monkeypatch.chdir(tmp_path)
+    forged = tmp_path / "evil" / "config.json"
+    forged.parent.mkdir()
+    forged.write_text(json.dumps({"transferkit_version": "0", "command": "transfer", "cwd": "/",
+                                  "source": str(source_run), "data": "digits8"}))
+    assert main(["transfer", "--config", str(forged), "--out", "o"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown key 'transferkit_version'" in err, err  # not a replay
+    assert not (tmp_path / "o").exists()
+    run = tmp_path / "t"
+    assert main(["transfer", "--source", str(source_run), "--data", "digits8", "--strategy", "l2sp", "--option",
+                 "alpha=0.01", "--shots", "2", "--epochs", "1", "--out", str(run), *FAST]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--config", str(run / "config.json"), str(run), "--data", "digits8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "replays with pretrain / transfer / adapt, not evaluate" in err, err
+    # another strategy on replay: the recorded strategy's options are not carried over to it
+    assert main(["transfer", "--config", str(run / "config.json"), "--strategy", "linear_probe", "--out", "lp"]) == 0
+    assert _config(tmp_path / "lp")["strategy"] == "linear_probe" and _config(tmp_path / "lp")["options"] == {}
+
+
+def test_a_users_head_lr_scale_is_part_of_the_replayed_spec() -> None:
+    config = {"command": "transfer", "source": "s", "data": "d", "train": {"epochs": 2, "seed": 0},
+              "head_lr_scale": 3.0, "provenance": {"epochs": "user", "head_lr_scale": "user", "seed": "run seed"}}
+    assert TransferSpec.from_run_config(config).train == {"epochs": 2, "head_lr_scale": 3.0}
+    config["provenance"]["head_lr_scale"] = "default"
+    assert TransferSpec.from_run_config(config).train == {"epochs": 2}
+
+
+def test_a_spec_and_keyword_arguments_together_are_refused() -> None:
+    spec = TransferSpec(source="s", data="digits8")
+    with pytest.raises(ConfigError, match="not both .*also given: strategy, epochs"):
+        transferkit.transfer(spec, strategy="l2sp", epochs=7)
+    with pytest.raises(ConfigError, match="head='x' is not one of auto, new, keep"):
+        TransferSpec(source="s", data="d", head="x")  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from typing import Any
 
 from transferkit.data import ReadOptions, align_classes, check_column_flags, load_dataset
 from transferkit.engine.features import FeatureCache
-from transferkit.errors import CheckpointError
+from transferkit.errors import CheckpointError, ConfigError
 from transferkit.evaluation.evaluate import evaluate_model, source_accuracy, source_test_split
 from transferkit.io import read_json
 from transferkit.models import TransferModel
@@ -39,6 +39,10 @@ def pretrain(data: str | PretrainSpec, model: str = "small_cnn", out: str | Path
     A table's preprocessing is fitted on the training split and saved in ``model.json``; tables
     train for :data:`~transferkit.data.tabular_prep.TABULAR_EPOCHS` epochs unless ``epochs`` is given.
     """
+    if isinstance(data, PretrainSpec) and (model != "small_cnn" or seed != 0 or model_kwargs or label_column
+                                           or text_column or skip_bad_files or train):
+        raise ConfigError("pretrain: pass a PretrainSpec or keyword arguments, not both; dataclasses.replace(spec, "
+                          "...) changes a spec")
     spec = data if isinstance(data, PretrainSpec) else PretrainSpec.from_dict(
         {"data": data, "model": model, "seed": seed, "model_kwargs": dict(model_kwargs or {}), "train": train,
          "columns": ColumnSpec(label=label_column, text=text_column), "skip_bad_files": skip_bad_files})
@@ -84,6 +88,13 @@ def _transfer_spec(source: Any, data: str | None, strategy: str | Strategy, opti
                    text: str | None, fields: dict[str, Any]) -> tuple[TransferSpec, Any, Strategy | None]:
     """The spec of the keyword form, the source given as an object (or None), and a configured strategy."""
     if isinstance(source, TransferSpec):
+        extra = [name for name, given in (("data", data is not None), ("options", options is not None),
+                                          ("strategy", not isinstance(strategy, Strategy) and strategy != "lp_ft"),
+                                          ("label_column", label is not None), ("text_column", text is not None))
+                 if given] + sorted(fields)
+        if extra:
+            raise ConfigError(f"transfer: pass a TransferSpec or keyword arguments, not both (also given: "
+                              f"{', '.join(extra)}); dataclasses.replace(spec, ...) changes a spec")
         return source, None, strategy if isinstance(strategy, Strategy) else None
     names = set(TransferSpec.field_help())
     values = {k: v for k, v in fields.items() if k in names and v is not None}

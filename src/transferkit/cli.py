@@ -13,6 +13,9 @@ from typing import Any, NoReturn
 from transferkit.errors import TransferkitError
 from transferkit.spec import add_spec_args
 
+#: The commands that replay a run's own ``config.json`` given to ``--config``.
+REPLAYABLE = ("pretrain", "transfer", "adapt")
+
 LISTINGS = ("datasets", "strategies", "models", "scores")
 
 #: Modules that add their own sub-commands: each has ``add_parsers(subparsers)`` and
@@ -220,8 +223,13 @@ def _run_spec(cls: type, args: argparse.Namespace, **extra: Any) -> Any:
 
     base = getattr(args, "replay", None)
     values = base.spec_values(cls) if base is not None else {}
+    if getattr(args, "strategy", None) not in (None, values.get("strategy")):
+        values.pop("options", None)  # another strategy: the recorded one's options do not apply to it
     train = {**values.get("train", {}), **train_overrides(args)}
-    return spec_from_args(cls, args, base=values, train=train, **extra)
+    spec = spec_from_args(cls, args, base=values, train=train, **extra)
+    if base is not None:
+        print(f"note: replaying the run recorded in {base.path} (the flags given override it)", file=sys.stderr)
+    return spec
 
 
 def _run_command(args: argparse.Namespace) -> int:
@@ -315,6 +323,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     setup_logging(debug=args.debug)
     try:
+        if replay is not None:
+            if args.command not in REPLAYABLE:
+                raise TransferkitError(f"--config {replay.path}: a run's config.json replays with "
+                                       f"{' / '.join(REPLAYABLE)}, not {args.command}")
         check_device(args)
         return run(args)
     except TransferkitError as e:

@@ -259,9 +259,21 @@ class RunConfig:
         return values
 
 
-def is_run_config(data: dict[str, Any]) -> bool:
-    """Whether a config file's mapping is a run's own ``config.json`` (not flags written by hand)."""
-    return "transferkit_version" in data and isinstance(data.get("command"), str)
+def is_run_config(data: dict[str, Any], path: Path | None = None) -> bool:
+    """Whether a config file is a run's own ``config.json`` (not flags written by hand): it records
+    ``transferkit_version`` and ``command``, and (``path`` given) it is the ``config.json`` of a complete run
+    folder whose ``run.json`` lists it among the files the run wrote. A hand-made JSON file that merely has
+    those keys is read as hand-written flags, under the path rule."""
+    if "transferkit_version" not in data or not isinstance(data.get("command"), str):
+        return False
+    if path is None:
+        return True
+    try:
+        info = json.loads((path.parent / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (path.name == "config.json" and isinstance(info, dict) and info.get("status") == "complete"
+            and "config.json" in (info.get("files") or []))
 
 
 def split_run_config(argv: list[str]) -> tuple[list[str], RunConfig | None]:
@@ -271,6 +283,6 @@ def split_run_config(argv: list[str]) -> tuple[list[str], RunConfig | None]:
     if path is None or Path(path).suffix.lower() != ".json" or not Path(path).expanduser().is_file():
         return argv, None
     data = read_config(Path(path).expanduser())
-    if not is_run_config(data):
+    if not is_run_config(data, Path(path).expanduser()):
         return argv, None
     return rest, RunConfig(Path(path).expanduser(), data)

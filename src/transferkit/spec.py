@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, Literal, TypeVar, cast, get_origin
+from typing import Any, ClassVar, Literal, TypeVar, cast, get_args, get_origin
 
 from transferkit import options
 from transferkit.errors import ConfigError
@@ -32,6 +32,16 @@ class Spec:
 
     #: the sub-command (and ``config.json["command"]``) this spec describes
     command: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        """Every field typed and checked as :meth:`from_dict` would, so a spec built directly
+        (``TransferSpec(head="x")``) is refused in one line too; subclasses call this first."""
+        types_ = options.hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            typed = options.parse_value(types_[f.name], value, f"{self.command or type(self).__name__} {f.name}")
+            if typed is not value:
+                object.__setattr__(self, f.name, typed)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (nested specs and options as dicts, tuples as lists)."""
@@ -128,6 +138,8 @@ class RunSpec(Spec):
         trained, prov = config.get("train") or {}, config.get("provenance")
         data["train"] = {k: v for k, v in trained.items()
                          if k != "seed" and (prov is None or prov.get(k) == "user")}
+        if prov is not None and prov.get("head_lr_scale") == "user" and "head_lr_scale" in config:
+            data["train"]["head_lr_scale"] = config["head_lr_scale"]  # recorded beside train, not in it
         return cls.from_dict(data)
 
 
@@ -215,8 +227,9 @@ def add_spec_args(parser: argparse.ArgumentParser | Any, cls: type, *, skip: Ite
         else:
             shown = "" if not _has_default(f) or f.default in (None, "", (), dataclasses.MISSING) \
                 else f" (default: {f.default})"
+            choices = get_args(tp) if get_origin(tp) is Literal else None  # argparse names the flag in its error
             parser.add_argument(_flag_of(f, tp), dest=dest, default=None, required=required and not _has_default(f),
-                                metavar=f.name.upper(), help=text + shown)
+                                metavar=None if choices else f.name.upper(), choices=choices, help=text + shown)
 
 
 def spec_values(cls: type, args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:

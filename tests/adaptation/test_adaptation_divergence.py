@@ -56,7 +56,7 @@ def test_the_cli_records_the_rollback_in_metrics_json(source_run: Path, tmp_path
 
 
 def test_a_real_nan_at_lr_3_is_rolled_back_and_recovers(source_run: Path, tmp_path: Path) -> None:
-    """No fixture: SGD at lr 3 turns DANN's loss NaN within a few steps; the phase is rolled back, retried at
+    """No fixture: SGD at lr 3 turns DANN's loss NaN (or inf: which one depends on the kernels) within a few steps; the phase is rolled back, retried at
     a tenth of the rate until it trains, and metrics.json says so."""
     from transferkit.cli import main
 
@@ -66,6 +66,6 @@ def test_a_real_nan_at_lr_3_is_rolled_back_and_recovers(source_run: Path, tmp_pa
                  "--progress", "off", "--out", str(out)])
     assert code == 0
     [phase] = json.loads((out / "metrics.json").read_text())["phases"]
-    assert phase["rollbacks"] and all("nan" in r["error"] for r in phase["rollbacks"])
+    assert phase["rollbacks"] and all(" nan " in r["error"] or " inf " in r["error"] for r in phase["rollbacks"])
     assert phase["rollbacks"][0]["lr"] == pytest.approx(3.0)
     assert phase["rollbacks"][-1]["retry_lr"] < 3.0 and len(phase["warnings"]) == 1

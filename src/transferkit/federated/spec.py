@@ -11,7 +11,6 @@ import dataclasses
 import json
 from typing import Any, Literal
 
-from transferkit.errors import ConfigError
 from transferkit.federated.config import FedConfig
 from transferkit.options import opt
 from transferkit.spec import Spec
@@ -46,17 +45,6 @@ class FederateSpec(Spec):
                                       "on 127.0.0.1)")
     baselines: bool = opt(False, "also train centralised and local-only models on the same splits")
     fault: str = opt("", "testing only: ROUND:CLIENT[:crash|hang] makes that client fail in that round", flag=False)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.train, str):  # the JSON-string form of earlier versions
-            try:
-                self.train = json.loads(self.train or "{}")
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"train={self.train!r} is not valid JSON ({e.msg})") from None
-        if not isinstance(self.train, dict):
-            raise ConfigError(f"train={self.train!r} must be a mapping of training settings")
-        if isinstance(self.clients_from, str):
-            self.clients_from = tuple(d.strip() for d in self.clients_from.split(",") if d.strip())
 
     def fed_config(self, class_names: list[str] | None = None) -> FedConfig:
         """The wire form every Flower app reads (checked there: partition, share, counts...)."""
