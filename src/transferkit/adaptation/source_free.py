@@ -77,6 +77,14 @@ def attract_disperse(p: torch.Tensor, neighbour_p: torch.Tensor, dispersion: flo
     return attract + dispersion * off / max(1, p.shape[0])
 
 
+def check_options(method: str, **checks: tuple[float, bool, str]) -> None:
+    """A one-line :class:`ConfigError` naming the first option whose check failed (``name=(value, ok, rule)``;
+    a NaN value fails every comparison)."""
+    for name, (value, ok, rule) in checks.items():
+        if not ok:
+            raise ConfigError(f"{method} option {name}={value!r} must be {rule}")
+
+
 def _target_outputs(model: TransferModel, x: torch.Tensor, place: Placement) -> tuple[torch.Tensor, torch.Tensor]:
     """Features ``[N, D]`` and softmax predictions ``[N, C]`` of ``model`` on every input of ``x`` (eval mode)."""
     feats = extract_features(model, x, place)
@@ -109,9 +117,8 @@ class SHOTOptions:
                                "at adapt's lr 0.01, 6 epochs, a tenth adapted better)")
 
     def __post_init__(self) -> None:
-        if not self.beta >= 0 or self.rounds < 1 or not self.lr_scale > 0:
-            raise ConfigError(f"shot: beta must be >= 0, rounds >= 1 and lr_scale > 0, got {self.beta}, {self.rounds}, "
-                              f"{self.lr_scale}")
+        check_options("shot", beta=(self.beta, self.beta >= 0, ">= 0"), rounds=(self.rounds, self.rounds >= 1, ">= 1"),
+                      lr_scale=(self.lr_scale, self.lr_scale > 0, "> 0"))
 
 
 class SHOT(Method):
@@ -147,9 +154,8 @@ class AaDOptions:
                                "terms are large: on digits at adapt's lr 0.01 the predictions collapsed to one class)")
 
     def __post_init__(self) -> None:
-        if self.k < 1 or not self.decay >= 0 or not self.lr_scale > 0:
-            raise ConfigError(f"aad: k must be >= 1, decay >= 0 and lr_scale > 0, got {self.k}, {self.decay}, "
-                              f"{self.lr_scale}")
+        check_options("aad", k=(self.k, self.k >= 1, ">= 1"), decay=(self.decay, self.decay >= 0, ">= 0"),
+                      lr_scale=(self.lr_scale, self.lr_scale > 0, "> 0"))
 
 
 class AaD(Method):
