@@ -115,31 +115,11 @@ def _cluster_order(labels: np.ndarray, k: int) -> list[int]:
     return sorted(range(k), key=lambda c: (sizes[c] < MIN_CLUSTER, -sizes[c], c))
 
 
-def typiclust(x: np.ndarray, budget: int, seed: int = 0, k: int = TYPICALITY_K) -> Selection:
-    """TypiClust (Hacohen et al., ICML 2022): the most typical point of each of ``budget`` k-means
-    clusters, largest clusters first; typicality (:func:`typicality`) is computed inside the cluster.
-    Shape ``[N, D]`` -> ``budget`` picks."""
-    x = normalise(x)
-    check_budget(len(x), budget)
-    labels, _ = kmeans(x, budget, seed)
-    sizes = np.bincount(labels, minlength=budget)
-    picks: list[int] = []
-    why: list[str] = []
-    for c in _cluster_order(labels, budget):
-        members = np.flatnonzero(labels == c)
-        if len(members) == 0:
-            continue
-        t = typicality(x[members], k)
-        best = int(np.argmax(t))
-        picks.append(int(members[best]))
-        why.append(f"typical of cluster {c + 1} of {budget} ({sizes[c]} points, typicality {t[best]:.2f})")
-    _fill(x, picks, why, budget)
-    return Selection(np.array(picks, dtype=np.int64), why)
-
-
-def kmeans_closest(x: np.ndarray, budget: int, seed: int = 0) -> Selection:
-    """The point nearest the centroid of each of ``budget`` k-means clusters, largest first.
-    Shape ``[N, D]`` -> ``budget`` picks."""
+def _per_cluster(x: np.ndarray, budget: int, seed: int,
+                 pick: Callable[[np.ndarray, np.ndarray], tuple[int, str, str]]) -> Selection:
+    """One point of each of ``budget`` k-means clusters of ``x`` (normalised), largest clusters first:
+    ``pick(the members' rows, the cluster's centre)`` gives the chosen row, what it is ("typical of") and
+    its score ("typicality 0.82")."""
     x = normalise(x)
     check_budget(len(x), budget)
     labels, centres = kmeans(x, budget, seed)
@@ -150,11 +130,33 @@ def kmeans_closest(x: np.ndarray, budget: int, seed: int = 0) -> Selection:
         members = np.flatnonzero(labels == c)
         if len(members) == 0:
             continue
-        d = np.linalg.norm(x[members] - centres[c], axis=1)
-        picks.append(int(members[np.argmin(d)]))
-        why.append(f"nearest the centre of cluster {c + 1} of {budget} ({sizes[c]} points, distance {d.min():.2f})")
+        row, what, value = pick(x[members], centres[c])
+        picks.append(int(members[row]))
+        why.append(f"{what} cluster {c + 1} of {budget} ({sizes[c]} points, {value})")
     _fill(x, picks, why, budget)
     return Selection(np.array(picks, dtype=np.int64), why)
+
+
+def typiclust(x: np.ndarray, budget: int, seed: int = 0, k: int = TYPICALITY_K) -> Selection:
+    """TypiClust (Hacohen et al., ICML 2022): the most typical point of each of ``budget`` k-means
+    clusters, largest clusters first; typicality (:func:`typicality`) is computed inside the cluster.
+    Shape ``[N, D]`` -> ``budget`` picks."""
+    def most_typical(rows: np.ndarray, _: np.ndarray) -> tuple[int, str, str]:
+        t = typicality(rows, k)
+        best = int(np.argmax(t))
+        return best, "typical of", f"typicality {t[best]:.2f}"
+
+    return _per_cluster(x, budget, seed, most_typical)
+
+
+def kmeans_closest(x: np.ndarray, budget: int, seed: int = 0) -> Selection:
+    """The point nearest the centroid of each of ``budget`` k-means clusters, largest first.
+    Shape ``[N, D]`` -> ``budget`` picks."""
+    def nearest(rows: np.ndarray, centre: np.ndarray) -> tuple[int, str, str]:
+        d = np.linalg.norm(rows - centre, axis=1)
+        return int(np.argmin(d)), "nearest the centre of", f"distance {d.min():.2f}"
+
+    return _per_cluster(x, budget, seed, nearest)
 
 
 def _fill(x: np.ndarray, picks: list[int], why: list[str], budget: int) -> None:
