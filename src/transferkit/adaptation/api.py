@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from transferkit.adaptation.candidates import method_candidates
+from transferkit.adaptation.halving import halve
 from transferkit.adaptation.methods import METHODS
 from transferkit.adaptation.spec import AUTO_CANDIDATES, AdaptSpec, AutoOptions
 from transferkit.adaptation.stages import (
@@ -95,8 +96,14 @@ def adapt(source: Source | Path | AdaptSpec, source_data: str | None = None, tar
     with marks_failure(run):
         t0 = time.perf_counter()
         before = assess_before(prep, spec.seed)
-        runs = [train_candidate(plan, prep, i, run) for i in range(len(plan.candidates))]
+        rungs: list[dict[str, Any]] = []
+        if spec.budget is not None:
+            runs, rungs = halve(plan, prep, run)
+        else:
+            runs = [train_candidate(plan, prep, i, run) for i in range(len(plan.candidates))]
         metrics = {**assess(plan, prep, before, runs), "train_seconds": time.perf_counter() - t0}
+        if rungs:
+            metrics["rungs"] = rungs
         return finish(run, prep, runs, metrics)
 
 

@@ -91,6 +91,8 @@ class AdaptSpec(Spec):
                                             "-- for digit/glyph images (default: on for the source data "
                                             f"docs/UDA.md measured it on: {', '.join(sorted(RESTYLE_RECIPE))}; "
                                             "else off)")
+    budget: str | None = opt(None, "auto only: wall-clock budget for all candidates (300, 300s, 5m, 1h): successive "
+                                   "halving on --validator, the best half of each rung trained on")
     skip_bad_files: bool = opt(False, "in an image or .wav folder, skip files that cannot be read (corrupt, "
                                       "truncated, over the pixel limit) and list them on stderr, instead of stopping "
                                       "at the first")
@@ -109,6 +111,10 @@ class AdaptSpec(Spec):
                               "(kind=unlabelled)")
         if not self.method:
             raise ConfigError("method: name an adaptation method or 'auto'")
+        if self.budget is not None:
+            parse_budget(self.budget)
+            if self.method != "auto":
+                raise ConfigError(f"budget {self.budget!r}: only --method auto trains several candidates to halve")
         if self.train.get("augment") == "on":
             raise ConfigError("adapt: --augment on (the training-time image augmentation of transfer) is not applied "
                               "by adapt's training loop; --restyle-source re-styles the source batches")
@@ -149,6 +155,22 @@ def user_part(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_budget(value: str | float) -> float:
+    """Seconds in a budget ``300``, ``300s``, ``5m`` or ``1h``; anything else (or not positive) is a one-line error."""
+    text = str(value).strip().lower()
+    unit = text[-1:] if text[-1:] in ("s", "m", "h") else ""
+    try:
+        seconds = float(text[: len(text) - len(unit)]) * _UNITS[unit]
+    except ValueError:
+        raise ConfigError(f"budget {value!r}: give seconds or a duration like 300, 300s, 5m, 1h") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"budget {value!r}: must be a positive duration")
+    return seconds
+
+
 def restyle_default(source_data: str | None) -> tuple[bool, str]:
     """Whether source batches are re-styled when the user did not say, and why (the provenance line)."""
     name = (source_data or "").partition(":")[0]
@@ -158,4 +180,4 @@ def restyle_default(source_data: str | None) -> tuple[bool, str]:
 
 
 __all__ = ["AUTO_CANDIDATES", "DEFAULT_ITERATIONS", "RESTYLE_RECIPE", "SGD_DEFAULTS", "TRAIN_DEFAULTS", "AdaptSpec",
-           "AutoOptions", "restyle_default", "user_part"]
+           "AutoOptions", "parse_budget", "restyle_default", "user_part"]
