@@ -102,6 +102,7 @@ class AdaptSpec(Spec):
                                 help="training settings the user chose (TrainConfig fields; the rest are resolved)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("iterations", "max_source", "max_target"):
             value = getattr(self, name)
             if value is not None and value < 1:
