@@ -72,6 +72,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "pairs, lr 5e-5, prompt head": {"loss": "pairs", "head": "prompts", "body_lr_scale": "2.5"},
     "supcon, lr 2e-5, mean head": {"loss": "supcon", "head": "means"},
     "pairs, lr 2e-5, mean head": {"loss": "pairs", "head": "means"},
+    "pairs, lr 2e-5, prompt head, 4 passes": {"loss": "pairs", "head": "prompts", "passes": "4"},
 }
 SETFIT = {"num_iterations": 20, "batch_size": 16}
 
