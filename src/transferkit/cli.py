@@ -226,7 +226,7 @@ def _run_spec(cls: type, args: argparse.Namespace, **extra: Any) -> Any:
     if getattr(args, "strategy", None) not in (None, values.get("strategy")):
         values.pop("options", None)  # another strategy: the recorded one's options do not apply to it
     train = {**values.get("train", {}), **train_overrides(args)}
-    spec = spec_from_args(cls, args, base=values, train=train, **extra)
+    spec: Any = spec_from_args(cls, args, base=values, train=train, **extra)
     if base is not None:
         print(f"note: replaying the run recorded in {base.path} (the flags given override it)", file=sys.stderr)
     return spec
@@ -323,10 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     setup_logging(debug=args.debug)
     try:
-        if replay is not None:
-            if args.command not in REPLAYABLE:
-                raise TransferkitError(f"--config {replay.path}: a run's config.json replays with "
-                                       f"{' / '.join(REPLAYABLE)}, not {args.command}")
+        if replay is not None and args.command not in REPLAYABLE:
+            raise TransferkitError(f"--config {replay.path}: a run's config.json replays with "
+                                   f"{' / '.join(REPLAYABLE)}, not {args.command}")
         check_device(args)
         return run(args)
     except TransferkitError as e:

@@ -36,7 +36,7 @@ class Spec:
     def __post_init__(self) -> None:
         """Every field typed and checked as :meth:`from_dict` would, so a spec built directly
         (``TransferSpec(head="x")``) is refused in one line too; subclasses call this first."""
-        types_ = options.hints(type(self))
+        types_ = options.hints(cast(type, type(self)))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             typed = options.parse_value(types_[f.name], value, f"{self.command or type(self).__name__} {f.name}")

@@ -108,7 +108,7 @@ def federate(spec: FederateSpec | str | None = None, data: str | None = None, *,
     if out is not None:
         check_out(out, overwrite)  # before any client data loads
     cfg = resolve(spec)
-    config = {"command": "federate", **spec.to_dict(), "resolved": asdict(cfg)}
+    config = {"command": "federate", **spec.to_dict(), "resolved": asdict(cfg), **run_record()}
     run = RunDir.create(out, "federate", config, overwrite) if out is not None else None
     with marks_failure(run):
         t0 = time.perf_counter()
@@ -122,6 +122,15 @@ def federate(spec: FederateSpec | str | None = None, data: str | None = None, *,
             run.complete()
     metrics["payloads"] = tracker.payloads
     return metrics
+
+
+def run_record() -> dict[str, Any]:
+    """What every run's config.json records beside its spec: the folder it started in and the versions."""
+    import os
+
+    from transferkit.pipeline.transfer import versions
+
+    return {"cwd": os.getcwd(), "versions": versions()}
 
 
 def as_spec(spec: FederateSpec | str | None, data: str | None, fields: dict[str, Any]) -> FederateSpec:

@@ -139,7 +139,8 @@ def resolve_settings(backbone: str, strategy: str, given: Mapping[str, Any], see
     ``command_defaults``), then :class:`TrainConfig`'s. ``seed`` is the run's. ``auto`` and ``self_train``
     have no recipe of their own: they apply the one of the strategy they train. Nothing changes these
     settings once training starts. An unknown setting or a bad value is a one-line :class:`ConfigError`.
-    ``new_run=False``: a candidate's settings inside a run (``auto``'s trials), which do not warn of the epoch cap again.
+    ``new_run=False``: a candidate's settings inside a run (``auto``'s trials), which do not warn of the
+    epoch cap again.
     """
     known = {f.name for f in fields(TrainConfig)}
     unknown = set(given) - known - {"head_lr_scale"}
