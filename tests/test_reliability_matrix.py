@@ -110,7 +110,7 @@ def test_image_config_export_and_engine_cases_name_their_culprit(outcomes: list)
     assert "augment=on applies to image models; minilm" in by["--augment on with a text model"]
     assert "'weather' is not a class of vader-tweets" in by["zeroshot --labels names no class"]
     lr = next(o for o in outcomes if o.case == "--lr 1e6 (divergence)")
-    assert "argument --seed: invalid int value: 'abc'" in by["--seed is not a number"]
+    assert "seed='abc' is not a valid int" in by["--seed is not a number"]  # typed by the spec, naming the field
     assert "required: --data" in by["a required flag missing"]
     assert "--learning-rate" in by["an unknown flag"] and "'frobnicate'" in by["an unknown command"]
     assert "epochs" in by["--epochs 0"] and "batch_size" in by["--batch-size 0"] and "nan" in by["--lr nan"]
