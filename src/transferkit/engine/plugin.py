@@ -37,7 +37,7 @@ class NoOptions:
     """This plug-in takes no options."""
 
 
-class RunContext:
+class RunContext(abc.ABC):
     """What every plug-in's context holds; :class:`~transferkit.strategies.TransferContext` and
     :class:`~transferkit.adaptation.base.AdaptContext` are dataclasses with these fields and their own."""
 
@@ -53,9 +53,9 @@ class RunContext:
         m = self.model if module is None else module
         return resolve_placement(m, self.cfg.precision, self.cfg.channels_last, self.cfg.device)
 
+    @abc.abstractmethod
     def labelled_train(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The labelled training set a phase iterates over by default (its epochs count these)."""
-        raise NotImplementedError
 
     def total_steps(self, epochs: int | None = None) -> int:
         """Optimizer steps of one phase over :meth:`labelled_train` for ``epochs`` (default ``cfg.epochs``),
