@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +15,8 @@ import pytest
 import torch
 
 import transferkit
-from transferkit.engine.config import MAX_EPOCHS_ENV
 from transferkit.data import ArrayDataset, kshot, load_dataset, split
+from transferkit.engine.config import MAX_EPOCHS_ENV
 from transferkit.models import TransferModel
 from transferkit.runs import LoadedRun
 
@@ -97,3 +102,60 @@ def first_fit_diverges(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
     monkeypatch.setattr(divergence, "fit", first_diverges)
     return calls
+
+
+class KillResume:
+    """A ``transferkit COMMAND --out RUN ARGS`` child process killed with SIGKILL once its checkpoints reach an
+    epoch, then started again: the kill -9 resume tests (pretrain, augmented transfer, adapt) share it."""
+
+    def __init__(self, command: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.command, self.args = command, args
+        self.env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", **(env or {})}
+
+    def start(self, out: Path) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "transferkit", self.command, "--out", str(out), *self.args],
+                                env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def run(self, out: Path, timeout: float = 600) -> None:
+        """One uninterrupted run, which must succeed."""
+        proc = self.start(out)
+        _, err = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, err.decode()[-2000:]
+
+    @staticmethod
+    def epoch(run: Path) -> int:
+        """The highest epoch any checkpoint of ``run`` has written (0 before the first)."""
+        epochs = [0]
+        for f in (run / "checkpoints").rglob("*.json"):
+            try:
+                epochs.append(int(json.loads(f.read_text())["loop"]["epoch"]))
+            except (json.JSONDecodeError, KeyError, OSError, TypeError, ValueError):
+                continue
+        return max(epochs)
+
+    def kill_after(self, out: Path, epochs: int, deadline: float = 300) -> None:
+        """Start a run and SIGKILL it as soon as a checkpoint of epoch ``epochs`` exists; the run folder
+        must then look unfinished."""
+        proc = self.start(out)
+        end = time.monotonic() + deadline
+        while self.epoch(out) < epochs:
+            assert proc.poll() is None, "the run finished before it could be killed"
+            assert time.monotonic() < end, f"no checkpoint of epoch {epochs} after {deadline} s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert json.loads((out / "run.json").read_text())["status"] == "running"  # never looks complete
+        assert not (out / "metrics.json").exists()
+
+    def resume(self, out: Path, timeout: float = 600) -> None:
+        """Start the killed run again: it must say it resumes and succeed."""
+        proc = self.start(out)
+        _, err = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        assert b"resuming from" in err
+
+
+@pytest.fixture()
+def kill_resume() -> type[KillResume]:
+    """:class:`KillResume`, for the kill -9 resume tests."""
+    return KillResume
