@@ -31,12 +31,18 @@ def render(doc: dict[str, Any]) -> str:
     return "\n".join([*lines, "", END])
 
 
+def splice_block(text: str, start: str, end: str, block: str, name: str = "README.md") -> str:
+    """``text`` with the part from marker ``start`` to marker ``end`` (inclusive) replaced by ``block``, which
+    carries the markers itself. Any generated README block uses this (benchmarks/uda.py too)."""
+    if start not in text or end not in text:
+        raise SystemExit(f"{name}: missing the markers {start!r} ... {end!r}")
+    head, rest = text.split(start, 1)
+    return head + block + rest.split(end, 1)[1]
+
+
 def splice(readme: str, block: str) -> str:
-    """``readme`` with the text between the markers (inclusive) replaced by ``block``."""
-    if START not in readme or END not in readme:
-        raise SystemExit(f"README.md: missing the markers {START!r} ... {END!r}")
-    head, rest = readme.split(START, 1)
-    return head + block + rest.split(END, 1)[1]
+    """``readme`` with the headline block between its markers (inclusive) replaced by ``block``."""
+    return splice_block(readme, START, END, block)
 
 
 def main(argv: list[str] | None = None) -> int:
