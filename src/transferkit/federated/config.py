@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from transferkit.errors import ConfigError
 from transferkit.federated.partition import parse_partition
+from transferkit.options import opt
 
 SHARES = ("head", "lora", "all")
 AGGREGATORS = ("fedavg", "fedprox")
@@ -27,28 +28,36 @@ def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+@dataclass(kw_only=True)
+class FedSettings:
+    """The federation's settings that :class:`FedConfig` (the wire form) and
+    :class:`~transferkit.federated.spec.FederateSpec` (the user's side) share, declared once."""
+
+    clients: int = opt(4, "number of clients (with --clients-from: the number of data sets)")
+    partition: str = opt("iid", "iid | dirichlet:ALPHA (label skew) | domain (set by --clients-from)")
+    rounds: int = opt(10, "federated rounds")
+    share: Literal["head", "lora", "all"] = opt("head", "what travels: head | lora (adapter weights) | all")
+    aggregator: Literal["fedavg", "fedprox"] = opt("fedavg", "fedavg | fedprox")
+    mu: float = opt(0.01, "FedProx proximal weight mu in (mu/2)||w - w_global||^2")
+    personal_head: bool = opt(False, "keep a personalised head on every client (not shared); FedPer")
+    local_epochs: int = opt(1, "local fine-tuning epochs per round")
+    probe_epochs: int = opt(20, "local epochs per round for a head trained on cached features (share=head)")
+    min_fit_fraction: float = opt(0.5, "a round is aggregated when at least this fraction of clients replied")
+    round_timeout: float = opt(600.0, "seconds to wait for the replies of one round")
+    seed: int = opt(0, "seed of partitions, splits, head initialisation and local shuffling")
+    fault: str = opt("", "testing only: ROUND:CLIENT[:crash|hang] makes that client fail in that round", flag=False)
+
+
 @dataclass
-class FedConfig:
-    """What a federation trains, on which data, and what travels each round."""
+class FedConfig(FedSettings):
+    """What a federation trains, on which data, and what travels each round (flat scalars, as Flower's run
+    config carries them)."""
 
     source: str = _f("", "source run directory or pretrained backbone name (every client starts from it)")
     data: str = _f("", "one data set partitioned over --clients (exclusive with clients_from)")
     clients_from: str = _f("", "comma-separated data sets, one per client (one domain per client)")
-    clients: int = _f(4, "number of clients (with clients_from: the number of data sets)")
-    partition: str = _f("iid", "iid | dirichlet:ALPHA (label skew) | domain (set by clients_from)")
-    rounds: int = _f(10, "federated rounds")
-    share: Literal["head", "lora", "all"] = _f("head", "what travels: head | lora (adapter weights) | all")
-    aggregator: Literal["fedavg", "fedprox"] = _f("fedavg", "fedavg | fedprox")
-    mu: float = _f(0.01, "FedProx proximal weight mu in (mu/2)||w - w_global||^2")
-    personal_head: bool = _f(False, "keep a personalised head on every client (not shared); FedPer")
-    local_epochs: int = _f(1, "local fine-tuning epochs per round")
-    probe_epochs: int = _f(20, "local epochs per round for a head trained on cached features (share=head)")
-    min_fit_fraction: float = _f(0.5, "a round is aggregated when at least this fraction of clients replied")
-    round_timeout: float = _f(600.0, "seconds to wait for the replies of one round")
-    seed: int = _f(0, "seed of partitions, splits, head initialisation and local shuffling")
     train: str = _f("{}", "JSON object of TrainConfig overrides for local training (lr, batch_size...)")
     class_names: str = _f("", "JSON list of the target classes (filled in by federate from the data)")
-    fault: str = _f("", "testing only: ROUND:CLIENT[:crash|hang] makes that client fail in that round")
 
     def __post_init__(self) -> None:
         if bool(self.data) == bool(self.clients_from):
