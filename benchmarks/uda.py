@@ -520,7 +520,7 @@ def render_readme(db: dict[str, Any]) -> str:
     test-label-selected one (the oracle choice among the same candidates), labelled as such. A pure function
     of uda.json."""
     cells, v = db["cells"], db["settings"]["validator"]
-    n_cands = len(short_names(cells))
+    names = list(dict.fromkeys(short_names(cells).values()))
     rows = []
     for pair in _pairs(cells):
         per = _per(cells, pair)
@@ -531,10 +531,11 @@ def render_readme(db: dict[str, Any]) -> str:
     return "\n".join([
         README_START, "",
         (f"Label-free vs test-label-selected accuracy (%, held-out 30% of each target; mean ± standard error over "
-         f"seeds), from [`docs/UDA.md`](docs/UDA.md) (its recorded run of {db['date']} UTC; {n_cands} candidate "
-         f"methods per cell, the same {db['settings']['iterations']}-iteration budget each):"), "",
-        ("| pair | seeds | source model, not adapted | transferkit `adapt --method auto`: label-free (chosen by "
-         f"`{v}`, no target label read) | test-label-selected: the best of the same candidates by target test "
+         f"seeds), from [`docs/UDA.md`](docs/UDA.md) (its recorded run of {db['date']} UTC; {len(names)} candidate "
+         f"methods per cell: {', '.join(names)}; the same {db['settings']['iterations']}-iteration budget each):"),
+        "",
+        (f"| pair | seeds | source model, not adapted | transferkit, label-free: `auto`'s choice by `{v}` (no "
+         "target label read) | test-label-selected: the best of the same candidates by target test "
          "labels, as papers report | gap (points) | fine-tuned on the labelled target (one per target; its own test "
          "split) |"),
         "|---|---|---|---|---|---|---|", *rows, "",
