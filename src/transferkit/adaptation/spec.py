@@ -22,8 +22,14 @@ from transferkit.errors import ConfigError
 from transferkit.options import opt
 from transferkit.spec import S, Spec, SplitSpec
 
-#: ``auto``'s candidates when the user names none.
-AUTO_CANDIDATES = ("source_only", "dann", "cdan", "mmd", "coral", "mcc", "adabn")
+#: docs/UDA.md's headline recipe (benchmarks/uda.py ``RECOMMENDED``): MCC with domain-specific BatchNorm and a
+#: class-balance term for half the iterations, then FixMatch-style self-training from a mean teacher (EMA 0.99)
+#: with the MCC term kept. Each ``key=value`` is typed against ``SelfTrainingOptions`` when the run resolves.
+SELF_TRAINING_RECIPE = ("self_training:base=mcc:mcc=1:base_fraction=0.5:consistency=true:domain_bn=true:ema=0.99"
+                        ":class_balance=1")
+#: ``auto``'s candidates when the user names none: the seven single methods and UDA.md's recipe (the label-free
+#: choice on every reference pair in docs/adapt_auto.json's full runs; benchmarks/adapt_auto.py).
+AUTO_CANDIDATES = ("source_only", "dann", "cdan", "mmd", "coral", "mcc", "adabn", SELF_TRAINING_RECIPE)
 #: Optimizer steps per method unless ``iterations`` or ``epochs`` is given: docs/UDA.md's budget
 #: (benchmarks/uda.py ``DEFAULT_ITERATIONS``), so the default does not shrink with a small source set.
 DEFAULT_ITERATIONS = 500
@@ -180,5 +186,5 @@ def restyle_default(source_data: str | None) -> tuple[bool, str]:
     return False, "default (re-styling is for glyph images; docs/UDA.md measured it on the digit sets only)"
 
 
-__all__ = ["AUTO_CANDIDATES", "DEFAULT_ITERATIONS", "RESTYLE_RECIPE", "SGD_DEFAULTS", "TRAIN_DEFAULTS", "AdaptSpec",
-           "AutoOptions", "parse_budget", "restyle_default", "user_part"]
+__all__ = ["AUTO_CANDIDATES", "DEFAULT_ITERATIONS", "RESTYLE_RECIPE", "SELF_TRAINING_RECIPE", "SGD_DEFAULTS",
+           "TRAIN_DEFAULTS", "AdaptSpec", "AutoOptions", "parse_budget", "restyle_default", "user_part"]
