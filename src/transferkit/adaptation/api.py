@@ -87,6 +87,7 @@ def adapt(source: Source | Path | AdaptSpec, source_data: str | None = None, tar
     ``provenance``. With ``eval_data == target_data``, ``metrics["target"]`` scores the held-out target part
     and ``metrics["target_all"]`` every target image.
     """
+    started = time.perf_counter()  # a --budget counts from here
     spec = spec_of(source, source_data, target_data, **kw)
     if out is not None:
         check_out(out, overwrite)  # before the source and the data load
@@ -98,7 +99,7 @@ def adapt(source: Source | Path | AdaptSpec, source_data: str | None = None, tar
         before = assess_before(prep, spec.seed)
         rungs: list[dict[str, Any]] = []
         if spec.budget is not None:
-            runs, rungs = halve(plan, prep, run)
+            runs, rungs = halve(plan, prep, run, started)
         else:
             runs = [train_candidate(plan, prep, i, run) for i in range(len(plan.candidates))]
         metrics = {**assess(plan, prep, before, runs), "train_seconds": time.perf_counter() - t0}

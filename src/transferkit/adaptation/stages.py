@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from transferkit.adaptation.adistance import proxy_a_distance
-from transferkit.adaptation.base import AdaptContext, run_method, validation_data
+from transferkit.adaptation.base import AdaptContext, Method, run_method, validation_data
 from transferkit.adaptation.candidates import Candidate, candidates, needs_source
 from transferkit.adaptation.data import AdaptData, accuracy, features, load_data
 from transferkit.adaptation.spec import (
@@ -170,9 +170,11 @@ def assess_before(prep: Prepared, seed: int) -> dict[str, Any]:
     return out
 
 
-def train_candidate(plan: AdaptPlan, prep: Prepared, index: int, run: RunDir | None) -> CandidateRun:
+def train_candidate(plan: AdaptPlan, prep: Prepared, index: int, run: RunDir | None,
+                    method: Method | None = None) -> CandidateRun:
     """Train candidate ``index`` from a fresh copy of the source model through :func:`run_method` (checkpoints,
-    resume, NaN rollback and retry), then score it with every validator (and on labelled eval data)."""
+    resume, NaN rollback and retry), then score it with every validator (and on labelled eval data).
+    ``method``: train this instead of the candidate's own (e.g. a wrapper that pauses it; same checkpoints)."""
     cand, d = plan.candidates[index], prep.data
     model = copy.deepcopy(prep.model)
     torch.manual_seed(prep.cfg.seed)  # the method's new layers: from the run's seed, whatever ran before
@@ -180,17 +182,24 @@ def train_candidate(plan: AdaptPlan, prep: Prepared, index: int, run: RunDir | N
                        prep.cfg, plan.spec.validator, augment=plan.restyle_source)
     ckpt = None if run is None else run.checkpoints / f"{index}-{cand.name}"
     t0 = time.perf_counter()
-    results = run_method(cand.method, ctx, ckpt)
+    results = run_method(method or cand.method, ctx, ckpt)
+    return score_candidate(plan, prep, index, ctx, time.perf_counter() - t0, results)
+
+
+def score_candidate(plan: AdaptPlan, prep: Prepared, index: int, ctx: AdaptContext, seconds: float,
+                    results: list[PhaseResult] | None = None) -> CandidateRun:
+    """Candidate ``index`` as ``ctx.model`` holds it now: its ``metrics.json`` record (every validator, and
+    accuracy on labelled eval data) and the model."""
+    cand, d, model = plan.candidates[index], prep.data, ctx.model
     vd = validation_data(model, ctx.placement(), d.target_val, d.source_val)
     names = [n for n in VALIDATORS if d.source_val is not None or n != "dev"]
     rec: dict[str, Any] = {"label": cand.label, "method": cand.name, "options": cand.options,
-                           "validators": score_all(vd, names), "train_seconds": time.perf_counter() - t0,
-                           "info": ctx.info}
+                           "validators": score_all(vd, names), "train_seconds": seconds, "info": ctx.info}
     if d.eval is not None:
         rec["target_accuracy"] = accuracy(model, d.eval)["accuracy"]
     if d.eval_all is not None:
         rec["target_accuracy_all"] = accuracy(model, d.eval_all)["accuracy"]
-    return CandidateRun(rec, model, results)
+    return CandidateRun(rec, model, list(results or []))
 
 
 def choose(runs: list[CandidateRun], validator: str) -> CandidateRun:
