@@ -61,6 +61,7 @@ def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, acc: dict[str, float],
          n_test: int = 539) -> tuple[int, dict[str, Any], str]:
     monkeypatch.setattr(fi.transferkit, "transfer", _fake(acc, n_test))
     monkeypatch.setattr(fi, "fingerprint", lambda target, seed: dict(SPLIT))
+    monkeypatch.setattr(fi, "frozen_ncm", lambda target, seed: {"val_accuracy": 0.55})
     monkeypatch.setattr(fi, "DOCS", tmp_path / "docs")
     (tmp_path / "docs").mkdir(parents=True, exist_ok=True)
     (tmp_path / "docs" / "image.json").write_text(json.dumps(_image_doc()))
@@ -81,7 +82,7 @@ def test_full_run_pairs_contrastive_with_the_best_current_and_says_where_it_fall
     assert "**Not held**: digits8 (contrastive -5.0 pt), fontdigits (contrastive -5.0 pt)" in page
     assert "`transferkit transfer --source efficientnet_lite0 --data fontdigits --shots 10 --strategy contrastive`" \
         in page
-    assert "seed 1 body curve (%): 60 70" in page
+    assert "seed 1 body curve (%): 60 70" in page and "was 55.0 ± 0.0 % on the frozen ImageNet features" in page
     assert "`contrastive@recipe` ← best on validation" in page and "Appendix" in page
     assert doc["settings"]["wise_ft"]["provenance"]["lr"].startswith("recipe")
     assert fi.main(["--render-only", "--out", str(tmp_path)]) == 0
@@ -112,13 +113,15 @@ def test_the_deadline_starts_no_new_run_and_the_page_says_unfinished(tmp_path: P
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     rc, doc, page = _run(tmp_path, monkeypatch, {}, ["--seeds", "0", "--deadline-min", "1e-9"])
     assert rc == 0 and not doc["complete"] and "Unfinished" in page
-    assert [k for k in doc["runs"] if not k.endswith("split|0")] == []
+    assert sorted(doc["runs"]) == ["digits8|frozen_ncm|0", "digits8|split|0", "fontdigits|frozen_ncm|0",
+                                   "fontdigits|split|0"]
 
 
-def test_fingerprint_is_the_split_transfer_draws() -> None:
+def test_fingerprint_is_the_split_transfer_draws_and_frozen_ncm_scores_it() -> None:
     a, b = fi.fingerprint("digits8", 0), fi.fingerprint("digits8", 1)
     assert (a["n_train"], a["n_val"]) == (100, 100) and a["n_test"] > 400
     assert a["sha256"] != b["sha256"] and len(a["sha256"]) == 16
+    assert 0.3 < fi.frozen_ncm("digits8", 0)["val_accuracy"] <= 1.0  # chance is 0.1
 
 
 def test_the_published_page_is_what_its_json_renders() -> None:
