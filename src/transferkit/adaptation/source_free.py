@@ -19,15 +19,19 @@ look up per-input state (pseudo-labels, memory bank) without a second loop.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transferkit.adaptation.base import AdaptContext, Method, make_val_score
+from transferkit.adaptation.augment import augment_glyphs
+from transferkit.adaptation.base import AdaptContext, AdaptModule, Method, make_val_score
+from transferkit.adaptation.functional import class_balance_loss, class_balanced_pseudo_label_loss
+from transferkit.adaptation.teacher import ema_update
 from transferkit.engine.features import extract_features
 from transferkit.engine.loop import Phase, steps_per_epoch
 from transferkit.engine.precision import Placement, predict_logits
@@ -97,15 +101,44 @@ def _backbone_phase(ctx: AdaptContext, name: str, step_loss: Any, on_epoch_start
     model = ctx.model
     if ctx.target_val is None:
         raise ConfigError(f"{name}: needs target validation inputs to choose the checkpoint")
-    for p in model.parameters():
-        p.requires_grad_(False)
-    params = model.backbone_parameters()
-    for p in params:
-        p.requires_grad_(True)
+    params = _trainable(model, head=False)
     n = len(ctx.target_train)
     return Phase(name=name, module=model, train=(ctx.target_train, torch.arange(n)), val=None,
                  param_groups=[{"params": params, "lr_scale": lr_scale}], placement=ctx.placement(),
                  step_loss=step_loss, on_epoch_start=on_epoch_start, val_score=make_val_score(ctx))
+
+
+def consistency_loss(model: nn.Module, teacher: nn.Module, x: torch.Tensor, threshold: float, ema: float,
+                     class_balance: float) -> torch.Tensor:
+    """SHOT++'s labeling-transfer step, FixMatch-style: ``PL_cb(z(aug(x)); teacher(x), tau) + class_balance *
+    KL(p_bar(x) || uniform)``.
+
+    The mean teacher first moves toward ``model`` (:func:`~transferkit.adaptation.teacher.ema_update`, decay
+    ``ema``); its predictions on the clean batch ``x`` give the pseudo-labels, learnt on a re-styled copy
+    (:func:`~transferkit.adaptation.augment.augment_glyphs`) with
+    :func:`~transferkit.adaptation.functional.class_balanced_pseudo_label_loss`; the class-balance term
+    (:func:`~transferkit.adaptation.functional.class_balance_loss`) is taken on the clean batch.
+    Clean and re-styled inputs share one BatchNorm batch. Shape: ``x [B, C, H, W]`` -> scalar.
+    """
+    ema_update(teacher, model, ema)
+    teacher.eval()
+    with torch.no_grad():
+        label_logits = teacher(x).float()
+        xa = augment_glyphs(x)
+    z = model(torch.cat([x, xa]))
+    clean, restyled = z[: len(x)], z[len(x) :]
+    out = class_balanced_pseudo_label_loss(restyled, threshold, label_logits)[0]
+    return out + class_balance * class_balance_loss(clean) if class_balance > 0 else out
+
+
+def _trainable(model: TransferModel, head: bool) -> list[nn.Parameter]:
+    """Only the backbone (and with ``head`` the head) requires gradients; returns those parameters."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = model.backbone_parameters() + (list(model.head.parameters()) if head else [])
+    for p in params:
+        p.requires_grad_(True)
+    return params
 
 
 @dataclass(frozen=True)
@@ -115,14 +148,57 @@ class SHOTOptions:
     rounds: int = opt(2, "centroid rounds per pseudo-labelling (the first weighted by the predictions)")
     lr_scale: float = opt(0.1, "the backbone's learning rate relative to --lr (a tenth, as for AaD: on digits "
                                "at adapt's lr 0.01, 6 epochs, a tenth adapted better)")
+    stage2: Literal["auto", "consistency", "none"] = opt(
+        "auto", "second stage after SHOT (SHOT++'s labeling transfer): consistency = mean-teacher pseudo-labels "
+                "learnt on re-styled target inputs; none = the paper's SHOT alone; auto = consistency for "
+                "single-channel images (glyphs: the re-styling assumes them), none otherwise")
+    stage2_fraction: float = opt(0.5, "share of the epoch budget for the second stage (SHOT gets the rest)")
+    threshold: float = opt(0.9, "second stage: the teacher's confidence needed for a pseudo-label")
+    ema: float = opt(0.99, "second stage: the mean teacher's EMA decay")
+    class_balance: float = opt(1.0, "second stage: weight of KL(mean target prediction || uniform)")
+    stage2_lr_scale: float = opt(1.0, "second stage: the learning rate relative to --lr")
+    stage2_head: bool = opt(False, "second stage: train the head too (default: it stays the source's)")
 
     def __post_init__(self) -> None:
+        f, t = self.stage2_fraction, self.threshold
         check_options("shot", beta=(self.beta, self.beta >= 0, ">= 0"), rounds=(self.rounds, self.rounds >= 1, ">= 1"),
-                      lr_scale=(self.lr_scale, self.lr_scale > 0, "> 0"))
+                      lr_scale=(self.lr_scale, self.lr_scale > 0, "> 0"),
+                      stage2_fraction=(f, 0 < f < 1, "in (0, 1)"), threshold=(t, 0 < t <= 1, "in (0, 1]"),
+                      ema=(self.ema, 0 <= self.ema < 1, "in [0, 1)"),
+                      class_balance=(self.class_balance, self.class_balance >= 0, ">= 0"),
+                      stage2_lr_scale=(self.stage2_lr_scale, self.stage2_lr_scale > 0, "> 0"))
+
+
+def _consistency_phase(ctx: AdaptContext, o: SHOTOptions, epochs: int) -> Phase:
+    """SHOT++'s second stage over the target inputs: a mean teacher (a copy of the model as SHOT left it)
+    labels clean batches, the model learns them on re-styled copies (:func:`consistency_loss`)."""
+    model = ctx.model
+    teacher = copy.deepcopy(model)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    module = AdaptModule(model, teacher=teacher)
+    params = _trainable(model, o.stage2_head)
+    tau, ema, cb = o.threshold, o.ema, o.class_balance
+
+    def loss(m: nn.Module, x: torch.Tensor, idx: torch.Tensor, _: torch.Tensor | None) -> torch.Tensor:
+        return consistency_loss(m.model, m.teacher, x, tau, ema, cb)  # type: ignore[arg-type]
+
+    n = len(ctx.target_train)
+    return Phase(name="shot_consistency", module=module, train=(ctx.target_train, torch.arange(n)), val=None,
+                 param_groups=[{"params": params, "lr_scale": o.stage2_lr_scale}], epochs=epochs,
+                 placement=ctx.placement(module), step_loss=loss, val_score=make_val_score(ctx))
+
+
+def resolve_stage2(stage2: str, x: torch.Tensor) -> str:
+    """``auto`` -> ``consistency`` for single-channel image inputs ``[N, 1, H, W]`` (glyphs), else ``none``."""
+    if stage2 != "auto":
+        return stage2
+    return "consistency" if x.dim() == 4 and x.shape[1] == 1 else "none"
 
 
 class SHOT(Method):
-    """SHOT (Liang et al., ICML 2020): source-free; frozen head, information maximisation, centroid pseudo-labels."""
+    """SHOT (Liang et al., ICML 2020): source-free; frozen head, information maximisation, centroid pseudo-labels;
+    then (SHOT++, TPAMI 2021) mean-teacher consistency training on its confident target pseudo-labels."""
 
     name = "shot"
     Options = SHOTOptions
@@ -132,6 +208,14 @@ class SHOT(Method):
         o: SHOTOptions = self.options
         place = ctx.placement()
         labels = torch.zeros(len(ctx.target_train), dtype=torch.long)
+        stage2 = resolve_stage2(o.stage2, ctx.target_train)
+        if stage2 == "consistency" and ctx.target_train.dim() != 4:
+            raise ConfigError(f"shot option stage2=consistency re-styles images [N, C, H, W]; these target inputs "
+                              f"have shape {tuple(ctx.target_train.shape)}: use stage2=none")
+        ctx.info["shot_stage2"] = stage2
+        total = ctx.cfg.epochs
+        second = max(1, round(total * o.stage2_fraction)) if stage2 == "consistency" else 0
+        first = max(1, total - second)
 
         def relabel(epoch: int) -> None:  # from the model as it starts the epoch (a resume relabels the same)
             if o.beta > 0:
@@ -143,7 +227,11 @@ class SHOT(Method):
             out = information_maximization(z)
             return out + o.beta * F.cross_entropy(z.float(), labels[idx]) if o.beta > 0 else out
 
-        yield _backbone_phase(ctx, "shot", loss, relabel, o.lr_scale)
+        phase = _backbone_phase(ctx, "shot", loss, relabel, o.lr_scale)
+        phase.epochs = first
+        yield phase
+        if second:
+            yield _consistency_phase(ctx, o, second)
 
 
 @dataclass(frozen=True)
