@@ -49,6 +49,7 @@ os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
+import copy
 import datetime
 import hashlib
 import json
@@ -56,7 +57,7 @@ import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,7 @@ import transferkit
 from transferkit.data import load_dataset
 from transferkit.engine.features import FeatureCache
 from transferkit.runs import load_run
+from transferkit.spec import SplitSpec
 from transferkit.strategies import STRATEGIES
 from transferkit.transferability import DEFAULT_SCORES
 
@@ -87,6 +89,7 @@ class Source:
     epochs: int
     derive: str | None = None  # "permute" or "shuffle_labels": a .npz derived from mnist5k
     model: str = "small_cnn"
+    backbone: bool = False  # a registered pretrained backbone (``model``): nothing is pretrained here
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class Task:
     negative: bool = False  # the source is unrelated: transfer is expected to hurt
     group: str = "design"  # design (looked at while writing auto's rules) or holdout
     epochs: int | None = None  # a cap below the plan's for the larger tasks
+    test: float | None = None  # the split's test fraction (None: the library's); text tasks score fewer texts
 
     @property
     def key(self) -> str:
@@ -109,7 +113,7 @@ class Plan:
     tasks: list[Task]
     strategies: list[str]
     seeds: list[int]
-    epochs: int  # maximum epochs per phase of every transfer run (early stopping may end sooner)
+    epochs: int | None  # maximum epochs per phase of every run (None: the CLI's, i.e. the backbone's recipe)
     auto_budgets: list[float]
     tau_targets: list[str]
     tau_shots: int
@@ -141,11 +145,28 @@ QUICK = Plan(
     tasks=[Task("mnist5k", "digits8", 5), Task("digits8", "fontdigits", 10), Task("unrelated", "digits8", 10, True)],
     strategies=["scratch", "linear_probe", "lp_ft", "full"], seeds=[0], epochs=6, auto_budgets=[0.0],
     tau_targets=["digits8"], tau_shots=10)
+# Text: the pretrained MiniLM encoder on two few-label tasks, every strategy a text user would weigh at 8 labels per
+# class (auto's candidates at these shots, the frozen-feature probe and the zero-shot-initialised zs_init), each
+# with the CLI's settings (no epochs passed: the backbone's recipe where one is measured, else the library's).
+# The test fraction keeps about 500 movie snippets (benchmarks/text.py scores 500) and about 480 SMS per seed.
+TEXT_STRATEGIES = ["contrastive", "full", "l2sp", "linear_probe", "lp_ft", "zs_init"]
+TEXT = Plan(
+    sources=[Source("minilm", "minilm", 0, model="minilm", backbone=True)],
+    tasks=[Task("minilm", "vader-movies", 8, group="text", test=0.05),
+           Task("minilm", "sms-spam", 8, group="text", test=0.1)],
+    strategies=TEXT_STRATEGIES, seeds=[0, 1, 2], epochs=None, auto_budgets=[0.0], tau_targets=[], tau_shots=0,
+    augment="auto")
+PLANS = {"image": FULL, "text": TEXT}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke mode: 3 tasks, 4 strategies, 1 seed, short training")
+    p.add_argument("--part", choices=sorted(PLANS), default="image",
+                   help="image: the image/audio suite; text: the MiniLM tasks, written into the same JSON and page "
+                        "beside the stored image part")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds instead of the plan's (a pilot; with "
+                                                 "--stage exhaustive)")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for AUTO_SUITE.md and auto_suite.json (default: docs; runs/suite-quick with --quick)")
     p.add_argument("--fresh", action="store_true", help="ignore the results file of an earlier run and start over")
@@ -189,6 +210,10 @@ def ensure_sources(plan: Plan, folder: Path) -> dict[str, dict[str, Any]]:
     """Pretrain every source once into ``folder`` (a complete earlier run is reused)."""
     out = {}
     for s in plan.sources:
+        if s.backbone:  # transferred from the registered pretrained weights as a user's --source NAME is
+            out[s.name] = {"run": s.model, "backbone": True, "data": "-", "derive": None, "epochs": 0,
+                           "model": s.model, "source_test_accuracy": None, "train_seconds": None}
+            continue
         run_dir = folder / f"{s.name}-e{s.epochs}"
         data = str(derived_npz(s.derive, folder)) if s.derive else s.data
         if not (run_dir / "metrics.json").exists():
@@ -210,19 +235,39 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def one_run(src_dir: str, target: str, shots: int | None, strategy: str, seed: int, epochs: int,
-            options: dict[str, str] | None = None, augment: str = "off") -> dict[str, Any]:
-    """One transfer run through the public API with a fresh feature cache."""
-    t0 = time.perf_counter()
+_BACKBONES: dict[str, Any] = {}
+
+
+def source_model(src: str) -> Any:
+    """The source of a run: a copy of the registered backbone ``src`` (built once per process: loading MiniLM
+    costs more than a probe on it) or the pretrained run in the folder ``src``."""
+    from transferkit.models import MODELS, from_pretrained
+
+    if src in MODELS and not Path(src).exists():
+        if src not in _BACKBONES:
+            _BACKBONES[src] = from_pretrained(src)
+        return copy.deepcopy(_BACKBONES[src])
+    return load_run(src)
+
+
+def one_run(src_dir: str, target: str, shots: int | None, strategy: str, seed: int, epochs: int | None,
+            options: dict[str, str] | None = None, augment: str = "off", test: float | None = None) -> dict[str, Any]:
+    """One transfer run through the public API with a fresh feature cache; ``epochs=None`` and ``augment="auto"``
+    leave the setting to the CLI's resolution (the backbone's recipe), ``test`` is the split's test fraction."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    extra: dict[str, Any] = {} if epochs is None else {"epochs": epochs}
+    if test is not None:
+        extra["split"] = SplitSpec(test=test)
     try:
-        res = transferkit.transfer(load_run(src_dir), target, strategy=strategy, shots=shots, seed=seed,
-                                   options=options, cache=FeatureCache(), epochs=epochs, progress="off",
-                                   augment=augment)
+        res = transferkit.transfer(source_model(src_dir), target, strategy=strategy, shots=shots, seed=seed,
+                                   options=options, cache=FeatureCache(), progress="off", augment=augment, **extra)
     except Exception as e:  # recorded and reported; the other runs still go
         return {"error": f"{type(e).__name__}: {e}"}
     m = res.metrics
     row = {"accuracy": m["target"]["accuracy"], "train_seconds": m["train_seconds"],
-           "wall_seconds": time.perf_counter() - t0}
+           "wall_seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+           "n_test": m["target"]["n"], "load_average": os.getloadavg(),
+           "recipe": (m.get("strategy_info", {}).get("recipe") or {}).get("settings")}
     if "auto" in m.get("strategy_info", {}):
         info = m["strategy_info"]["auto"]
         row["auto"] = {k: info.get(k) for k in ("choice", "reason", "candidates", "decision_seconds", "signals",
@@ -234,8 +279,14 @@ def auto_version() -> str:
     return hashlib.sha1(AUTO_PY.read_bytes()).hexdigest()[:12]
 
 
-def row_key(task: str, seed: int, strategy: str, budget: float | None, epochs: int) -> str:
-    return f"{task}|seed={seed}|{strategy}|budget={'-' if budget is None else f'{budget:g}'}|epochs={epochs}"
+def task_epochs(task: Task, plan: Plan) -> int | None:
+    """The task's epoch cap, else the plan's (None: the CLI's, the backbone's recipe)."""
+    return task.epochs or plan.epochs
+
+
+def row_key(task: str, seed: int, strategy: str, budget: float | None, epochs: int | None) -> str:
+    return (f"{task}|seed={seed}|{strategy}|budget={'-' if budget is None else f'{budget:g}'}|"
+            f"epochs={'recipe' if epochs is None else epochs}")
 
 
 class Results:
@@ -265,9 +316,12 @@ class Results:
 
 
 def work_units(plan: Plan, stage: str, exhaustive: bool = True) -> list[tuple[Task, int, str, float | None]]:
-    units = [(t, s, n, None) for t in plan.tasks for s in plan.seeds for n in plan.strategies] if exhaustive else []
-    if stage == "all":
-        units += [(t, s, "auto", b) for b in plan.auto_budgets for t in plan.tasks for s in plan.seeds]
+    """Seed by seed (an interrupted suite has whole seeds done): each task's strategies, then its auto runs."""
+    units: list[tuple[Task, int, str, float | None]] = []
+    for s in plan.seeds:
+        for t in plan.tasks:
+            units += [(t, s, n, None) for n in plan.strategies] if exhaustive else []
+            units += [(t, s, "auto", b) for b in plan.auto_budgets] if stage == "all" else []
     return units
 
 
@@ -275,14 +329,14 @@ def run_units(plan: Plan, dirs: dict[str, Path], res: Results, stage: str, jobs:
     version = auto_version()
     todo = []
     for task, seed, name, budget in work_units(plan, stage, exhaustive):
-        ep = task.epochs or plan.epochs
+        ep = task_epochs(task, plan)
         key = row_key(task.key, seed, name, budget, ep)
         if res.get(key, version if name == "auto" else None) is not None:
             res.reused += 1
             continue
         opts = None if budget is None else {"budget": f"{budget:g}"}
         todo.append((key, task, seed, name, budget, (str(dirs[task.source]), task.target, task.shots, name, seed, ep, opts,
-                                                         plan.augment)))
+                                                         plan.augment, task.test)))
     log(f"{len(todo)} runs to do, {res.reused} reused from {res.path}")
 
     def record(item: tuple[Any, ...], row: dict[str, Any], i: int) -> None:
@@ -397,13 +451,16 @@ def summarize(task: Task, rows: list[dict[str, Any]], plan: Plan, reused: dict[s
     ``scale``); auto's mean per budget against the best mean."""
     ok = [r for r in rows if "error" not in r]
     if reused is None:
-        by = {n: [r for r in ok if r["strategy"] == n] for n in plan.strategies}
+        by = {n: sorted((r for r in ok if r["strategy"] == n), key=lambda r: r["seed"]) for n in plan.strategies}
         acc = {n: _mean([r["accuracy"] for r in v]) for n, v in by.items() if v}
         std = {n: float(np.std([r["accuracy"] for r in by[n]])) for n in acc}
         secs = {n: _mean([r["train_seconds"] for r in by[n]]) for n in acc}
+        per_seed = {n: {str(r["seed"]): r["accuracy"] for r in by[n]} for n in acc}
+        cpu = {n: _mean([r["cpu_seconds"] for r in by[n]]) for n in acc if all("cpu_seconds" in r for r in by[n])}
     else:
         acc, std = dict(reused["accuracy"]), dict(reused["std"])
         secs = {n: v * scale for n, v in reused["seconds"].items()}
+        per_seed, cpu = {}, {}
     best = max(acc, key=lambda n: acc[n])
     total = sum(secs.values())
     autos = {}
@@ -414,6 +471,10 @@ def summarize(task: Task, rows: list[dict[str, Any]], plan: Plan, reused: dict[s
         a, s = _mean([r["accuracy"] for r in cell]), _mean([r["train_seconds"] for r in cell])
         autos[f"{b:g}"] = {"choice": [r["auto"]["choice"] for r in cell], "accuracy": a, "regret": acc[best] - a,
                            "per_seed": [r["accuracy"] for r in cell], "seconds": s,
+                           **paired_regret(per_seed.get(best, {}), cell),
+                           **({"cpu_seconds": _mean([r["cpu_seconds"] for r in cell])}
+                              if all("cpu_seconds" in r for r in cell) else {}),
+                           "candidates": [r["auto"].get("candidates") for r in cell],
                            "time_ratio": s / total if total else float("nan"),
                            "decision_seconds": _mean([r["auto"]["decision_seconds"] for r in cell]),
                            "reasons": [r["auto"]["reason"] for r in cell], "signals": [r["auto"]["signals"] for r in cell],
@@ -423,10 +484,24 @@ def summarize(task: Task, rows: list[dict[str, Any]], plan: Plan, reused: dict[s
             "std": std, "seconds": secs, "best": best, "best_accuracy": acc[best], "all_seconds": total,
             "scratch_accuracy": acc.get("scratch"), "lp_ft_accuracy": acc.get("lp_ft"),
             "best_transfer": max(transfer_only, key=lambda n: transfer_only[n]) if transfer_only else None,
-            "auto": autos, "errors": len(rows) - len(ok) + (reused or {}).get("errors", 0)}
+            "auto": autos, "errors": len(rows) - len(ok) + (reused or {}).get("errors", 0),
+            **({"per_seed": per_seed} if per_seed else {}), **({"cpu_seconds": cpu} if cpu else {}),
+            **({"n_test": int(ok[0]["n_test"])} if ok and "n_test" in ok[0] else {})}
 
 
-def checks_of(tasks: list[dict[str, Any]], tau: dict[str, Any], budgets: list[float]) -> list[Check]:
+def paired_regret(best: dict[str, float], cell: list[dict[str, Any]]) -> dict[str, Any]:
+    """The best strategy's accuracy minus auto's, paired by seed: per seed, and its standard error
+    ``std(d, ddof=1) / sqrt(n)`` (empty when the best strategy's seeds are not auto's)."""
+    d = [best[str(r["seed"])] - r["accuracy"] for r in cell if str(r["seed"]) in best]
+    if not d or len(d) != len(cell):
+        return {}
+    se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return {"regret_per_seed": d, "regret_se": se}
+
+
+def checks_of(tasks: list[dict[str, Any]], tau: dict[str, Any], budgets: list[float],
+              negative: bool = True) -> list[Check]:
+    """The suite's criteria; ``negative``: the suite must hold a task where transfer hurts (the image part)."""
     checks = []
     groups = {"all tasks": tasks, **{f"{g} tasks": [t for t in tasks if t["task"]["group"] == g]
                                      for g in ("design", "holdout")}}
@@ -462,7 +537,8 @@ def checks_of(tasks: list[dict[str, Any]], tau: dict[str, Any], budgets: list[fl
                                 "auto >= scratch - 1 pt", a["accuracy"] >= t["scratch_accuracy"] - REGRET_TOL))
     hurt = [t["key"] for t in tasks if t["scratch_accuracy"] is not None and t["scratch_accuracy"] - min(
         t["accuracy"].get("full", 1.0), t["accuracy"].get("lp_ft", 1.0)) > REGRET_TOL]
-    checks.append(Check("the suite holds a task where transfer hurts (scratch beats full or lp_ft by > 1 pt)",
+    if negative:
+        checks.append(Check("the suite holds a task where transfer hurts (scratch beats full or lp_ft by > 1 pt)",
                         ", ".join(hurt) or "none", ">= 1 task", bool(hurt)))
     if tau:
         names = list(next(iter(tau.values()))["tau"])
@@ -530,6 +606,7 @@ def render(doc: dict[str, Any]) -> str:
                    f"{meta['exhaustive_from'].get('time_scale', 1.0):.3f}, auto(budget=0)'s train seconds here over "
                    "there (summed over the tasks; auto(0) trains only the rules' choice, a recipe both runs ran), so "
                    "the time ratios compare seconds of one machine state.")] if meta.get("exhaustive_from") else []),
+           *(["", replay_sentence(doc)] if replay_sentence(doc) else []),
            "", (f"Machine: {m['cpu_model']}, {m['usable_cpus']} usable CPUs, torch {m['torch']}, 1 torch thread per "
                 f"worker, CUDA {'yes' if m['cuda'] else 'no'}; load average {m['load_average_start'][0]:.1f} at start, "
                 f"{m['load_average_end'][0]:.1f} at the end (shared machine: times are only compared as ratios)."), "",
@@ -593,8 +670,105 @@ def render(doc: dict[str, Any]) -> str:
             out += ["", f"{target}: {plan['tau_strategy']} accuracy per source: "
                     + ", ".join(f"{n} {_pct(a)}" for n, a in sorted(v["accuracy"].items(), key=lambda kv: -kv[1]))
                     + f"; ranking by mean rank of the scores: {', '.join(v['ranking_mean'])}."]
+    if doc.get("text"):
+        out += text_section(doc["text"], meta)
     out.append("")
     return "\n".join(out)
+
+
+def replay_rules(tasks: list[dict[str, Any]]) -> tuple[int, int, list[str]]:
+    """The current ``auto`` rules on the signals each stored run recorded (no run is repeated): how many runs get
+    back what they recorded, of how many, and the runs that do not. Budget 0: the first candidate is the choice;
+    a search: the candidates in prior order are its trials then its skipped ones (a search with one candidate
+    records no trials: its choice is compared)."""
+    from transferkit.strategies.auto import Auto, AutoOptions
+
+    rules, same, total, differ = Auto(AutoOptions()), 0, 0, []
+    for t in tasks:
+        for b, a in t["auto"].items():
+            for seed, (sig, choice, search) in enumerate(zip(a["signals"], a["choice"], a["search"], strict=True)):
+                now = rules.rules(sig)[0]
+                then = [*search["val_acc"], *search["skipped"]] if search else [choice]
+                got = now[: len(then)] if not search else now
+                total += 1
+                same += got == then
+                if got != then:
+                    differ.append(f"{t['key']} budget {b} run {seed}: {' > '.join(then)} then, {' > '.join(got)} now")
+    return same, total, differ
+
+
+def text_section(text: dict[str, Any], image_meta: dict[str, Any]) -> list[str]:
+    """Markdown for the text part: how it ran, its checks, auto against every strategy (paired regret), the
+    strategies' accuracy, train and CPU seconds, and auto's reasons."""
+    meta, m, plan = text["meta"], text["machine"], text["meta"]["plan"]
+    budgets = [f"{b:g}" for b in plan["auto_budgets"]]
+    what = ", ".join(f"{t['task']['target']} at {t['task']['shots']} labelled per class" for t in text["tasks"])
+    out = ["", "## Text tasks (MiniLM)", "",
+           (f"Generated by `{meta['command']}` on {meta['date']}, auto.py {meta['auto_version']}: the text part only "
+            f"(written beside the image part above, which it neither reran nor changed); "
+            f"{meta['compute_seconds'] / 60:.0f} min of run wall time in all, {meta['reused_runs']} runs reused from "
+            f"its results file. Machine: {m['usable_cpus']} usable CPUs shared with other jobs, 1 torch thread, load "
+            f"average {m['load_average_start'][0]:.1f} at start and {m['load_average_end'][0]:.1f} at the end (each "
+            "run's own is in the JSON): seconds are compared only within this part."), "",
+           (f"Source: the registered `minilm` backbone (all-MiniLM-L6-v2), as `transferkit transfer --source minilm` "
+            f"loads it. Tasks: {what}; seeds {plan['seeds']} (a seed draws the split, the labelled texts and the "
+            "initialisation); every strategy "
+            f"({', '.join(plan['strategies'])}) and `auto` run with the CLI's settings: no epochs or learning rate "
+            "passed, so a strategy with a measured MiniLM recipe (strategies/recipes.py) trains with it and the others "
+            "with the library's defaults, exactly as a user's command would. The validation split holds as many texts "
+            "per class as the training draw (the CLI's `--shots` rule). Test texts per seed: "
+            + ", ".join(f"{t['task']['target']} {t.get('n_test', '?')}" for t in text['tasks'])
+            + f" (the split's test fraction {', '.join(str(t['task']['test']) for t in text['tasks'])}). Regret: the "
+            "best strategy's mean minus auto's, with its standard error paired by seed. Train s: wall seconds of "
+            "training (`train_seconds`); CPU s: process CPU seconds of the whole run (training and scoring the test "
+            "texts) with one thread."),
+           "", "| check | measured | target | result |", "|---|---|---|---|"]
+    out += [f"| {c['name']} | {c['value']} | {c['target']} | {'PASS' if c['passed'] else 'FAIL'} |"
+            for c in text["checks"]]
+    head, sep = "| task | best strategy | best acc |", "|---|---|---:|"
+    for b in budgets:
+        head += f" auto({b}) choices | candidates (prior order) | acc | regret (pt, ± paired SE) | time ratio |"
+        sep += "---|---|---:|---:|---:|"
+    out += ["", head, sep]
+    for t in text["tasks"]:
+        row = f"| {t['key']} | {t['best']} | {_pct(t['best_accuracy'])} |"
+        for b in budgets:
+            a = t["auto"].get(b)
+            if a is None:
+                row += " - | - | - | - | - |"
+                continue
+            cands = sorted({" > ".join(c) for c in a.get("candidates", []) if c})
+            se = a.get("regret_se", float("nan"))
+            row += (f" {'/'.join(a['choice'])} | {'; '.join(cands)} | {_pct(a['accuracy'])} | {100 * a['regret']:+.1f}"
+                    f" ± {100 * se:.1f} | {a['time_ratio']:.3f} |")
+        out.append(row)
+    names = plan["strategies"]
+    out += ["", "Every strategy (test accuracy %, mean ± std over seeds; mean train s / CPU s):", "",
+            "| task | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for t in text["tasks"]:
+        cpu = t.get("cpu_seconds", {})
+        cells = [f"{_pct(t['accuracy'].get(n))} ± {_pct(t['std'].get(n))} ({t['seconds'].get(n, float('nan')):.0f} / "
+                 f"{cpu.get(n, float('nan')):.0f} s)" for n in names]
+        out.append(f"| {t['key']} | " + " | ".join(cells) + " |")
+    out += ["", "auto's reasons (seed 0):", ""]
+    for t in text["tasks"]:
+        for b, a in t["auto"].items():
+            out.append(f"- {t['key']}, budget {b}: chose {a['choice'][0]} -- {a['reasons'][0]}")
+    out += search_section(text["tasks"])
+    return out
+
+
+def replay_sentence(doc: dict[str, Any]) -> str:
+    """Whether the image part predates the current auto.py, and if so what the current rules decide on the
+    signals its budget-0 runs recorded (a replay: no run is repeated)."""
+    then, now = doc["meta"]["auto_version"], auto_version()
+    if then == now:
+        return ""
+    same, total, differ = replay_rules(doc["tasks"])
+    return (f"The image rows predate the current auto.py ({now}; they ran with {then}) and were not rerun. Replayed "
+            "on the signals each of their runs recorded, the current rules decide as then (budget 0: the same first "
+            "candidate, which it trains; a search: the same candidates in the same prior order) in "
+            f"{same}/{total} runs" + (f"; not in: {'; '.join(differ)}" if differ else "") + ".")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -604,9 +778,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"wrote {args.out / 'AUTO_SUITE.md'} from {args.out / 'auto_suite.json'}")
         return 0
     torch.set_num_threads(1)
-    plan = QUICK if args.quick else FULL
+    plan = QUICK if args.quick else PLANS[args.part]
+    if args.seeds:
+        plan = replace(plan, seeds=[int(v) for v in args.seeds.split(",")])
     started = time.perf_counter()
-    mode = "quick" if args.quick else "full"
+    mode = "quick" if args.quick else "full" if args.part == "image" else args.part
     command = "python " + shlex.join([os.path.relpath(sys.argv[0], ROOT), *(sys.argv[1:] if argv is None else argv)])
     meta: dict[str, Any] = {"command": command, "mode": mode, "auto_version": auto_version(),
                             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -615,7 +791,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{mode} auto suite: {len(plan.tasks)} tasks x {len(plan.strategies)} strategies x {len(plan.seeds)} seeds "
         f"+ auto, {args.jobs} job(s) of 1 thread")
     sources = ensure_sources(plan, args.sources)
-    dirs = {n: ROOT / v["run"] if not Path(v["run"]).is_absolute() else Path(v["run"]) for n, v in sources.items()}
+    dirs = {n: Path(v["run"]) if v.get("backbone") or Path(v["run"]).is_absolute() else ROOT / v["run"]
+            for n, v in sources.items()}
     reused = load_exhaustive(args.exhaustive_from, plan) if args.exhaustive_from else None
     if reused is not None:
         if args.stage == "exhaustive":
@@ -625,13 +802,16 @@ def main(argv: list[str] | None = None) -> int:
     run_units(plan, dirs, res, args.stage, args.jobs, exhaustive=reused is None)
     if args.stage == "exhaustive":
         return 0
+    if args.part == "text":
+        return write_text_part(args, plan, res, meta, machine, sources, started)
     tau = reused["tau"] if reused is not None and reused["tau"] else run_tau(plan, dirs, res)
     scale = 1.0
     if reused is not None:
         scale = meta["exhaustive_from"]["time_scale"] = time_scale(reused, list(res.rows.values()), plan)
     tasks = [summarize(t, [r for r in res.rows.values() if r["task"] == t.key and not r.get("tau_only")
                            and (reused is None or r["strategy"] == "auto")
-                           and r["key"].endswith(f"epochs={t.epochs or plan.epochs}")], plan,
+                           and r["key"] == row_key(t.key, r["seed"], r["strategy"], r["budget"],
+                                                   task_epochs(t, plan))], plan,
                        None if reused is None else reused["tasks"][t.key], scale) for t in plan.tasks]
     checks = checks_of(tasks, tau, plan.auto_budgets)
     machine["load_average_end"] = os.getloadavg()
@@ -641,12 +821,39 @@ def main(argv: list[str] | None = None) -> int:
                                   if reused is None or r["strategy"] == "auto")
     doc = {"meta": meta, "machine": machine, "sources": sources, "checks": [c.as_dict() for c in checks],
            "tasks": tasks, "tau": tau}
+    old = args.out / "auto_suite.json"
+    if old.exists() and "text" in json.loads(old.read_text()):  # the text part is kept as it was measured
+        doc["text"] = json.loads(old.read_text())["text"]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "auto_suite.json").write_text(json.dumps(doc, indent=1, default=float) + "\n")
     (args.out / "AUTO_SUITE.md").write_text(render(doc))
     for c in checks:
         log(f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.value} (target {c.target})")
     log(f"wrote {args.out / 'AUTO_SUITE.md'} and auto_suite.json in {meta['total_seconds']:.0f} s")
+    return 0
+
+
+def write_text_part(args: argparse.Namespace, plan: Plan, res: Results, meta: dict[str, Any],
+                    machine: dict[str, Any], sources: dict[str, Any], started: float) -> int:
+    """Summarise the text tasks and write them as ``"text"`` into the JSON beside its stored image part
+    (which nothing here reruns or changes), then render the page from the whole JSON."""
+    tasks = [summarize(t, [r for r in res.rows.values() if r["task"] == t.key
+                           and r["key"] == row_key(t.key, r["seed"], r["strategy"], r["budget"], task_epochs(t, plan))],
+                       plan) for t in plan.tasks]
+    checks = checks_of(tasks, {}, plan.auto_budgets, negative=False)
+    machine["load_average_end"] = os.getloadavg()
+    meta.update(total_seconds=time.perf_counter() - started, reused_runs=res.reused,
+                compute_seconds=sum(r.get("wall_seconds", 0.0) for r in res.rows.values()))
+    path = args.out / "auto_suite.json"
+    doc = json.loads(path.read_text()) if path.exists() else {}
+    doc["text"] = {"meta": meta, "machine": machine, "sources": sources, "checks": [c.as_dict() for c in checks],
+                   "tasks": tasks}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, default=float) + "\n")
+    (args.out / "AUTO_SUITE.md").write_text(render(doc))
+    for c in checks:
+        log(f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.value} (target {c.target})")
+    log(f"wrote {args.out / 'AUTO_SUITE.md'} and the text part of {path} in {meta['total_seconds']:.0f} s")
     return 0
 
 

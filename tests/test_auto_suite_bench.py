@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,3 +41,63 @@ def test_render_only_adds_the_sentence_and_keeps_the_json(tmp_path: Path) -> Non
     doc = json.loads(published.read_text())
     doc["meta"]["plan"]["augment"] = "on"  # a suite run with augmentation has nothing to explain
     assert auto_suite.augment_sentence(doc) == ""
+
+
+def test_text_plan_runs_minilm_with_the_clis_settings() -> None:
+    plan = auto_suite.TEXT
+    assert plan.epochs is None and plan.augment == "auto"  # nothing passed: the recipes decide, as on the CLI
+    assert [s.backbone for s in plan.sources] == [True] and plan.sources[0].model == "minilm"
+    assert {(t.target, t.shots) for t in plan.tasks} >= {("vader-movies", 8), ("sms-spam", 8)}
+    assert plan.seeds == [0, 1, 2] and "contrastive" in plan.strategies and "auto" not in plan.strategies
+    from transferkit.strategies.auto import TEXT_FEW
+
+    assert set(TEXT_FEW) <= set(plan.strategies)  # every candidate auto can pick for these tasks runs in full
+    assert auto_suite.row_key("t", 0, "lp_ft", None, None).endswith("epochs=recipe")
+
+
+def test_a_rerun_resumes_from_the_stored_cells(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every finished cell is appended to the results file; a second invocation runs none of them again, and an
+    auto cell stored by another auto.py is run again (its choice may differ)."""
+    calls: list[tuple[str, str, int]] = []
+
+    def fake_run(src: str, target: str, shots: int, strategy: str, seed: int, *rest: object) -> dict[str, object]:
+        calls.append((target, strategy, seed))
+        row: dict[str, object] = {"accuracy": 0.5 + seed / 10, "train_seconds": 1.0, "wall_seconds": 1.0}
+        if strategy == "auto":
+            row["auto"] = {"choice": "contrastive", "reason": "r", "candidates": ["contrastive"],
+                           "decision_seconds": 0.1, "signals": {}, "search": None}
+        return row
+
+    monkeypatch.setattr(auto_suite, "one_run", fake_run)
+    plan, dirs = auto_suite.TEXT, {"minilm": Path("minilm")}
+    path = tmp_path / "results-text.jsonl"
+    auto_suite.run_units(plan, dirs, auto_suite.Results(path, False), "all", 1)
+    n = len(plan.tasks) * len(plan.seeds) * (len(plan.strategies) + len(plan.auto_budgets))
+    assert len(calls) == n and len(path.read_text().splitlines()) == n
+    calls.clear()
+    res = auto_suite.Results(path, False)
+    auto_suite.run_units(plan, dirs, res, "all", 1)
+    assert calls == [] and res.reused == n
+    monkeypatch.setattr(auto_suite, "auto_version", lambda: "another")
+    auto_suite.run_units(plan, dirs, auto_suite.Results(path, False), "all", 1)
+    assert {c[1] for c in calls} == {"auto"} and len(calls) == len(plan.tasks) * len(plan.seeds)
+
+
+def test_paired_regret_is_the_per_seed_difference_and_its_standard_error() -> None:
+    best = {"0": 0.70, "1": 0.66, "2": 0.72}
+    cell = [{"seed": 0, "accuracy": 0.69}, {"seed": 1, "accuracy": 0.60}, {"seed": 2, "accuracy": 0.72}]
+    out = auto_suite.paired_regret(best, cell)
+    d = [0.01, 0.06, 0.0]
+    assert out["regret_per_seed"] == pytest.approx(d)
+    assert out["regret_se"] == pytest.approx(float(np.std(d, ddof=1) / np.sqrt(3)))
+    assert auto_suite.paired_regret({"0": 0.7}, cell) == {}  # not paired: no error bar
+
+
+def test_the_stored_image_rows_decide_as_the_current_rules_do() -> None:
+    """The image part is not rerun for the text rule: replaying the current rules on the signals every stored
+    image run recorded gives back its recorded decisions (the first candidate at budget 0, the search's order)."""
+    published = ROOT / "docs" / "auto_suite.json"
+    if not published.exists():
+        pytest.skip("no published auto_suite.json")
+    same, total, differ = auto_suite.replay_rules(json.loads(published.read_text())["tasks"])
+    assert total > 0 and same == total, differ

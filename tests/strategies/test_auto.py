@@ -15,10 +15,10 @@ from transferkit.runs import load_run
 from transferkit.strategies.auto import (
     Auto,
     AutoOptions,
+    can_change,
     candidates_for,
     cross_fit_correct,
     nearest_mean_accuracy,
-    can_change,
     paired_gap,
     rank_with_tolerance,
     val_tolerance,
@@ -37,7 +37,10 @@ def test_nearest_mean_accuracy_matches_a_direct_loop() -> None:
     x_tr, y_tr = _blobs(10, 0)
     x_te, y_te = _blobs(5, 1)
     mu = x_tr.mean(0)
-    unit = lambda a: (a - mu) / np.linalg.norm(a - mu, axis=1, keepdims=True)
+
+    def unit(a: np.ndarray) -> np.ndarray:
+        return (a - mu) / np.linalg.norm(a - mu, axis=1, keepdims=True)
+
     means = [unit(x_tr)[y_tr == c].mean(0) for c in range(4)]
     pred = [int(np.argmax([unit(x[None])[0] @ m for m in means])) for x in x_te]
     assert nearest_mean_accuracy(x_tr, y_tr, x_te, y_te) == pytest.approx(np.mean(np.array(pred) == y_te))
