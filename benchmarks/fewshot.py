@@ -33,6 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse
 import copy
+import dataclasses
 import importlib.util
 import json
 import subprocess
@@ -73,14 +74,20 @@ VARIANTS: dict[str, dict[str, str]] = {
     "supcon, lr 2e-5, mean head": {"loss": "supcon", "head": "means"},
     "pairs, lr 2e-5, mean head": {"loss": "pairs", "head": "means"},
     "pairs, lr 2e-5, prompt head, 4 passes": {"loss": "pairs", "head": "prompts", "passes": "4"},
+    # the recipe's training settings (a TrainConfig field in a variant overrides the recipe's)
+    "pairs, lr 2e-5, prompt head, bf16": {"loss": "pairs", "head": "prompts", "precision": "bf16"},
 }
 SETFIT = {"num_iterations": 20, "batch_size": 16}
+#: TrainConfig fields a variant may set (strings, as on the command line; the recipe fills the others)
+TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"seed", "progress"}
 
 
 class Bench:
     def __init__(self, test_n: int, threads: int) -> None:
         self.test_n, self.threads = test_n, threads
         self.source = from_pretrained("minilm")
+        #: tokens kept per text on both sides (transferkit's minilm default; SetFit's model folder says 256)
+        self.max_length = int(self.source.spec.input_shape[-1])
         self.raw: dict[str, ArrayDataset] = {}
 
     def data(self, name: str) -> ArrayDataset:
@@ -116,23 +123,26 @@ class Bench:
         def tok(ds: ArrayDataset) -> torch.Tensor:
             return torch.from_numpy(tokenize_for(model.spec, ds.x))
 
-        cfg = TrainConfig(seed=seed, progress="off")
+        settings = {k: type(TrainConfig.default(k))(v) for k, v in options.items() if k in TRAIN_FIELDS}
+        cfg = TrainConfig(seed=seed, progress="off", **settings)
         ctx = TransferContext(model, {}, (tok(train), torch.from_numpy(train.require_labels())), None, cfg,
-                              lambda: model, user_set=frozenset({"seed", "progress"}))
+                              lambda: model, user_set=frozenset({"seed", "progress", *settings}))
         c0, w0 = time.process_time(), time.perf_counter()
-        run_strategy(make_strategy("contrastive", options), ctx)
+        run_strategy(make_strategy("contrastive", {k: v for k, v in options.items() if k not in settings}), ctx)
         c1, w1 = time.process_time(), time.perf_counter()
         from transferkit.engine.precision import predict_logits, resolve_placement
 
         place = resolve_placement(ctx.model, "fp32", "off")
         preds = {d: predict_logits(ctx.model, tok(ds), place).argmax(1).numpy() for d, ds in tests.items()}
         return {**scores(tests, preds), "train_cpu_seconds": c1 - c0, "train_wall_seconds": w1 - w0,
-                "options": options, "info": json.loads(json.dumps(ctx.info, default=str))}
+                "max_length": self.max_length, "options": options,
+                "info": json.loads(json.dumps(ctx.info, default=str))}
 
     def setfit(self, task: str, seed: int, python: str, cross: bool = True) -> dict[str, Any]:
         train, tests = self.task(task, seed, cross=cross)
         job = {"model": str(model_path()), "train_texts": [str(t) for t in train.x],
                "train_labels": [int(v) for v in train.require_labels()], "seed": seed, "threads": self.threads,
+               "max_length": self.max_length,
                "tests": {d: [str(t) for t in ds.x] for d, ds in tests.items()}, **SETFIT}
         with tempfile.TemporaryDirectory(prefix="fewshot-setfit-") as tmp:
             src, dst = Path(tmp) / "in.json", Path(tmp) / "out.json"
@@ -214,6 +224,45 @@ def select(bench: Bench, store: Path, seeds: list[int], variants: str | None, ta
     return cells
 
 
+def ceiling(bench: Bench, store: Path, seeds: list[int]) -> dict[str, Any]:
+    """What the frozen encoder reaches with every training label of vader-movies: a logistic regression on
+    frozen all-MiniLM-L6-v2 features (mean-pooled, normalised; fp32) of the whole training split of each seed's
+    split, its C picked on the validation split, scored on the same 500-text test draw as the cells; beside it
+    the same probe on the 64/class draw of movies-64. The labels-only 64/class criterion's reference point."""
+    from sklearn.linear_model import LogisticRegression
+
+    from transferkit.engine.features import extract_features
+    from transferkit.engine.precision import resolve_placement
+
+    cells = load(store)
+    ds = bench.data("vader-movies")
+    feats_file = store.with_name("ceiling_features.npy")
+    if feats_file.exists():
+        feats = np.load(feats_file)
+    else:  # every text once (a frozen encoder: the split only picks rows)
+        torch.set_num_threads(bench.threads)
+        x = torch.from_numpy(tokenize_for(bench.source.spec, ds.x))
+        feats = extract_features(bench.source, x, resolve_placement(bench.source, "fp32", "off")).float().numpy()
+        np.save(feats_file, feats)
+    rows = dataclasses.replace(ds, x=np.arange(len(ds)))  # split and draw row numbers, not texts
+    for seed in seeds:
+        for name, k in (("all labels", None), ("64/class", 64)):
+            ck = key("ceiling", name, seed)
+            if ck in cells:
+                continue
+            sp = split(rows, seed=seed, val=0.15, test=0.3)
+            train = sp.train if k is None else kshot(sp.train, k, seed=seed)
+            test = sp.test.subset(bench.draw(len(sp.test), seed))
+            fit = {c: LogisticRegression(C=c, max_iter=2000).fit(feats[train.x], train.require_labels())
+                   for c in (0.1, 1.0, 10.0, 100.0)}
+            best = max(fit, key=lambda c: fit[c].score(feats[sp.val.x], sp.val.require_labels()))
+            acc = float(fit[best].score(feats[test.x], test.require_labels()))
+            cells[ck] = {"vader-movies": {"accuracy": acc, "n": len(test)}, "C": best, "train_n": len(train)}
+            save(store, cells)
+            log(f"{ck}: {acc:.3f} (C {best}, {len(train)} labelled texts)")
+    return cells
+
+
 def quick(args: argparse.Namespace, python: str | None) -> int:
     """movies-8, seed 0, the in-domain test draw of the full run (no tweets): both sides trained afresh; without
     setfit, the SetFit side is the full run's recorded cell for the same split (docs/fewshot.json)."""
@@ -243,6 +292,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--select", action="store_true")
+    ap.add_argument("--ceiling", action="store_true", help="the frozen-encoder probe on every movies training label")
     ap.add_argument("--render-only", action="store_true")
     ap.add_argument("--tasks", default="movies-8")
     ap.add_argument("--seeds", default="0,1,2,3,4")
@@ -265,6 +315,8 @@ def main() -> int:
         if args.select:
             update: dict[str, Any] = {"select": select(bench, args.work / "select.json", seeds, args.variants,
                                                          args.select_task)}
+        elif args.ceiling:
+            update = {"ceiling": ceiling(bench, args.work / "ceiling.json", seeds)}
         else:
             for other in args.merge:
                 save(args.work / "results.json", {**load(other / "results.json"), **load(args.work / "results.json")})

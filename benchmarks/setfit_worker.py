@@ -2,12 +2,13 @@
 
     python setfit_worker.py IN.json OUT.json
 
-IN.json: ``{"model": path, "train_texts": [...], "train_labels": [...], "tests": {name: [texts]},
-"seed": int, "threads": int, "num_iterations": int, "batch_size": int}``. OUT.json: the predicted labels of
-every test set and the CPU seconds (``time.process_time`` of this process, all threads) of training and of
-prediction. Imports nothing from transferkit: the parent hands over the exact texts and labels it trains
-its own side on. Settings: SetFit 1.2.0's defaults (body lr 2e-5, one epoch of pairs, logistic-regression
-head) with ``num_iterations`` pair draws per example, as in the SetFit paper.
+IN.json: ``{"model": path, "train_texts": [...], "train_labels": [...], "tests": {name: [texts]}, "seed": int,
+"threads": int, "num_iterations": int, "batch_size": int, "max_length": int}``. OUT.json: the predicted labels
+of every test set and the CPU seconds (``time.process_time`` of this process, all threads) of training and of
+prediction. Imports nothing from transferkit: the parent hands over the exact texts and labels it trains its own
+side on. Settings: SetFit 1.2.0's defaults (body lr 2e-5, one epoch of pairs, logistic-regression head) with
+``num_iterations`` pair draws per example, as in the SetFit paper; texts truncated to ``max_length`` tokens (the
+parent's: transferkit's side truncates at the same length; the model folder's own default is 256).
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ def main(src: str, dst: str) -> None:
     from setfit import SetFitModel, Trainer, TrainingArguments
 
     model = SetFitModel.from_pretrained(job["model"], local_files_only=True)
+    model.model_body.max_seq_length = int(job["max_length"])
     args = TrainingArguments(batch_size=int(job["batch_size"]), num_iterations=int(job["num_iterations"]),
-                             num_epochs=1, seed=int(job["seed"]), report_to="none", save_strategy="no",
+                             num_epochs=1, seed=int(job["seed"]), max_length=int(job["max_length"]), report_to="none",
+                             save_strategy="no",
                              output_dir=os.path.join(os.path.dirname(os.path.abspath(dst)), "setfit-out"))
     train = Dataset.from_dict({"text": job["train_texts"], "label": job["train_labels"]})
     trainer = Trainer(model=model, args=args, train_dataset=train)
@@ -47,7 +50,7 @@ def main(src: str, dst: str) -> None:
     c2 = time.process_time()
     out = {"predictions": preds, "train_cpu_seconds": c1 - c0, "train_wall_seconds": w1 - w0,
            "predict_cpu_seconds": c2 - c1, "setfit": setfit.__version__, "torch": torch.__version__,
-           "threads": torch.get_num_threads()}
+           "threads": torch.get_num_threads(), "max_length": model.model_body.max_seq_length}
     with open(dst, "w", encoding="utf-8") as fh:
         json.dump(out, fh)
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,3 +81,28 @@ def test_quick_without_setfit_compares_with_the_recorded_cell(monkeypatch: pytes
                                                      __import__("json").dumps(_cell(0.65, 100)) + "}}")
     assert fewshot.quick(argparse.Namespace(threads=1), None) == 1
     assert "not a re-run" in capsys.readouterr().out
+
+
+def test_ceiling_fits_on_the_split_rows_and_scores_the_test_draw(tmp_path: Path) -> None:
+    """The ceiling probe reads the feature rows of each split part: with features that carry the label only on
+    the rows the split puts in train/val/test, it must reach accuracy 1 on the test draw (and a shuffled
+    feature file, rows misaligned with the texts, must not)."""
+    from transferkit.data import ArrayDataset
+
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.integers(0, 2, n)
+    ds = ArrayDataset(x=np.array([f"text {i}" for i in range(n)], dtype=object), y=y,
+                      class_names=["negative", "positive"], name="vader-movies", modality="text")
+    bench = fewshot.Bench.__new__(fewshot.Bench)
+    bench.test_n, bench.threads, bench.raw = 50, 1, {"vader-movies": ds}
+    feats = np.stack([2.0 * y - 1.0, rng.normal(size=n)], 1)
+    for name, rows in (("aligned", feats), ("misaligned", feats[rng.permutation(n)])):
+        store = tmp_path / name / "ceiling.json"
+        store.parent.mkdir()
+        np.save(store.with_name("ceiling_features.npy"), rows)
+        cells = fewshot.ceiling(bench, store, [0])
+        acc = cells["ceiling|all labels|0"]["vader-movies"]["accuracy"]
+        assert cells["ceiling|all labels|0"]["vader-movies"]["n"] == 50
+        assert cells["ceiling|64/class|0"]["train_n"] == 128
+        assert (acc == 1.0) if name == "aligned" else (acc < 0.8)
