@@ -3,6 +3,7 @@
     python benchmarks/auto_suite.py --jobs 2     # full run (about 40 minutes on 2 shared CPU cores)
     python benchmarks/auto_suite.py --quick      # smoke run (a few minutes): 3 tasks, 4 strategies, 1 seed
     python benchmarks/auto_suite.py --render-only  # rewrite docs/AUTO_SUITE.md from docs/auto_suite.json
+    python benchmarks/auto_suite.py --part text    # the MiniLM text tasks (about an hour on 1 busy core)
 
 Writes ``docs/AUTO_SUITE.md`` and ``docs/auto_suite.json`` (``runs/suite-quick/`` with ``--quick``);
 never edit them by hand. Source models are pretrained once into ``runs/suite/`` and reused. Every
@@ -37,7 +38,14 @@ mnist5k as the target); they are reported separately. The unrelated sources: ``u
 ``small_cnn`` trained on mnist5k under one fixed random pixel permutation, ``shuffled`` is
 trained on mnist5k with shuffled labels (its features collapse: transfer hurts).
 
-Every run passes the plan's ``augment`` ("off"): the suite was measured before small_cnn's lp_ft/full
+``--part text`` runs the text tasks (the registered ``minilm`` backbone on vader-movies and sms-spam at 8
+labelled texts per class, 3 seeds, every strategy a text user would weigh and ``auto``, each with the
+CLI's settings) into ``runs/suite/results-text.jsonl`` (resumed the same way) and writes them as the
+``"text"`` part of the same JSON and page; the stored image part is kept as it is, and the page says
+whether it predates the current auto.py and what the current rules decide on its recorded signals
+(:func:`replay_rules`). ``--part image`` likewise keeps a stored text part.
+
+Every image run passes the plan's ``augment`` ("off"): the suite was measured before small_cnn's lp_ft/full
 recipe turned image augmentation on (docs/AUGMENT.md), and the page says so in a generated sentence.
 """
 
@@ -722,7 +730,7 @@ def text_section(text: dict[str, Any], image_meta: dict[str, Any]) -> list[str]:
             "best strategy's mean minus auto's, with its standard error paired by seed. Train s: wall seconds of "
             "training (`train_seconds`); CPU s: process CPU seconds of the whole run (training and scoring the test "
             "texts) with one thread."),
-           "", "| check | measured | target | result |", "|---|---|---|---|"]
+           "", rule_sentence(), "", "| check | measured | target | result |", "|---|---|---|---|"]
     out += [f"| {c['name']} | {c['value']} | {c['target']} | {'PASS' if c['passed'] else 'FAIL'} |"
             for c in text["checks"]]
     head, sep = "| task | best strategy | best acc |", "|---|---|---:|"
@@ -756,6 +764,23 @@ def text_section(text: dict[str, Any], image_meta: dict[str, Any]) -> list[str]:
             out.append(f"- {t['key']}, budget {b}: chose {a['choice'][0]} -- {a['reasons'][0]}")
     out += search_section(text["tasks"])
     return out
+
+
+def rule_sentence() -> str:
+    """auto's rule for ``contrastive`` (rule 4 of strategies/auto.py), from its constants, and where it comes from."""
+    from transferkit.strategies.auto import CONTRASTIVE_SHOTS, TEXT_FEW, candidates_for
+
+    low, high = CONTRASTIVE_SHOTS
+    return (f"auto's rule for `contrastive` (rule 4 of src/transferkit/strategies/auto.py): a candidate for a text "
+            f"encoder with {low} to {high - 1} labelled examples per class; at {low}-9 the candidates are "
+            f"{' > '.join(TEXT_FEW)} (so the CLI default, budget 0, trains {TEXT_FEW[0]}), at 10-{high - 1} "
+            f"{' > '.join(candidates_for(10, 'text'))}; from {high} per class and below {low} it is left out, and no "
+            "other modality has it (none measured). Sources: docs/FEWSHOT.md (contrastive at 8 and at 64 per class on "
+            "vader-movies), docs/CURVES.md (the MiniLM linear probe at 5 and 10 per class), docs/TEXT.md (lp_ft at 64 "
+            "per class) and the every-strategy rows below, whose first seed was in view when the order was set: these "
+            "are design tasks for the rule. A text encoder is never sent to `scratch` by the features-at-chance "
+            "guard (with 8 texts per class the test has little power, and `scratch` would train a transformer from "
+            "random weights).")
 
 
 def replay_sentence(doc: dict[str, Any]) -> str:

@@ -101,3 +101,40 @@ def test_the_stored_image_rows_decide_as_the_current_rules_do() -> None:
         pytest.skip("no published auto_suite.json")
     same, total, differ = auto_suite.replay_rules(json.loads(published.read_text())["tasks"])
     assert total > 0 and same == total, differ
+
+
+def test_the_text_part_is_written_beside_the_stored_image_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """write_text_part summarises the stored text cells into ``doc["text"]`` and keeps the image part byte for byte;
+    the page gains the text section (rule, regret with its paired SE, every strategy) and keeps the image tables."""
+    published = ROOT / "docs" / "auto_suite.json"
+    if not published.exists():
+        pytest.skip("no published auto_suite.json")
+    doc = json.loads(published.read_text())
+    doc.pop("text", None)
+    (tmp_path / "auto_suite.json").write_text(json.dumps(doc))
+    plan = auto_suite.TEXT
+    res = auto_suite.Results(tmp_path / "results-text.jsonl", False)
+    for t in plan.tasks:
+        for s in plan.seeds:
+            for n in [*plan.strategies, "auto"]:
+                acc = 0.6 + 0.01 * s + (0.05 if n == "zs_init" else 0.04 if n in ("contrastive", "auto") else 0.0)
+                row = {"accuracy": acc, "train_seconds": 2.0, "wall_seconds": 3.0, "cpu_seconds": 2.5, "n_test": 500,
+                       "key": auto_suite.row_key(t.key, s, n, 0.0 if n == "auto" else None, None), "task": t.key,
+                       "seed": s, "strategy": n, "budget": 0.0 if n == "auto" else None}
+                if n == "auto":
+                    row["auto"] = {"choice": "contrastive", "reason": "why", "candidates": ["contrastive", "lp_ft"],
+                                   "decision_seconds": 0.5, "signals": {"modality": "text"}, "search": None}
+                res.add(row)
+    meta = {"command": "python benchmarks/auto_suite.py --part text", "date": "d", "auto_version": "v", "plan":
+            auto_suite.asdict(plan), "mode": "text", "jobs": 1}
+    machine = {"usable_cpus": 2, "load_average_start": (1.0, 1.0, 1.0)}
+    args = auto_suite.parse_args(["--part", "text", "--out", str(tmp_path)])
+    assert auto_suite.write_text_part(args, plan, res, meta, machine, {}, 0.0) == 0
+    out = json.loads((tmp_path / "auto_suite.json").read_text())
+    assert {k: v for k, v in out.items() if k != "text"} == doc
+    movies = next(t for t in out["text"]["tasks"] if t["task"]["target"] == "vader-movies")
+    assert movies["best"] == "zs_init" and movies["auto"]["0"]["regret"] == pytest.approx(0.01)
+    assert movies["auto"]["0"]["regret_se"] == pytest.approx(0.0, abs=1e-12)
+    page = (tmp_path / "AUTO_SUITE.md").read_text()
+    assert "## Text tasks (MiniLM)" in page and "+1.0 ± 0.0" in page and "rule 4 of" in page
+    assert "## Per task (means over seeds)" in page  # the image part is still rendered
