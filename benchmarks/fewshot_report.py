@@ -154,6 +154,18 @@ def _truncation(doc: dict[str, Any]) -> str:
             f"128 by default; SetFit's model folder says 256, so the worker sets it to the parent's): {said}.")
 
 
+def _recipe_lines(doc: dict[str, Any]) -> list[str]:
+    """The training settings each task's contrastive cells ran with (the minilm recipe the CLI applies)."""
+    by: dict[str, set[str]] = {}
+    for k, v in doc.get("cells", {}).items():
+        task, method, _ = k.split("|")
+        rec = v.get("info", {}).get("recipe", {}).get("settings") if method == "contrastive" else None
+        if rec:
+            by.setdefault(", ".join(f"{a} {b}" for a, b in sorted(rec.items())), set()).add(task)
+    return [f"`contrastive` trained with the minilm recipe (`transferkit/strategies/recipes.py`, what the CLI "
+            f"applies): {r} ({', '.join(sorted(t))})." for r, t in sorted(by.items())]
+
+
 def _missing(doc: dict[str, Any], tasks: dict[str, Any]) -> list[str]:
     cells = doc.get("cells", {})
     out = []
@@ -186,21 +198,32 @@ def render(doc: dict[str, Any], tasks: dict[str, Any], pair: Any) -> str:
         "The command is what a user types; the CLI's `--shots k` also draws k texts per class from the validation "
         "split for early stopping, which the benchmark gives neither side (both see exactly the k labelled texts).",
         "",
-        "## Issue 19's criteria",
+        *_recipe_lines(doc),
+        "",
+        "## Issue 19's criteria (what must hold), from these cells",
         "",
         *_criteria_rows(doc, pair),
         "",
-        "## How the body objective was chosen (validation texts only)",
+        "The image rows (EfficientNet-Lite0) and the `suggest-labels` criteria are measured by their own scripts "
+        "(`benchmarks/fewshot_image.py`, `benchmarks/suggest.py`) and reported in their generated docs.",
+        "",
+        "## Cells not run yet",
+        "",
+        *(_missing(doc, tasks) or ["- none"]),
+        "",
+        "## Appendix A: how the body objective and the head were chosen (validation texts only)",
         "",
         "Each variant trained on the task's k/class draw of a seed and scored on a draw of that seed's "
         "validation split (`python benchmarks/fewshot.py --select [--select-task T]`; 300 validation texts per "
         "seed); no test text was read. The head rule (`head=auto`: label-name prompts when every class name is "
         "one token of the encoder's vocabulary, else class means) was checked on sms-spam's validation texts "
-        "(prompt head vs mean head rows).",
+        "(prompt head vs mean head rows); bf16 autocast against fp32 on movies (the `bf16` row against the row "
+        "without it). CPU seconds of a row depend on the thread count it ran with (`--threads`; recorded per "
+        "cell in docs/fewshot.json).",
         "",
         *_select_rows(doc),
         "",
-        "## How far labels alone go on this encoder (movies 64/class >= 0.80)",
+        "## Appendix B: how far labels alone go on this encoder (movies 64/class >= 0.80)",
         "",
         "The labels-only criterion's reference point (`python benchmarks/fewshot.py --ceiling`): a logistic "
         "regression on frozen all-MiniLM-L6-v2 features of every training text of each seed's split (its C from "
@@ -208,10 +231,6 @@ def render(doc: dict[str, Any], tasks: dict[str, Any], pair: Any) -> str:
         "above, and the same probe on the 64/class draw. Full fine-tuning on every label was not run (CPU).",
         "",
         *_ceiling_rows(doc),
-        "",
-        "## Cells not run yet",
-        "",
-        *(_missing(doc, tasks) or ["- none"]),
         "",
         "## Machine",
         "",

@@ -106,3 +106,16 @@ def test_ceiling_fits_on_the_split_rows_and_scores_the_test_draw(tmp_path: Path)
         assert cells["ceiling|all labels|0"]["vader-movies"]["n"] == 50
         assert cells["ceiling|64/class|0"]["train_n"] == 128
         assert (acc == 1.0) if name == "aligned" else (acc < 0.8)
+
+
+def test_doc_states_the_recipe_and_the_truncation_each_side_ran_with() -> None:
+    def recipe(precision: str) -> dict[str, Any]:
+        return {"recipe": {"settings": {"lr": 2e-5, "precision": precision}}}
+
+    ours = {**_cell(0.70, 20, 0.7), "max_length": 128, "info": recipe("bf16")}
+    old = {**_cell(0.70, 30), "sms-spam": _cell(0.9, 0)["vader-movies"], "info": recipe("fp32")}
+    cells = {"movies-8|contrastive|0": ours, "movies-8|setfit|0": {**_cell(0.6, 60, 0.6), "max_length": 128},
+             "spam-8|contrastive|0": old}
+    md = report.render({"cells": cells}, fewshot.TASKS, report.paired)
+    assert "lr 2e-05, precision bf16 (movies-8)." in md and "lr 2e-05, precision fp32 (spam-8)." in md
+    assert "contrastive: 128, not recorded; setfit: 128." in md
