@@ -26,16 +26,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from transferkit.adaptation.base import AdaptContext, Method
+from transferkit.adaptation.base import AdaptContext, Method, validation_data
 from transferkit.adaptation.spec import parse_budget
 from transferkit.adaptation.stages import AdaptPlan, CandidateRun, Prepared, score_candidate, train_candidate
+from transferkit.adaptation.validators import score
 from transferkit.engine.config import capped_epochs
 from transferkit.engine.loop import Phase, steps_per_epoch
 from transferkit.models import TransferModel
 from transferkit.runs import RunDir
 
 #: Seconds kept back from the budget for what follows the last rung (scoring, the A-distance, writing the run).
-RESERVE_S, RESERVE_FRACTION = 5.0, 0.05
+RESERVE_S, RESERVE_FRACTION = 10.0, 0.05
 #: A candidate's later epochs may cost more than its first (e.g. self-training's second phase): estimates are
 #: scaled by this.
 SAFETY = 1.25
@@ -109,6 +110,7 @@ class Tracked:
     overhead: float = 0.0
     done: bool = False
     history: list[float] = field(default_factory=list)
+    ctx: AdaptContext | None = None  #: a paused candidate's context (to score it fully if the run stops there)
 
 
 def advance(plan: AdaptPlan, prep: Prepared, i: int, run: RunDir, stop: int | None, t: Tracked) -> None:
@@ -121,7 +123,7 @@ def advance(plan: AdaptPlan, prep: Prepared, i: int, run: RunDir, stop: int | No
         t.run = train_candidate(plan, prep, i, run, wrapper)
         t.done = True
     except Paused as p:
-        t.run = score_candidate(plan, prep, i, p.ctx, time.perf_counter() - t0, p.ctx.results)
+        t.run, t.ctx = paused_run(plan, prep, i, p.ctx, time.perf_counter() - t0), p.ctx
     wall = time.perf_counter() - t0
     n = len(wrapper.starts)
     if n:
@@ -133,6 +135,16 @@ def advance(plan: AdaptPlan, prep: Prepared, i: int, run: RunDir, stop: int | No
     elif t.per_epoch is None:
         t.per_epoch, t.overhead = 0.0, wall  # nothing to train (e.g. adabn): its cost is the call
     t.history.append(wall)
+
+
+def paused_run(plan: AdaptPlan, prep: Prepared, i: int, ctx: AdaptContext, seconds: float) -> CandidateRun:
+    """A paused candidate as halving ranks it: only ``spec.validator``'s score (on the target validation inputs;
+    with the source validation data for ``dev``), not every validator and accuracy as a finished one."""
+    v, d, cand = plan.spec.validator, prep.data, plan.candidates[i]
+    vd = validation_data(ctx.model, ctx.placement(), d.target_val, d.source_val if v == "dev" else None)
+    rec = {"label": cand.label, "method": cand.name, "options": cand.options, "validators": {v: score(v, vd)},
+           "train_seconds": seconds, "info": ctx.info, "paused": True}
+    return CandidateRun(rec, ctx.model, list(ctx.results))
 
 
 def plan_cost(ts: list[Tracked], stops: list[int], alive: list[int]) -> float:
@@ -229,7 +241,15 @@ def _rungs(plan: AdaptPlan, prep: Prepared, run: RunDir, ts: list[Tracked], dead
                       "scores": {plan.candidates[i].label: ts[i].run.record["validators"][v]  # type: ignore[union-attr]
                                  for i in alive}, "kept": [plan.candidates[i].label for i in keep]})
         alive = keep
-    return [ts[i].run for i in alive], rungs  # type: ignore[misc]
+    return [_final(plan, prep, i, ts[i]) for i in alive], rungs
+
+
+def _final(plan: AdaptPlan, prep: Prepared, i: int, t: Tracked) -> CandidateRun:
+    """``t``'s run scored as a finished candidate's (every validator, accuracy on labelled eval data)."""
+    assert t.run is not None
+    if t.done or t.ctx is None:
+        return t.run
+    return score_candidate(plan, prep, i, t.ctx, t.run.record["train_seconds"], t.ctx.results)
 
 
 def _cut_short(plan: AdaptPlan, prep: Prepared, run: RunDir, ts: list[Tracked], alive: list[int], deadline: float,
@@ -248,6 +268,6 @@ def _cut_short(plan: AdaptPlan, prep: Prepared, run: RunDir, ts: list[Tracked], 
                       "kept": [plan.candidates[best].label],
                       "note": "the rest of the plan would exceed the budget: the validator's best finished alone"})
         return [ts[best].run], rungs  # type: ignore[list-item]
-    rungs.append({"rung": k, "skipped": "would exceed the budget", "elapsed_left_s": left,
+    rungs.append({"rung": k, "skipped": "would exceed the budget", "seconds_left": left,
                   "note": "the pick is the validator's best as it stands, before the end of its schedule"})
-    return [ts[i].run for i in alive], rungs  # type: ignore[misc]
+    return [_final(plan, prep, i, ts[i]) for i in alive], rungs
