@@ -5,16 +5,29 @@
   ``L_IM = E_x H(p(x)) - H(E_x p(x))`` (confident *and* diverse predictions), plus ``beta`` times the
   cross-entropy to self-supervised pseudo-labels: class centroids of the target features weighted by the
   current predictions, each input labelled by its nearest centroid (cosine), refined once with the hard
-  labels (their eqs. 4-6). The pseudo-labels are recomputed at every epoch start.
+  labels (their eqs. 4-6). The pseudo-labels are recomputed at every epoch start. This is ``shot`` with
+  ``stage2=none``.
+- **SHOT + consistency** (``shot``'s default on single-channel images, ``stage2=auto`` -> ``consistency``):
+  SHOT, then the second, *labeling-transfer* stage of SHOT++ (Liang, Hu, Wang, He & Feng, TPAMI 2021,
+  "Source data-absent unsupervised domain adaptation through hypothesis transfer and labeling transfer"),
+  which trains on SHOT's confident target pseudo-labels with a semi-supervised consistency loss (they use
+  MixMatch). Here FixMatch-style (Sohn et al., NeurIPS 2020): a mean teacher (EMA of the model; French et
+  al., ICLR 2018) labels each clean target batch, and the model learns those labels, class-balanced and
+  above a confidence threshold, on a randomly re-styled copy of the batch
+  (:func:`~transferkit.adaptation.augment.augment_glyphs`), plus a class-balance term
+  ``KL(p_bar || uniform)`` (:func:`consistency_loss`). The epoch budget is split between the two stages
+  (``stage2_fraction``, half each); still no source data. Other inputs (RGB, audio, text) get SHOT alone
+  under ``auto``: the re-styling is made for glyphs.
 - **AaD** (Yang, van de Weijer, Herranz & Jui, NeurIPS 2022, "Attracting and Dispersing"): each
   prediction is pulled toward the predictions of its ``k`` nearest target neighbours in feature space
   (kept in a memory bank) and pushed from the other predictions of its batch, the push weighted by
   ``lambda(t) = (1 + 10 t / T)^(-decay)``: ``L = -sum_{j in kNN(i)} p_i . p_j + lambda sum_{j in batch} p_i . p_j``.
 
-Both train the backbone only (the source head stays: the classes keep their meaning) and read only
-``ctx.target_train`` / ``ctx.target_val``; the checkpoint is chosen by the context's label-free
-validator. Each input's position travels as its "label" through the training loop, so the losses can
-look up per-input state (pseudo-labels, memory bank) without a second loop.
+Both train the backbone only (the source head stays: the classes keep their meaning; SHOT's second stage
+too unless ``stage2_head``) and read only ``ctx.target_train`` / ``ctx.target_val``; every phase's
+checkpoint is chosen by the context's label-free validator. Each input's position travels as its "label"
+through the training loop, so the losses can look up per-input state (pseudo-labels, memory bank) without a
+second loop.
 """
 
 from __future__ import annotations
