@@ -13,6 +13,10 @@ re-estimated from the epochs measured so far; when it no longer fits, the valida
 to the end of its schedule if that fits, else the pick is the best as it stands (``metrics.json`` ``rungs``
 says which). Rung ``k`` of ``R`` trains to ``ceil(E / 2^(R-1-k))`` epochs; the better half by
 ``spec.validator`` goes on. Target labels are never read for the pick.
+
+The budget counts from the ``adapt`` call (loading the data included); a reserve is kept for the scoring and
+writing after the rungs (:data:`RESERVE_S`, :data:`RESERVE_FRACTION`, :data:`AFTER_SHARE`). The interpreter's
+start before the call is outside it. A paused candidate is ranked by the selection validator alone.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ from transferkit.engine.loop import Phase, steps_per_epoch
 from transferkit.models import TransferModel
 from transferkit.runs import RunDir
 
-#: Seconds kept back from the budget for what follows the last rung (scoring, the A-distance, writing the run).
-RESERVE_S, RESERVE_FRACTION = 10.0, 0.05
+#: Seconds kept back from the budget for what follows the last rung (scoring, the A-distance, writing the run):
+#: a fixed part, a share of the budget, and a share of what the run spent before the rungs (loading the data and
+#: the scores before adaptation, which take as long as the scores after it on a machine as busy).
+RESERVE_S, RESERVE_FRACTION, AFTER_SHARE = 10.0, 0.05, 0.5
 #: A candidate's later epochs may cost more than its first (e.g. self-training's second phase): estimates are
 #: scaled by this.
 SAFETY = 1.25
@@ -177,7 +183,9 @@ def halve(plan: AdaptPlan, prep: Prepared, run: RunDir | None, started: float | 
     (epochs, candidates with scores, seconds, kept)."""
     assert plan.spec.budget is not None
     budget = parse_budget(plan.spec.budget)
-    deadline = (time.perf_counter() if started is None else started) + budget * (1 - RESERVE_FRACTION) - RESERVE_S
+    now = time.perf_counter()
+    before = 0.0 if started is None else max(0.0, now - started)
+    deadline = now - before + budget * (1 - RESERVE_FRACTION) - RESERVE_S - AFTER_SHARE * before
     with tempfile.TemporaryDirectory(prefix="transferkit-halving-") as tmp:
         rd = run if run is not None else RunDir.create(Path(tmp) / "run", "adapt", {}, False)
         return _halve(plan, prep, rd, deadline)
