@@ -1,0 +1,367 @@
+"""``adapt --method auto --budget 5m`` against running every candidate fully, on the three reference digit pairs.
+
+The source model is what a new user gets: ``transferkit pretrain --data <source> --out ...`` with the CLI's
+defaults (``small_cnn``; runs/adapt_auto/src-<source>). The target is the whole target set, unlabelled: adapt
+splits it label-free (55% to adapt on, 15% for the validator, 30% held out); the adapted-on part is 200-1000
+images on every pair (the counts are in the JSON and on the page). Per (pair, seed):
+
+(a) ``auto``: the CLI as a user types it, ``transferkit adapt --source SRC --source-data S --target-data T
+    --method auto --budget 5m --eval-data T`` (``--eval-data`` only scores the held-out part afterwards; it is
+    read by nothing that trains or picks), in a child process with ``--auto-threads`` torch threads (default
+    2: "on 2 cores"); its wall-clock seconds (process start to exit), the method it chose and its held-out
+    accuracy. Run these late, when the machine is quiet: the budget is wall-clock and the load is recorded.
+(b) ``full``: every default candidate of ``auto`` trained fully (the CLI's defaults: 500 iterations...), each
+    in its own ``adapt`` call on the same split, one torch thread; the label-free choice among them by the same
+    validator (``im``, adapt's default), and the oracle (best held-out accuracy, target labels, as papers pick).
+
+The must-hold (issue 20): (a) ends within the budget and its accuracy is at most 1 point below (b)'s
+label-free choice, per pair (mean over the seeds run). Cells are kept in runs/adapt_auto/cells.json (a rerun
+resumes); ``--part full`` / ``--part auto`` runs one side only.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/adapt_auto.py --part full --seeds 0,1,2   # (b), long
+    .venv/bin/python benchmarks/adapt_auto.py --part auto --seeds 0                         # (a), quiet machine
+    .venv/bin/python benchmarks/adapt_auto.py --quick          # CI: one pair, --budget 60s, must end in budget
+    .venv/bin/python benchmarks/adapt_auto.py --render-only    # page from the JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import DOCS, Bench, Context, Store, generated_line, log, table
+
+PAIRS = [("mnist5k", "digits8"), ("fontdigits", "digits8"), ("mnist5k", "fontdigits")]
+BUDGET = "5m"
+TOLERANCE = 0.01  #: the must-hold: auto within 1 point of the full runs' label-free choice
+VALIDATOR = "im"  #: adapt's default validator (the same in (a) and (b))
+QUICK_PAIR, QUICK_BUDGET, QUICK_PRETRAIN_EPOCHS = ("mnist5k", "fontdigits"), "60s", 2
+EXE = Path(sys.executable).with_name("transferkit")
+
+
+def options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--part", choices=["full", "auto", "all"], default="all", help="(b) full runs, (a) auto, or both")
+    p.add_argument("--pairs", default="", help="e.g. mnist5k->digits8 (default: the three reference pairs)")
+    p.add_argument("--budget", default=BUDGET, help="auto's --budget")
+    p.add_argument("--auto-threads", type=int, default=2, help="torch threads of the auto child process")
+
+
+def _cli(*args: str, threads: int) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return subprocess.run([str(EXE), *args], capture_output=True, text=True, env=env, check=False)
+
+
+def source_run(work: Path, data: str, quick: bool) -> Path:
+    """The source model with ``transferkit pretrain``'s defaults (``--quick``: 2 epochs), reused once complete."""
+    out = work / f"src-{data}"
+    if (out / "metrics.json").exists() and (out / "model.safetensors").exists():
+        return out
+    extra = ["--epochs", str(QUICK_PRETRAIN_EPOCHS)] if quick else []
+    r = _cli("pretrain", "--data", data, "--out", str(out), "--progress", "off", "--overwrite", *extra, threads=1)
+    if r.returncode != 0:
+        raise SystemExit(f"pretrain {data} failed: {r.stderr.strip().splitlines()[-1:]}")
+    return out
+
+
+def default_candidates() -> list[str]:
+    """``auto``'s default candidates, one entry each (as ``--option candidates=`` reads them)."""
+    from transferkit.adaptation.spec import AUTO_CANDIDATES
+
+    return list(AUTO_CANDIDATES)
+
+
+def full_cells(src: Path, s: str, t: str, seed: int, cands: list[str], store: Store) -> None:
+    """(b): every default candidate trained fully with the CLI's defaults, as ``adapt --method auto`` without a
+    budget trains them (its stages: one split and source model loaded once, then ``train_candidate`` for each),
+    each stored as it finishes (a rerun resumes at the next)."""
+    from transferkit.adaptation.api import spec_of
+    from transferkit.adaptation.data import accuracy
+    from transferkit.adaptation.stages import prepare, resolve, train_candidate
+
+    todo = [i for i, c in enumerate(cands) if f"full|{s}->{t}|{seed}|{c}" not in store]
+    if not todo:
+        return
+    plan = resolve(spec_of(str(src), s, t, method="auto", options={"candidates": ",".join(cands)},
+                           target_labels_for_eval=t, seed=seed, validator=VALIDATOR, progress="off"))
+    assert len(plan.candidates) == len(cands)  # one candidate per entry (one trade-off weight)
+    prep = prepare(plan)
+    d = prep.data
+    assert d.eval is not None and d.eval_all is not None
+    before = accuracy(prep.model, d.eval)["accuracy"]
+    for i in todo:
+        load = os.getloadavg()
+        r = train_candidate(plan, prep, i, None).record
+        store.put(f"full|{s}->{t}|{seed}|{cands[i]}", {
+            "pair": f"{s}->{t}", "seed": seed, "candidate": cands[i], "label": r["label"], "method": r["method"],
+            "acc": r["target_accuracy"], "acc_all": r["target_accuracy_all"], "validators": r["validators"],
+            "train_seconds": r["train_seconds"], "before": before, "epochs": prep.cfg.epochs,
+            "n_target_train": len(d.target_train), "n_target_val": len(d.target_val), "n_target_test": len(d.eval),
+            "load_average_start": list(load), "load_average_end": list(os.getloadavg())})
+        log(f"  full|{s}->{t}|{seed}|{r['label']}: {100 * r['target_accuracy']:.1f} held out, "
+            f"{VALIDATOR} {r['validators'][VALIDATOR]:.3f}, {r['train_seconds']:.0f} s")
+
+
+def auto_cell(src: Path, s: str, t: str, seed: int, budget: str, work: Path, threads: int) -> dict[str, Any]:
+    """(a): ``transferkit adapt --method auto --budget`` as a user types it, timed from process start to exit."""
+    out = work / f"auto-{s}-{t}-{seed}-{budget}"
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    r = _cli("adapt", "--source", str(src), "--source-data", s, "--target-data", t, "--eval-data", t,
+             "--method", "auto", "--budget", budget, "--seed", str(seed), "--out", str(out), "--overwrite",
+             "--progress", "off", threads=threads)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"adapt auto {s}->{t} seed {seed} failed: {r.stderr.strip().splitlines()[-3:]}")
+    m = json.loads((out / "metrics.json").read_text())
+    return {"pair": f"{s}->{t}", "seed": seed, "budget": budget, "wall_seconds": wall, "threads": threads,
+            "chosen": m["chosen"], "acc": m["target"]["accuracy"], "acc_all": m["target_all"]["accuracy"],
+            "train_seconds": m["train_seconds"], "rungs": m.get("rungs", []), "n_target_train": m["n_target_train"],
+            "n_target_val": m["n_target_val"], "n_target_test": m["target"]["n"],
+            "before": m["target_before"]["accuracy"], "load_average_start": list(load),
+            "load_average_end": list(os.getloadavg()),
+            "progress_lines": [ln for ln in r.stderr.splitlines() if ln.startswith("[auto")]}
+
+
+def uda_evidence() -> dict[str, Any]:
+    """From docs/uda.json (benchmarks/uda.py: every pair of the digit sets, its seeds, the same adapt defaults
+    on its own source recipe): per cell, the held-out accuracy of the validator's choice among all candidates
+    and among all but ``self_training`` -- whether UDA.md's recipe earns its place among auto's defaults."""
+    uda = json.loads((DOCS / "uda.json").read_text())
+    v, out = uda["settings"]["validator"], {}
+    for key, c in uda["cells"].items():
+        cands = c["candidates"]
+        rest = {k: x for k, x in cands.items() if not k.startswith("self_training")}
+        if len(rest) == len(cands) or not rest:
+            continue
+        pick, pick_rest = (max(d, key=lambda k, d=d: d[k]["validators"][v]) for d in (cands, rest))
+        out[key] = {"with": cands[pick]["acc"], "without": rest[pick_rest]["acc"], "choice": pick,
+                    "choice_without": pick_rest}
+    return {"validator": v, "generated": uda.get("date"), "cells": out}
+
+
+def measure(ctx: Context) -> dict[str, Any]:
+    pairs = [tuple(p.split("->")) for p in ctx.args.pairs.split(",") if p] or PAIRS
+    budget, part = ctx.args.budget, ctx.args.part
+    if ctx.quick:
+        pairs, budget, part = [QUICK_PAIR], QUICK_BUDGET, "auto"
+    cands = default_candidates()
+    ctx.work.mkdir(parents=True, exist_ok=True)
+    store = Store(ctx.work / "cells.json", timing="cell_seconds")
+    srcs = {s: source_run(ctx.work, s, ctx.quick) for s in dict.fromkeys(s for s, _ in pairs)}
+    for seed in ctx.seeds:
+        for s, t in pairs:
+            if part in ("full", "all"):
+                full_cells(srcs[s], s, t, seed, cands, store)
+            if part in ("auto", "all"):
+                store.cell(f"auto|{s}->{t}|{seed}|{budget}", lambda s=s, t=t, seed=seed: auto_cell(
+                    srcs[s], s, t, seed, budget, ctx.work, ctx.args.auto_threads),
+                    show=lambda r: f"{r['wall_seconds']:.0f} s wall, chose {r['chosen']}, {100 * r['acc']:.1f}")
+    names = [f"{s}->{t}" for s, t in pairs]
+    src_cfg = {s: json.loads((p / "config.json").read_text()) for s, p in srcs.items()}
+    return {"uda_evidence": uda_evidence(), "seeds": ctx.seeds, "pairs": names,
+            "candidates": cands, "budget": budget, "validator": VALIDATOR,
+            "tolerance": TOLERANCE, "quick": ctx.quick,
+            "source": {s: {"model": c.get("model"), "model_kwargs": c.get("model_kwargs"),
+                           "epochs": c.get("train", {}).get("epochs"), "optimizer": c.get("train", {}).get("optimizer")}
+                       for s, c in src_cfg.items()},
+            "cells": {k: v for k, v in store.done.items() if k.split("|")[1] in names
+                      and int(k.split("|")[2]) in ctx.seeds},
+            "load_average_end": list(os.getloadavg())}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def full_choice(doc: dict[str, Any], pair: str, seed: int, cands: list[str] | None = None
+                ) -> dict[str, Any] | None:
+    """(b) of one cell: every candidate's record, the label-free choice (highest validator score; the first on a
+    tie, as ``auto`` picks) and the oracle (highest held-out accuracy). ``None`` until every candidate ran."""
+    rows = [doc["cells"].get(f"full|{pair}|{seed}|{c}") for c in (cands or doc["candidates"])]
+    if not all(rows):
+        return None
+    v = doc["validator"]
+    lf = max(range(len(rows)), key=lambda i: rows[i]["validators"][v])  # type: ignore[index]
+    oracle = max(range(len(rows)), key=lambda i: rows[i]["acc"])  # type: ignore[index]
+    return {"rows": rows, "label_free": rows[lf], "oracle": rows[oracle]}
+
+
+def budget_seconds(doc: dict[str, Any]) -> float:
+    from transferkit.adaptation.spec import parse_budget
+
+    return parse_budget(doc["budget"])
+
+
+def pair_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per pair, over the seeds where both (a) and (b) ran: the means, the gap and the verdict."""
+    out = []
+    for pair in doc["pairs"]:
+        autos = {s: doc["cells"].get(f"auto|{pair}|{s}|{doc['budget']}") for s in doc["seeds"]}
+        fulls = {s: full_choice(doc, pair, s) for s in doc["seeds"]}
+        both = [s for s in doc["seeds"] if autos[s] and fulls[s]]
+        row: dict[str, Any] = {"pair": pair, "seeds": both, "auto_seeds": [s for s in doc["seeds"] if autos[s]],
+                               "full_seeds": [s for s in doc["seeds"] if fulls[s]]}
+        walls = [a["wall_seconds"] for a in autos.values() if a]
+        row["max_wall"] = max(walls) if walls else None
+        row["in_budget"] = bool(walls) and max(walls) <= budget_seconds(doc)
+        if both:
+            a = statistics.fmean(autos[s]["acc"] for s in both)  # type: ignore[index]
+            b = statistics.fmean(fulls[s]["label_free"]["acc"] for s in both)  # type: ignore[index]
+            o = statistics.fmean(fulls[s]["oracle"]["acc"] for s in both)  # type: ignore[index]
+            row.update(auto=a, full=b, oracle=o, gap=a - b, held=row["in_budget"] and a >= b - doc["tolerance"])
+        else:
+            row["held"] = None
+        out.append(row)
+    return out
+
+
+def _verdict(r: dict[str, Any]) -> str:
+    if r["held"] is None:
+        return "not measured" if not r["auto_seeds"] else ("within budget" if r["in_budget"] else "OVER BUDGET")
+    return "held" if r["held"] else "NOT HELD"
+
+
+def _setup(doc: dict[str, Any]) -> list[str]:
+    src = "; ".join(f"{s}: `{c['model']}` {c['model_kwargs'] or ''} {c['epochs']} epochs, {c['optimizer']}"
+                    for s, c in doc["source"].items())
+    counts = {}
+    for c in doc["cells"].values():
+        counts.setdefault(c["pair"], (c["n_target_train"], c["n_target_val"], c.get("n_target_test")))
+    n = "; ".join(f"{p}: {a} adapted on, {b} for the validator, {c} held out" for p, (a, b, c) in counts.items())
+    return [f"Source models (`transferkit pretrain --data SOURCE --out ...`, the CLI's defaults): {src}.", "",
+            f"Unlabelled target images (the whole target set, split label-free by adapt): {n}.", "",
+            f"Candidates (`auto`'s defaults): {', '.join(f'`{c}`' for c in doc['candidates'])}. Validator: "
+            f"`{doc['validator']}` in both (a) and (b). Accuracy: % on the held-out target part (never adapted on).",
+            "",
+            "(a) is the CLI as a user types it, `transferkit adapt --source SRC --source-data S --target-data T "
+            f"--method auto --budget {doc['budget']} --eval-data T` (the labels of `--eval-data` only score the "
+            "held-out part afterwards), timed from process start to exit with 2 torch threads. (b) trains every "
+            "candidate with the same defaults (500 iterations, SGD lr 0.01, source re-styling) through the stages "
+            "`adapt --method auto` runs without a budget, one thread, on the same split; its label-free choice is "
+            "the candidate with the highest validator score, its oracle the highest held-out accuracy.", "",
+            "How `auto --budget` spends it (src/transferkit/adaptation/halving.py): each candidate trains one epoch, "
+            "timed; from those seconds the plan is sized (the default epochs when successive halving fits the "
+            "budget, else fewer for every candidate from the start); each rung pauses the candidates at an epoch of "
+            "their one learning-rate schedule and the better half by the validator resumes from its checkpoints, so "
+            "the last survivor has exactly a full run's training."]
+
+
+def render(doc: dict[str, Any]) -> str:
+    rows = pair_rows(doc)
+    head = ["pair", "seeds (a) / (b)", f"(a) auto --budget {doc['budget']}: wall s (max)", "(a) accuracy",
+            "(b) every candidate fully: label-free choice accuracy", "gap (a) − (b)", "oracle (target labels)",
+            f"within budget and ≥ (b) − {100 * doc['tolerance']:.0f} pt"]
+    lines = ["# `adapt --method auto --budget` vs every method run fully", "", generated_line(doc), "",
+             *_setup(doc), "",
+             "## Per pair (mean over seeds where both ran)", "",
+             *table(head, [[r["pair"], f"{len(r['auto_seeds'])} / {len(r['full_seeds'])}",
+                            "—" if r["max_wall"] is None else f"{r['max_wall']:.0f}",
+                            *([_pct(r["auto"]), _pct(r["full"]), f"{100 * r['gap']:+.1f}", _pct(r["oracle"])]
+                              if "auto" in r else ["—"] * 4), _verdict(r)] for r in rows]), "",
+             *_auto_table(doc), *_full_table(doc), *_self_training_note(doc),
+             (f"Load averages (1, 5, 15 min) at the end: {', '.join(f'{x:.1f}' for x in doc['load_average_end'])}; "
+              "2 cores shared with other jobs. The budget is wall-clock: under load, auto trains fewer rungs."), ""]
+    return "\n".join(lines)
+
+
+def _rung_text(r: dict[str, Any]) -> str:
+    """One rung of an auto run: candidates × epochs reached (the probe: the plan's epochs it sized)."""
+    if r["rung"] == "probe":
+        n, e = len(r["seconds_per_epoch"]), r["probe_epochs"]
+        return f"probe {n}×{e} (plan: {r['epochs']} of {r['full_epochs']} epochs)"
+    if "scores" in r:
+        return f"{len(r['scores'])}×{r['epochs']}" + (" (best finished alone)" if "note" in r else "")
+    return f"stopped: {r['skipped']}"
+
+
+def _auto_table(doc: dict[str, Any]) -> list[str]:
+    out = []
+    for pair in doc["pairs"]:
+        for s in doc["seeds"]:
+            a = doc["cells"].get(f"auto|{pair}|{s}|{doc['budget']}")
+            if a is None:
+                continue
+            rungs = " → ".join(_rung_text(r) for r in a["rungs"])
+            out.append([pair, str(s), f"{a['wall_seconds']:.0f}", f"{a['load_average_start'][0]:.1f} / "
+                        f"{a['load_average_end'][0]:.1f}", str(a["threads"]), a["chosen"], _pct(a["acc"]), rungs])
+    if not out:
+        return []
+    return ["## (a) `auto` runs", "", *table(["pair", "seed", "wall s", "load (1 min) start / end", "threads",
+                                               "chosen", "accuracy", "rungs (candidates × epochs)"], out), ""]
+
+
+def _full_table(doc: dict[str, Any]) -> list[str]:
+    out = []
+    for pair in doc["pairs"]:
+        for s in doc["seeds"]:
+            f = full_choice(doc, pair, s)
+            if f is None:
+                continue
+            v = doc["validator"]
+            out.append([pair, str(s), *[f"{_pct(r['acc'])} ({r['validators'][v]:.2f}, {r['train_seconds']:.0f} s)"
+                                        for r in f["rows"]], f["label_free"]["method"], f["oracle"]["method"],
+                        f"{100 * (f['oracle']['acc'] - f['label_free']['acc']):.1f}"])
+    if not out:
+        return []
+    names = [c.split(":")[0] for c in doc["candidates"]]
+    return ["## (b) every candidate fully: accuracy (validator score, train seconds)", "",
+            *table(["pair", "seed", *names, "label-free choice", "oracle", "oracle − label-free"], out), ""]
+
+
+def _self_training_note(doc: dict[str, Any]) -> list[str]:
+    """Whether UDA.md's self_training recipe earns its place among the defaults: (b)'s label-free choice with it
+    and without it, per cell."""
+    st = [c for c in doc["candidates"] if c.startswith("self_training")]
+    if not st:
+        return []
+    rest = [c for c in doc["candidates"] if c not in st]
+    cells = [(p, s, full_choice(doc, p, s), full_choice(doc, p, s, rest)) for p in doc["pairs"] for s in doc["seeds"]]
+    cells = [c for c in cells if c[2] and c[3]]
+    if not cells:
+        return ["## Is `self_training` (docs/UDA.md's recipe) a default candidate?", "", *_uda_note(doc)]
+    diffs = [w["label_free"]["acc"] - wo["label_free"]["acc"] for _, _, w, wo in cells]  # type: ignore[index]
+    picked = sum(w["label_free"]["method"] == "self_training" for _, _, w, _ in cells)  # type: ignore[index]
+    return ["## Is `self_training` (docs/UDA.md's recipe) a default candidate?", "",
+            (f"(b)'s label-free choice with it among the candidates vs without it, over {len(cells)} cells: "
+             f"{100 * statistics.fmean(diffs):+.1f} points on average (per cell: "
+             + ", ".join(f"{p} seed {s} {100 * d:+.1f}" for (p, s, _, _), d in zip(cells, diffs, strict=True))
+             + f"); the validator picks it in {picked} of {len(cells)} cells."), "", *_uda_note(doc)]
+
+
+def _uda_note(doc: dict[str, Any]) -> list[str]:
+    ev = doc.get("uda_evidence", {}).get("cells") or {}
+    if not ev:
+        return []
+    diffs = [c["with"] - c["without"] for c in ev.values()]
+    picked = sum(c["choice"].startswith("self_training") for c in ev.values())
+    return [(f"docs/uda.json (benchmarks/uda.py: {len(ev)} cells, its digit pairs and seeds, the same adapt "
+             "defaults on its own source recipe): the validator's choice with `self_training` among the candidates "
+             f"vs without it: {100 * statistics.fmean(diffs):+.1f} points on average (worst cell "
+             f"{100 * min(diffs):+.1f}, best {100 * max(diffs):+.1f}); it is the choice in {picked} of {len(ev)} "
+             "cells. So it is one of `auto`'s default candidates."), ""]
+
+
+def checks(doc: dict[str, Any]) -> list[str]:
+    out = []
+    for r in pair_rows(doc):
+        if r["auto_seeds"] and not r["in_budget"]:
+            out.append(f"{r['pair']}: auto took {r['max_wall']:.0f} s, over the budget {doc['budget']}")
+        if "gap" in r and r["gap"] < -doc["tolerance"]:
+            out.append(f"{r['pair']}: auto {_pct(r['auto'])} vs full label-free {_pct(r['full'])} "
+                       f"({100 * r['gap']:+.1f} pt, must be >= -{100 * doc['tolerance']:.0f})")
+    return out
+
+
+BENCH = Bench("adapt_auto", __doc__ or "", measure, render, checks, options=options,
+              quick=f"one pair ({'->'.join(QUICK_PAIR)}), source pre-trained {QUICK_PRETRAIN_EPOCHS} epochs, "
+                    f"auto --budget {QUICK_BUDGET} only: fails when it runs over its budget (runs/adapt_auto-quick)")
+
+if __name__ == "__main__":
+    sys.exit(BENCH.main())

@@ -1,0 +1,79 @@
+"""benchmarks/adapt_auto.py: the verdict per pair (within the budget and within 1 point of every candidate run
+fully, label-free choice in both), the choices it compares, and the committed page is its JSON rendered."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+bench = pytest.importorskip("adapt_auto")
+
+CANDS = ["mcc", "dann", "self_training:base=mcc"]
+MACHINE = {"cpu_model": "cpu", "usable_cpus": 2, "torch": "2", "torch_threads": 1, "load_average_start": [1.0]}
+
+
+def _full(pair: str, cand: str, acc: float, im: float) -> dict[str, Any]:
+    return {"pair": pair, "seed": 0, "candidate": cand, "label": cand, "method": cand.split(":")[0], "acc": acc,
+            "acc_all": acc, "validators": {"im": im}, "train_seconds": 10.0, "n_target_train": 500,
+            "n_target_val": 150, "n_target_test": 300}
+
+
+def _doc(auto: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    """Two pairs; in each, (b)'s validator picks self_training (0.90) while dann is the oracle (0.95);
+    ``auto``: pair -> (wall seconds, accuracy)."""
+    cells: dict[str, Any] = {}
+    for pair in ("a->b", "c->d"):
+        for cand, acc, im in zip(CANDS, (0.80, 0.95, 0.90), (1.0, 1.5, 2.0), strict=True):
+            cells[f"full|{pair}|0|{cand}"] = _full(pair, cand, acc, im)
+    for pair, (wall, acc) in auto.items():
+        cells[f"auto|{pair}|0|5m"] = {"pair": pair, "seed": 0, "budget": "5m", "wall_seconds": wall, "threads": 2,
+                                      "chosen": "self_training", "acc": acc, "rungs": [],
+                                      "load_average_start": [1.0], "load_average_end": [1.0],
+                                      "n_target_train": 500, "n_target_val": 150}
+    return {"command": "python benchmarks/adapt_auto.py", "generated": "2026-12-02 14:00 UTC", "machine": MACHINE,
+            "seeds": [0], "pairs": ["a->b", "c->d"], "candidates": CANDS, "budget": "5m", "validator": "im",
+            "tolerance": 0.01, "quick": False, "source": {"a": {"model": "small_cnn", "model_kwargs": {},
+                                                                 "epochs": 40, "optimizer": "adamw"}},
+            "cells": cells, "load_average_end": [1.0, 1.0, 1.0]}
+
+
+def test_held_needs_the_budget_and_one_point_of_the_label_free_full_choice() -> None:
+    doc = _doc({"a->b": (290.0, 0.895), "c->d": (310.0, 0.93)})
+    rows = {r["pair"]: r for r in bench.pair_rows(doc)}
+    assert rows["a->b"]["held"] and rows["a->b"]["full"] == 0.90 and rows["a->b"]["oracle"] == 0.95
+    assert rows["a->b"]["gap"] == pytest.approx(-0.005)
+    assert rows["c->d"]["held"] is False and not rows["c->d"]["in_budget"]  # accurate, but over the budget
+    (fail,) = bench.checks(doc)
+    assert fail.startswith("c->d: auto took 310 s, over the budget 5m")
+    doc = _doc({"a->b": (200.0, 0.885)})  # 1.5 points below (b)'s label-free choice
+    rows = {r["pair"]: r for r in bench.pair_rows(doc)}
+    assert rows["a->b"]["held"] is False and rows["c->d"]["held"] is None
+    assert bench.checks(doc) == ["a->b: auto 88.5 vs full label-free 90.0 (-1.5 pt, must be >= -1)"]
+
+
+def test_full_choice_picks_by_the_validator_and_the_oracle_by_labels() -> None:
+    doc = _doc({})
+    f = bench.full_choice(doc, "a->b", 0)
+    assert f["label_free"]["candidate"] == CANDS[2] and f["oracle"]["candidate"] == "dann"
+    without = bench.full_choice(doc, "a->b", 0, CANDS[:2])
+    assert without["label_free"]["candidate"] == "dann"
+    del doc["cells"]["full|a->b|0|mcc"]
+    assert bench.full_choice(doc, "a->b", 0) is None  # (b) needs every candidate
+
+
+def test_the_page_states_the_verdicts_and_the_self_training_comparison() -> None:
+    page = bench.render(_doc({"a->b": (290.0, 0.895), "c->d": (310.0, 0.93)}))
+    assert "| a->b | 1 / 1 | 290 | 89.5 | 90.0 | -0.5 | 95.0 | held |" in page
+    assert "| c->d | 1 / 1 | 310 | 93.0 | 90.0 | +3.0 | 95.0 | NOT HELD |" in page
+    assert "with it among the candidates vs without it, over 2 cells: -5.0 points" in page
+
+
+def test_the_committed_page_is_its_json_rendered() -> None:
+    doc = json.loads((ROOT / "docs" / "adapt_auto.json").read_text())
+    assert (ROOT / "docs" / "ADAPT_AUTO.md").read_text() == bench.render(doc)
