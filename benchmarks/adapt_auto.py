@@ -16,7 +16,8 @@ images on every pair (the counts are in the JSON and on the page). Per (pair, se
 
 The must-hold (issue 20): (a) ends within the budget and its accuracy is at most 1 point below (b)'s
 label-free choice, per pair (mean over the seeds run). Cells are kept in runs/adapt_auto/cells.json (a rerun
-resumes); ``--part full`` / ``--part auto`` runs one side only.
+resumes); ``--part full`` / ``--part auto`` runs one side only, ``--part report`` none (the page from the cells
+stored).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/adapt_auto.py --part full --seeds 0,1,2   # (b), long
     .venv/bin/python benchmarks/adapt_auto.py --part auto --seeds 0                         # (a), quiet machine
@@ -47,7 +48,8 @@ EXE = Path(sys.executable).with_name("transferkit")
 
 
 def options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--part", choices=["full", "auto", "all"], default="all", help="(b) full runs, (a) auto, or both")
+    p.add_argument("--part", choices=["full", "auto", "all", "report"], default="all",
+                   help="(b) full runs, (a) auto, both, or none (report: the page from the cells stored)")
     p.add_argument("--pairs", default="", help="e.g. mnist5k->digits8 (default: the three reference pairs)")
     p.add_argument("--budget", default=BUDGET, help="auto's --budget")
     p.add_argument("--auto-threads", type=int, default=2, help="torch threads of the auto child process")
@@ -222,14 +224,17 @@ def pair_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _verdict(r: dict[str, Any]) -> str:
-    if r["held"] is None:
-        return "not measured" if not r["auto_seeds"] else ("within budget" if r["in_budget"] else "OVER BUDGET")
-    return "held" if r["held"] else "NOT HELD"
+def _verdict(doc: dict[str, Any], r: dict[str, Any]) -> str:
+    if r["held"] is not None:
+        return "held" if r["held"] else "NOT HELD"
+    ran = sum(k.startswith(f"full|{r['pair']}|") for k in doc["cells"])
+    part = f"not measured: (b) ran {ran} of {len(doc['candidates']) * len(doc['seeds'])} candidate runs"
+    return part if not r["auto_seeds"] else part + ("; (a) within budget" if r["in_budget"] else "; (a) OVER BUDGET")
 
 
 def _setup(doc: dict[str, Any]) -> list[str]:
-    src = "; ".join(f"{s}: `{c['model']}` {c['model_kwargs'] or ''} {c['epochs']} epochs, {c['optimizer']}"
+    src = "; ".join(f"{s}: `{c['model']}`{' ' + str(c['model_kwargs']) if c['model_kwargs'] else ''}, "
+                    f"{c['epochs']} epochs, {c['optimizer']}"
                     for s, c in doc["source"].items())
     counts = {}
     for c in doc["cells"].values():
@@ -250,7 +255,7 @@ def _setup(doc: dict[str, Any]) -> list[str]:
             "timed; from those seconds the plan is sized (the default epochs when successive halving fits the "
             "budget, else fewer for every candidate from the start); each rung pauses the candidates at an epoch of "
             "their one learning-rate schedule and the better half by the validator resumes from its checkpoints, so "
-            "the last survivor has exactly a full run's training."]
+            "the last survivor has exactly a full run's training when the default epochs fit."]
 
 
 def render(doc: dict[str, Any]) -> str:
@@ -264,7 +269,7 @@ def render(doc: dict[str, Any]) -> str:
              *table(head, [[r["pair"], f"{len(r['auto_seeds'])} / {len(r['full_seeds'])}",
                             "—" if r["max_wall"] is None else f"{r['max_wall']:.0f}",
                             *([_pct(r["auto"]), _pct(r["full"]), f"{100 * r['gap']:+.1f}", _pct(r["oracle"])]
-                              if "auto" in r else ["—"] * 4), _verdict(r)] for r in rows]), "",
+                              if "auto" in r else ["—"] * 4), _verdict(doc, r)] for r in rows]), "",
              *_auto_table(doc), *_full_table(doc), *_self_training_note(doc),
              (f"Load averages (1, 5, 15 min) at the end: {', '.join(f'{x:.1f}' for x in doc['load_average_end'])}; "
               "2 cores shared with other jobs. The budget is wall-clock: under load, auto trains fewer rungs."), ""]
