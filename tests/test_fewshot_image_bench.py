@@ -112,9 +112,28 @@ def test_a_run_on_another_split_fails_the_check(tmp_path: Path, monkeypatch: pyt
 def test_the_deadline_starts_no_new_run_and_the_page_says_unfinished(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     rc, doc, page = _run(tmp_path, monkeypatch, {}, ["--seeds", "0", "--deadline-min", "1e-9"])
-    assert rc == 0 and not doc["complete"] and "Unfinished" in page
+    assert rc == 0 and not doc["complete"] and "**Unfinished**" in page and "`fontdigits|contrastive|0`" in page
     assert sorted(doc["runs"]) == ["digits8|frozen_ncm|0", "digits8|split|0", "fontdigits|frozen_ncm|0",
                                    "fontdigits|split|0"]
+
+
+def test_variants_only_runs_the_appendix_and_keeps_the_stored_main_cells(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    acc = {"contrastive": 0.80, "wise_ft": 0.85, "lp_ft": 0.82, "linear_probe": 0.79}
+    _run(tmp_path, monkeypatch, acc, ["--seeds", "0"])
+    calls: list[str] = []
+    fake = _fake(acc)
+
+    def transfer(source: str, target: str, **kw: Any) -> Any:
+        calls.append(kw["strategy"])
+        return fake(source, target, **kw)
+
+    monkeypatch.setattr(fi.transferkit, "transfer", transfer)
+    rc = fi.main(["--seeds", "0,1", "--variants", "--variants-only", "--work", str(tmp_path / "w"),
+                  "--out", str(tmp_path)])
+    doc = json.loads((tmp_path / "fewshot_image.json").read_text())
+    assert rc == 0 and calls == ["contrastive"] * 2 * 2 * len(fi.VARIANTS)
+    assert [v["seeds"] for v in fi.verdicts(doc)] == [[0], [0]] and "digits8|wise_ft|1" in doc["missing"]
 
 
 def test_fingerprint_is_the_split_transfer_draws_and_frozen_ncm_scores_it() -> None:
