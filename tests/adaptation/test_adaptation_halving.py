@@ -128,3 +128,19 @@ def test_a_short_budget_shortens_every_schedule(source_run: Path, tmp_path: Path
     assert time.perf_counter() - t0 < 45 + 20
     probe = res.metrics["rungs"][0]
     assert probe["epochs"] < 400 and "budget fits" in probe["note"]
+
+
+def test_when_nothing_more_fits_the_pick_is_the_validator_s_best_as_it_stands(
+        source_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transferkit.adaptation import halving
+
+    monkeypatch.setattr(halving, "plan_cost", lambda *a, **kw: float("inf"))  # after the probe, nothing fits
+    res = adapt(source_run, "mnist5k", "digits8", method="auto", budget="10m", target_labels_for_eval="digits8",
+                options={"candidates": "coral,mmd", "trade_offs": "1"}, epochs=3, batch_size=64, precision="fp32",
+                progress="off", max_source=300, max_target=200)
+    probe, stop = res.metrics["rungs"]
+    assert probe["epochs"] == 1 and stop["skipped"] == "would exceed the budget"
+    assert set(probe["seconds_per_epoch"]) == {"coral(trade_off=1.0)", "mmd(trade_off=1.0)"}
+    assert res.metrics["chosen"] == max(probe["scores"], key=probe["scores"].get)  # by the validator alone
+    (only,) = res.metrics["candidates"]  # the pick alone, scored fully
+    assert stop["kept"] == [only["label"]] == [res.metrics["chosen"]] and "target_accuracy" in only

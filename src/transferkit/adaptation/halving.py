@@ -215,7 +215,9 @@ def _halve(plan: AdaptPlan, prep: Prepared, run: RunDir, deadline: float
     epochs = fit_epochs(ts, full, deadline - time.perf_counter())
     sizing: dict[str, Any] = {"probe_epochs": PROBE_EPOCHS, "probe_seconds": time.perf_counter() - t_probe,
                               "epochs": epochs, "full_epochs": full,
-                              "seconds_per_epoch": {plan.candidates[i].label: t.per_epoch for i, t in enumerate(ts)}}
+                              "seconds_per_epoch": {plan.candidates[i].label: t.per_epoch for i, t in enumerate(ts)},
+                              "scores": {plan.candidates[i].label: t.run.record["validators"][plan.spec.validator]
+                                         for i, t in enumerate(ts) if t.run is not None}}
     notes = [f"the budget fits {epochs} of the {full} epochs: every candidate's schedule spans {epochs}"] * (
         epochs < full)
     if len(ts) < n:
@@ -263,7 +265,7 @@ def _final(plan: AdaptPlan, prep: Prepared, i: int, t: Tracked) -> CandidateRun:
 def _cut_short(plan: AdaptPlan, prep: Prepared, run: RunDir, ts: list[Tracked], alive: list[int], deadline: float,
                rungs: list[dict[str, Any]], k: int) -> tuple[list[CandidateRun], list[dict[str, Any]]]:
     """The plan left does not fit: train the validator's current best to the end of its schedule when that fits,
-    else stop with the candidates as they stand."""
+    else stop with it as it stands."""
     v, total = plan.spec.validator, prep.cfg.epochs
     best = max(alive, key=lambda i: ts[i].run.record["validators"][v])  # type: ignore[union-attr]
     left = deadline - time.perf_counter()
@@ -277,5 +279,6 @@ def _cut_short(plan: AdaptPlan, prep: Prepared, run: RunDir, ts: list[Tracked], 
                       "note": "the rest of the plan would exceed the budget: the validator's best finished alone"})
         return [ts[best].run], rungs  # type: ignore[list-item]
     rungs.append({"rung": k, "skipped": "would exceed the budget", "seconds_left": left,
+                  "kept": [plan.candidates[best].label],
                   "note": "the pick is the validator's best as it stands, before the end of its schedule"})
-    return [_final(plan, prep, i, ts[i]) for i in alive], rungs
+    return [_final(plan, prep, best, ts[best])], rungs  # only the pick is scored fully: the budget is spent
