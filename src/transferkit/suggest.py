@@ -21,13 +21,24 @@ distances of unit vectors, ``||u - v|| = sqrt(2 - 2 cos(u, v))``.
   Core-Set Approach", ICLR 2018): farthest-first traversal, each pick the point farthest from
   those picked (:func:`kcenter`).
 
-:data:`METHODS` maps their names to the functions; :data:`DEFAULT_METHOD` is the one that measured
-best in ``benchmarks/suggest.py`` (docs/SUGGEST.md). Each returns a :class:`Selection`: the picked
-row indices in order and one plain-words reason per pick.
+Class-aware selection (class names known, a text source; label-name prompts as in
+:mod:`transferkit.zeroshot`): centred prompt scores ``s_ic = cos(x_i, t_c) - mean_j cos(x_j, t_c)``
+(:func:`prompt_scores`; centring calibrates the prompts' bias toward a class, label-free) predict
+``argmax_c s_ic``; the budget is shared evenly over the predicted classes (:func:`quotas`), a class
+with quota ``q > 1`` is split into ``q`` k-means clusters, and each (sub)cluster gives one example
+(:func:`class_aware`): **prompt_confident** the largest margin ``s_ic - max_{c' != c} s_ic'``,
+**prompt_typical** the most typical, **prompt_mixed** the largest sum of the two ranks,
+**prompt_confident_typical** the most typical of the 10% most confident.
+
+:data:`METHODS` (features only) and :data:`CLASS_METHODS` (prompt scores too) map names to functions;
+:data:`DEFAULT_METHOD` and :data:`DEFAULT_CLASS_METHOD` are those ``benchmarks/suggest.py`` chose
+(docs/SUGGEST.md gives the rule). Each returns a :class:`Selection`: the picked rows in order and one
+plain-words reason per pick.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -267,38 +278,122 @@ METHODS: dict[str, Callable[[np.ndarray, int, int], Selection]] = {
 DEFAULT_METHOD = "kmeans_closest"
 
 
-def select(x: np.ndarray, budget: int, method: str = DEFAULT_METHOD, seed: int = 0) -> Selection:
-    """The ``budget`` rows of ``x`` to label first by ``method`` (a name in :data:`METHODS`).
+def prompt_scores(x: np.ndarray, class_emb: np.ndarray) -> np.ndarray:
+    """Centred cosine scores of each row against each class's prompt embedding:
+    ``s_ic = cos(x_i, t_c) - mean_j cos(x_j, t_c)``. Shapes ``[N, D]``, ``[K, D]`` -> ``[N, K]``."""
+    s = normalise(x) @ normalise(class_emb).T
+    return s - s.mean(0, keepdims=True)
+
+
+def quotas(sizes: np.ndarray, budget: int) -> np.ndarray:
+    """The budget shared out over classes of ``sizes`` members, one at a time round-robin, larger classes
+    first in each round, no class above its size: ``[5, 9], 3 -> [1, 2]``. Shape ``[K]`` -> ``[K]``."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    q = np.zeros(len(sizes), dtype=np.int64)
+    order = sorted(range(len(sizes)), key=lambda c: (-sizes[c], c))
+    left = min(budget, int(sizes.sum()))
+    while left > 0:
+        for c in order:
+            if left > 0 and q[c] < sizes[c]:
+                q[c] += 1
+                left -= 1
+    return q
+
+
+def _margins(scores: np.ndarray) -> np.ndarray:
+    """``s_ic - max_{c' != c} s_ic'`` for every row and class. Shape ``[N, K]`` -> ``[N, K]``."""
+    top2 = np.sort(scores, axis=1)[:, -2:] if scores.shape[1] > 1 else np.zeros((len(scores), 2))
+    best = scores.max(1, keepdims=True)
+    other = np.where(scores == best, top2[:, :1], top2[:, 1:])
+    return scores - other
+
+
+#: Share of a (sub)cluster, most confident first, that ``confident_typical`` takes its most typical example from.
+CONFIDENT_SHARE = 0.1
+#: How :func:`class_aware` picks inside a (sub)cluster.
+PICKS = ("confident", "typical", "mixed", "confident_typical")
+
+
+def _pick(x: np.ndarray, rows: np.ndarray, margin: np.ndarray, pick: str) -> tuple[int, str]:
+    """One row of ``rows`` by ``pick`` (:data:`PICKS`) and what it is: the largest ``margin``; the largest
+    typicality; the largest sum of the two ranks; the most typical of the :data:`CONFIDENT_SHARE` largest
+    margins (typicality among those). Shapes: ``x`` ``[N, D]``, ``rows`` ``[n]``, ``margin`` ``[N]``."""
+    if pick == "confident":
+        return int(rows[np.argmax(margin[rows])]), "most confident"
+    if pick == "typical":
+        return int(rows[np.argmax(typicality(x[rows]))]), "most typical"
+    if pick == "mixed":
+        rank = np.argsort(np.argsort(typicality(x[rows]))) + np.argsort(np.argsort(margin[rows]))
+        return int(rows[np.argmax(rank)]), "highest typicality + confidence rank"
+    top = rows[np.argsort(-margin[rows])[: max(1, int(np.ceil(CONFIDENT_SHARE * len(rows))))]]
+    return int(top[np.argmax(typicality(x[top]))]), f"most typical of the {len(top)} most confident"
+
+
+def class_aware(x: np.ndarray, scores: np.ndarray, budget: int, seed: int = 0, class_names: list[str] | None = None,
+                pick: str = "confident") -> Selection:
+    """Examples spread evenly over the classes the prompts predict (``argmax_c scores``): a predicted
+    class with quota ``q`` (:func:`quotas`) gives one example from each of its ``q`` k-means clusters,
+    chosen by ``pick`` (:func:`_pick`). Shapes ``[N, D]``, ``[N, K]`` -> ``budget`` picks."""
+    if pick not in PICKS:
+        raise ConfigError(f"class-aware pick {pick!r}: unknown; choose one of {', '.join(PICKS)}")
+    x = normalise(x)
+    check_budget(len(x), budget)
+    names = class_names or [str(c) for c in range(scores.shape[1])]
+    pred, margin = scores.argmax(1), _margins(scores)
+    sizes = np.bincount(pred, minlength=scores.shape[1])
+    picks: list[int] = []
+    why: list[str] = []
+    for c, q in enumerate(quotas(sizes, budget).tolist()):
+        members = np.flatnonzero(pred == c)
+        lab = kmeans(x[members], q, seed)[0] if q > 1 else np.zeros(len(members), dtype=np.int64)
+        for j in range(q):
+            if not (lab == j).any():
+                continue
+            rows = members[lab == j]
+            row, what = _pick(x, rows, margin[:, c], pick)
+            where = f"sub-cluster {j + 1} of {q} ({len(rows)} points) of " if q > 1 else ""
+            picks.append(row)
+            why.append(f"{what} of {where}the {sizes[c]} examples the label-name prompts call '{names[c]}' "
+                       f"(margin {margin[row, c]:+.3f})")
+    _fill(x, picks, why, budget)
+    return Selection(np.array(picks, dtype=np.int64), why)
+
+
+#: Class-aware methods by name: ``fn(X, scores, budget, seed, class_names) -> Selection``.
+CLASS_METHODS: dict[str, Callable[[np.ndarray, np.ndarray, int, int, list[str] | None], Selection]] = {
+    f"prompt_{p}": functools.partial(class_aware, pick=p)
+    for p in PICKS}
+#: The class-aware method of ``suggest-labels --classes`` (chosen by benchmarks/suggest.py on validation splits).
+DEFAULT_CLASS_METHOD = "prompt_confident"
+
+
+def select(x: np.ndarray, budget: int, method: str = DEFAULT_METHOD, seed: int = 0,
+           scores: np.ndarray | None = None, class_names: list[str] | None = None) -> Selection:
+    """The ``budget`` rows of ``x`` to label first by ``method`` (a name in :data:`METHODS`, or in
+    :data:`CLASS_METHODS` with the prompt ``scores`` ``[N, K]`` of :func:`prompt_scores`).
 
     Raises:
-        ConfigError: an unknown method, a budget outside ``1..N``, or features that are not ``[N, D]``
-            finite numbers.
+        ConfigError: an unknown method, a class-aware method without scores, a budget outside
+            ``1..N``, or features (scores) that are not ``[N, D]`` (``[N, K]``, ``K >= 2``) finite numbers.
     """
-    if method not in METHODS:
-        raise ConfigError(f"--method {method}: unknown; choose one of {', '.join(METHODS)}")
+    if method not in METHODS and method not in CLASS_METHODS:
+        raise ConfigError(f"--method {method}: unknown; choose one of {', '.join([*METHODS, *CLASS_METHODS])}")
     x = np.asarray(x)
     if x.ndim != 2 or not np.isfinite(x).all():
         raise ConfigError(f"features must be a finite [N, D] array, got shape {x.shape}")
-    return METHODS[method](x, budget, seed)
+    if method in METHODS:
+        return METHODS[method](x, budget, seed)
+    if scores is None:
+        raise ConfigError(f"--method {method}: needs the class names (--classes NAME,NAME,...) and a text source")
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape[:1] != x.shape[:1] or scores.ndim != 2 or scores.shape[1] < 2 or not np.isfinite(scores).all():
+        raise ConfigError(f"prompt scores must be a finite [N, K>=2] array for {len(x)} rows, got shape {scores.shape}")
+    return CLASS_METHODS[method](x, scores, budget, seed, class_names)
 
 
 __all__ = [
-    "DEFAULT_METHOD",
-    "METHODS",
-    "Selection",
-    "ball_graph",
-    "check_budget",
-    "choose_delta",
-    "kcenter",
-    "kmeans",
-    "kmeans_closest",
-    "nearest_other",
-    "normalise",
-    "pairwise_distances",
-    "probcover",
-    "purity",
-    "random_draw",
-    "select",
-    "typicality",
-    "typiclust",
+    "CLASS_METHODS", "DEFAULT_CLASS_METHOD", "DEFAULT_METHOD", "METHODS", "Selection", "ball_graph",
+    "check_budget", "choose_delta", "class_aware", "kcenter", "kmeans", "kmeans_closest", "nearest_other",
+    "normalise", "pairwise_distances", "probcover", "prompt_scores", "purity", "quotas", "random_draw", "select",
+    "typicality", "typiclust",
 ]

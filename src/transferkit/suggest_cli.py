@@ -4,7 +4,8 @@
 features of ``--source`` (:mod:`transferkit.suggest`), and writes them as a CSV with the columns
 ``input`` (a file path for image / ``.wav`` folders, the text for text data, the 0-based row index
 for ``.npz`` files, tables and built-in data sets), ``why`` and an empty ``label`` for a person
-to fill in.
+to fill in. With ``--classes`` (the class names, a text source) the picks are spread over the classes
+the label-name prompts predict (:func:`transferkit.suggest.class_aware`).
 
 Reading the labelled CSV back: for text it is directly a text data set
 (``transfer --data to_label.csv --text-column input``). For every kind of data,
@@ -34,7 +35,7 @@ COLUMNS = ("input", "why", "label")
 
 
 def add_parsers(sub: Any) -> None:
-    from transferkit.suggest import DEFAULT_METHOD, METHODS
+    from transferkit.suggest import CLASS_METHODS, DEFAULT_CLASS_METHOD, DEFAULT_METHOD, METHODS
 
     sg = sub.add_parser("suggest-labels", help="pick the unlabelled examples worth labelling first (a CSV to fill in)")
     sg.add_argument("--source", required=True, help="pretrained backbone name or run directory (its features)")
@@ -43,8 +44,13 @@ def add_parsers(sub: Any) -> None:
                          ".npz, a table or a built-in name (labels there are ignored)")
     sg.add_argument("--budget", type=int, required=True, help="how many examples to label")
     sg.add_argument("--out", required=True, help="CSV to write (columns input, why, label)")
-    sg.add_argument("--method", default=DEFAULT_METHOD, choices=[m for m in METHODS if m != "random"] + ["random"],
-                    help=f"selection method (default: {DEFAULT_METHOD}, measured in docs/SUGGEST.md)")
+    sg.add_argument("--classes", default=None, metavar="NAME,NAME,...",
+                    help="the class names, when known (text sources): picks are spread over the classes their "
+                         "label-name prompts predict")
+    methods = [*(m for m in METHODS if m != "random"), *CLASS_METHODS, "random"]
+    sg.add_argument("--method", default=None, choices=methods,
+                    help=f"selection method (default: {DEFAULT_METHOD}, or {DEFAULT_CLASS_METHOD} with --classes; "
+                         "measured in docs/SUGGEST.md)")
     sg.add_argument("--seed", type=int, default=0, help="seed of the clustering")
     sg.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help="backbone option, repeatable")
     sg.add_argument("--text-column", default=None, metavar="NAME", help="text column of a .csv / .jsonl file")
@@ -116,24 +122,66 @@ def write_suggestions(out: Path, names: list[str], index: np.ndarray, why: list[
     tmp.replace(out)
 
 
+def parse_classes(classes: str | None) -> list[str] | None:
+    """``--classes a,b,c`` as a list of at least two distinct, non-empty names (a one-line error otherwise)."""
+    if classes is None:
+        return None
+    names = [c.strip() for c in classes.split(",")]
+    if len(names) < 2 or not all(names):
+        raise ConfigError(f"--classes {classes!r}: give at least two non-empty class names, comma-separated "
+                          "(e.g. --classes negative,positive)")
+    twice = sorted({n for n in names if [m.casefold() for m in names].count(n.casefold()) > 1})
+    if twice:
+        raise ConfigError(f"--classes {classes!r}: {', '.join(twice)} given more than once")
+    return names
+
+
+def resolve_method(method: str | None, classes: list[str] | None) -> str:
+    """The method to run: ``--method``, else the measured default for with / without ``--classes``."""
+    from transferkit.suggest import CLASS_METHODS, DEFAULT_CLASS_METHOD, DEFAULT_METHOD
+
+    if method is None:
+        return DEFAULT_CLASS_METHOD if classes else DEFAULT_METHOD
+    if classes and method not in CLASS_METHODS:
+        raise ConfigError(f"--method {method} does not use --classes; drop --classes, or use one of "
+                          f"{', '.join(CLASS_METHODS)}")
+    if not classes and method in CLASS_METHODS:
+        raise ConfigError(f"--method {method}: needs the class names (--classes NAME,NAME,...)")
+    return method
+
+
 def suggest_labels(args: argparse.Namespace) -> int:
     from transferkit.cli import kv_flags
-    from transferkit.suggest import check_budget, select
+    from transferkit.suggest import check_budget, prompt_scores, select
 
     out = Path(args.out).expanduser()
     if args.budget < 1:
         raise ConfigError(f"--budget {args.budget}: must be at least 1")
+    classes = parse_classes(args.classes)
+    method = resolve_method(args.method, classes)
     check_out(out, args.overwrite)
     if args.data.partition(":")[0] not in DATASETS and not Path(args.data).expanduser().exists():
         load_dataset(args.data, labels_required=False)  # its one-line error, before the source loads
     model, raw = load_unlabelled(args.source, args.data, kv_flags(args.model_opt, "--model-opt"),
                                  args.text_column, args.skip_bad_files)
     check_budget(len(raw), args.budget)
-    sel = select(source_features(model, raw), args.budget, args.method, args.seed)
+    if classes and model.spec.modality != "text":
+        raise ConfigError(f"--classes: {args.source} takes {model.spec.modality} inputs; class names are prompted "
+                          "only through a text source (drop --classes)")
+    feats = source_features(model, raw)
+    scores = prompt_scores(feats, class_prompts(model, classes)) if classes else None
+    sel = select(feats, args.budget, method, args.seed, scores, classes)
     write_suggestions(out, input_names(raw), sel.index, sel.why)
-    print(f"wrote {out}: {args.budget} of {len(raw)} examples of {args.data} to label ({args.method} on "
+    print(f"wrote {out}: {args.budget} of {len(raw)} examples of {args.data} to label ({method} on "
           f"{args.source} features); fill in the label column, then: {next_step(raw, out)}")
     return 0
+
+
+def class_prompts(model: Any, classes: list[str]) -> np.ndarray:
+    """The prompt-ensembled embeddings of the class names (zero-shot's templates). Shape ``[K, D]``."""
+    from transferkit.zeroshot import DEFAULT_TEMPLATES, class_embeddings
+
+    return class_embeddings(model, classes, DEFAULT_TEMPLATES).numpy()
 
 
 def next_step(raw: ArrayDataset, out: Path) -> str:
