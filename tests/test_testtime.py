@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from collections import OrderedDict
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from transferkit.models.base import ModelSpec
 from transferkit.testtime import (
     CollapseOptions,
     EataOptions,
+    TentAdapter,
     TentOptions,
     adapt_stream,
     affine_parameters,
@@ -104,6 +106,7 @@ def test_collapse_resets_to_the_source_weights(source_model: TransferModel,
     before = {k: v.clone() for k, v in source_model.state_dict().items()}
     always = CollapseOptions(window=1, share=0.01, entropy=1.0)  # every batch counts as collapsed
     adapter = make_adapter("tent", source_model, CPU, 10, TentOptions(lr=1e-2, collapse=always))
+    assert isinstance(adapter, TentAdapter)
     _, records = adapt_stream(adapter, stream[0], 64)
     assert all(r.reset for r in records) and adapter.resets == len(records)
     assert all(torch.equal(v, before[k]) for k, v in source_model.state_dict().items())
@@ -155,6 +158,7 @@ def test_predict_adapt_streams_in_order_and_logs_each_batch(source_run: Path, st
                                                             tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                             caplog: pytest.LogCaptureFixture) -> None:
     x, y = stream
+    source_run = shutil.copytree(source_run, tmp_path / "run")  # eata caches its Fisher in the run folder
     np.savez(tmp_path / "stream.npz", x=x.numpy(), y=y.numpy())
     np.savez(tmp_path / "unlabelled.npz", x=x.numpy())
     out = tmp_path / "p.csv"

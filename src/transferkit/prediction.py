@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -17,10 +18,10 @@ import torch
 from transferkit.data import ArrayDataset, ReadOptions, align_classes, conform, load_dataset, prepare, split
 from transferkit.data.files import load_npz, load_path
 from transferkit.data.images import is_image_file, read_images
-from transferkit.engine.precision import predict_logits, resolve_placement
+from transferkit.engine.precision import Placement, predict_logits, resolve_placement
 from transferkit.errors import ConfigError, DataError, TransferkitError
 from transferkit.models.base import ModelSpec
-from transferkit.runs import load_run
+from transferkit.runs import LoadedRun, load_run
 
 log = logging.getLogger("transferkit")
 
@@ -191,8 +192,10 @@ def predict_stream(run: str | Path, inputs: str | Path, adapt: str | None = None
     ``selected`` (samples in the loss: eata's filtered count, tent all, bn none), ``reset`` (1: back
     to the source weights after this batch) and, with ``labels_if_any`` and labelled inputs,
     ``accuracy``. EATA's Fisher uses the run's validation split when its data loads, else the first
-    ``fisher_samples`` stream inputs (the summary's ``fisher_data`` says which)."""
-    from transferkit.testtime import TTA_METHODS, adapt_stream, entropy, make_adapter
+    ``fisher_samples`` stream inputs (the summary's ``fisher_data`` says which); one estimated on the
+    validation split is kept in the run folder (:data:`FISHER_CACHE`) and reused while the run's
+    weights and config, the EATA options, the batch size and the placement stay the same."""
+    from transferkit.testtime import TTA_METHODS, entropy
 
     if adapt is not None:
         TTA_METHODS.get(adapt)  # unknown name: one line, before anything loads
@@ -206,30 +209,89 @@ def predict_stream(run: str | Path, inputs: str | Path, adapt: str | None = None
     read = ReadOptions.for_run(loaded.config, skip_bad_files)
     got = _labelled_inputs(Path(inputs), loaded.spec, label_column, text_column, read) if labels_if_any else None
     ds, names = got or load_inputs(inputs, loaded.spec, label_column=label_column, text_column=text_column, read=read)
-    model, n_classes = loaded.model, len(loaded.spec.class_names)
-    place = resolve_placement(model, "auto", "auto")
-    model.to(place.device)
+    place = resolve_placement(loaded.model, "auto", "auto")
+    loaded.model.to(place.device)
     x = ds.x if isinstance(ds.x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(ds.x))
     summary: dict[str, Any] = {"method": adapt or "none", "batch_size": batch_size, "n": len(x),
                                "labels": ds.name if got else None}
     if adapt is None:
-        logits = predict_logits(model, x, place, batch_size)
+        logits = predict_logits(loaded.model, x, place, batch_size)
         records = [{"batch": b, "n": len(chunk), "entropy": float(entropy(chunk).mean()), "selected": None, "reset": 0}
                    for b, chunk in enumerate(logits.split(batch_size))]
     else:
-        adapter = make_adapter(adapt, model, place, n_classes, options)
-        fisher_x = None
-        if adapt == "eata":
-            fisher_x, summary["fisher_data"] = clean_inputs(loaded.config, loaded.spec, adapter.options.fisher_samples)
-            if fisher_x is None:
-                summary["fisher_data"] += f"; used the stream's first {min(len(x), adapter.options.fisher_samples)}"
-        logits, steps = adapt_stream(adapter, x, batch_size, fisher_x)
-        records = [{**asdict(r), "reset": int(r.reset)} for r in steps]
-        summary["options"] = asdict(adapter.options)
+        logits, records = _adapt(adapt, loaded, x, place, batch_size, options, summary)
     rows = _top_rows(names, logits, loaded.spec.class_names, top_k)
     pred = np.array([loaded.spec.class_names.index(r["class"]) for r in rows]) if got else None  # as the rows say
     _finish_summary(summary, records, pred, ds.y if got else None, batch_size, time.perf_counter() - t0)
     return StreamResult(rows, records, summary)
+
+
+FISHER_CACHE = "tta_fisher.safetensors"
+
+
+def _adapt(adapt: str, loaded: LoadedRun, x: torch.Tensor, place: Placement, batch_size: int, options: Any,
+           summary: dict[str, Any]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """The stream through ``adapt``; EATA's Fisher from the run's cache, else estimated (and cached)."""
+    from transferkit.testtime import EataAdapter, adapt_stream, make_adapter
+
+    adapter = make_adapter(adapt, loaded.model, place, len(loaded.spec.class_names), options)
+    fisher_x, key, store = None, "", False
+    if isinstance(adapter, EataAdapter):
+        key = _fisher_key(loaded, adapter.options.fisher_samples, batch_size, place)
+        cached = _cached_fisher(loaded.path / FISHER_CACHE, key, adapter)
+        if cached is not None:
+            summary["fisher_data"] = f"{cached} (from {FISHER_CACHE} in the run folder)"
+        else:
+            fisher_x, summary["fisher_data"] = clean_inputs(loaded.config, loaded.spec, adapter.options.fisher_samples)
+            store = fisher_x is not None
+            if fisher_x is None:
+                summary["fisher_data"] += f"; used the stream's first {min(len(x), adapter.options.fisher_samples)}"
+    logits, steps = adapt_stream(adapter, x, batch_size, fisher_x)
+    if store and isinstance(adapter, EataAdapter) and adapter.fisher is not None:
+        _store_fisher(loaded, key, summary["fisher_data"], adapter.fisher)
+    summary["options"] = asdict(adapter.options)
+    return logits, [{**asdict(r), "reset": int(r.reset)} for r in steps]
+
+
+def _fisher_key(loaded: LoadedRun, samples: int, batch_size: int, place: Placement) -> str:
+    """What EATA's Fisher depends on: the run's weights and config, its options, batch size and placement."""
+    h = hashlib.sha256((loaded.path / "model.safetensors").read_bytes())
+    h.update((loaded.path / "config.json").read_bytes())
+    h.update(json.dumps([samples, batch_size, place.describe(), torch.__version__, 1]).encode())
+    return h.hexdigest()
+
+
+def _cached_fisher(path: Path, key: str, adapter: Any) -> str | None:
+    """Load the cached Fisher into ``adapter`` when ``path`` holds one for ``key``; returns its note."""
+    if not path.is_file():
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    try:  # a torn or foreign cache file is recomputed, never fatal
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("key") != key:
+                return None
+            fisher = [f.get_tensor(f"fisher.{i}") for i in range(len(adapter.params))]
+    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError):
+        return None
+    if [t.shape for t in fisher] != [p.shape for p in adapter.params]:
+        return None
+    adapter.fisher = [t.to(p.device) for t, p in zip(fisher, adapter.params, strict=True)]
+    return meta.get("note", "cached")
+
+
+def _store_fisher(loaded: LoadedRun, key: str, note: str, fisher: list[torch.Tensor]) -> None:
+    """The Fisher into the run folder, in its manifest (``--overwrite`` removes it); read-only: skipped."""
+    from transferkit.io import save_tensors
+    from transferkit.runs import RunDir
+
+    try:
+        RunDir(loaded.path).adopt(FISHER_CACHE)
+        save_tensors(loaded.path / FISHER_CACHE, {f"fisher.{i}": t for i, t in enumerate(fisher)},
+                     metadata={"key": key, "note": note})
+    except (OSError, TransferkitError) as err:
+        log.info("EATA's Fisher estimate not cached in %s (%s)", loaded.path, err)
 
 
 def _finish_summary(summary: dict[str, Any], records: list[dict[str, Any]], pred: np.ndarray | None,
