@@ -22,6 +22,11 @@ least ``share`` of the predictions *and* the mean entropy is below ``entropy * l
 reset to the source weights (optimiser state and EATA's moving average too) and the batch's record
 says ``reset``. A stream sorted by class looks the same, so resets are recorded, never hidden.
 
+Cost: a tent / eata batch is one forward and one backward (to the first normalisation layer). Under a
+channels-last placement the gradient reaching each channels-last activation is made channels-last
+(:func:`_grad_like_output`; a flatten sends back a contiguous one, and mixed layouts take slow kernels).
+``predict --adapt eata`` keeps EATA's Fisher estimate in the run folder (:mod:`transferkit.prediction`).
+
 Shape:
     - stream inputs: ``[N, *input_shape]`` (images, token ids, waveforms: whatever the model takes)
     - logits returned by :func:`adapt_stream`: ``[N, C]`` float32 on the CPU
