@@ -136,6 +136,13 @@ def test_variants_only_runs_the_appendix_and_keeps_the_stored_main_cells(tmp_pat
     assert [v["seeds"] for v in fi.verdicts(doc)] == [[0], [0]] and "digits8|wise_ft|1" in doc["missing"]
 
 
+def test_targets_runs_one_target_and_refuses_an_unknown_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rc, doc, page = _run(tmp_path, monkeypatch, {}, ["--seeds", "0", "--targets", "fontdigits"])
+    assert rc == 0 and doc["targets"] == ["fontdigits"] and not any(k.startswith("digits8") for k in doc["runs"])
+    with pytest.raises(SystemExit, match="--targets: 'mnist'"):
+        _run(tmp_path, monkeypatch, {}, ["--targets", "mnist"])
+
+
 def test_fingerprint_is_the_split_transfer_draws_and_frozen_ncm_scores_it() -> None:
     a, b = fi.fingerprint("digits8", 0), fi.fingerprint("digits8", 1)
     assert (a["n_train"], a["n_val"]) == (100, 100) and a["n_test"] > 400
