@@ -137,7 +137,7 @@ def test_variants_only_runs_the_appendix_and_keeps_the_stored_main_cells(tmp_pat
 
 
 def test_targets_runs_one_target_and_refuses_an_unknown_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    rc, doc, page = _run(tmp_path, monkeypatch, {}, ["--seeds", "0", "--targets", "fontdigits"])
+    rc, doc, _ = _run(tmp_path, monkeypatch, {}, ["--seeds", "0", "--targets", "fontdigits"])
     assert rc == 0 and doc["targets"] == ["fontdigits"] and not any(k.startswith("digits8") for k in doc["runs"])
     with pytest.raises(SystemExit, match="--targets: 'mnist'"):
         _run(tmp_path, monkeypatch, {}, ["--targets", "mnist"])
