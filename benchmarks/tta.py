@@ -228,6 +228,13 @@ def render(doc: dict[str, Any]) -> str:
              f"the run folder (`{FISHER_CACHE}`, reused while the run's weights and config, the batch size and the "
              "placement stay the same): its row is a call that finds it; the first call on a run estimates it "
              "(timed with the file removed before each call).",
+             "The methods are the papers' (every batch adapts every normalisation layer's affine parameters, "
+             "one optimiser step per batch); the speed work changed only how a step runs: gradients reaching "
+             "channels-last activations are made channels-last (a flatten sent back contiguous ones, and mixed "
+             "layouts took slow pooling / ReLU / BatchNorm backward kernels), and eata's Fisher is cached. What "
+             "is left is the backward itself (profiled: about as long as the forward, mostly the second "
+             "convolution's input gradient and the memory-bound pooling / ReLU / BatchNorm backward of the "
+             "full-resolution first block), which plain predict does not run.",
              f"Checks (>= 5 points gain and <= 1 point clean drop for the better of tent/eata): "
              f"{'all passed' if not failed else '; '.join(failed)}. {target_line(sp)}", "",
              "## Accuracy by corruption and severity (%)", "", *table(["segment", *METHODS], cells), "",
