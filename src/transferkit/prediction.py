@@ -79,14 +79,10 @@ def _table_inputs(p: Path, spec: ModelSpec, label_column: str | None) -> tuple[A
 def _text_inputs(p: Path, spec: ModelSpec, text_column: str | None = None) -> tuple[ArrayDataset, list[str]]:
     suffix = p.suffix.lower()
     if p.is_file() and suffix == ".txt":
-        try:
-            lines = [(i + 1, t.strip()) for i, t in enumerate(p.read_text(encoding="utf-8").splitlines()) if t.strip()]
-        except UnicodeDecodeError as err:
-            raise DataError(f"{p}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-        if not lines:
-            raise DataError(f"{p}: no text (every line is empty)")
-        ds = ArrayDataset(np.array([t for _, t in lines], dtype=object), None, [], str(p), modality="text")
-        return prepare(ds, spec), [f"{p.name}:{n}" for n, _ in lines]
+        ds = load_path(p, labels_required=False)
+        lines = ds.meta["lines"]
+        assert isinstance(lines, list)
+        return prepare(ds, spec), [f"{p.name}:{n}" for n in lines]
     if p.is_file() and suffix in (".csv", ".jsonl"):
         ds = load_path(p, labels_required=False, text_column=text_column)
         if ds.modality != "text":

@@ -190,7 +190,9 @@ def test_npz_errors(tmp_path: Path) -> None:
 def test_missing_and_unknown(tmp_path: Path) -> None:
     _raises(tmp_path / "nope.npz", str(tmp_path / "nope.npz"), "no such file")
     _raises("mnist5", "'mnist5'", "did you mean 'mnist5k'", "no such file")
-    (tmp_path / "data.txt").write_text("x")
-    _raises(tmp_path / "data.txt", str(tmp_path / "data.txt"), "unsupported")
+    (tmp_path / "data.bin").write_text("x")
+    _raises(tmp_path / "data.bin", str(tmp_path / "data.bin"), "unsupported")
+    (tmp_path / "data.txt").write_text("x")  # unlabelled text: refused where labels are required
+    _raises(tmp_path / "data.txt", str(tmp_path / "data.txt"), "texts without labels")
     with pytest.raises(DataError, match="no such file"):
         load_idx(tmp_path / "a-images-idx3-ubyte")

@@ -249,7 +249,8 @@ def load_path(
     path: str | Path, *, shape: tuple[int, ...] | None = None, label_column: str | None = None,
     labels_required: bool = True, text_column: str | None = None, read: ReadOptions = ReadOptions(),
 ) -> ArrayDataset:
-    """Load a folder, ``.npz``, ``.csv``, ``.jsonl`` or IDX file, choosing the loader by what ``path`` is.
+    """Load a folder, ``.npz``, ``.csv``, ``.jsonl``, ``.txt`` (unlabelled text, one per line) or IDX file,
+    choosing the loader by what ``path`` is.
 
     ``label_column`` / ``text_column`` name the label and text columns of a CSV or JSONL file;
     ``read`` says whether unreadable files of a folder are skipped and the range a run's images were read in."""
@@ -269,6 +270,10 @@ def load_path(
         from transferkit.data.text import load_text_table
 
         return load_text_table(p, label_column=label_column, text_column=text_column, labels_required=labels_required)
+    if suffix == ".txt":  # one unlabelled text per line
+        from transferkit.data.text import load_text_lines
+
+        return load_text_lines(p, labels_required=labels_required)
     if is_idx(p):
         return load_idx(p, read)
-    raise DataError(f"{p}: unsupported file type (expected a folder, .npz, .csv, .jsonl or an MNIST IDX file)")
+    raise DataError(f"{p}: unsupported file type (expected a folder, .npz, .csv, .jsonl, .txt or an MNIST IDX file)")

@@ -285,3 +285,22 @@ def load_jsonl(path: str | Path, *, text_column: str = "text", label_column: str
         if labelled:
             raw.append(str(obj[wanted]))
     return _labelled(p, texts, raw if labelled else None, None, None)
+
+
+def load_text_lines(path: str | Path, *, labels_required: bool = True) -> ArrayDataset:
+    """A ``.txt`` file: one text per non-empty line, no labels (``meta["lines"]``: each text's 1-based line).
+
+    Where labels are required (``transfer --data``) it is a one-line error pointing to a labelled format."""
+    p = Path(path)
+    if labels_required:
+        raise DataError(f"{p}: a .txt file holds texts without labels; give a .csv / .jsonl with 'text' and "
+                        "'label' columns here (a .txt serves where unlabelled inputs are read: --unlabelled, "
+                        "--target-data, suggest-labels, predict)")
+    try:
+        lines = [(i + 1, t.strip()) for i, t in enumerate(p.read_text(encoding="utf-8").splitlines()) if t.strip()]
+    except UnicodeDecodeError as err:
+        raise DataError(f"{p}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if not lines:
+        raise DataError(f"{p}: no text (every line is empty)")
+    return ArrayDataset(_texts([t for _, t in lines]), None, [], str(p), modality="text",
+                        meta={"lines": [n for n, _ in lines]})
