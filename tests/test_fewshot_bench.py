@@ -119,3 +119,12 @@ def test_doc_states_the_recipe_and_the_truncation_each_side_ran_with() -> None:
     md = report.render({"cells": cells}, fewshot.TASKS, report.paired)
     assert "lr 2e-05, precision bf16 (movies-8)." in md and "lr 2e-05, precision fp32 (spam-8)." in md
     assert "contrastive: 128, not recorded; setfit: 128." in md
+
+
+@pytest.mark.parametrize(("acc", "verdict"), [(0.79, "below the 0.80"), (0.81, "at or above the 0.80")])
+def test_ceiling_section_compares_every_label_with_the_target(acc: float, verdict: str) -> None:
+    ceiling = {f"ceiling|all labels|{s}": {"vader-movies": {"accuracy": acc, "n": 500}, "C": 1.0, "train_n": 5540}
+               for s in range(2)}
+    md = report.render({"ceiling": ceiling}, fewshot.TASKS, report.paired)
+    assert f"| all labels | 5540 | {acc:.3f} ± 0.000 |" in md
+    assert f"frozen features reach {acc:.3f} on average: {verdict}" in md
