@@ -3,7 +3,8 @@
     python benchmarks/fewshot_image.py --seeds 0,1,2,3,4   # docs/FEWSHOT_IMAGE.md + docs/fewshot_image.json
     python benchmarks/fewshot_image.py --deadline-min 80   # starts no new run after 80 minutes (resume later)
     python benchmarks/fewshot_image.py --variants          # also the appendix: contrastive variants, chosen on
-                                                           # validation accuracy only
+                                                           # validation accuracy only (--variants-only: just those)
+    python benchmarks/fewshot_image.py --targets digits8   # one target's missing cells (same store)
     python benchmarks/fewshot_image.py --quick             # CI: digits8, seed 0, 2 short epochs
     python benchmarks/fewshot_image.py --render-only       # the page from docs/fewshot_image.json
 
