@@ -752,6 +752,7 @@ def text_section(text: dict[str, Any], image_meta: dict[str, Any]) -> list[str]:
             row += (f" {'/'.join(a['choice'])} | {'; '.join(cands)} | {_pct(a['accuracy'])} | {100 * a['regret']:+.1f}"
                     f" ± {100 * se:.1f} | {a['time_ratio']:.3f} |")
         out.append(row)
+    out += ["", without_rule4(text["tasks"])]
     names = plan["strategies"]
     out += ["", "Every strategy (test accuracy %, mean ± std over seeds; mean train s / CPU s):", "",
             "| task | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
@@ -783,6 +784,25 @@ def rule_sentence() -> str:
             "are design tasks for the rule. A text encoder is never sent to `scratch` by the features-at-chance "
             "guard (with 8 texts per class the test has little power, and `scratch` would train a transformer from "
             "random weights).")
+
+
+def without_rule4(tasks: list[dict[str, Any]]) -> str:
+    """What budget 0 would train on each text task under the prior of the other modalities (auto before rule 4)
+    and that strategy's regret, from the every-strategy means."""
+    from transferkit.strategies.auto import candidates_for
+
+    parts = []
+    for t in tasks:
+        first = candidates_for(t["task"]["shots"], "image")[0]
+        acc = t["accuracy"].get(first)
+        parts.append(f"{t['key']}: {first}, regret {100 * (t['best_accuracy'] - acc):+.1f} pt" if acc is not None
+                     else f"{t['key']}: {first}, not run")
+    sigs = [g for t in tasks for g in (t["auto"].get("0") or {}).get("signals", []) if "probe_features" in g]
+    guard = sum(g["probe_features"] - g["chance"] <= 2 * g["chance_se"] for g in sigs)
+    return ("Without rule 4 (the prior by shots that the other modalities keep) budget 0 would train, with the same "
+            "runs' means: " + "; ".join(parts) + ". And the features-at-chance guard, which no longer applies to text, "
+            f"fires on {guard} of the {len(sigs)} budget-0 runs' recorded signals: those would have trained `scratch` "
+            "(a transformer from random weights; not run here).")
 
 
 def replay_sentence(doc: dict[str, Any]) -> str:
