@@ -752,7 +752,7 @@ def text_section(text: dict[str, Any], image_meta: dict[str, Any]) -> list[str]:
             row += (f" {'/'.join(a['choice'])} | {'; '.join(cands)} | {_pct(a['accuracy'])} | {100 * a['regret']:+.1f}"
                     f" ± {100 * se:.1f} | {a['time_ratio']:.3f} |")
         out.append(row)
-    out += ["", without_rule4(text["tasks"])]
+    out += ["", same_model_sentence(text["tasks"]), "", without_rule4(text["tasks"])]
     names = plan["strategies"]
     out += ["", "Every strategy (test accuracy %, mean ± std over seeds; mean train s / CPU s):", "",
             "| task | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
@@ -784,6 +784,21 @@ def rule_sentence() -> str:
             "are design tasks for the rule. A text encoder is never sent to `scratch` by the features-at-chance "
             "guard (with 8 texts per class the test has little power, and `scratch` would train a transformer from "
             "random weights).")
+
+
+def same_model_sentence(tasks: list[dict[str, Any]]) -> str:
+    """How many budget-0 runs scored exactly what the strategy they chose scored on the same seed (budget 0 trains
+    the choice with its own recipe and the run's seed: the same model, so the strategy's numbers elsewhere are
+    auto's)."""
+    same = total = 0
+    for t in tasks:
+        a = t["auto"].get("0") or {}
+        for seed, choice, acc in zip(t["seeds"], a.get("choice", []), a.get("per_seed", []), strict=False):
+            own = t.get("per_seed", {}).get(choice, {}).get(str(seed))
+            total += 1
+            same += own is not None and abs(own - acc) < 1e-9
+    return (f"auto(0)'s test accuracy equals that of the strategy it chose, run directly on the same seed, in "
+            f"{same}/{total} runs: budget 0 trains its choice with that strategy's recipe and the run's seed.")
 
 
 def without_rule4(tasks: list[dict[str, Any]]) -> str:
