@@ -50,7 +50,8 @@ def test_rungs_halve_to_the_full_epochs() -> None:
     assert rung_epochs(8, 7) == [1, 2, 4, 8]
     assert rung_epochs(8, 2) == [4, 8]
     assert rung_epochs(3, 1) == [3]
-    assert survivors(8, 4) == [8, 4, 2, 1] and survivors(7, 4) == [7, 4, 2, 1] and survivors(3, 1) == [3]
+    assert survivors(8, 4) == [8, 4, 2, 2] and survivors(7, 4) == [7, 4, 2, 2] and survivors(3, 1) == [3]
+    assert survivors(2, 2) == [2, 2]
 
 
 def _tracked(per_epoch: list[float], overhead: float = 0.0) -> list[Tracked]:
@@ -108,11 +109,12 @@ def test_auto_with_a_budget_prunes_and_the_survivor_trains_its_whole_plan(source
     probe, *rungs = res.metrics["rungs"]
     assert probe["rung"] == "probe" and probe["epochs"] == 4 and set(probe["seconds_per_epoch"]) == {
         "source_only", "coral(trade_off=1.0)", "mmd(trade_off=1.0)", "dann(trade_off=1.0)"}
-    assert [r["epochs"] for r in rungs] == [1, 2, 4] and [len(r["scores"]) for r in rungs] == [4, 2, 1]
+    assert [r["epochs"] for r in rungs] == [1, 2, 4] and [len(r["scores"]) for r in rungs] == [4, 2, 2]
     assert all(set(b["scores"]) == set(a["kept"]) for a, b in itertools.pairwise(rungs))
     assert res.metrics["chosen"] == rungs[-1]["kept"][0]
-    (chosen,) = res.metrics["candidates"]  # the survivor trained its whole plan: 4 epochs, as a full run
-    assert res.metrics["phases"][0]["epochs"] == 4 and chosen["label"] == res.metrics["chosen"]
+    finalists = res.metrics["candidates"]  # both trained their whole plan: 4 epochs, as a full run
+    assert {c["label"] for c in finalists} == set(rungs[-1]["scores"])
+    assert len(finalists) == 2 and res.metrics["phases"][0]["epochs"] == 4
     err = capsys.readouterr().err
     assert "[auto rung probe] coral(trade_off=1.0): epoch 1/4 (step 5/20) im " in err
     assert "[auto rung 2]" in err

@@ -2,8 +2,8 @@
 
 Every candidate follows one training plan, the run's settings at ``E`` epochs (its learning-rate schedule spans
 all ``E``); a rung only *pauses* it after ``e_k`` epochs (counted over its phases in order) and the next rung
-resumes it from its checkpoints, so a survivor continues its schedule, and the last survivor ends with exactly
-the training a full run of its method gets (Jamieson & Talwalkar, AISTATS 2016; Li et al., JMLR 2018).
+resumes it from its checkpoints, so a survivor continues its schedule, and the two finalists end with exactly
+the training a full run of their methods gets (Jamieson & Talwalkar, AISTATS 2016; Li et al., JMLR 2018).
 
 Sizing: every candidate first trains one epoch, timed (the probe; it is the start of its plan, not extra
 work). From those seconds per epoch ``E`` is set: the run's epochs (the iteration budget's) when the whole
@@ -56,9 +56,11 @@ def rung_epochs(final_epochs: int, n_candidates: int) -> list[int]:
 
 
 def survivors(n: int, rungs: int) -> list[int]:
-    """Candidates alive in each of ``rungs`` rungs: halved (rounded up) each time, one in the last."""
+    """Candidates alive in each of ``rungs`` rungs: halved (rounded up) each time, the last two finalists both
+    trained to the end (a method that gains late, e.g. self-training after its base phase, is not cut at a rung
+    that catches it mid-plan: fontdigits->digits8, docs/ADAPT_AUTO.md)."""
     out = [max(1, math.ceil(n / 2**k)) for k in range(rungs)]
-    return [*out[:-1], 1] if rungs > 1 else [n]
+    return [*out[:-1], min(2, n)] if rungs > 1 else [n]
 
 
 class Paused(Exception):
@@ -234,7 +236,7 @@ def _rungs(plan: AdaptPlan, prep: Prepared, run: RunDir, ts: list[Tracked], dead
     v, total = plan.spec.validator, prep.cfg.epochs
     stops = rung_epochs(total, len(ts))
     alive_n = survivors(len(ts), len(stops))
-    alive = list(range(len(ts)))
+    alive = trained = list(range(len(ts)))
     for k, stop in enumerate(stops):
         left = deadline - time.perf_counter()
         if plan_cost(ts, stops[k:], [min(len(alive), a) for a in alive_n[k:]]) > left:
@@ -250,8 +252,8 @@ def _rungs(plan: AdaptPlan, prep: Prepared, run: RunDir, ts: list[Tracked], dead
         rungs.append({"rung": k, "epochs": stop, "seconds": time.perf_counter() - t_rung,
                       "scores": {plan.candidates[i].label: ts[i].run.record["validators"][v]  # type: ignore[union-attr]
                                  for i in alive}, "kept": [plan.candidates[i].label for i in keep]})
-        alive = keep
-    return [_final(plan, prep, i, ts[i]) for i in alive], rungs
+        trained, alive = alive, keep
+    return [_final(plan, prep, i, ts[i]) for i in trained], rungs  # the last rung's: the pick is their best
 
 
 def _final(plan: AdaptPlan, prep: Prepared, i: int, t: Tracked) -> CandidateRun:
