@@ -119,8 +119,7 @@ def test_the_deadline_starts_no_new_run_and_the_page_says_unfinished(tmp_path: P
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     rc, doc, page = _run(tmp_path, monkeypatch, {}, ["--seeds", "0", "--deadline-min", "1e-9"])
     assert rc == 0 and not doc["complete"] and "**Unfinished**" in page and "`fontdigits|contrastive|0`" in page
-    assert sorted(doc["runs"]) == ["digits8|frozen_ncm|0", "digits8|split|0", "fontdigits|frozen_ncm|0",
-                                   "fontdigits|split|0"]
+    assert doc["runs"] == {}  # nothing ran: no split to check either
 
 
 def test_variants_only_runs_the_appendix_and_keeps_the_stored_main_cells(tmp_path: Path,
