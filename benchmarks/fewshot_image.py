@@ -392,7 +392,8 @@ def render(doc: dict[str, Any]) -> str:
              "after the fact, which favours it).", "", *_verdict_lines(doc), "",
              ("**Held on every target**" + ("." if all(len(v["seeds"]) >= MIN_SEEDS for v in vs) else
                                            ", but on fewer than 3 seeds for " + ", ".join(
-                                               v["target"] for v in vs if len(v["seeds"]) < MIN_SEEDS) + ".")
+                                               v["target"] for v in vs if len(v["seeds"]) < MIN_SEEDS)
+                                           + ": provisional, not established (see the per-seed spread).")
               if held else "**Not held**: " + ", ".join(
                  [*(f"{v['target']} (contrastive {100 * v['diff']:+.1f} pt)" for v in vs if not v["held"]),
                   *(f"{t} (not run)" for t in doc["targets"] if t not in {v["target"] for v in vs})])

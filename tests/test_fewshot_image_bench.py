@@ -97,7 +97,7 @@ def test_within_one_point_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     acc = {"contrastive": 0.845, "wise_ft": 0.85, "lp_ft": 0.82, "linear_probe": 0.79}
     rc, doc, page = _run(tmp_path, monkeypatch, acc, ["--seeds", "0,1"])
     assert rc == 0 and all(x["held"] for x in fi.verdicts(doc))
-    assert "**Held on every target**, but on fewer than 3 seeds for digits8, fontdigits." in page
+    assert "**Held on every target**, but on fewer than 3 seeds for digits8, fontdigits: provisional" in page
     assert "| **yes** (only 2 seeds; 3 wanted) |" in page
     assert "Appendix" not in page
 
