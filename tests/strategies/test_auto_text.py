@@ -73,11 +73,7 @@ def test_cli_default_auto_considers_contrastive_for_minilm_and_records_it(tmp_pa
     only (budget 0, the default) train the first candidate, contrastive; metrics.json names it and the
     candidates, and the contrastive run's own record is there (it trained, not just got listed)."""
     pytest.importorskip("transformers")
-    try:
-        data = _labelled_jsonl(tmp_path / "labelled.jsonl", 20)
-        transferkit.models.from_pretrained("minilm")
-    except Exception as err:  # the offline packages are optional extras
-        pytest.skip(f"minilm or vader-movies not installed: {err}")
+    data = _labelled_jsonl(tmp_path / "labelled.jsonl", 20)  # the test extra installs MiniLM and the VADER data
     out = tmp_path / "run"
     assert main(["transfer", "--source", "minilm", "--data", str(data), "--strategy", "auto", "--shots", "4",
                  "--epochs", "1", "--out", str(out), "--progress", "off"]) == 0
@@ -98,3 +94,11 @@ def test_features_at_chance_do_not_send_a_text_encoder_to_scratch() -> None:
     assert cands == TEXT_FEW and "no from-scratch alternative" in reason
     image = {**_text_sig(8, pf=0.55), "modality": "image"}
     assert auto.rules(image)[0] == ["scratch"]
+
+
+def test_a_text_encoder_without_a_measured_contrastive_recipe_keeps_the_image_prior() -> None:
+    """Rule 4 was measured on MiniLM only: a user's Hugging Face text checkpoint (no recipe for any strategy)
+    gets the image prior, not contrastive at the library's default learning rate."""
+    auto = Auto(AutoOptions())
+    assert auto.rules({**_text_sig(8), "contrastive_recipe": False})[0] == candidates_for(8, "image")
+    assert auto.rules({**_text_sig(8), "contrastive_recipe": True})[0] == TEXT_FEW

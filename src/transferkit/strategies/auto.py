@@ -38,6 +38,8 @@ The rules, in order (each decision is recorded in ``ctx.info["auto"]`` with its 
    has none (it would train MiniLM at the library's 1e-3) and is left out for text. The order was set with
    the first seed of the auto suite's text tasks in view (docs/AUTO_SUITE.md, "Text tasks": every strategy
    beside auto, 3 seeds), so those tasks are design tasks for this rule, not a held-out test of it.
+   The rule applies to a text encoder with a measured ``contrastive`` recipe (MiniLM); another text
+   encoder (``hf``: a user's checkpoint) has no measured recipe for any strategy and keeps the image prior.
 
 With unlabelled target inputs (``--unlabelled``) and informative source features (rule 3), ``self_train``
 (``lp_ft`` on the labelled examples plus confidently pseudo-labelled ones; strategies/semi.py) joins the
@@ -87,6 +89,7 @@ from transferkit.errors import ConfigError
 from transferkit.options import opt
 from transferkit.strategies.base import Strategy, TransferContext
 from transferkit.strategies.catalog import make_strategy
+from transferkit.strategies.recipes import recipe_for
 from transferkit.strategies.runner import run_strategy, settle
 
 
@@ -209,7 +212,8 @@ class Auto(Strategy):
         classes = int(y_np.max()) + 1
         sig: dict[str, Any] = {"shots_per_class": int(np.bincount(y_np).min()), "classes": classes,
                                "n_train": len(y_np), "parameters": sum(p.numel() for p in ctx.model.parameters()),
-                               "modality": ctx.model.spec.modality}
+                               "modality": ctx.model.spec.modality,
+                               "contrastive_recipe": recipe_for(ctx.model.spec.name, "contrastive") is not None}
         sig["logme_features"] = logme(f_tr.astype(np.float64), y_np)
         if ctx.val is None:
             return sig
@@ -230,8 +234,9 @@ class Auto(Strategy):
     def rules(self, sig: dict[str, Any]) -> tuple[list[str], str]:
         """The candidates in prior order and the reason (rules 1-4 of the module docstring)."""
         k, modality = sig["shots_per_class"], sig.get("modality", "image")
+        prior = modality if sig.get("contrastive_recipe", True) else "image"  # rule 4 needs a measured recipe
         if "probe_features" not in sig:
-            return candidates_for(k, modality), f"{k} labelled examples per class (no validation split: no probes)"
+            return candidates_for(k, prior), f"{k} labelled examples per class (no validation split: no probes)"
         pf, chance = sig["probe_features"], sig["chance"]
         at_chance = pf - chance <= 2 * sig["chance_se"]
         probe = f"{100 * pf:.1f}% nearest-mean vs chance {100 * chance:.1f}%, n={sig['probe_n']}"
@@ -248,11 +253,11 @@ class Auto(Strategy):
         raw = (f"raw-minus-features {100 * gap:+.1f} pt +- {100 * se:.1f}" if "raw_minus_features" in sig
                else "no raw-input probe on token ids")
         if at_chance:  # text (rule 1's exception)
-            return candidates_for(k, modality), (
+            return candidates_for(k, prior), (
                 f"{k} labelled examples per class (text source); the frozen features are within two standard errors "
                 f"of chance in a nearest-mean probe ({probe}), but a text encoder has no from-scratch alternative, "
                 f"so the prior by shots decides ({raw})")
-        return candidates_for(k, modality), (f"{k} labelled examples per class ({modality or 'custom'} source); "
+        return candidates_for(k, prior), (f"{k} labelled examples per class ({modality or 'custom'} source); "
                                              f"source features informative ({100 * pf:.1f}% nearest-mean, {raw})")
 
     def phases(self, ctx: TransferContext) -> Iterator[Phase]:
