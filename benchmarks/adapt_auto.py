@@ -39,6 +39,8 @@ from typing import Any
 
 from harness import DOCS, Bench, Context, Store, generated_line, log, table
 
+from transferkit.adaptation.spec import DEFAULT_ITERATIONS, SGD_DEFAULTS
+
 PAIRS = [("mnist5k", "digits8"), ("fontdigits", "digits8"), ("mnist5k", "fontdigits")]
 BUDGET = "5m"
 TOLERANCE = 0.01  #: the must-hold: auto within 1 point of the full runs' label-free choice
@@ -240,6 +242,7 @@ def _setup(doc: dict[str, Any]) -> list[str]:
     for c in doc["cells"].values():
         counts.setdefault(c["pair"], (c["n_target_train"], c["n_target_val"], c.get("n_target_test")))
     n = "; ".join(f"{p}: {a} adapted on, {b} for the validator, {c} held out" for p, (a, b, c) in counts.items())
+    threads = "/".join(str(t) for t in sorted({c["threads"] for c in doc["cells"].values() if "threads" in c})) or "?"
     return [f"Source models (`transferkit pretrain --data SOURCE --out ...`, the CLI's defaults): {src}.", "",
             f"Unlabelled target images (the whole target set, split label-free by adapt): {n}.", "",
             f"Candidates (`auto`'s defaults): {', '.join(f'`{c}`' for c in doc['candidates'])}. Validator: "
@@ -247,10 +250,11 @@ def _setup(doc: dict[str, Any]) -> list[str]:
             "",
             "(a) is the CLI as a user types it, `transferkit adapt --source SRC --source-data S --target-data T "
             f"--method auto --budget {doc['budget']} --eval-data T` (the labels of `--eval-data` only score the "
-            "held-out part afterwards), timed from process start to exit with 2 torch threads. (b) trains every "
-            "candidate with the same defaults (500 iterations, SGD lr 0.01, source re-styling) through the stages "
-            "`adapt --method auto` runs without a budget, one thread, on the same split; its label-free choice is "
-            "the candidate with the highest validator score, its oracle the highest held-out accuracy.", "",
+            f"held-out part afterwards), timed from process start to exit with {threads} torch thread(s). (b) trains "
+            f"every candidate with the same defaults ({DEFAULT_ITERATIONS} iterations, SGD lr {SGD_DEFAULTS['lr']}, "
+            "source re-styling) through the stages `adapt --method auto` runs without a budget, in the benchmark's "
+            "own process (its threads: the command above), on the same split; its label-free choice is the candidate "
+            "with the highest validator score, its oracle the highest held-out accuracy.", "",
             "How `auto --budget` spends it (src/transferkit/adaptation/halving.py): each candidate trains one epoch, "
             "timed; from those seconds the plan is sized (the default epochs when successive halving fits the "
             "budget, else fewer for every candidate from the start); each rung pauses the candidates at an epoch of "

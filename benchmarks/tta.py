@@ -232,7 +232,8 @@ def render(doc: dict[str, Any]) -> str:
              "one optimiser step per batch); the speed work changed only how a step runs: gradients reaching "
              "channels-last activations are made channels-last (a flatten sent back contiguous ones, and mixed "
              "layouts took slow pooling / ReLU / BatchNorm backward kernels), and eata's Fisher is cached. What "
-             "is left is the backward itself (profiled: about as long as the forward, mostly the second "
+             "is left is the backward itself (in one manual torch.profiler run: about as long as the forward, "
+             "mostly the second "
              "convolution's input gradient and the memory-bound pooling / ReLU / BatchNorm backward of the "
              "full-resolution first block), which plain predict does not run.",
              f"Checks (>= 5 points gain and <= 1 point clean drop for the better of tent/eata): "
