@@ -278,14 +278,16 @@ def _cached_fisher(path: Path, key: str, adapter: Any) -> str | None:
 
 
 def _store_fisher(loaded: LoadedRun, key: str, note: str, fisher: list[torch.Tensor]) -> None:
-    """The Fisher into the run folder, in its manifest (``--overwrite`` removes it); read-only: skipped."""
+    """The Fisher into the run folder under the run's lock, in its manifest (``--overwrite`` removes it); a
+    read-only, locked or incomplete run: skipped."""
     from transferkit.io import save_tensors
     from transferkit.runs import RunDir
 
     try:
-        RunDir(loaded.path).adopt(FISHER_CACHE)
-        save_tensors(loaded.path / FISHER_CACHE, {f"fisher.{i}": t for i, t in enumerate(fisher)},
-                     metadata={"key": key, "note": note})
+        with RunDir(loaded.path).locked() as run:  # the run's lock, as evaluate adds its metrics
+            run.adopt(FISHER_CACHE)
+            save_tensors(loaded.path / FISHER_CACHE, {f"fisher.{i}": t for i, t in enumerate(fisher)},
+                         metadata={"key": key, "note": note})
     except (OSError, TransferkitError) as err:
         log.info("EATA's Fisher estimate not cached in %s (%s)", loaded.path, err)
 
