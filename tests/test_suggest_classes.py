@@ -153,7 +153,8 @@ def test_suggest_labels_with_classes_writes_the_prompted_class_in_why(tmp_path: 
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--source", "mnist_cnn", "--data", "digits8", "--classes", "a,b"], "--classes: mnist_cnn takes image inputs"),
+    (["--source", "mnist_cnn", "--data", "digits8", "--classes", "a,b"],
+     "--classes: --data digits8 is a built-in image data set, not text"),
     (["--source", "minilm", "--data", "vader-movies", "--classes", "positive"], "at least two non-empty"),
     (["--source", "minilm", "--data", "vader-movies", "--classes", "good,,bad"], "at least two non-empty"),
     (["--source", "minilm", "--data", "vader-movies", "--classes", "good,Good"], "given more than once"),
@@ -166,6 +167,46 @@ def test_classes_errors_are_one_line(argv: list[str], words: str, tmp_path: Path
     assert main(["suggest-labels", "--budget", "3", "--out", str(tmp_path / "o.csv"), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert words in err and "\n" not in err and not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize("data, kind", [
+    ("digits8", "a built-in image data set"),
+    ("spoken-digits:voices=B", "a built-in audio data set"),
+    ("{tmp}/images", "a folder (of images or .wav files)"),
+    ("{tmp}/x.npz", "a .npz file"),
+])
+def test_classes_on_non_text_data_fail_before_anything_loads(data: str, kind: str, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """--classes on data that cannot be text: one line naming the flag and the data, exit 2, and neither the
+    source nor the data is loaded (both loaders are replaced by ones that fail the test)."""
+    from transferkit import suggest_cli
+
+    (tmp_path / "images").mkdir()
+    np.savez(tmp_path / "x.npz", x=np.zeros((4, 3)))
+    data = data.format(tmp=tmp_path)
+
+    def no_loading(*a: object, **k: object) -> None:
+        raise AssertionError("loaded before the --classes check")
+
+    monkeypatch.setattr(suggest_cli, "load_unlabelled", no_loading)
+    monkeypatch.setattr(suggest_cli, "load_dataset", no_loading)
+    argv = ["suggest-labels", "--source", "no_such_source", "--data", data, "--budget", "3", "--classes", "a,b",
+            "--out", str(tmp_path / "o.csv")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--classes: --data {data} is {kind}, not text" in err and "\n" not in err
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_classes_on_a_table_without_text_names_the_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A .csv may hold text, so it loads; a table without a text column is then refused in one line."""
+    table = tmp_path / "t.csv"
+    table.write_text("a,b\n1,2\n3,4\n5,6\n")
+    assert main(["suggest-labels", "--source", "minilm", "--data", str(table), "--budget", "2", "--classes", "a,b",
+                 "--out", str(tmp_path / "o.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--classes: --data {table} holds tabular data, not text" in err and "\n" not in err
 
 
 def test_the_class_aware_default_is_the_one_validation_chose() -> None:

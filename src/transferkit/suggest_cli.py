@@ -136,6 +136,29 @@ def parse_classes(classes: str | None) -> list[str] | None:
     return names
 
 
+#: Where each built-in data set's loader lives -> the kind of its inputs (a module not listed: unknown).
+_BUILTIN_KINDS = {"transferkit.data.builtin": "image", "transferkit.data.audio": "audio",
+                  "transferkit.data.text": "text"}
+#: Files that may hold text (``.txt`` lines, or a text column of a table); any other file or a folder cannot.
+_TEXT_SUFFIXES = (".csv", ".jsonl", ".txt")
+
+
+def non_text_data(data: str) -> str | None:
+    """What ``--data`` is when it cannot hold text, known from its name alone (nothing is loaded): a built-in
+    image or audio data set, a folder (images or ``.wav`` files), or a file other than ``.csv`` / ``.jsonl`` /
+    ``.txt`` (``.npz``, IDX). ``None`` when it may hold text, or does not exist (its loader says why)."""
+    name = data.partition(":")[0]
+    if name in DATASETS:
+        kind = _BUILTIN_KINDS.get(getattr(DATASETS.get(name), "__module__", ""))
+        return f"a built-in {kind} data set" if kind not in (None, "text") else None
+    path = Path(data).expanduser()
+    if path.is_dir():
+        return "a folder (of images or .wav files)"
+    if path.is_file() and path.suffix.lower() not in _TEXT_SUFFIXES:
+        return f"a {path.suffix or 'suffix-less'} file"
+    return None
+
+
 def resolve_method(method: str | None, classes: list[str] | None) -> str:
     """The method to run: ``--method``, else the measured default for with / without ``--classes``."""
     from transferkit.suggest import CLASS_METHODS, DEFAULT_CLASS_METHOD, DEFAULT_METHOD
@@ -159,6 +182,9 @@ def suggest_labels(args: argparse.Namespace) -> int:
         raise ConfigError(f"--budget {args.budget}: must be at least 1")
     classes = parse_classes(args.classes)
     method = resolve_method(args.method, classes)
+    if classes and (kind := non_text_data(args.data)):
+        raise ConfigError(f"--classes: --data {args.data} is {kind}, not text; class names are prompted only for "
+                          "text data through a text source (drop --classes)")
     check_out(out, args.overwrite)
     if args.data.partition(":")[0] not in DATASETS and not Path(args.data).expanduser().exists():
         load_dataset(args.data, labels_required=False)  # its one-line error, before the source loads
@@ -168,6 +194,9 @@ def suggest_labels(args: argparse.Namespace) -> int:
     if classes and model.spec.modality != "text":
         raise ConfigError(f"--classes: {args.source} takes {model.spec.modality} inputs; class names are prompted "
                           "only through a text source (drop --classes)")
+    if classes and raw.modality != "text":  # e.g. a table without a text column
+        raise ConfigError(f"--classes: --data {args.data} holds {raw.modality} data, not text; class names are "
+                          "prompted only for text data (drop --classes, or name the text column: --text-column)")
     feats = source_features(model, raw)
     scores = prompt_scores(feats, class_prompts(model, classes)) if classes else None
     sel = select(feats, args.budget, method, args.seed, scores, classes)
