@@ -256,10 +256,13 @@ def _setup(doc: dict[str, Any]) -> list[str]:
             "own process (its threads: the command above), on the same split; its label-free choice is the candidate "
             "with the highest validator score, its oracle the highest held-out accuracy.", "",
             "How `auto --budget` spends it (src/transferkit/adaptation/halving.py): each candidate trains one epoch, "
-            "timed; from those seconds the plan is sized (the default epochs when successive halving fits the "
-            "budget, else fewer for every candidate from the start); each rung pauses the candidates at an epoch of "
-            "their one learning-rate schedule and the better half by the validator resumes from its checkpoints, so "
-            "the last survivor has exactly a full run's training when the default epochs fit."]
+            "timed; from those seconds the schedule is sized once (the default epochs when successive halving is "
+            "expected to fit, the survivors of later rungs costed at the mean seconds of the candidates still "
+            "training; else fewer for every candidate from the start); each rung pauses the candidates at an epoch of "
+            "their one learning-rate schedule and the better half by the validator resumes from its checkpoints; "
+            "before each rung the plan left is re-estimated from the survivors' measured seconds and the time left, "
+            "and the last rung ends where that allows, so the finalists have exactly a full run's training when the "
+            "default epochs fit. No epoch starts unless its expected seconds fit before the deadline."]
 
 
 def render(doc: dict[str, Any]) -> str:
@@ -286,7 +289,11 @@ def _rung_text(r: dict[str, Any]) -> str:
         n, e = len(r["seconds_per_epoch"]), r["probe_epochs"]
         return f"probe {n}×{e} (plan: {r['epochs']} of {r['full_epochs']} epochs)"
     if "scores" in r:
-        return f"{len(r['scores'])}×{r['epochs']}" + (" (best finished alone)" if "note" in r else "")
+        note = r.get("note", "")
+        return f"{len(r['scores'])}×{r['epochs']}" + (
+            " (deadline: the best as it stood)" if "as it stands" in note else
+            " (the budget's end, before the schedule's)" if "expected to fit" in note else
+            " (best finished alone)" if note else "")
     return f"stopped: {r['skipped']}"
 
 

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import copy
 import itertools
+import random
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
+import torch
 
+from transferkit.adaptation import halving
 from transferkit.adaptation.api import adapt
-from transferkit.adaptation.base import AdaptContext, run_method
+from transferkit.adaptation.base import AdaptContext, Method, run_method
+from transferkit.adaptation.data import AdaptData
 from transferkit.adaptation.halving import (
     SAFETY,
     Paused,
@@ -19,15 +25,20 @@ from transferkit.adaptation.halving import (
     Tracked,
     fit_epochs,
     plan_cost,
+    replan,
     rung_epochs,
     survivors,
+    truncated,
 )
 from transferkit.adaptation.methods import make_method
 from transferkit.adaptation.spec import AdaptSpec, parse_budget
+from transferkit.adaptation.stages import AdaptPlan, CandidateRun, Prepared
 from transferkit.cli import main
 from transferkit.engine.config import TrainConfig
+from transferkit.engine.loop import Phase
 from transferkit.errors import ConfigError
 from transferkit.models import TransferModel
+from transferkit.runs import RunDir
 
 
 def test_budget_parses_seconds_and_durations() -> None:
@@ -55,24 +66,163 @@ def test_rungs_halve_to_the_full_epochs() -> None:
 
 
 def _tracked(per_epoch: list[float], overhead: float = 0.0) -> list[Tracked]:
-    return [Tracked(epochs=1, per_epoch=p, overhead=overhead) for p in per_epoch]
+    return [Tracked(position=1, epochs=1, per_epoch=p, overhead=overhead) for p in per_epoch]
 
 
-def test_plan_cost_counts_the_dearest_survivors_and_the_epochs_left() -> None:
-    ts = _tracked([1.0, 2.0, 4.0, 8.0])
-    # rungs to 2 and 4 epochs, 4 then 1 alive, all at epoch 1: (1+2+4+8) * 1 more epoch, then the dearest 2 more
-    assert plan_cost(ts, [2, 4], [4, 1]) == pytest.approx(SAFETY * (15 + 8 * 2))
-    ts[3].done = True  # a finished candidate costs nothing more
-    assert plan_cost(ts, [2, 4], [4, 1]) == pytest.approx(SAFETY * (7 + 4 * 2))
+def test_plan_cost_counts_each_candidate_now_and_the_mean_survivor_later() -> None:
+    ts = _tracked([1.0, 2.0, 4.0, 9.0])
+    alive = [0, 1, 2, 3]
+    # rungs to 2 and 4 epochs, 4 then 2 alive, all at epoch 1: (1+2+4+9) * 1 more epoch, then 2 survivors of
+    # unknown cost (the mean, 4 s) 2 more epochs each
+    assert plan_cost(ts, alive, [2, 4], [4, 2]) == pytest.approx(SAFETY * (16 + 2 * 4 * 2))
+    ts[3].done = True  # a finished candidate costs nothing more, and may survive at no cost
+    assert plan_cost(ts, alive, [2, 4], [4, 2]) == pytest.approx(SAFETY * (7 + 2 * 0.75 * (7 / 3) * 2))
+
+
+def test_the_position_not_the_epochs_trained_says_where_a_candidate_is() -> None:
+    """A phase that stopped early leaves a candidate at its planned position with fewer epochs trained: the plan
+    left is counted from the position (the review's mismatch)."""
+    early = Tracked(position=28, epochs=18, per_epoch=1.0)
+    assert plan_cost([early], [0], [28, 56], [1, 1]) == pytest.approx(SAFETY * 28)
+    assert replan([early], [0], [28, 56], [1, 1], SAFETY * 28) == 56
 
 
 def test_fit_epochs_shrinks_the_schedule_to_the_budget() -> None:
     ts = _tracked([1.0] * 8)
-    need = {e: plan_cost(ts, rung_epochs(e, 8), survivors(8, len(rung_epochs(e, 8)))) for e in range(1, 41)}
+    alive = list(range(8))
+    need = {e: plan_cost(ts, alive, rung_epochs(e, 8), survivors(8, len(rung_epochs(e, 8)))) for e in range(1, 41)}
     assert fit_epochs(ts, 40, need[40] + 1) == 40  # all of it fits: the run's own epochs
     assert fit_epochs(ts, 40, need[20]) == max(e for e in need if need[e] <= need[20]) < 40
     assert fit_epochs(ts, 40, 0.0) == 1  # nothing fits: the probe's epoch
     assert all(need[a] <= need[b] for a, b in zip(range(1, 40), range(2, 41), strict=True))
+
+
+def test_replan_ends_the_plan_where_the_survivors_measured_seconds_allow() -> None:
+    ts = _tracked([1.0, 1.0, 1.0, 1.0])
+    for t in ts:
+        t.position = 4
+    stops, counts = [4, 8, 16], [4, 2, 2]
+    full = plan_cost(ts, [0, 1], *truncated(stops[1:], counts[1:], 16))  # 2 at 1 s: (4 + 8) epochs each
+    assert full == pytest.approx(SAFETY * 24)
+    assert replan(ts, [0, 1], stops[1:], counts[1:], full) == 16  # the whole schedule fits
+    ts[1].per_epoch = 3.0  # a dearer survivor than expected: the finalists stop before the schedule's end
+    p = replan(ts, [0, 1], stops[1:], counts[1:], full)
+    assert p is not None and 8 < p < 16 and plan_cost(ts, [0, 1], *truncated(stops[1:], counts[1:], p)) <= full
+    assert replan(ts, [0, 1], stops[1:], counts[1:], 0.5) is None  # not one more epoch
+    assert truncated([7, 14, 28, 56], [8, 4, 2, 2], 20) == ([7, 14, 20], [8, 4, 2])
+    assert truncated([7, 14, 28, 56], [8, 4, 2, 2], 7) == ([7], [8])
+
+
+class _Two(Method):
+    """Two phases of 3 and 2 epochs (no training: the test calls their epoch hooks as the loop would)."""
+
+    def phases(self, ctx: AdaptContext) -> Iterator[Phase]:
+        for n, e in (("a", 3), ("b", 2)):
+            yield Phase(n, torch.nn.Identity(), (torch.zeros(1), torch.zeros(1)), None, [], epochs=e)
+
+
+def _hooks(p: Pausing) -> list[Callable[[int], None]]:
+    ctx = cast(AdaptContext, SimpleNamespace(cfg=TrainConfig(epochs=5)))
+    return [ph.on_epoch_start for ph in p.phases(ctx)]  # type: ignore[misc]
+
+
+def test_a_pause_after_an_early_stop_is_at_the_planned_position() -> None:
+    p = Pausing(_Two(), 3)
+    first, second = _hooks(p)
+    first(0), first(1)  # phase a stops early after 2 of its 3 epochs
+    with pytest.raises(Paused):
+        second(0)
+    assert (p.reached, len(p.starts), p.timed_out, p.total) == (3, 2, False, 5)
+
+
+def test_an_epoch_that_would_end_past_the_deadline_is_not_started() -> None:
+    p = Pausing(_Two(), 5, deadline=time.perf_counter() + 60, per_epoch=100.0)
+    first, _ = _hooks(p)
+    with pytest.raises(Paused):
+        first(0)
+    assert p.reached == 0 and p.timed_out and not p.starts
+
+
+class _Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _simulate(monkeypatch: pytest.MonkeyPatch, costs: list[float], quality: list[float], full: int, budget: float,
+              late: float = 1.0) -> tuple[list[dict[str, Any]], list[str], float, float]:
+    """halving's plan on a fake clock: candidate ``i`` costs ``costs[i]`` s per epoch (0: finished by the probe,
+    as adabn), ``late`` times that in the second half of its schedule; its validator score rises with its
+    position towards ``quality[i]``. Returns the rungs, the labels returned, the clock at the end and the
+    deadline."""
+    clock = _Clock()
+    monkeypatch.setattr(halving.time, "perf_counter", clock)
+    monkeypatch.setattr(halving, "_show", lambda *a: None)
+
+    def advance(plan: Any, prep: Any, i: int, run: Any, stop: int | None, t: Tracked,
+                deadline: float | None = None) -> None:
+        end = prep.cfg.epochs
+        target = end if stop is None else stop
+        if costs[i] == 0:
+            t.position, t.done, t.per_epoch = end, True, 0.0
+        while not t.done and t.position < target:
+            c = costs[i] * (late if t.position >= end / 2 else 1.0)
+            if deadline is not None and clock.now + (t.per_epoch or 0.0) * halving.SAFETY > deadline:
+                t.timed_out = True
+                break
+            clock.now += c
+            t.position, t.epochs, t.per_epoch = t.position + 1, t.epochs + 1, c
+        t.done = t.done or t.position >= end
+        rec = {"label": str(i), "validators": {"im": quality[i] * (1 - 0.5 ** t.position)}}
+        t.run = CandidateRun(rec, cast(TransferModel, None))
+
+    monkeypatch.setattr(halving, "advance", advance)
+    plan = cast(AdaptPlan, SimpleNamespace(candidates=[SimpleNamespace(label=str(i)) for i in range(len(costs))],
+                                           spec=SimpleNamespace(validator="im")))
+    prep = Prepared(cast(TransferModel, None), {}, cast(AdaptData, None), TrainConfig(epochs=full))
+    deadline = budget
+    runs, rungs = halving._halve(plan, prep, cast(RunDir, None), deadline, 0.0)
+    return rungs, [r.record["label"] for r in runs], clock.now, deadline
+
+
+FONT = [1.8, 2.8, 3.0, 2.4, 3.5, 2.6, 0.0, 1.9]  #: fontdigits->digits8's seconds per epoch (docs/adapt_auto.json)
+
+
+def test_the_schedule_is_sized_from_the_mean_survivor_and_the_finalists_finish_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cheaper survivors (the best-scored here) finish the whole schedule the budget fits: 56 epochs, where
+    assuming the dearest candidates survive (the old plan) sized it shorter."""
+    quality = [1.0, 1.1, 1.2, 1.0, 0.9, 2.0, 1.5, 2.1]
+    rungs, picked, end, deadline = _simulate(monkeypatch, FONT, quality, 56, 440.0)
+    probe, *rest = rungs
+    assert probe["epochs"] == 56 and rest[-1]["epochs"] == 56 and rest[-1]["final_epochs"] == 56
+    assert set(rest[-1]["scores"]) == {"5", "7"} and picked[0] == "7" and end <= deadline
+    ts = [Tracked(position=1, epochs=1, per_epoch=c, done=c == 0) for c in FONT]
+    stops = rung_epochs(56, 8)
+    dearest = SAFETY * (  # the old plan's assumption (the dearest survive each rung), by hand
+        sum(FONT) * (stops[0] - 1) + sum(sorted(FONT)[-4:]) * (stops[1] - stops[0])
+        + sum(sorted(FONT)[-2:]) * (stops[3] - stops[1]))
+    assert dearest > deadline - probe["probe_seconds"] and fit_epochs(ts, 56, probe["seconds_left"]) == 56
+
+
+@pytest.mark.parametrize("late", [1.0, 1.6, 4.0])
+@pytest.mark.parametrize("seed", range(12))
+def test_the_plan_never_passes_the_deadline(monkeypatch: pytest.MonkeyPatch, seed: int, late: float) -> None:
+    """Any costs, scores and budget (the probe's epochs fit), later epochs up to 4x dearer than the probe's: the
+    clock ends before the deadline when the seconds measured hold (the per-epoch check), at most one epoch after
+    it when they rise, and the last rung ends at its planned position unless the deadline came."""
+    rng = random.Random(seed)
+    costs = [rng.choice([0.0, rng.uniform(0.5, 5.0)]) for _ in range(rng.randint(2, 8))]
+    quality = [rng.uniform(1, 2) for _ in costs]
+    full = rng.choice([4, 12, 56])
+    budget = rng.uniform(0.1, 1.5) * full * sum(costs) / 2 + rng.uniform(0, 5)  # a tenth of all fully to 1.5 x
+    rungs, picked, end, deadline = _simulate(monkeypatch, costs, quality, full, max(budget, 1.2 * sum(costs)), late)
+    # past the deadline by one epoch dearer than the last one measured at most (the reserve covers it)
+    assert end <= deadline + (0.0 if late == 1 else max(costs) * late) and picked
+    last = rungs[-1]
+    assert "skipped" in last or "as it stands" in last.get("note", "") or all(
+        p >= last["epochs"] for p in last["positions"].values())
 
 
 def _ctx(model: TransferModel, slices: Any, target: Any, epochs: int) -> AdaptContext:
@@ -129,7 +279,7 @@ def test_a_short_budget_shortens_every_schedule(source_run: Path, tmp_path: Path
                 batch_size=64, precision="fp32", progress="off", max_source=300, max_target=200)
     assert time.perf_counter() - t0 < 45 + 20
     probe = res.metrics["rungs"][0]
-    assert probe["epochs"] < 400 and "budget fits" in probe["note"]
+    assert probe["epochs"] < 400 and "budget is expected to fit" in probe["note"]
 
 
 def test_when_nothing_more_fits_the_pick_is_the_validator_s_best_as_it_stands(
