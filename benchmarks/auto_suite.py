@@ -6,10 +6,10 @@
     python benchmarks/auto_suite.py --part text    # the MiniLM text tasks (about an hour on 1 busy core)
 
 Writes ``docs/AUTO_SUITE.md`` and ``docs/auto_suite.json`` (``runs/suite-quick/`` with ``--quick``);
-never edit them by hand. Source models are pretrained once into ``runs/suite/`` and reused. Every
-finished run is appended to ``runs/suite/results-<mode>.jsonl`` and an interrupted suite resumes
-from it (``--fresh`` starts over); ``auto`` rows are reused only while ``strategies/auto.py`` is
-unchanged (its hash is stored with each row).
+never edit them by hand. This script measures; ``auto_suite_report.py`` renders the page from the JSON.
+Source models are pretrained once into ``runs/suite/`` and reused. Every finished run is appended to
+``runs/suite/results-<mode>.jsonl`` and an interrupted suite resumes from it (``--fresh`` starts over);
+``auto`` rows are reused only while ``strategies/auto.py`` is unchanged (its hash is stored with each row).
 
 ``--exhaustive-from docs/auto_suite.json`` reuses the every-strategy results (mean, std and train
 seconds per task and strategy) and the transferability table of an earlier JSON instead of
@@ -43,7 +43,7 @@ labelled texts per class, 3 seeds, every strategy a text user would weigh and ``
 CLI's settings) into ``runs/suite/results-text.jsonl`` (resumed the same way) and writes them as the
 ``"text"`` part of the same JSON and page; the stored image part is kept as it is, and the page says
 whether it predates the current auto.py and what the current rules decide on its recorded signals
-(:func:`replay_rules`). ``--part image`` likewise keeps a stored text part.
+(``auto_suite_report.replay_rules``). ``--part image`` likewise keeps a stored text part.
 
 Every image run passes the plan's ``augment`` ("off"): the suite was measured before small_cnn's lp_ft/full
 recipe turned image augmentation on (docs/AUGMENT.md), and the page says so in a generated sentence.
@@ -59,7 +59,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import argparse
 import copy
 import datetime
-import hashlib
 import json
 import shlex
 import sys
@@ -71,8 +70,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from auto_suite_report import auto_version, mean_of, pct, render
 from bench_common import Check, log, machine_info
-from recipe_notes import augment_off_note
 
 import transferkit
 from transferkit.data import load_dataset
@@ -84,7 +83,6 @@ from transferkit.transferability import DEFAULT_SCORES
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES_DIR = ROOT / "runs" / "suite"
-AUTO_PY = ROOT / "src" / "transferkit" / "strategies" / "auto.py"
 REGRET_TOL, WITHIN_TARGET, TIME_TARGET = 0.01, 0.80, 0.30
 
 
@@ -168,7 +166,8 @@ PLANS = {"image": FULL, "text": TEXT}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke mode: 3 tasks, 4 strategies, 1 seed, short training")
     p.add_argument("--part", choices=sorted(PLANS), default="image",
                    help="image: the image/audio suite; text: the MiniLM tasks, written into the same JSON and page "
@@ -183,7 +182,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="exhaustive: only the every-strategy runs (no auto, no report)")
     p.add_argument("--sources", type=Path, default=SOURCES_DIR, help="where source models are pretrained and reused")
     p.add_argument("--exhaustive-from", type=Path, default=None, metavar="JSON",
-                   help="reuse the every-strategy results and the tau table of an earlier auto_suite.json; run auto only")
+                   help="reuse the every-strategy results and the tau table of an earlier auto_suite.json; "
+                        "run auto only")
     p.add_argument("--render-only", action="store_true", help="run nothing; rewrite AUTO_SUITE.md from auto_suite.json")
     args = p.parse_args(argv)
     if args.out is None:
@@ -207,7 +207,7 @@ def derived_npz(kind: str, folder: Path) -> Path:
         x = x[:, rng.permutation(x.shape[1])]
     else:
         y = rng.permutation(y)
-    side = int(round(x.shape[1] ** 0.5))
+    side = round(x.shape[1] ** 0.5)
     folder.mkdir(parents=True, exist_ok=True)
     np.savez(path, x=(x.reshape(-1, side, side) * 255).round().astype(np.uint8), y=y,
              class_names=np.array(ds.class_names))
@@ -284,10 +284,6 @@ def one_run(src_dir: str, target: str, shots: int | None, strategy: str, seed: i
     return row
 
 
-def auto_version() -> str:
-    return hashlib.sha1(AUTO_PY.read_bytes()).hexdigest()[:12]
-
-
 def task_epochs(task: Task, plan: Plan) -> int | None:
     """The task's epoch cap, else the plan's (None: the CLI's, the backbone's recipe)."""
     return task.epochs or plan.epochs
@@ -344,8 +340,8 @@ def run_units(plan: Plan, dirs: dict[str, Path], res: Results, stage: str, jobs:
             res.reused += 1
             continue
         opts = None if budget is None else {"budget": f"{budget:g}"}
-        todo.append((key, task, seed, name, budget, (str(dirs[task.source]), task.target, task.shots, name, seed, ep, opts,
-                                                         plan.augment, task.test)))
+        todo.append((key, task, seed, name, budget, (str(dirs[task.source]), task.target, task.shots, name, seed, ep,
+                                                         opts, plan.augment, task.test)))
     log(f"{len(todo)} runs to do, {res.reused} reused from {res.path}")
 
     def record(item: tuple[Any, ...], row: dict[str, Any], i: int) -> None:
@@ -417,7 +413,8 @@ def load_exhaustive(path: Path, plan: Plan) -> dict[str, Any]:
         doc = json.loads(path.read_text())
         old_plan, tasks = doc["meta"]["plan"], {t["key"]: t for t in doc["tasks"]}
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SystemExit(f"--exhaustive-from {path}: not a readable auto_suite.json ({type(e).__name__}: {e})") from None
+        raise SystemExit(f"--exhaustive-from {path}: not a readable auto_suite.json "
+                         f"({type(e).__name__}: {e})") from None
     for k in ("strategies", "seeds", "epochs", "augment"):
         if old_plan.get(k, "off") != asdict(plan)[k]:
             raise SystemExit(f"--exhaustive-from {path}: its plan has {k}={old_plan.get(k, 'off')}, this one "
@@ -426,7 +423,8 @@ def load_exhaustive(path: Path, plan: Plan) -> dict[str, Any]:
     if missing:
         raise SystemExit(f"--exhaustive-from {path}: no complete every-strategy results for {', '.join(missing)}")
     origin = doc["meta"].get("exhaustive_from") or {
-        "date": doc["meta"]["date"], "command": doc["meta"]["command"], "compute_seconds": doc["meta"]["compute_seconds"],
+        "date": doc["meta"]["date"], "command": doc["meta"]["command"],
+        "compute_seconds": doc["meta"]["compute_seconds"],
         "sources": {n: v["source_test_accuracy"] for n, v in doc["sources"].items()}}
     auto0 = {k: t["auto"]["0"]["seconds"] for k, t in tasks.items() if "0" in t.get("auto", {})}
     return {"tasks": tasks, "tau": doc.get("tau") or {}, "origin": origin, "auto0_seconds": auto0}
@@ -436,22 +434,14 @@ def time_scale(reused: dict[str, Any], rows: list[dict[str, Any]], plan: Plan) -
     """This run's speed relative to the reused one: auto(budget=0)'s mean train seconds summed over the
     tasks, here / there. auto(0) trains the rules' choice alone -- a recipe both runs ran -- so the reused
     every-strategy seconds times this factor are on this run's clock (1.0 without auto(0) in both)."""
-    here = {t.key: _mean([r["train_seconds"] for r in rows if r["task"] == t.key and r["strategy"] == "auto"
+    here = {t.key: mean_of([r["train_seconds"] for r in rows if r["task"] == t.key and r["strategy"] == "auto"
                           and r.get("budget") == 0.0 and "error" not in r]) for t in plan.tasks}
     keys = [k for k, v in here.items() if v == v and k in reused["auto0_seconds"]]
     there = sum(reused["auto0_seconds"][k] for k in keys)
     return sum(here[k] for k in keys) / there if keys and there > 0 else 1.0
 
 
-# --------------------------------------------------------------------------- summaries, checks, markdown
-
-
-def _mean(v: list[float]) -> float:
-    return float(np.mean(v)) if v else float("nan")
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None or np.isnan(v) else f"{100 * v:.1f}"
+# --------------------------------------------------------------------------- summaries, checks
 
 
 def summarize(task: Task, rows: list[dict[str, Any]], plan: Plan, reused: dict[str, Any] | None = None,
@@ -461,11 +451,11 @@ def summarize(task: Task, rows: list[dict[str, Any]], plan: Plan, reused: dict[s
     ok = [r for r in rows if "error" not in r]
     if reused is None:
         by = {n: sorted((r for r in ok if r["strategy"] == n), key=lambda r: r["seed"]) for n in plan.strategies}
-        acc = {n: _mean([r["accuracy"] for r in v]) for n, v in by.items() if v}
+        acc = {n: mean_of([r["accuracy"] for r in v]) for n, v in by.items() if v}
         std = {n: float(np.std([r["accuracy"] for r in by[n]])) for n in acc}
-        secs = {n: _mean([r["train_seconds"] for r in by[n]]) for n in acc}
+        secs = {n: mean_of([r["train_seconds"] for r in by[n]]) for n in acc}
         per_seed = {n: {str(r["seed"]): r["accuracy"] for r in by[n]} for n in acc}
-        cpu = {n: _mean([r["cpu_seconds"] for r in by[n]]) for n in acc if all("cpu_seconds" in r for r in by[n])}
+        cpu = {n: mean_of([r["cpu_seconds"] for r in by[n]]) for n in acc if all("cpu_seconds" in r for r in by[n])}
     else:
         acc, std = dict(reused["accuracy"]), dict(reused["std"])
         secs = {n: v * scale for n, v in reused["seconds"].items()}
@@ -477,16 +467,17 @@ def summarize(task: Task, rows: list[dict[str, Any]], plan: Plan, reused: dict[s
         cell = sorted((r for r in ok if r["strategy"] == "auto" and r["budget"] == b), key=lambda r: r["seed"])
         if not cell:
             continue
-        a, s = _mean([r["accuracy"] for r in cell]), _mean([r["train_seconds"] for r in cell])
+        a, s = mean_of([r["accuracy"] for r in cell]), mean_of([r["train_seconds"] for r in cell])
         autos[f"{b:g}"] = {"choice": [r["auto"]["choice"] for r in cell], "accuracy": a, "regret": acc[best] - a,
                            "per_seed": [r["accuracy"] for r in cell], "seconds": s,
                            **paired_regret(per_seed.get(best, {}), cell),
-                           **({"cpu_seconds": _mean([r["cpu_seconds"] for r in cell])}
+                           **({"cpu_seconds": mean_of([r["cpu_seconds"] for r in cell])}
                               if all("cpu_seconds" in r for r in cell) else {}),
                            "candidates": [r["auto"].get("candidates") for r in cell],
                            "time_ratio": s / total if total else float("nan"),
-                           "decision_seconds": _mean([r["auto"]["decision_seconds"] for r in cell]),
-                           "reasons": [r["auto"]["reason"] for r in cell], "signals": [r["auto"]["signals"] for r in cell],
+                           "decision_seconds": mean_of([r["auto"]["decision_seconds"] for r in cell]),
+                           "reasons": [r["auto"]["reason"] for r in cell],
+                           "signals": [r["auto"]["signals"] for r in cell],
                            "search": [r["auto"].get("search") for r in cell]}
     transfer_only = {n: a for n, a in acc.items() if n != "scratch"}
     return {"task": asdict(task), "key": task.key, "seeds": sorted({r["seed"] for r in ok}), "accuracy": acc,
@@ -523,7 +514,8 @@ def checks_of(tasks: list[dict[str, Any]], tau: dict[str, Any], budgets: list[fl
             within = sum(c["auto"][key]["regret"] <= REGRET_TOL + 1e-9 for c in cells)
             frac = within / len(cells)
             checks.append(Check(f"auto(budget={key}) within 1 pt of the best strategy's mean, {gname}",
-                                f"{within}/{len(cells)} tasks ({100 * frac:.0f}%)", f">= {100 * WITHIN_TARGET:.0f}% of tasks",
+                                f"{within}/{len(cells)} tasks ({100 * frac:.0f}%)",
+                                f">= {100 * WITHIN_TARGET:.0f}% of tasks",
                                 frac >= WITHIN_TARGET))
         cells = [t for t in tasks if key in t["auto"]]
         a_sec = sum(c["auto"][key]["seconds"] for c in cells)
@@ -535,14 +527,14 @@ def checks_of(tasks: list[dict[str, Any]], tau: dict[str, Any], budgets: list[fl
     for t in (t for t in tasks if t["task"]["negative"]):
         below = sorted(n for n, a in t["accuracy"].items() if n != "scratch" and t["scratch_accuracy"] - a > REGRET_TOL)
         checks.append(Check(f"{t['key']}: transfer hurts (scratch beats full or lp_ft by > 1 pt)",
-                            f"scratch {_pct(t['scratch_accuracy'])}%, full {_pct(t['accuracy'].get('full'))}%, lp_ft "
-                            f"{_pct(t['lp_ft_accuracy'])}%; best {t['best']} {_pct(t['best_accuracy'])}%",
+                            f"scratch {pct(t['scratch_accuracy'])}%, full {pct(t['accuracy'].get('full'))}%, lp_ft "
+                            f"{pct(t['lp_ft_accuracy'])}%; best {t['best']} {pct(t['best_accuracy'])}%",
                             "reported (the suite-level check below needs one)", True))
         if below:
             checks[-1].value += f"; below scratch: {', '.join(below)}"
         for key, a in t["auto"].items():
             checks.append(Check(f"{t['key']}: auto(budget={key}) avoids the loss", f"chose {'/'.join(a['choice'])}, "
-                                f"{_pct(a['accuracy'])}% vs scratch {_pct(t['scratch_accuracy'])}%",
+                                f"{pct(a['accuracy'])}% vs scratch {pct(t['scratch_accuracy'])}%",
                                 "auto >= scratch - 1 pt", a["accuracy"] >= t["scratch_accuracy"] - REGRET_TOL))
     hurt = [t["key"] for t in tasks if t["scratch_accuracy"] is not None and t["scratch_accuracy"] - min(
         t["accuracy"].get("full", 1.0), t["accuracy"].get("lp_ft", 1.0)) > REGRET_TOL]
@@ -551,286 +543,12 @@ def checks_of(tasks: list[dict[str, Any]], tau: dict[str, Any], budgets: list[fl
                         ", ".join(hurt) or "none", ">= 1 task", bool(hurt)))
     if tau:
         names = list(next(iter(tau.values()))["tau"])
-        means = {k: _mean([v["tau"][k] for v in tau.values() if v["tau"][k] == v["tau"][k]]) for k in names}
+        means = {k: mean_of([v["tau"][k] for v in tau.values() if v["tau"][k] == v["tau"][k]]) for k in names}
         best = max(means, key=lambda k: means[k] if means[k] == means[k] else -9)
         checks.append(Check("Kendall tau (mean over targets) of the best score, vs published 0.5-0.8 on ImageNet",
                             f"{best} {means[best]:+.2f}; " + ", ".join(f"{k} {v:+.2f}" for k, v in means.items()),
                             "reported; >= 0.5 is 'in the published range'", means[best] >= 0.5))
     return checks
-
-
-def search_section(tasks: list[dict[str, Any]]) -> list[str]:
-    """Markdown: per task and budget > 0, what auto's search ran (the trials of ``strategies/auto.py``),
-    why it stopped, and what it changed against the rules alone (budget 0) on the same seeds."""
-    rows = []
-    for t in tasks:
-        base = t["auto"].get("0")
-        for b, a in t["auto"].items():
-            found = [s for s in a.get("search") or [] if s]
-            if b == "0" or not found:
-                continue
-            ran = "; ".join(", ".join(f"{n} {100 * v:.0f}" for n, v in s["val_acc"].items()) for s in found)
-            stops = ", ".join(sorted({s.get("stopped", "?") for s in found}))
-            extra = _mean([sum(s["seconds"].values()) - s["seconds"][c] for s, c in zip(found, a["choice"])])
-            changed = sum(c != c0 for c, c0 in zip(a["choice"], base["choice"])) if base else 0
-            delta = f"{100 * (a['accuracy'] - base['accuracy']):+.1f}" if base else "-"
-            rows.append(f"| {t['key']} | {b} | {ran} | {stops} | {changed}/{len(a['choice'])} | {delta} | {extra:.1f} |")
-    if not rows:
-        return []
-    return ["", "## auto's search (budget > 0)", "",
-            ("Each trial trains one candidate's own recipe for the full epochs from the run's start and seed; the "
-             "winner's trial is the returned model. Per seed (`;`-separated): the candidates tried in prior order with "
-             "their validation accuracy (%); why the search stopped; in how many seeds the choice differs from "
-             "budget 0's; auto's mean test accuracy minus budget 0's (pt); mean seconds of the trials other than the "
-             "winner's (the cost of the search over training the choice once)."), "",
-            "| task | budget | trials: validation accuracy (%) | stopped | choice changed | acc vs budget 0 (pt) | "
-            "extra trial seconds |", "|---|---:|---|---|---:|---:|---:|", *rows]
-
-
-def augment_sentence(doc: dict[str, Any]) -> str:
-    """The generated sentence when the suite's runs passed ``augment="off"`` where the CLI default augments."""
-    plan = doc["meta"]["plan"]
-    if plan.get("augment", "off") != "off":
-        return ""
-    via = ["auto"] if plan["auto_budgets"] else []
-    models = sorted({s["model"] for s in doc["sources"].values()})
-    return " ".join(n for n in (augment_off_note(m, plan["strategies"], via) for m in models) if n)
-
-
-def render(doc: dict[str, Any]) -> str:
-    meta, m, plan = doc["meta"], doc["machine"], doc["meta"]["plan"]
-    budgets = [f"{b:g}" for b in plan["auto_budgets"]]
-    out = ["# `auto` on a task suite of real transfer tasks", "",
-           f"<!-- generated by `{meta['command']}` on {meta['date']}; do not edit by hand -->", "",
-           (f"Generated by `{meta['command']}` ({meta['mode']} mode) on {meta['date']}, transferkit "
-            f"{meta['transferkit']}, auto.py {meta['auto_version']}; this invocation {meta['total_seconds'] / 60:.1f} "
-            f"min, {meta['reused_runs']} runs reused from the results file of an interrupted/earlier invocation of the "
-            f"same plan; {meta['compute_seconds'] / 60:.0f} min of run wall time in all ({meta['jobs']} worker "
-            "process(es))."),
-           *(["", (f"The every-strategy results (and the transferability table) are reused from the run of "
-                   f"{meta['exhaustive_from']['date']} (`{meta['exhaustive_from']['command']}`, "
-                   f"{meta['exhaustive_from']['compute_seconds'] / 60:.0f} min of run wall time) through `--exhaustive-from`; "
-                   "only `auto` ran in this invocation, on source models pretrained again (own test accuracy of both "
-                   "in the sources table). The reused every-strategy seconds are put on this run's clock: times "
-                   f"{meta['exhaustive_from'].get('time_scale', 1.0):.3f}, auto(budget=0)'s train seconds here over "
-                   "there (summed over the tasks; auto(0) trains only the rules' choice, a recipe both runs ran), so "
-                   "the time ratios compare seconds of one machine state.")] if meta.get("exhaustive_from") else []),
-           *(["", replay_sentence(doc)] if replay_sentence(doc) else []),
-           "", (f"Machine: {m['cpu_model']}, {m['usable_cpus']} usable CPUs, torch {m['torch']}, 1 torch thread per "
-                f"worker, CUDA {'yes' if m['cuda'] else 'no'}; load average {m['load_average_start'][0]:.1f} at start, "
-                f"{m['load_average_end'][0]:.1f} at the end (shared machine: times are only compared as ratios)."), "",
-           (f"Every task runs each of {len(plan['strategies'])} strategies ({', '.join(plan['strategies'])}) with seeds "
-           f"{plan['seeds']} (a seed draws the split, the shots and the initialisation), at most {plan['epochs']} epochs "
-           "per phase unless the task says fewer, early stopping as the library's default, each run with a fresh "
-           f"feature cache. `auto` runs once per seed with `budget` {', '.join(budgets)} s. Accuracy: mean test accuracy "
-           "over the seeds; best = the strategy with the best mean; regret = best mean - auto's mean (points); time "
-           "ratio = auto's mean train seconds (decision included) / the sum of every strategy's mean train seconds."
-           + (f" {augment_sentence(doc)}" if augment_sentence(doc) else "")),
-           "", ("Groups: **design** tasks were looked at while auto's rules were written; **holdout** tasks were added and "
-           "run only after the rules were fixed (audio: `audio_cnn` pretrained on espeak-ng voices A, transferred to "
-           "voices B / C; digits with mnist5k as the target)."), "",
-           "## Checks", "", "| check | measured | target | result |", "|---|---|---|---|"]
-    out += [f"| {c['name']} | {c['value']} | {c['target']} | {'PASS' if c['passed'] else 'FAIL'} |" for c in doc["checks"]]
-    old = (meta.get("exhaustive_from") or {}).get("sources")
-    out += ["", "## Sources", "", "| source | model | trained on | epochs | own test accuracy |"
-            + (" in the reused run |" if old else ""), "|---|---|---|---:|---:|" + ("---:|" if old else "")]
-    for n, s in doc["sources"].items():
-        what = {"permute": " (one fixed random pixel permutation of mnist5k)",
-                "shuffle_labels": " (mnist5k with its labels randomly shuffled)"}.get(s["derive"] or "", "")
-        out.append(f"| {n} | {s['model']} | `{s['data']}`{what} | {s['epochs']} | {_pct(s['source_test_accuracy'])} |"
-                   + (f" {_pct(old.get(n))} |" if old else ""))
-    head, sep = "| task | group | scratch | best strategy | best acc |", "|---|---|---:|---|---:|"
-    for b in budgets:
-        head += f" auto({b}) choices | acc | regret (pt) | time ratio |"
-        sep += "---|---:|---:|---:|"
-    out += ["", "## Per task (means over seeds)", "", head + " all strategies (s) |", sep + "---:|"]
-    for t in doc["tasks"]:
-        neg = " (unrelated source)" if t["task"]["negative"] else ""
-        row = f"| {t['key']}{neg} | {t['task']['group']} | {_pct(t['scratch_accuracy'])} | {t['best']} | {_pct(t['best_accuracy'])} |"
-        for b in budgets:
-            a = t["auto"].get(b)
-            row += (" - | - | - | - |" if a is None else
-                    f" {'/'.join(a['choice'])} | {_pct(a['accuracy'])} | {100 * a['regret']:+.1f} | {a['time_ratio']:.3f} |")
-        out.append(row + f" {t['all_seconds']:.0f} |")
-    names = plan["strategies"]
-    out += ["", "## Exhaustive results (test accuracy %, mean ± std over seeds; mean train seconds)", "",
-            "| task | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for t in doc["tasks"]:
-        cells = [f"{_pct(t['accuracy'].get(n))} ± {_pct(t['std'].get(n))} ({t['seconds'].get(n, float('nan')):.0f} s)"
-                 for n in names]
-        out.append(f"| {t['key']} | " + " | ".join(cells) + " |")
-    out += ["", "## auto's reasons (seed 0; the other seeds' choices are in the table above and the JSON)", ""]
-    for t in doc["tasks"]:
-        for b, a in t["auto"].items():
-            out.append(f"- {t['key']}, budget {b}: chose {a['choice'][0]} -- {a['reasons'][0]} (decision "
-                       f"{a['decision_seconds']:.1f} s on average)")
-    out += search_section(doc["tasks"])
-    tau = doc["tau"]
-    if tau:
-        names = list(next(iter(tau.values()))["tau"])
-        out += ["", "## Transferability ranking vs fine-tuned accuracy", "",
-                (f"Kendall tau between each score of `transferkit.rank` (on {plan['tau_shots']} shots per class, "
-                 f"seed 0) and the `{plan['tau_strategy']}` test accuracy (seeds {list(plan['tau_seeds'])}) each digit "
-                 "source reaches on the target; published range on ImageNet model zoos: roughly 0.5-0.8."), "",
-                "| target | sources | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
-        for target, v in tau.items():
-            out.append(f"| {target} | {len(v['accuracy'])} | " + " | ".join(f"{v['tau'][k]:+.2f}" for k in names) + " |")
-        for target, v in tau.items():
-            out += ["", f"{target}: {plan['tau_strategy']} accuracy per source: "
-                    + ", ".join(f"{n} {_pct(a)}" for n, a in sorted(v["accuracy"].items(), key=lambda kv: -kv[1]))
-                    + f"; ranking by mean rank of the scores: {', '.join(v['ranking_mean'])}."]
-    if doc.get("text"):
-        out += text_section(doc["text"], meta)
-    out.append("")
-    return "\n".join(out)
-
-
-def replay_rules(tasks: list[dict[str, Any]]) -> tuple[int, int, list[str]]:
-    """The current ``auto`` rules on the signals each stored run recorded (no run is repeated): how many runs get
-    back what they recorded, of how many, and the runs that do not. Budget 0: the first candidate is the choice;
-    a search: the candidates in prior order are its trials then its skipped ones (a search with one candidate
-    records no trials: its choice is compared)."""
-    from transferkit.strategies.auto import Auto, AutoOptions
-
-    rules, same, total, differ = Auto(AutoOptions()), 0, 0, []
-    for t in tasks:
-        for b, a in t["auto"].items():
-            for seed, (sig, choice, search) in enumerate(zip(a["signals"], a["choice"], a["search"], strict=True)):
-                now = rules.rules(sig)[0]
-                then = [*search["val_acc"], *search["skipped"]] if search else [choice]
-                got = now[: len(then)] if not search else now
-                total += 1
-                same += got == then
-                if got != then:
-                    differ.append(f"{t['key']} budget {b} run {seed}: {' > '.join(then)} then, {' > '.join(got)} now")
-    return same, total, differ
-
-
-def text_section(text: dict[str, Any], image_meta: dict[str, Any]) -> list[str]:
-    """Markdown for the text part: how it ran, its checks, auto against every strategy (paired regret), the
-    strategies' accuracy, train and CPU seconds, and auto's reasons."""
-    meta, m, plan = text["meta"], text["machine"], text["meta"]["plan"]
-    budgets = [f"{b:g}" for b in plan["auto_budgets"]]
-    what = ", ".join(f"{t['task']['target']} at {t['task']['shots']} labelled per class" for t in text["tasks"])
-    out = ["", "## Text tasks (MiniLM)", "",
-           (f"Generated by `{meta['command']}` on {meta['date']}, auto.py {meta['auto_version']}: the text part only "
-            f"(written beside the image part above, which it neither reran nor changed); "
-            f"{meta['compute_seconds'] / 60:.0f} min of run wall time in all, {meta['reused_runs']} runs reused from "
-            f"its results file. Machine: {m['usable_cpus']} usable CPUs shared with other jobs, 1 torch thread, load "
-            f"average {m['load_average_start'][0]:.1f} at start and {m['load_average_end'][0]:.1f} at the end (each "
-            "run's own is in the JSON): seconds are compared only within this part."), "",
-           (f"Source: the registered `minilm` backbone (all-MiniLM-L6-v2), as `transferkit transfer --source minilm` "
-            f"loads it. Tasks: {what}; seeds {plan['seeds']} (a seed draws the split, the labelled texts and the "
-            "initialisation); every strategy "
-            f"({', '.join(plan['strategies'])}) and `auto` run with the CLI's settings: no epochs or learning rate "
-            "passed, so a strategy with a measured MiniLM recipe (strategies/recipes.py) trains with it and the others "
-            "with the library's defaults, exactly as a user's command would. The validation split holds as many texts "
-            "per class as the training draw (the CLI's `--shots` rule). Test texts per seed: "
-            + ", ".join(f"{t['task']['target']} {t.get('n_test', '?')}" for t in text['tasks'])
-            + f" (the split's test fraction {', '.join(str(t['task']['test']) for t in text['tasks'])}). Regret: the "
-            "best strategy's mean minus auto's, with its standard error paired by seed. Train s: wall seconds of "
-            "training (`train_seconds`); CPU s: process CPU seconds of the whole run (training and scoring the test "
-            "texts) with one thread; rows measured before the suite loaded the backbone outside the clock (up to "
-            "2026-12-02 13:20 UTC) include, in the first run of each worker process, building MiniLM once."),
-           "", rule_sentence(), "", "| check | measured | target | result |", "|---|---|---|---|"]
-    out += [f"| {c['name']} | {c['value']} | {c['target']} | {'PASS' if c['passed'] else 'FAIL'} |"
-            for c in text["checks"]]
-    head, sep = "| task | best strategy | best acc |", "|---|---|---:|"
-    for b in budgets:
-        head += f" auto({b}) choices | candidates (prior order) | acc | regret (pt, ± paired SE) | time ratio |"
-        sep += "---|---|---:|---:|---:|"
-    out += ["", head, sep]
-    for t in text["tasks"]:
-        row = f"| {t['key']} | {t['best']} | {_pct(t['best_accuracy'])} |"
-        for b in budgets:
-            a = t["auto"].get(b)
-            if a is None:
-                row += " - | - | - | - | - |"
-                continue
-            cands = sorted({" > ".join(c) for c in a.get("candidates", []) if c})
-            se = a.get("regret_se", float("nan"))
-            row += (f" {'/'.join(a['choice'])} | {'; '.join(cands)} | {_pct(a['accuracy'])} | {100 * a['regret']:+.1f}"
-                    f" ± {100 * se:.1f} | {a['time_ratio']:.3f} |")
-        out.append(row)
-    out += ["", same_model_sentence(text["tasks"]), "", without_rule4(text["tasks"])]
-    names = plan["strategies"]
-    out += ["", "Every strategy (test accuracy %, mean ± std over seeds; mean train s / CPU s):", "",
-            "| task | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for t in text["tasks"]:
-        cpu = t.get("cpu_seconds", {})
-        cells = [f"{_pct(t['accuracy'].get(n))} ± {_pct(t['std'].get(n))} ({t['seconds'].get(n, float('nan')):.0f} / "
-                 f"{cpu.get(n, float('nan')):.0f} s)" for n in names]
-        out.append(f"| {t['key']} | " + " | ".join(cells) + " |")
-    out += ["", "auto's reasons (seed 0):", ""]
-    for t in text["tasks"]:
-        for b, a in t["auto"].items():
-            out.append(f"- {t['key']}, budget {b}: chose {a['choice'][0]} -- {a['reasons'][0]}")
-    out += search_section(text["tasks"])
-    return out
-
-
-def rule_sentence() -> str:
-    """auto's rule for ``contrastive`` (rule 4 of strategies/auto.py), from its constants, and where it comes from."""
-    from transferkit.strategies.auto import CONTRASTIVE_SHOTS, TEXT_FEW, candidates_for
-
-    low, high = CONTRASTIVE_SHOTS
-    return (f"auto's rule for `contrastive` (rule 4 of src/transferkit/strategies/auto.py): a candidate for a text "
-            f"encoder with {low} to {high - 1} labelled examples per class; at {low}-9 the candidates are "
-            f"{' > '.join(TEXT_FEW)} (so the CLI default, budget 0, trains {TEXT_FEW[0]}), at 10-{high - 1} "
-            f"{' > '.join(candidates_for(10, 'text'))}; from {high} per class and below {low} it is left out, and no "
-            "other modality has it (none measured). Sources: docs/FEWSHOT.md (contrastive at 8 and at 64 per class on "
-            "vader-movies), docs/CURVES.md (the MiniLM linear probe at 5 and 10 per class), docs/TEXT.md (lp_ft at 64 "
-            "per class) and the every-strategy rows below, whose first seed was in view when the order was set: these "
-            "are design tasks for the rule. A text encoder is never sent to `scratch` by the features-at-chance "
-            "guard (with 8 texts per class the test has little power, and `scratch` would train a transformer from "
-            "random weights).")
-
-
-def same_model_sentence(tasks: list[dict[str, Any]]) -> str:
-    """How many budget-0 runs scored exactly what the strategy they chose scored on the same seed (budget 0 trains
-    the choice with its own recipe and the run's seed: the same model, so the strategy's numbers elsewhere are
-    auto's)."""
-    same = total = 0
-    for t in tasks:
-        a = t["auto"].get("0") or {}
-        for seed, choice, acc in zip(t["seeds"], a.get("choice", []), a.get("per_seed", []), strict=False):
-            own = t.get("per_seed", {}).get(choice, {}).get(str(seed))
-            total += 1
-            same += own is not None and abs(own - acc) < 1e-9
-    return (f"auto(0)'s test accuracy equals that of the strategy it chose, run directly on the same seed, in "
-            f"{same}/{total} runs: budget 0 trains its choice with that strategy's recipe and the run's seed.")
-
-
-def without_rule4(tasks: list[dict[str, Any]]) -> str:
-    """What budget 0 would train on each text task under the prior of the other modalities (auto before rule 4)
-    and that strategy's regret, from the every-strategy means."""
-    from transferkit.strategies.auto import candidates_for
-
-    parts = []
-    for t in tasks:
-        first = candidates_for(t["task"]["shots"], "image")[0]
-        acc = t["accuracy"].get(first)
-        parts.append(f"{t['key']}: {first}, regret {100 * (t['best_accuracy'] - acc):+.1f} pt" if acc is not None
-                     else f"{t['key']}: {first}, not run")
-    sigs = [g for t in tasks for g in (t["auto"].get("0") or {}).get("signals", []) if "probe_features" in g]
-    guard = sum(g["probe_features"] - g["chance"] <= 2 * g["chance_se"] for g in sigs)
-    return ("Without rule 4 (the prior by shots that the other modalities keep) budget 0 would train, with the same "
-            "runs' means: " + "; ".join(parts) + ". And the features-at-chance guard, which no longer applies to text, "
-            f"fires on {guard} of the {len(sigs)} budget-0 runs' recorded signals: those would have trained `scratch` "
-            "(a transformer from random weights; not run here).")
-
-
-def replay_sentence(doc: dict[str, Any]) -> str:
-    """Whether the image part predates the current auto.py, and if so what the current rules decide on the
-    signals its budget-0 runs recorded (a replay: no run is repeated)."""
-    then, now = doc["meta"]["auto_version"], auto_version()
-    if then == now:
-        return ""
-    same, total, differ = replay_rules(doc["tasks"])
-    return (f"The image rows predate the current auto.py ({now}; they ran with {then}) and were not rerun. Replayed "
-            "on the signals each of their runs recorded, the current rules decide as then (budget 0: the same first "
-            "candidate, which it trains; a search: the same candidates in the same prior order) in "
-            f"{same}/{total} runs" + (f"; not in: {'; '.join(differ)}" if differ else "") + ".")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""benchmarks/auto_suite.py: the runs pass augment="off" and the page says why; --render-only (no training)."""
+"""benchmarks/auto_suite.py (+ auto_suite_report.py, the page): the runs pass augment="off" and the page says why;
+--render-only (no training)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 auto_suite = pytest.importorskip("auto_suite")
+auto_suite_report = pytest.importorskip("auto_suite_report")
 recipe_notes = pytest.importorskip("recipe_notes")
 
 
@@ -40,7 +42,7 @@ def test_render_only_adds_the_sentence_and_keeps_the_json(tmp_path: Path) -> Non
     assert (tmp_path / "auto_suite.json").read_bytes() == published.read_bytes()
     doc = json.loads(published.read_text())
     doc["meta"]["plan"]["augment"] = "on"  # a suite run with augmentation has nothing to explain
-    assert auto_suite.augment_sentence(doc) == ""
+    assert auto_suite_report.augment_sentence(doc) == ""
 
 
 def test_text_plan_runs_minilm_with_the_clis_settings() -> None:
@@ -99,7 +101,7 @@ def test_the_stored_image_rows_decide_as_the_current_rules_do() -> None:
     published = ROOT / "docs" / "auto_suite.json"
     if not published.exists():
         pytest.skip("no published auto_suite.json")
-    same, total, differ = auto_suite.replay_rules(json.loads(published.read_text())["tasks"])
+    same, total, differ = auto_suite_report.replay_rules(json.loads(published.read_text())["tasks"])
     assert total > 0 and same == total, differ
 
 
