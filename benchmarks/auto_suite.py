@@ -588,10 +588,8 @@ def main(argv: list[str] | None = None) -> int:
     scale = 1.0
     if reused is not None:
         scale = meta["exhaustive_from"]["time_scale"] = time_scale(reused, list(res.rows.values()), plan)
-    tasks = [summarize(t, [r for r in res.rows.values() if r["task"] == t.key and not r.get("tau_only")
-                           and (reused is None or r["strategy"] == "auto")
-                           and r["key"] == row_key(t.key, r["seed"], r["strategy"], r["budget"],
-                                                   task_epochs(t, plan))], plan,
+    tasks = [summarize(t, [r for r in suite_rows(res, t, plan) if not r.get("tau_only")
+                           and (reused is None or r["strategy"] == "auto")], plan,
                        None if reused is None else reused["tasks"][t.key], scale) for t in plan.tasks]
     checks = checks_of(tasks, tau, plan.auto_budgets)
     machine["load_average_end"] = os.getloadavg()
@@ -604,22 +602,31 @@ def main(argv: list[str] | None = None) -> int:
     old = args.out / "auto_suite.json"
     if old.exists() and "text" in json.loads(old.read_text()):  # the text part is kept as it was measured
         doc["text"] = json.loads(old.read_text())["text"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "auto_suite.json").write_text(json.dumps(doc, indent=1, default=float) + "\n")
-    (args.out / "AUTO_SUITE.md").write_text(render(doc))
-    for c in checks:
-        log(f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.value} (target {c.target})")
+    write_doc(args.out, doc, checks)
     log(f"wrote {args.out / 'AUTO_SUITE.md'} and auto_suite.json in {meta['total_seconds']:.0f} s")
     return 0
+
+
+def suite_rows(res: Results, task: Task, plan: Plan) -> list[dict[str, Any]]:
+    """The rows of ``task`` run with this plan's settings (its key, its epochs), in the order stored."""
+    return [r for r in res.rows.values() if r["task"] == task.key
+            and r["key"] == row_key(task.key, r["seed"], r["strategy"], r["budget"], task_epochs(task, plan))]
+
+
+def write_doc(out: Path, doc: dict[str, Any], checks: list[Check]) -> None:
+    """``auto_suite.json`` and the page rendered from it into ``out``; each check logged."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "auto_suite.json").write_text(json.dumps(doc, indent=1, default=float) + "\n")
+    (out / "AUTO_SUITE.md").write_text(render(doc))
+    for c in checks:
+        log(f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.value} (target {c.target})")
 
 
 def write_text_part(args: argparse.Namespace, plan: Plan, res: Results, meta: dict[str, Any],
                     machine: dict[str, Any], sources: dict[str, Any], started: float) -> int:
     """Summarise the text tasks and write them as ``"text"`` into the JSON beside its stored image part
     (which nothing here reruns or changes), then render the page from the whole JSON."""
-    tasks = [summarize(t, [r for r in res.rows.values() if r["task"] == t.key
-                           and r["key"] == row_key(t.key, r["seed"], r["strategy"], r["budget"], task_epochs(t, plan))],
-                       plan) for t in plan.tasks]
+    tasks = [summarize(t, suite_rows(res, t, plan), plan) for t in plan.tasks]
     checks = checks_of(tasks, {}, plan.auto_budgets, negative=False)
     machine["load_average_end"] = os.getloadavg()
     meta.update(total_seconds=time.perf_counter() - started, reused_runs=res.reused,
@@ -628,11 +635,7 @@ def write_text_part(args: argparse.Namespace, plan: Plan, res: Results, meta: di
     doc = json.loads(path.read_text()) if path.exists() else {}
     doc["text"] = {"meta": meta, "machine": machine, "sources": sources, "checks": [c.as_dict() for c in checks],
                    "tasks": tasks}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1, default=float) + "\n")
-    (args.out / "AUTO_SUITE.md").write_text(render(doc))
-    for c in checks:
-        log(f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.value} (target {c.target})")
+    write_doc(args.out, doc, checks)
     log(f"wrote {args.out / 'AUTO_SUITE.md'} and the text part of {path} in {meta['total_seconds']:.0f} s")
     return 0
 

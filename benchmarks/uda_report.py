@@ -89,19 +89,26 @@ def _row(c: dict[str, Any], k: str) -> dict[str, Any] | None:
     return c["candidates"].get(k) or c.get("extra", {}).get(k)
 
 
-def _ms(xs: list[float]) -> str:
+def _mean_pm(xs: list[float], se: bool) -> str:
+    """Mean ± standard deviation (``se``: standard error) over seeds, in percent or points (``xs`` are
+    fractions); the mean alone for one value, a dash for none."""
     if not xs:
         return "—"
     m = 100 * statistics.mean(xs)
-    return f"{m:.1f} ± {100 * statistics.stdev(xs):.1f}" if len(xs) > 1 else f"{m:.1f}"
+    if len(xs) == 1:
+        return f"{m:.1f}"
+    spread = 100 * statistics.stdev(xs)
+    return f"{m:.1f} ± {spread / len(xs) ** 0.5 if se else spread:.1f}"
+
+
+def _ms(xs: list[float]) -> str:
+    """Mean ± standard deviation over seeds (:func:`_mean_pm`)."""
+    return _mean_pm(xs, se=False)
 
 
 def _mse(xs: list[float]) -> str:
-    """Mean ± standard error over seeds, in percent or points (``xs`` are fractions); the mean alone for one."""
-    if not xs:
-        return "—"
-    m = 100 * statistics.mean(xs)
-    return f"{m:.1f} ± {100 * statistics.stdev(xs) / len(xs) ** 0.5:.1f}" if len(xs) > 1 else f"{m:.1f}"
+    """Mean ± standard error over seeds (:func:`_mean_pm`)."""
+    return _mean_pm(xs, se=True)
 
 
 def _pairs(cells: dict[str, Any]) -> list[str]:
