@@ -23,7 +23,8 @@ rate beside every accuracy. Then a domain-pair table: train on one VADER domain,
 unlabelled pool also holds the tweets outside each seed's test draw, ``self_train@uda-amazon``'s the
 Amazon snippets; neither holds a text whose tokens repeat a test text).
 
-The rows and recipes live in ``text_rows.py``; ``text_report.py`` renders docs/TEXT.md from the cells.
+The rows and recipes live in ``text_rows.py``; ``text_report.py`` renders docs/TEXT.md from the cells;
+``text_posthoc.py`` computes the rows derived from a cell's saved logits (no training).
 
 Cost: at most 5 epochs per phase with early stopping (patience 2); frozen features (the probe and the
 zero-shot model) come from one :class:`FeatureCache`; each trained cell's validation and test logits
@@ -58,23 +59,19 @@ from typing import Any
 import numpy as np
 import torch
 from bench_common import log, machine_info
+from text_posthoc import derived_cells
 from text_report import render
 from text_rows import (
     CONFIRM_METHODS,
     CONFIRM_SEEDS,
     DOMAINS,
-    EM,
-    ENSEMBLE,
-    POSTHOC_BASES,
     RECIPES,
     SPAM,
     TEMPLATE_CANDIDATES,
     UDA_DOMAINS,
     UDA_SEEDS,
-    WISE_ROWS,
     ZS_ENSEMBLE,
     ZS_TEMPLATES,
-    ZSP,
 )
 
 from transferkit.data import ArrayDataset, Splits, kshot, load_dataset, split
@@ -86,22 +83,18 @@ from transferkit.models import TransferModel, from_pretrained
 from transferkit.pipeline import SPLIT
 from transferkit.strategies import TransferContext, make_strategy, run_strategy
 from transferkit.strategies.semi import pool_inputs
-from transferkit.strategies.text_prior import ALPHAS, select_alpha
+from transferkit.strategies.text_prior import ALPHAS
 from transferkit.zeroshot import (
-    balanced_accuracy,
     class_embeddings,
     cosine_predict,
-    em_label_shift,
-    fit_temperature,
-    log_softmax_np,
-    output_ensemble,
     report,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
 def settings(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"seeds": [0], "shots": 64, "test": 200, "epochs": 3, "patience": 2, "pair_sources": ["movies", "tweets"],
+        return {"seeds": [0], "shots": 64, "test": 200, "epochs": 3, "patience": 2,
+                "pair_sources": ["movies", "tweets"],
                 "pair_strategies": ["scratch", "linear_probe", "lp_ft"], "suffix": "-quick"}
     # 5 epochs (early stopping with patience 2 on the 64-per-class validation draw) keeps the whole table
     # within ~40 min on one shared core; the probe's phase trains on cached features regardless
@@ -157,7 +150,9 @@ class Bench:
 
             return fresh_like(model, seed)
 
-        t = lambda d: (torch.from_numpy(d.x), torch.from_numpy(d.require_labels()))
+        def t(d: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.from_numpy(d.x), torch.from_numpy(d.require_labels())
+
         probed = "lp_ft" in (base, options.get("base"))  # the probe phase's rate: 100 x lr (3e-3)
         pools, dropped = self.pools(strategy, domain, seed, tests) if base == "self_train" else ([], 0)
         x_unl, groups = pool_inputs([torch.from_numpy(p_.x) for p_ in pools]) if pools else (None, None)
@@ -240,7 +235,8 @@ class Bench:
         """``s * cos(f(x), t_c)`` of the zero-shot classifier (prompt 'a {} review', s = 20)."""
         classes = class_embeddings(self.source, ["negative", "positive"], ZS_TEMPLATES)
         place = resolve_placement(self.source, "fp32", "off")
-        feats = torch.nn.functional.normalize(self.cache.features(self.source, torch.from_numpy(ds.x), place).float(), dim=-1)
+        feats = self.cache.features(self.source, torch.from_numpy(ds.x), place).float()
+        feats = torch.nn.functional.normalize(feats, dim=-1)
         return (20.0 * feats @ classes.T).numpy()
 
     def val_zero_shot(self, templates: tuple[str, ...], seeds: list[int]) -> float:
@@ -280,74 +276,6 @@ def _done(runs: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
     return [r for r in runs if r is not None]
 
 
-def posthoc(path: Path) -> dict[str, Any]:
-    """Post-hoc methods from one cell's saved logits (no training; nothing of a test set's labels is read
-    except to score). Temperatures and the ensemble weight come from the source validation draw only."""
-    z = np.load(path)
-    y_val = z["val_y"]
-    t_m, t_z = fit_temperature(z["val"], y_val), fit_temperature(z["zs_val"], y_val)
-    lm = lambda k: log_softmax_np(z[k], t_m)
-    lz = lambda k: log_softmax_np(z[f"zs_{k}"], t_z)
-    val_acc = {f"{a:.1f}": float((output_ensemble(lz("val"), lm("val"), a).argmax(1) == y_val).mean()) for a in ALPHAS}
-    alpha = select_alpha(val_acc, len(y_val), "best")
-    alpha_1se = select_alpha(val_acc, len(y_val), "1se")  # the smallest weight within one SE: toward zero-shot
-    prior = np.bincount(y_val, minlength=2) / len(y_val)  # the k-shot draws are class-balanced
-    out: dict[str, Any] = {"": {}, f" {ENSEMBLE}": {"alpha": alpha}, f" {ENSEMBLE} (1se)": {"alpha": alpha_1se},
-                           f" {EM}": {}, f" {ENSEMBLE} {EM}": {},
-                           f" {ZSP}": {}}
-    for d in DOMAINS:
-        y = z[f"{d}_y"]
-        ens = output_ensemble(lz(d), lm(d), alpha)
-        preds = {f" {ENSEMBLE}": ens.argmax(1),
-                 f" {ENSEMBLE} (1se)": output_ensemble(lz(d), lm(d), alpha_1se).argmax(1), f" {EM}": em_label_shift(np.exp(lm(d)), prior)[1].argmax(1),
-                 f" {ENSEMBLE} {EM}": em_label_shift(np.exp(ens), prior)[1].argmax(1),
-                 f" {ZSP}": (lm(d) + np.log(np.exp(lz(d)).mean(0) / prior)).argmax(1)}
-        for name, pred in preds.items():
-            m = report(y, pred, 2, d)
-            m.pop("confusion")
-            out[name][d] = m
-        out[f" {EM}"].setdefault("em_prior", {})[d] = float(em_label_shift(np.exp(lm(d)), prior)[0][1])
-    del out[""]
-    return out
-
-
-def wise_path_rows(path: Path, cell: dict[str, Any]) -> dict[str, Any]:
-    """Other points of a ``zs_init`` cell's WiSE-FT path, from its saved test logits at every alpha: the
-    alpha the ``1se`` rule picks from the *same* recorded validation accuracies (what ``wise_rule=1se`` would
-    have returned: the rule does not change training) and WiSE-FT's a-priori ``alpha = 0.5``."""
-    z = np.load(path)
-    if "a0.0_movies" not in z:
-        return {}
-    scores = cell["info"]["zs_init"]["val_acc_by_alpha"]
-    out: dict[str, Any] = {}
-    for label, rule in WISE_ROWS.items():
-        a = select_alpha(scores, len(z["val_y"]), rule) if isinstance(rule, str) else float(rule)
-        row: dict[str, Any] = {"alpha": a}
-        for d in DOMAINS:
-            m = report(z[f"{d}_y"], z[f"a{a:.1f}_{d}"].argmax(1), 2, d)
-            m.pop("confusion")
-            row[d] = m
-        out[f" {label}"] = row
-    return out
-
-
-def derived_cells(strategy: str, path: Path, cell: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """Rows computed from one trained cell's saved logits (no training), by row name."""
-    rows = posthoc(path) if strategy in POSTHOC_BASES else {}
-    if cell is not None and strategy.startswith("zs_init"):
-        rows.update(wise_path_rows(path, cell))
-        z = np.load(path)
-        if "a0.0_movies" in z:  # the test accuracies along the path, for the trade-off table (never to choose)
-            cell["tweets_positive_rate"] = float(z["tweets_y"].mean())
-            cell["wise_path"] = {f"{a:.1f}": {
-                "movies": float((z[f"a{a:.1f}_movies"].argmax(1) == z["movies_y"]).mean()),
-                "tweets": float((z[f"a{a:.1f}_tweets"].argmax(1) == z["tweets_y"]).mean()),
-                "tweets_balanced": balanced_accuracy(np.bincount(2 * z["tweets_y"] + z[f"a{a:.1f}_tweets"].argmax(1),
-                                                                 minlength=4).reshape(2, 2)),
-                "tweets_positive_rate": float(z[f"a{a:.1f}_tweets"].argmax(1).mean())} for a in ALPHAS}
-    return {strategy + suffix: {"train_seconds": 0.0, **c} for suffix, c in rows.items()}
-
-
 def import_cells(path: Path) -> dict[str, Any]:
     """The finished cells of an earlier ``text.json`` (main rows, derived rows included, and pair cells),
     keyed as this script's store keys them, so a machine without ``runs/`` re-renders them unchanged."""
@@ -360,10 +288,11 @@ def import_cells(path: Path) -> dict[str, Any]:
         for name, runs in (prev["results"].get(block) or {}).items():
             if len(runs) != len(block_seeds):
                 raise SystemExit(f"--import {path}: {block} row {name!r} has {len(runs)} cells for seeds {block_seeds}")
-            cells.update({f"{name}/movies/{s}": r for s, r in zip(block_seeds, runs)})
+            cells.update({f"{name}/movies/{s}": r for s, r in zip(block_seeds, runs, strict=True)})
     for key, runs in prev["results"]["pairs"].items():
         src, strat = key.split("/")
-        cells.update({f"{strat}/{src}/{s}": r for s, r in zip(seeds, runs) if f"{strat}/{src}/{s}" not in cells})
+        cells.update({f"{strat}/{src}/{s}": r for s, r in zip(seeds, runs, strict=False)
+                      if f"{strat}/{src}/{s}" not in cells})
     if prev["results"].get("template_choice"):
         cells["template_choice/movies/val"] = prev["results"]["template_choice"]
     return cells
@@ -393,13 +322,15 @@ def main() -> int:
     ap.add_argument("--confirm-only", action="store_true",
                     help="only the fresh-seed confirmation of CONFIRM_ROW (CONFIRM_METHODS on --confirm-seeds)")
     ap.add_argument("--no-confirm", action="store_true", help="skip the fresh-seed confirmation")
-    ap.add_argument("--no-uda", action="store_true", help=f"skip the unsupervised-adaptation block ({', '.join(UDA_DOMAINS)})")
+    ap.add_argument("--no-uda", action="store_true",
+                    help=f"skip the unsupervised-adaptation block ({', '.join(UDA_DOMAINS)})")
     ap.add_argument("--uda-seeds", default=",".join(map(str, UDA_SEEDS)),
                     help="comma-separated seeds of the unsupervised-adaptation block (default %(default)s)")
     ap.add_argument("--confirm-seeds", default=",".join(map(str, CONFIRM_SEEDS)),
                     help="comma-separated seeds of the confirmation (default %(default)s)")
     ap.add_argument("--pair-sources", default=None,
-                    help="comma-separated training domains of the pair table (default: " + ", ".join((*DOMAINS, SPAM)) + ")")
+                    help="comma-separated training domains of the pair table (default: "
+                         + ", ".join((*DOMAINS, SPAM)) + ")")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = settings(args.quick)
@@ -411,7 +342,10 @@ def main() -> int:
     methods = None if args.methods is None else {m.strip() for m in args.methods.split(",") if m.strip()}
     if methods is not None and methods - {"zero_shot", *RECIPES}:
         raise SystemExit(f"--methods: unknown {sorted(methods - {'zero_shot', *RECIPES})}")
-    wanted = lambda m: methods is None or m in methods
+
+    def wanted(m: str) -> bool:
+        return methods is None or m in methods
+
     if args.pair_sources:
         cfg["pair_sources"] = [d.strip() for d in args.pair_sources.split(",") if d.strip()]
         if set(cfg["pair_sources"]) - {*DOMAINS, SPAM}:
@@ -472,7 +406,8 @@ def main() -> int:
         from transferkit.zeroshot import DEFAULT_TEMPLATES
 
         templates = tmpl or DEFAULT_TEMPLATES
-        results["main"][name] = _done([cell(f"{name}/movies/{s}", lambda s=s, t=templates: bench.zero_shot(t, "movies", s))
+        results["main"][name] = _done([cell(f"{name}/movies/{s}",
+                                            lambda s=s, t=templates: bench.zero_shot(t, "movies", s))
                                        for s in cfg["seeds"]])
     if wanted("zero_shot"):  # how ZS_ENSEMBLE was chosen: validation draws only
         results["template_choice"] = cell("template_choice/movies/val", lambda: {"train_seconds": 0.0, "val_accuracy": {
