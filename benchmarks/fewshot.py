@@ -76,6 +76,15 @@ VARIANTS: dict[str, dict[str, str]] = {
     "pairs, lr 2e-5, prompt head, 4 passes": {"loss": "pairs", "head": "prompts", "passes": "4"},
     # the recipe's training settings (a TrainConfig field in a variant overrides the recipe's)
     "pairs, lr 2e-5, prompt head, bf16": {"loss": "pairs", "head": "prompts", "precision": "bf16"},
+    # 64/class (issue 19's 64-label criteria): training that grows with the labels, an end-to-end stage, the rate
+    "pairs, lr 2e-5, prompt head, bf16, end-to-end 2 epochs": {"loss": "pairs", "head": "prompts", "precision": "bf16",
+                                                               "finetune_epochs": "2"},
+    "pairs, lr 2e-5, prompt head, bf16, batch 32": {"loss": "pairs", "head": "prompts", "precision": "bf16",
+                                                    "batch_size": "32"},
+    "pairs, lr 5e-5, prompt head, bf16": {"loss": "pairs", "head": "prompts", "precision": "bf16",
+                                          "body_lr_scale": "2.5"},
+    "pairs, lr 2e-5, prompt head, bf16, 4 passes": {"loss": "pairs", "head": "prompts", "precision": "bf16",
+                                                    "passes": "4"},
 }
 SETFIT = {"num_iterations": 20, "batch_size": 16}
 #: TrainConfig fields a variant may set (strings, as on the command line; the recipe fills the others)
@@ -115,6 +124,12 @@ class Bench:
     def contrastive(self, task: str, seed: int, options: dict[str, str], selecting: bool = False,
                     cross: bool = True) -> dict[str, Any]:
         train, tests = self.task(task, seed, selecting, cross)
+        return self.transfer("contrastive", train, tests, seed, options)
+
+    def transfer(self, strategy: str, train: ArrayDataset, tests: dict[str, ArrayDataset], seed: int,
+                 options: dict[str, str]) -> dict[str, Any]:
+        """``strategy`` (with the minilm recipe, as the CLI runs it) trained on ``train`` alone (no validation
+        set), scored on ``tests``; ``options``: TrainConfig fields (over the recipe's) and strategy options."""
         torch.set_num_threads(self.threads)
         model = copy.deepcopy(self.source)
         torch.manual_seed(seed)
@@ -128,7 +143,7 @@ class Bench:
         ctx = TransferContext(model, {}, (tok(train), torch.from_numpy(train.require_labels())), None, cfg,
                               lambda: model, user_set=frozenset({"seed", "progress", *settings}))
         c0, w0 = time.process_time(), time.perf_counter()
-        run_strategy(make_strategy("contrastive", {k: v for k, v in options.items() if k not in settings}), ctx)
+        run_strategy(make_strategy(strategy, {k: v for k, v in options.items() if k not in settings}), ctx)
         c1, w1 = time.process_time(), time.perf_counter()
         from transferkit.engine.precision import predict_logits, resolve_placement
 
@@ -218,9 +233,35 @@ def select(bench: Bench, store: Path, seeds: list[int], variants: str | None, ta
         for seed in seeds:
             k = key(f"{task}:val", name, seed)
             if k not in cells:
-                cells[k] = bench.contrastive(task, seed, options, selecting=True)
-                save(store, cells)
+                cell = bench.contrastive(task, seed, options, selecting=True)
+                cells = {**load(store), k: {**cell, "threads": bench.threads, "load_average": os.getloadavg()}}
+                save(store, cells)  # read again: another process may share the store
                 log(f"{k}: val {cells[k]['val']['accuracy']:.3f} cpu {cells[k]['train_cpu_seconds']:.0f}s")
+    return cells
+
+
+#: the full fine-tune ceiling's settings (over the minilm ``full`` recipe: lr 3e-5, batch 16): a fixed schedule of
+#: cross-entropy epochs over every training label, bf16 autocast (CPU), no validation set (no early stopping)
+FINETUNE = {"epochs": "2", "precision": "bf16"}
+FINETUNE_NAME = f"full fine-tune, {FINETUNE['epochs']} epochs"
+
+
+def finetune_ceiling(bench: Bench, store: Path, seeds: list[int]) -> dict[str, Any]:
+    """What the encoder itself reaches when every layer trains on every label: ``full`` (body + head,
+    cross-entropy; :data:`FINETUNE` over the minilm recipe) on the whole training split of each seed's split of
+    vader-movies, scored on the same 500-text test draw as the cells."""
+    cells = load(store)
+    for seed in seeds:
+        ck = key("ceiling", FINETUNE_NAME, seed)
+        if ck in cells:
+            continue
+        _, tests = bench.task("movies-64", seed, cross=False)  # the cells' test draw
+        sp = split(bench.data("vader-movies"), seed=seed, val=0.15, test=0.3)
+        res = bench.transfer("full", sp.train, tests, seed, FINETUNE)
+        cells = {**load(store), ck: {**res, "train_n": len(sp.train), "load_average": os.getloadavg()}}
+        save(store, cells)
+        log(f"{ck}: {res['vader-movies']['accuracy']:.3f} ({len(sp.train)} labelled texts, "
+            f"cpu {res['train_cpu_seconds']:.0f}s)")
     return cells
 
 
@@ -293,6 +334,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--select", action="store_true")
     ap.add_argument("--ceiling", action="store_true", help="the frozen-encoder probe on every movies training label")
+    ap.add_argument("--ceiling-parts", default="probe",
+                    help="with --ceiling: ','-separated parts: probe (frozen features + logistic regression), "
+                         "finetune (every layer on every label; minutes of CPU per seed)")
     ap.add_argument("--render-only", action="store_true")
     ap.add_argument("--tasks", default="movies-8")
     ap.add_argument("--seeds", default="0,1,2,3,4")
@@ -313,10 +357,21 @@ def main() -> int:
         bench = Bench(500 if not args.select else 300, args.threads)
         seeds = [int(s) for s in args.seeds.split(",")]
         if args.select:
-            update: dict[str, Any] = {"select": select(bench, args.work / "select.json", seeds, args.variants,
-                                                         args.select_task)}
+            sel = select(bench, args.work / "select.json", seeds, args.variants, args.select_task)
+            # the doc's selection cells from other --work folders are kept: this folder's are added or replaced
+            update: dict[str, Any] = {"select": {**load(doc_json).get("select", {}), **sel}}
         elif args.ceiling:
-            update = {"ceiling": ceiling(bench, args.work / "ceiling.json", seeds)}
+            parts = args.ceiling_parts.split(",")
+            for part in parts:
+                if part not in ("probe", "finetune"):
+                    raise SystemExit(f"--ceiling-parts: unknown part {part!r} (parts: probe, finetune)")
+            store = args.work / "ceiling.json"
+            if "probe" in parts:
+                ceiling(bench, store, seeds)
+            if "finetune" in parts:
+                finetune_ceiling(bench, store, seeds)
+            # another --work folder's ceiling cells (the doc's) are kept: only this folder's are added or replaced
+            update = {"ceiling": {**load(doc_json).get("ceiling", {}), **load(store)}}
         else:
             for other in args.merge:
                 save(args.work / "results.json", {**load(other / "results.json"), **load(args.work / "results.json")})
@@ -332,7 +387,7 @@ def main() -> int:
         save(doc_json, doc)
     doc = load(doc_json)
     if (args.work / "select.json").exists():  # the selection cells finished so far (an interrupted --select too)
-        doc["select"] = load(args.work / "select.json")
+        doc["select"] = {**doc.get("select", {}), **load(args.work / "select.json")}
         save(doc_json, doc)
     (ROOT / "docs" / "FEWSHOT.md").write_text(render(doc, TASKS, paired), encoding="utf-8")
     return 0

@@ -66,7 +66,7 @@ def test_class_means_keep_an_absent_class_as_zero() -> None:
 
 @pytest.mark.parametrize("opts", [{"loss": "triplet"}, {"head": "zero"}, {"temperature": "0"}, {"passes": "-1"},
                                   {"body_lr_scale": "-2"}, {"prior": "-1"}, {"templates": "no slot"},
-                                  {"temperature": "warm"}])
+                                  {"temperature": "warm"}, {"finetune_epochs": "-1"}])
 def test_bad_options_raise_one_config_error(opts: dict[str, str]) -> None:
     with pytest.raises(ConfigError) as err:
         make_strategy("contrastive", opts)
@@ -179,3 +179,42 @@ def test_auto_head_takes_prompts_only_when_every_class_name_is_a_word() -> None:
     assert names_are_words(model)
     model.reset_head(["ham", "spam"])
     assert not names_are_words(model)
+
+
+def test_saturated_validation_score_stops_the_body_phase(source_model: TransferModel,
+                                                         digits_fewshot: tuple[Tensors, Tensors],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review finding: at validation accuracy 1.0 every later epoch 'improved' by its lower loss, so early
+    stopping never fired (fontdigits seed 0 ran all 40 epochs). The body trains for real on digits8; the
+    features the validation score reads are replaced by ones that classify every digit right from the first
+    epoch with a margin (and so a loss) that keeps improving: the phase must stop ``patience`` epochs later."""
+    import transferkit.strategies.contrastive as contrastive
+
+    train = digits_fewshot[0]
+    calls = [0]
+
+    def sharpening(model: TransferModel, x: torch.Tensor, place: Any) -> torch.Tensor:
+        calls[0] += 1
+        return torch.nn.functional.one_hot(train[1], 10).float() * (1 + calls[0]) + 1.0
+
+    monkeypatch.setattr(contrastive, "extract_features", sharpening)
+    ctx = _ctx(source_model, (train, train), epochs=12, patience=2)
+    run_strategy(make_strategy("contrastive", {"head": "means", "passes": "1"}), ctx)
+    body = ctx.results[0]
+    assert [h["val_score"] for h in body.history] == [1.0] * 3
+    assert body.best_epoch == 0 and body.epochs_run == 3
+
+
+def test_saturated_loss_ties_only_at_the_maximum() -> None:
+    from transferkit.strategies.contrastive import saturated_loss
+
+    assert saturated_loss(1.0, 0.3) == saturated_loss(1.0, 0.1) == 0.0
+    assert saturated_loss(0.99, 0.3) == 0.3
+
+
+def test_end_to_end_stage_trains_every_layer_after_the_probe(source_model: TransferModel,
+                                                             digits_fewshot: tuple[Tensors, Tensors]) -> None:
+    ctx = _ctx(source_model, digits_fewshot, val=False, epochs=1)
+    run_strategy(make_strategy("contrastive", {"head": "means", "finetune_epochs": "2"}), ctx)
+    assert [r.name for r in ctx.results] == ["contrastive", "probe", "end_to_end"]
+    assert ctx.results[2].epochs_run == 2

@@ -15,7 +15,7 @@ from transferkit.engine.config import TrainConfig
 from transferkit.engine.loop import PhaseResult
 from transferkit.models import ModelSpec, build_model
 from transferkit.strategies.base import TransferContext
-from transferkit.strategies.recipes import RECIPES, apply_recipe, recipe_for
+from transferkit.strategies.recipes import RECIPES, apply_recipe, concrete, recipe_for, resolve_settings
 
 
 def _ctx(backbone: str, user_set: frozenset[str] | None) -> TransferContext:
@@ -45,8 +45,9 @@ def test_no_recipe_for_unmeasured_pairs_nor_for_contexts_built_by_hand() -> None
 
 
 def test_every_recipe_is_valid_and_names_its_measurement() -> None:
-    for (backbone, strategy), rec in RECIPES.items():
-        TrainConfig(**{k: v for k, v in rec.settings.items() if k != "head_lr_scale"})  # raises on a bad value
+    for rec in RECIPES.values():
+        for device in ("cpu", "auto"):  # a device-dependent value resolved as a run's would be
+            TrainConfig(**{k: v for k, v in concrete(rec.settings, device).items() if k != "head_lr_scale"})
         assert rec.evidence.startswith("docs/") and Path(__file__).parents[2].joinpath(rec.evidence.split(",")[0]).exists()
 
 
@@ -84,3 +85,26 @@ def test_transfer_applies_the_efficientnet_recipe_unless_the_user_sets_it(phases
     assert transferkit.transfer("efficientnet_lite0", "digits8", strategy="linear_probe", shots=1,
                                 out=tmp_path / "probe").metrics["strategy_info"] == {}
     assert json.loads((tmp_path / "probe" / "config.json").read_text())["recipe"] is None
+
+
+@pytest.mark.parametrize(("device", "gpu_bf16", "cpu_bf16", "expected"),
+                         [("cuda", True, False, "bf16"), ("cuda", False, True, "fp32"), ("auto", True, False, "bf16"),
+                          ("cpu", True, False, "fp32"), ("cpu", False, True, "bf16")])
+def test_minilm_contrastive_precision_follows_the_device_the_run_trains_on(
+        monkeypatch: pytest.MonkeyPatch, device: str, gpu_bf16: bool, cpu_bf16: bool, expected: str) -> None:
+    """Review finding: the recipe's bf16 was decided from the CPU's instructions even for a run on a GPU."""
+    import transferkit.strategies.recipes as recipes
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with a GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: gpu_bf16)
+    monkeypatch.setattr(recipes, "cpu_has_fast_bf16", lambda: cpu_bf16)
+    given = {} if device == "auto" else {"device": device}
+    s = resolve_settings("minilm", "contrastive", given, 0, new_run=False)
+    assert s.cfg.precision == expected and s.applied["precision"] == expected
+    assert s.provenance["precision"] == "recipe (minilm, contrastive)"
+    ctx = _ctx("minilm", frozenset({"device"} if given else set()))  # the older in-training form agrees
+    ctx.cfg = TrainConfig(device=device)
+    assert apply_recipe("contrastive", ctx)["precision"] == expected
+    assert resolve_settings("minilm", "contrastive", {**given, "precision": "fp32"}, 0, new_run=False).cfg.precision \
+        == "fp32"  # the user's choice still wins

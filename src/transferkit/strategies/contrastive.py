@@ -28,6 +28,13 @@ The SetFit recipe (Tunstall et al., 2022) for any registered encoder, run throug
    texts, docs/FEWSHOT.md).
 3. **probe phase**: the head alone on the tuned body's cached features (``probe_phase``), optionally
    pulled toward its initial weights (``prior``, the L2 pull of ``zs_init``).
+4. **end-to-end phase** (``finetune_epochs`` > 0, off by default): every layer and the probed head trained
+   together with cross-entropy at the body's rate, after the probe (the LP-FT order, Kumar et al., ICLR 2022),
+   early-stopped on the labelled validation split when there is one.
+
+Early stopping of the body phase: an epoch counts as better when its validation accuracy is higher, or equal
+with a lower cross-entropy, except at the maximum accuracy (1.0), where only the first epoch to reach it counts:
+a saturated score carries no more information, and the loss alone would keep improving for every epoch.
 """
 
 from __future__ import annotations
@@ -71,13 +78,16 @@ class ContrastiveOptions:
     templates: tuple[str, ...] = opt(TEMPLATES, "prompt templates with {} for the class name (head=prompts)")
     scale: float = opt(20.0, "logit scale s of the initial head: logits = s * cos(f(x), c)")
     prior: float = opt(0.0, "weight of the L2 pull of the head toward its initial weights")
+    finetune_epochs: int = opt(0, "epochs of a last end-to-end stage after the probe: every layer and the head, "
+                                  "cross-entropy, at the body's rate (LP-FT); 0 = none")
 
     def __post_init__(self) -> None:
         if self.temperature <= 0 or self.body_lr_scale <= 0 or self.scale <= 0:
             raise ConfigError(f"contrastive: temperature, body_lr_scale and scale must be positive "
                               f"(got {self.temperature}, {self.body_lr_scale}, {self.scale})")
-        if self.passes < 0 or self.prior < 0:
-            raise ConfigError(f"contrastive: passes and prior must be >= 0 (got {self.passes}, {self.prior})")
+        if self.passes < 0 or self.prior < 0 or self.finetune_epochs < 0:
+            raise ConfigError(f"contrastive: passes, prior and finetune_epochs must be >= 0 (got {self.passes}, "
+                              f"{self.prior}, {self.finetune_epochs})")
         check_templates("contrastive", self.templates)
 
 
@@ -144,6 +154,11 @@ class Contrastive(Strategy):
             assert isinstance(head, nn.Linear)
             phase.extra_loss = HeadPrior(head, o.prior).to(head.weight.device)
         yield phase
+        if o.finetune_epochs > 0:
+            groups = [n for n, _ in model.layer_groups()]
+            end = finetune_phase(ctx, [(n, o.body_lr_scale) for n in groups], name="end_to_end")
+            end.epochs = o.finetune_epochs
+            yield end
 
     def _body_phase(self, ctx: TransferContext) -> Phase:
         o, model = self.options, ctx.model
@@ -185,9 +200,15 @@ class Contrastive(Strategy):
         return how
 
 
+#: the highest validation accuracy: an epoch that ties it ranks no better, whatever its loss
+MAX_SCORE = 1.0
+
+
 class ValScore:
     """``(accuracy, cross-entropy)`` on the validation split of the nearest-class-mean classifier
-    ``s * cos(f(x), mean_c)`` whose means come from the current encoder's training features."""
+    ``s * cos(f(x), mean_c)`` whose means come from the current encoder's training features. At the maximum
+    accuracy the loss is reported as 0, so that once an epoch reaches it, later epochs tie (no improvement) and
+    early stopping ends the phase after ``patience`` epochs."""
 
     def __init__(self, ctx: TransferContext, scale: float) -> None:
         self.ctx, self.scale = ctx, scale
@@ -208,4 +229,10 @@ class ValScore:
         logits = self.scale * nn.functional.normalize(f_va.float(), dim=-1) @ means.T
         y = ctx.val[1].to(logits.device)
         acc = (logits.argmax(1) == y).float().mean().item()
-        return acc, nn.functional.cross_entropy(logits, y).item()
+        return acc, saturated_loss(acc, nn.functional.cross_entropy(logits, y).item())
+
+
+def saturated_loss(acc: float, loss: float) -> float:
+    """The tie-breaking loss early stopping sees: ``loss``, or 0 at the maximum accuracy (where every later
+    epoch then ties the first one to reach it instead of improving by loss alone)."""
+    return 0.0 if acc >= MAX_SCORE else loss

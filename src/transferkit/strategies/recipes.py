@@ -26,10 +26,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+import torch
+
 from transferkit.data.augment import LightAugment, image_kind
 from transferkit.engine.config import TrainConfig, new_command
 from transferkit.engine.loop import Phase
-from transferkit.engine.precision import cpu_has_fast_bf16
+from transferkit.engine.precision import cpu_has_fast_bf16, resolve_device
 from transferkit.errors import ConfigError
 from transferkit.strategies.base import TransferContext
 
@@ -47,8 +49,26 @@ class Recipe:
 
 #: benchmarks/text.py's training settings, with which the MiniLM rows were measured
 _TEXT = {"batch_size": 16, "epochs": 5, "patience": 2, "precision": "fp32"}
-#: bf16 autocast where the CPU has native bf16 instructions (measured for contrastive on MiniLM), else fp32
-_BF16_IF_FAST = "bf16" if cpu_has_fast_bf16() else "fp32"
+#: a recipe's ``precision`` resolved per run from the device it trains on (:func:`bf16_if_fast`): bf16 autocast
+#: where that device computes bf16 natively (measured for contrastive on MiniLM on such a CPU), else fp32
+BF16_IF_FAST = "bf16 if the device has fast bf16"
+
+
+def bf16_if_fast(device: str) -> str:
+    """``bf16`` when ``device`` (a ``--device`` value; ``auto``: the GPU when there is one) computes bf16
+    natively: a CUDA GPU that supports it, a CPU with AVX512-BF16 / AMX; else ``fp32``. Follows the device the
+    run trains on, not the machine's CPU (a GPU run on a CPU without bf16 still gets bf16)."""
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        fast = bool(torch.cuda.is_bf16_supported())
+    else:
+        fast = dev.type == "cpu" and cpu_has_fast_bf16()
+    return "bf16" if fast else "fp32"
+
+
+def concrete(settings: Mapping[str, Any], device: str) -> dict[str, Any]:
+    """``settings`` with a device-dependent value (:data:`BF16_IF_FAST`) resolved for ``device``."""
+    return {k: bf16_if_fast(device) if v == BF16_IF_FAST else v for k, v in settings.items()}
 
 RECIPES: dict[tuple[str, str], Recipe] = {
     **{("efficientnet_lite0", s): Recipe(
@@ -67,11 +87,12 @@ RECIPES: dict[tuple[str, str], Recipe] = {
         "docs/TEXT.md, row lp_ft (probe at 3e-3, then every layer at 3e-5 = 6e-5 x ft_lr_scale 0.5), 64 labelled "
         "vader-movies snippets per class, 3 seeds"),
     ("minilm", "contrastive"): Recipe(
-        {"lr": 2e-5, "head_lr_scale": 500.0, **_TEXT, "precision": _BF16_IF_FAST},
+        {"lr": 2e-5, "head_lr_scale": 500.0, **_TEXT, "precision": BF16_IF_FAST},
         "docs/FEWSHOT.md, benchmarks/fewshot.py: body at 2e-5 (SetFit's rate), head probe at 1e-2, 5 epochs of at "
         "least 8 steps, beside SetFit on the same labelled vader-movies snippets; loss chosen on validation texts; "
-        "bf16 autocast on a CPU with native bf16 (fewer CPU seconds than fp32 at the same validation accuracy: the "
-        "select rows with and without bf16), else fp32"),
+        "bf16 autocast when the run's device computes bf16 natively (a CPU with native bf16: fewer CPU seconds than "
+        "fp32 at the same validation accuracy, the select rows with and without bf16; a GPU that supports it), "
+        "else fp32"),
     ("minilm", "full"): Recipe(
         {"lr": 3e-5, **_TEXT},
         "docs/TEXT.md, row full (3e-5, the BERT fine-tuning rate), 64 labelled vader-movies snippets per class"),
@@ -91,7 +112,8 @@ def recipe_for(backbone: str, strategy: str) -> Recipe | None:
 
 
 def recipe_settings(backbone: str, strategy: str, user_set: frozenset[str]) -> dict[str, Any]:
-    """The settings of (``backbone``, ``strategy``)'s recipe that the user did not give (empty without one)."""
+    """The settings of (``backbone``, ``strategy``)'s recipe that the user did not give (empty without one);
+    a device-dependent value stays unresolved (:func:`concrete` resolves it for a run's device)."""
     rec = recipe_for(backbone, strategy)
     return {} if rec is None else {k: v for k, v in rec.settings.items() if k not in user_set}
 
@@ -154,7 +176,8 @@ def resolve_settings(backbone: str, strategy: str, given: Mapping[str, Any], see
     chosen = given_settings(given)
     defaults = dict(COMMAND_DEFAULTS.get(command, {}) if command_defaults is None else command_defaults)
     rec = recipe_for(backbone, strategy)
-    applied = {k: v for k, v in (rec.settings if rec else {}).items() if k not in chosen}
+    device = given["device"] if "device" in chosen else defaults.get("device", TrainConfig.default("device"))
+    applied = concrete({k: v for k, v in (rec.settings if rec else {}).items() if k not in chosen}, device)
     values: dict[str, Any] = {}
     provenance: dict[str, str] = {}
     for name in sorted(known | {"head_lr_scale"}):
@@ -180,7 +203,7 @@ def apply_recipe(strategy: str, ctx: TransferContext) -> dict[str, Any]:
     if ctx.user_set is None:
         return {}
     user_set = ctx.user_set - {"augment"} if ctx.cfg.augment == "auto" else ctx.user_set
-    applied = recipe_settings(ctx.model.spec.name, strategy, user_set)
+    applied = concrete(recipe_settings(ctx.model.spec.name, strategy, user_set), ctx.cfg.device)
     cfg = {k: v for k, v in applied.items() if k != "head_lr_scale"}
     if cfg:
         ctx.cfg = replace(ctx.cfg, **cfg)
