@@ -151,11 +151,11 @@ class _Clock:
 
 
 def _simulate(monkeypatch: pytest.MonkeyPatch, costs: list[float], quality: list[float], full: int, budget: float,
-              late: float = 1.0) -> tuple[list[dict[str, Any]], list[str], float, float]:
+              late: float = 1.0, slow: float = 1.0) -> tuple[list[dict[str, Any]], list[str], float, float]:
     """halving's plan on a fake clock: candidate ``i`` costs ``costs[i]`` s per epoch (0: finished by the probe,
-    as adabn), ``late`` times that in the second half of its schedule; its validator score rises with its
-    position towards ``quality[i]``. Returns the rungs, the labels returned, the clock at the end and the
-    deadline."""
+    as adabn), ``late`` times that in the second half of its schedule, ``slow`` times after the probe; its
+    validator score rises with its position towards ``quality[i]``. Returns the rungs, the labels returned, the
+    clock at the end and the deadline."""
     clock = _Clock()
     monkeypatch.setattr(halving.time, "perf_counter", clock)
     monkeypatch.setattr(halving, "_show", lambda *a: None)
@@ -167,7 +167,7 @@ def _simulate(monkeypatch: pytest.MonkeyPatch, costs: list[float], quality: list
         if costs[i] == 0:
             t.position, t.done, t.per_epoch = end, True, 0.0
         while not t.done and t.position < target:
-            c = costs[i] * (late if t.position >= end / 2 else 1.0)
+            c = costs[i] * (late if t.position >= end / 2 else 1.0) * (slow if t.position >= 1 else 1.0)
             if deadline is not None and clock.now + (t.per_epoch or 0.0) * halving.SAFETY > deadline:
                 t.timed_out = True
                 break
@@ -206,6 +206,17 @@ def test_the_schedule_is_sized_from_the_mean_survivor_and_the_finalists_finish_i
     assert dearest > deadline - probe["probe_seconds"] and fit_epochs(ts, 56, probe["seconds_left"]) == 56
 
 
+def test_a_machine_slower_after_the_probe_ends_with_the_best_s_whole_schedule(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The load doubles after the probe (as fontdigits->digits8 at load 10): the finalists would stop at half of
+    their schedule, so the validator's best after the first rung finishes its schedule alone, within the deadline."""
+    quality = [1.0, 1.1, 1.2, 1.0, 0.9, 2.0, 1.5, 2.1]
+    rungs, picked, end, deadline = _simulate(monkeypatch, FONT, quality, 56, 440.0, slow=1.8)
+    probe, *rest = rungs
+    assert probe["epochs"] == 56 and "finished its schedule alone" in rest[-1]["note"]
+    assert rest[-1]["epochs"] == 56 and picked == ["7"] and end <= deadline
+
+
 @pytest.mark.parametrize("late", [1.0, 1.6, 4.0])
 @pytest.mark.parametrize("seed", range(12))
 def test_the_plan_never_passes_the_deadline(monkeypatch: pytest.MonkeyPatch, seed: int, late: float) -> None:
@@ -221,7 +232,8 @@ def test_the_plan_never_passes_the_deadline(monkeypatch: pytest.MonkeyPatch, see
     # past the deadline by one epoch dearer than the last one measured at most (the reserve covers it)
     assert end <= deadline + (0.0 if late == 1 else max(costs) * late) and picked
     last = rungs[-1]
-    assert "skipped" in last or "as it stands" in last.get("note", "") or all(
+    note = last.get("note", "")
+    assert "skipped" in last or "as it stands" in note or "alone" in note or all(
         p >= last["epochs"] for p in last["positions"].values())
 
 

@@ -20,9 +20,13 @@ Re-planning (before every rung): from the seconds per epoch the *survivors* actu
 machine's load now, self-training's second phase once reached) and the wall time actually left, the final
 position ``p <= E`` is the furthest whose remaining plan fits (the same rungs, those at or past ``p`` dropped).
 When ``p = E`` the finalists end exactly where a full run of their method at ``E`` epochs ends (``E`` = the run's
-epochs: the very training of ``adapt`` without a budget); when ``p < E`` they stop at epoch ``p`` of their
-schedule, where the learning rate is already low (cosine), and ``metrics.json`` ``rungs`` says so. When not even
-one more epoch fits, the pick is the validator's best as it stands.
+epochs: the very training of ``adapt`` without a budget); when ``p`` is in the schedule's last tenth
+(:data:`TAIL`) they stop at epoch ``p``, where the cosine's learning rate is below 3% of its peak; when ``p`` is
+earlier (the machine got slower after the probe), the validator's current best finishes its schedule alone if
+that fits (not before the first rung: the probe ranks one-epoch-old candidates), else the finalists stop at
+``p``.
+``metrics.json`` ``rungs`` says which. When not even one more epoch fits, the pick is the validator's best as it
+stands.
 
 The guarantee: the budget counts from the ``adapt`` call (loading the data included); a reserve is kept for the
 scoring and writing after the rungs (:data:`RESERVE_S`, :data:`RESERVE_FRACTION`, :data:`AFTER_SHARE`), and every
@@ -60,6 +64,11 @@ RESERVE_S, RESERVE_FRACTION, AFTER_SHARE = 10.0, 0.05, 0.5
 #: the per-epoch deadline check, not this margin, keeps the budget.
 SAFETY = 1.1
 PROBE_EPOCHS = 1
+#: When the re-plan ends the finalists before ``(1 - TAIL)`` of their schedule (a cosine's last tenth runs below
+#: 3% of the peak rate), the validator's current best finishes its whole schedule alone instead, if that fits: a
+#: machine that got slower after the probe (fontdigits->digits8 at load 10: 1.6 s per epoch in the probe, 2.6-4 s
+#: after) then still ends with an annealed model rather than two stopped mid-schedule.
+TAIL = 0.1
 
 
 def rung_epochs(final_epochs: int, n_candidates: int) -> list[int]:
@@ -302,6 +311,10 @@ def _rungs(plan: AdaptPlan, prep: Prepared, run: RunDir, ts: list[Tracked], dead
         final = replan(ts, alive, stops[k:], counts[k:], left)
         if final is None:
             return _cut_short(plan, prep, ts, alive, rungs, k, left)
+        if k > 0 and final < total * (1 - TAIL):  # the finalists would stop well before their schedule's end
+            best = max(alive, key=lambda i: _score(plan, ts[i]))
+            if plan_cost(ts, [best], [total], [1]) <= left:
+                return _alone(plan, prep, run, ts, best, deadline, rungs, k, final)
         plan_stops, plan_counts = truncated(stops[k:], counts[k:], final)
         stop, last = plan_stops[0], len(plan_stops) == 1
         expected = plan_cost(ts, alive, [stop], [len(alive)])
@@ -337,6 +350,21 @@ def _final(plan: AdaptPlan, prep: Prepared, i: int, t: Tracked) -> CandidateRun:
     if t.done or t.ctx is None:
         return t.run
     return score_candidate(plan, prep, i, t.ctx, t.run.record["train_seconds"], t.ctx.results)
+
+
+def _alone(plan: AdaptPlan, prep: Prepared, run: RunDir, ts: list[Tracked], best: int, deadline: float,
+           rungs: list[dict[str, Any]], k: int, final: int) -> tuple[list[CandidateRun], list[dict[str, Any]]]:
+    """The validator's current best trains to the end of its schedule alone (the rest would stop at ``final``)."""
+    t0, total, t = time.perf_counter(), prep.cfg.epochs, ts[best]
+    advance(plan, prep, best, run, None, t, deadline)
+    _show(plan, prep, f"{k} (alone)", best, t)
+    label = plan.candidates[best].label
+    rungs.append({"rung": k, "epochs": total if t.done else t.position, "final_epochs": total,
+                  "seconds": time.perf_counter() - t0, "scores": {label: _score(plan, t)}, "kept": [label],
+                  "note": f"the finalists' plan would stop at {final} of the schedule's {total} epochs: the "
+                          "validator's best finished its schedule alone" + (
+                              "" if t.done else " (the deadline came first: as it stands)")})
+    return [_final(plan, prep, best, t)], rungs
 
 
 def _cut_short(plan: AdaptPlan, prep: Prepared, ts: list[Tracked], alive: list[int], rungs: list[dict[str, Any]],
