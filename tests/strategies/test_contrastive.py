@@ -218,3 +218,16 @@ def test_end_to_end_stage_trains_every_layer_after_the_probe(source_model: Trans
     run_strategy(make_strategy("contrastive", {"head": "means", "finetune_epochs": "2"}), ctx)
     assert [r.name for r in ctx.results] == ["contrastive", "probe", "end_to_end"]
     assert ctx.results[2].epochs_run == 2
+
+
+def test_body_batches_never_exceed_the_labelled_set(source_model: TransferModel,
+                                                    digits_fewshot: tuple[Tensors, Tensors]) -> None:
+    """A batch larger than the labelled set would only repeat texts (and cut the steps an epoch has)."""
+    from transferkit.strategies.contrastive import MIN_STEPS_PER_EPOCH
+
+    n = len(digits_fewshot[0][0])
+    for bs, want in ((256, n), (32, 32)):
+        ctx = _ctx(source_model, digits_fewshot, val=False, batch_size=bs)
+        ctx.info["contrastive"] = {}
+        phase = make_strategy("contrastive")._body_phase(ctx)
+        assert phase.batch_size == want and len(phase.train[0]) // want >= MIN_STEPS_PER_EPOCH

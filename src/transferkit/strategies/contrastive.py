@@ -17,7 +17,7 @@ The SetFit recipe (Tunstall et al., 2022) for any registered encoder, run throug
    (movies, 8 labelled per class; ``benchmarks/fewshot.py --select``, docs/FEWSHOT.md).
 
    An epoch is ``passes`` shuffled passes over the labelled set (a few-shot set is one or two batches, so
-   one pass would be an epoch of one step); it is scored on the validation split by the nearest class
+   one pass would be an epoch of one step), in batches of ``batch_size`` or the labelled set's size if smaller; it is scored on the validation split by the nearest class
    mean of the training features (the head is not trained yet), which drives early stopping.
 2. **head init**: ``head=prompts`` (text encoders): label-name prompts embedded by the *tuned* encoder,
    ``W_c = s * t_c`` (the zero-shot classifier of :mod:`transferkit.zeroshot`, as ``zs_init`` starts
@@ -169,6 +169,7 @@ class Contrastive(Strategy):
         body = [n for n, _ in model.layer_groups() if n != "head"]
         phase = finetune_phase(ctx, [(n, o.body_lr_scale) for n in body], name="contrastive")
         phase.train = (torch.cat([x] * passes), torch.cat([y] * passes))
+        phase.batch_size = bs  # never more than the labelled set: a larger batch would only repeat texts
         loss_fn = (lambda z, t: supcon_loss(z, t, o.temperature)) if o.loss == "supcon" else pair_loss
 
         def step_loss(module: nn.Module, xb: torch.Tensor, yb: torch.Tensor, xu: torch.Tensor | None) -> torch.Tensor:
