@@ -452,7 +452,10 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     command = "python " + " ".join(["benchmarks/text.py", *sys.argv[1:]])
     cfg["missing_cells"] = missing
-    (out / f"TEXT{cfg['suffix']}.md").write_text(render(results, cfg, machine, wall, command))
+    fewshot_json = ROOT / "docs" / "fewshot.json"  # contrastive and SetFit beside the user table (fewshot.py)
+    fewshot = json.loads(fewshot_json.read_text(encoding="utf-8")) if fewshot_json.exists() else None
+    (out / f"TEXT{cfg['suffix']}.md").write_text(render(results, cfg, machine, wall, command, fewshot,
+                                                        rendered_only=bool(args.render_only)))
     (out / f"text{cfg['suffix']}.json").write_text(json.dumps(
         {"settings": cfg, "results": results, "machine": machine, "wall_seconds": wall,
          "recipes": {k: {"options": o, "train": v} for k, (o, v) in RECIPES.items()}}, indent=1))
