@@ -89,6 +89,8 @@ VARIANTS: dict[str, dict[str, str]] = {
                                                     "batch_size": "64"},
     "pairs, lr 2e-5, prompt head, bf16, batch 32, end-to-end 2 epochs": {
         "loss": "pairs", "head": "prompts", "precision": "bf16", "batch_size": "32", "finetune_epochs": "2"},
+    "pairs, lr 2e-5, prompt head, bf16, batch 32, prompt prior 0.01": {
+        "loss": "pairs", "head": "prompts", "precision": "bf16", "batch_size": "32", "prior": "0.01"},
 }
 SETFIT = {"num_iterations": 20, "batch_size": 16}
 #: TrainConfig fields a variant may set (strings, as on the command line; the recipe fills the others)
