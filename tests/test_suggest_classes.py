@@ -173,7 +173,8 @@ def test_classes_errors_are_one_line(argv: list[str], words: str, tmp_path: Path
     ("digits8", "a built-in image data set"),
     ("spoken-digits:voices=B", "a built-in audio data set"),
     ("{tmp}/images", "a folder (of images or .wav files)"),
-    ("{tmp}/x.npz", "a .npz file"),
+    ("{tmp}/x.npz", "an .npz file (arrays)"),
+    ("{tmp}/train-images-idx3-ubyte", "an IDX file (images)"),
 ])
 def test_classes_on_non_text_data_fail_before_anything_loads(data: str, kind: str, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch,
@@ -184,6 +185,7 @@ def test_classes_on_non_text_data_fail_before_anything_loads(data: str, kind: st
 
     (tmp_path / "images").mkdir()
     np.savez(tmp_path / "x.npz", x=np.zeros((4, 3)))
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"")
     data = data.format(tmp=tmp_path)
 
     def no_loading(*a: object, **k: object) -> None:

@@ -139,14 +139,14 @@ def parse_classes(classes: str | None) -> list[str] | None:
 #: Where each built-in data set's loader lives -> the kind of its inputs (a module not listed: unknown).
 _BUILTIN_KINDS = {"transferkit.data.builtin": "image", "transferkit.data.audio": "audio",
                   "transferkit.data.text": "text"}
-#: Files that may hold text (``.txt`` lines, or a text column of a table); any other file or a folder cannot.
-_TEXT_SUFFIXES = (".csv", ".jsonl", ".txt")
 
 
 def non_text_data(data: str) -> str | None:
     """What ``--data`` is when it cannot hold text, known from its name alone (nothing is loaded): a built-in
-    image or audio data set, a folder (images or ``.wav`` files), or a file other than ``.csv`` / ``.jsonl`` /
-    ``.txt`` (``.npz``, IDX). ``None`` when it may hold text, or does not exist (its loader says why)."""
+    image or audio data set, a folder (images or ``.wav`` files), an ``.npz`` or an IDX file. ``None`` when it
+    may hold text (``.csv`` / ``.jsonl`` / ``.txt``, a text built-in), or is none of those (its loader says why)."""
+    from transferkit.data.files import is_idx
+
     name = data.partition(":")[0]
     if name in DATASETS:
         kind = _BUILTIN_KINDS.get(getattr(DATASETS.get(name), "__module__", ""))
@@ -154,8 +154,10 @@ def non_text_data(data: str) -> str | None:
     path = Path(data).expanduser()
     if path.is_dir():
         return "a folder (of images or .wav files)"
-    if path.is_file() and path.suffix.lower() not in _TEXT_SUFFIXES:
-        return f"a {path.suffix or 'suffix-less'} file"
+    if path.is_file() and path.suffix.lower() == ".npz":
+        return "an .npz file (arrays)"
+    if path.is_file() and is_idx(path):
+        return "an IDX file (images)"
     return None
 
 
