@@ -1,5 +1,5 @@
-"""benchmarks/auto_suite.py (+ auto_suite_report.py, the page): the runs pass augment="off" and the page says why;
---render-only (no training)."""
+"""benchmarks/auto_suite.py (+ auto_suite_summary.py, auto_suite_report.py): the runs pass augment="off" and the
+page says why; --render-only (no training)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 auto_suite = pytest.importorskip("auto_suite")
 auto_suite_report = pytest.importorskip("auto_suite_report")
+auto_suite_summary = pytest.importorskip("auto_suite_summary")
 recipe_notes = pytest.importorskip("recipe_notes")
 
 
@@ -88,11 +89,11 @@ def test_a_rerun_resumes_from_the_stored_cells(tmp_path: Path, monkeypatch: pyte
 def test_paired_regret_is_the_per_seed_difference_and_its_standard_error() -> None:
     best = {"0": 0.70, "1": 0.66, "2": 0.72}
     cell = [{"seed": 0, "accuracy": 0.69}, {"seed": 1, "accuracy": 0.60}, {"seed": 2, "accuracy": 0.72}]
-    out = auto_suite.paired_regret(best, cell)
+    out = auto_suite_summary.paired_regret(best, cell)
     d = [0.01, 0.06, 0.0]
     assert out["regret_per_seed"] == pytest.approx(d)
     assert out["regret_se"] == pytest.approx(float(np.std(d, ddof=1) / np.sqrt(3)))
-    assert auto_suite.paired_regret({"0": 0.7}, cell) == {}  # not paired: no error bar
+    assert auto_suite_summary.paired_regret({"0": 0.7}, cell) == {}  # not paired: no error bar
 
 
 def test_the_stored_image_rows_decide_as_the_current_rules_do() -> None:
