@@ -87,6 +87,15 @@ def test_the_position_not_the_epochs_trained_says_where_a_candidate_is() -> None
     assert replan([early], [0], [28, 56], [1, 1], SAFETY * 28) == 56
 
 
+def test_a_phase_not_reached_yet_costs_later_times_the_measured_one() -> None:
+    """Self-training measured in its base phase (the first half of its plan): its second half is dearer."""
+    t = Tracked(position=10, epochs=10, per_epoch=2.0, measured=0.5)
+    assert halving.seconds(t, 10, 40, 40) == pytest.approx(10 * 2.0 + 20 * 2.0 * halving.LATER)
+    assert halving.seconds(t, 25, 30, 40) == pytest.approx(5 * 2.0 * halving.LATER)
+    assert halving.seconds(Tracked(position=3, per_epoch=2.0), 3, 8, 40) == pytest.approx(10.0)  # one phase
+    assert halving.seconds(Tracked(per_epoch=2.0, done=True), 0, 8, 8) == 0.0
+
+
 def test_fit_epochs_shrinks_the_schedule_to_the_budget() -> None:
     ts = _tracked([1.0] * 8)
     alive = list(range(8))
