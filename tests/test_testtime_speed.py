@@ -1,11 +1,14 @@
-"""What makes predict --adapt fast without changing what it computes: the gradient layout under
-channels-last, and EATA's Fisher estimate cached in the run folder."""
+"""What makes predict --adapt fast without changing what it computes: small_cnn's ReLU after its max-pool, the
+gradient layout under channels-last, frozen weights cast to bf16 once, and EATA's Fisher estimate cached in the
+run folder."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +24,12 @@ from transferkit.io import load_tensors, save_tensors
 from transferkit.models import TransferModel
 from transferkit.prediction import FISHER_CACHE, clean_inputs, predict_stream
 from transferkit.runs import load_run
-from transferkit.testtime import EataAdapter, make_adapter
+from transferkit.testtime import EataAdapter, adapt_stream, affine_parameters, make_adapter
+from transferkit.testtime_speed import keep_freed_memory
 
 FP32 = Placement(torch.device("cpu"), False, False)
 FP32_CL = Placement(torch.device("cpu"), False, True)
+BF16_CL = Placement(torch.device("cpu"), True, True)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +67,7 @@ def test_channels_last_gradients_arrive_channels_last_and_change_no_value(source
     assert torch.allclose(logits, plain_logits, atol=1e-4)
     for a, b in zip(params, plain_params, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
-    monkeypatch.setattr(testtime, "_grad_like_output", lambda *args: None)  # without it: mixed layouts
+    monkeypatch.setattr(testtime, "grad_like_output", lambda *args: None)  # without it: mixed layouts
     assert not all(run(FP32_CL)[2])
 
 
@@ -107,3 +112,86 @@ def test_eata_fisher_cache_is_redone_when_the_run_or_the_batch_changes(source_ru
     assert "from " in predict_stream(run, tmp_path / "s.npz", "eata", batch_size=32).summary["fisher_data"]
     (run / FISHER_CACHE).write_bytes(b"torn")  # a damaged cache file is estimated again, never an error
     assert "from " not in predict_stream(run, tmp_path / "s.npz", "eata", batch_size=32).summary["fisher_data"]
+
+
+def relu_before_pool(model: TransferModel) -> TransferModel:
+    """``model`` (small_cnn) with each conv block in its order before the change: conv, BN, ReLU, max-pool."""
+    old = copy.deepcopy(model)
+    for g in ("conv1", "conv2"):
+        block = old.groups[g]
+        assert [type(m).__name__ for m in block] == ["Conv2d", "BatchNorm2d", "MaxPool2d", "ReLU"]
+        block._modules["2"], block._modules["3"] = block._modules["3"], block._modules["2"]
+    return old
+
+
+def test_small_cnn_pool_before_relu_computes_what_relu_before_pool_did(source_run: Path, noisy: torch.Tensor,
+                                                                       tmp_path: Path) -> None:
+    """Same logits (eval, and tent's batch statistics) and the same tent updates on real digits; weights saved
+    by the old order load into a run of the new one."""
+    new = load_run(source_run).model
+    old = relu_before_pool(new)
+    with torch.no_grad():
+        assert torch.equal(old.eval()(noisy), new.eval()(noisy))
+    got = {}
+    for name, model in (("old", copy.deepcopy(old)), ("new", copy.deepcopy(new))):
+        adapter = make_adapter("tent", model, FP32, 10, testtime.TentOptions(lr=1e-2))
+        logits, _ = adapt_stream(adapter, noisy, 64)
+        got[name] = (logits, [p.detach().clone() for p in adapter.params])
+    assert torch.allclose(got["old"][0], got["new"][0], atol=1e-5)
+    assert not torch.equal(got["new"][1][0], new.groups["conv1"][1].weight)  # tent moved it
+    for a, b in zip(got["old"][1], got["new"][1], strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    # a run folder whose weights were saved from the old order loads, strictly, and predicts the same
+    run = tmp_path / "run"
+    shutil.copytree(source_run, run)
+    trained = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v for k, v in old.state_dict().items()}
+    old.load_state_dict(trained)
+    save_tensors(run / "model.safetensors", {k: v.contiguous() for k, v in old.state_dict().items()},
+                 metadata={"format": "pt"})
+    with torch.no_grad():
+        assert torch.equal(load_run(run).model.eval()(noisy), old.eval()(noisy))
+
+
+def test_frozen_weights_held_in_bf16_change_no_value_and_are_put_back(source_model: TransferModel,
+                                                                      noisy: torch.Tensor,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under bf16 autocast, casting the frozen conv / linear weights once gives bit-identical logits, entropies
+    and adapted parameters to autocast's cast in every batch; after the stream they are fp32 again."""
+    before = {k: v.clone() for k, v in source_model.state_dict().items()}
+    affine = {n for n, p in source_model.named_parameters() if any(p is q for q in affine_parameters(source_model))}
+    assert len(affine) == 4
+
+    def run(method: str, cast: bool) -> tuple[torch.Tensor, list[float], dict[str, torch.Tensor]]:
+        model = copy.deepcopy(source_model)
+        seen: list[torch.dtype] = []
+        adapter = make_adapter(method, model, BF16_CL, 10)
+        with adapter.active():
+            seen = [model.groups["fc"][2].weight.dtype, model.groups["conv1"][1].weight.dtype]
+            logits, recs = [], []
+            for i in range(0, len(noisy), 64):
+                lg, rec = adapter.step(noisy[i : i + 64])
+                logits.append(lg)
+                recs.append(rec.entropy)
+        assert seen == ([torch.bfloat16, torch.float32] if cast else [torch.float32, torch.float32])
+        return torch.cat(logits), recs, model.state_dict()
+
+    for method in ("bn", "tent", "eata"):
+        logits, ent, state = run(method, True)
+        with monkeypatch.context() as m:
+            m.setattr(testtime, "frozen_weights_in_bf16", lambda *args: contextlib.nullcontext())
+            ref_logits, ref_ent, ref_state = run(method, False)
+        assert torch.equal(logits, ref_logits) and ent == ref_ent, method
+        assert {k: v.dtype for k, v in state.items()} == {k: v.dtype for k, v in before.items()}
+        for k, v in state.items():
+            assert torch.equal(v, ref_state[k]), (method, k)
+            if k not in affine:  # the frozen weights: the fp32 tensors as they were
+                assert torch.equal(v, before[k]), (method, k)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_keep_freed_memory_sets_glibc_thresholds_once() -> None:
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    assert keep_freed_memory() is True and keep_freed_memory() is True

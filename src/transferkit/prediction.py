@@ -229,7 +229,9 @@ def _adapt(adapt: str, loaded: LoadedRun, x: torch.Tensor, place: Placement, bat
            summary: dict[str, Any]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """The stream through ``adapt``; EATA's Fisher from the run's cache, else estimated (and cached)."""
     from transferkit.testtime import EataAdapter, adapt_stream, make_adapter
+    from transferkit.testtime_speed import keep_freed_memory
 
+    keep_freed_memory()  # each batch's freed activations and gradients are reused, not faulted in again
     adapter = make_adapter(adapt, loaded.model, place, len(loaded.spec.class_names), options)
     fisher_x, key, store = None, "", False
     if isinstance(adapter, EataAdapter):
@@ -250,10 +252,12 @@ def _adapt(adapt: str, loaded: LoadedRun, x: torch.Tensor, place: Placement, bat
 
 
 def _fisher_key(loaded: LoadedRun, samples: int, batch_size: int, place: Placement) -> str:
-    """What EATA's Fisher depends on: the run's weights and config, its options, batch size and placement."""
-    h = hashlib.sha256((loaded.path / "model.safetensors").read_bytes())
+    """What EATA's Fisher depends on: the run's weights (file size, inode, mtime, ctime: as git's index tells a
+    rewritten file; hashing the bytes took ~10 ms a call) and config, its options, batch size and placement."""
+    st = (loaded.path / "model.safetensors").stat()
+    h = hashlib.sha256(json.dumps([st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]).encode())
     h.update((loaded.path / "config.json").read_bytes())
-    h.update(json.dumps([samples, batch_size, place.describe(), torch.__version__, 1]).encode())
+    h.update(json.dumps([samples, batch_size, place.describe(), torch.__version__, 2]).encode())
     return h.hexdigest()
 
 

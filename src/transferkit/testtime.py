@@ -22,10 +22,11 @@ least ``share`` of the predictions *and* the mean entropy is below ``entropy * l
 reset to the source weights (optimiser state and EATA's moving average too) and the batch's record
 says ``reset``. A stream sorted by class looks the same, so resets are recorded, never hidden.
 
-Cost: a tent / eata batch is one forward and one backward (to the first normalisation layer). Under a
-channels-last placement the gradient reaching each channels-last activation is made channels-last
-(:func:`_grad_like_output`; a flatten sends back a contiguous one, and mixed layouts take slow kernels).
-``predict --adapt eata`` keeps EATA's Fisher estimate in the run folder (:mod:`transferkit.prediction`).
+Cost: a tent / eata batch is one forward and one backward (to the first normalisation layer). What
+makes it fast without changing a value is in :mod:`transferkit.testtime_speed` (channels-last gradients
+under a channels-last placement; frozen convolution / linear weights cast to bf16 once per stream under
+bf16 autocast). ``predict --adapt eata`` keeps EATA's Fisher estimate in the run folder
+(:mod:`transferkit.prediction`).
 
 Shape:
     - stream inputs: ``[N, *input_shape]`` (images, token ids, waveforms: whatever the model takes)
@@ -49,6 +50,7 @@ from torch import nn
 from transferkit.engine.precision import Placement, set_memory_format
 from transferkit.errors import ConfigError
 from transferkit.registry import Registry
+from transferkit.testtime_speed import frozen_weights_in_bf16, grad_like_output
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 NORM_LAYERS = (*BATCH_NORMS, nn.LayerNorm, nn.GroupNorm)
@@ -73,21 +75,6 @@ def affine_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The affine ``weight`` / ``bias`` of every normalisation layer: what ``tent`` and ``eata`` train."""
     return [p for m in model.modules() if isinstance(m, NORM_LAYERS)
             for p in (getattr(m, "weight", None), getattr(m, "bias", None)) if isinstance(p, nn.Parameter)]
-
-
-def _grad_like_output(module: nn.Module, inputs: Any, output: Any) -> None:
-    """Forward hook (channels-last placement, tent / eata): the gradient that flows back into a
-    channels-last activation is made channels-last too. A flatten before a linear layer sends back
-    a contiguous gradient, and every backward kernel between it and the first normalisation layer
-    (max-pool, ReLU, BatchNorm, convolution) then takes its slow mixed-layout path (the largest share
-    of a tent step's backward on small_cnn in one manual profile). Only the layout changes, never a value."""
-    if isinstance(output, torch.Tensor) and output.requires_grad and output.ndim == 4 \
-            and output.is_contiguous(memory_format=torch.channels_last):
-        output.register_hook(_channels_last)
-
-
-def _channels_last(grad: torch.Tensor) -> torch.Tensor:
-    return grad.contiguous(memory_format=torch.channels_last)
 
 
 @dataclass
@@ -187,7 +174,8 @@ class Adapter:
     @contextmanager
     def active(self) -> Iterator[Adapter]:
         """Adaptation mode for the duration: BatchNorm on batch statistics (running ones untouched),
-        everything else in eval mode, only the affine parameters trainable; all restored after."""
+        everything else in eval mode, only the affine parameters trainable, under bf16 autocast the frozen
+        convolution / linear weights held in bf16; all restored after."""
         m = self.model
         modes, grads = [(mod, mod.training) for mod in m.modules()], [p.requires_grad for p in m.parameters()]
         bns = [b for b in m.modules() if isinstance(b, BATCH_NORMS)]
@@ -204,9 +192,10 @@ class Adapter:
         if self.place.channels_last:
             set_memory_format(m, torch.channels_last)
             if self.trains:
-                hooks = [mod.register_forward_hook(_grad_like_output) for mod in m.modules() if not any(mod.children())]
+                hooks = [mod.register_forward_hook(grad_like_output) for mod in m.modules() if not any(mod.children())]
         try:
-            yield self
+            with frozen_weights_in_bf16(m, self.params if self.trains else [], self.place):
+                yield self
         finally:
             for h in hooks:
                 h.remove()

@@ -14,7 +14,10 @@ from transferkit.models.base import ModelSpec, TransferModel
 def small_cnn(spec: ModelSpec, width: int = 64, hidden: int = 512, dropout: float = 0.25) -> TransferModel:
     """conv 64 -> conv 128 -> fc 512 -> head, with BatchNorm; for small images such as 28x28 digits.
 
-    Groups: ``conv1``, ``conv2``, ``fc`` (features, ``hidden``-d), then the head.
+    Groups: ``conv1``, ``conv2``, ``fc`` (features, ``hidden``-d), then the head. A conv block is conv,
+    BatchNorm, max-pool, ReLU: ``relu(maxpool(x)) == maxpool(relu(x))`` exactly, and the pooled tensor is a
+    quarter of the size, so the ReLU (and its backward: ``predict --adapt tent``) costs a quarter. Weights
+    saved with the ReLU first load unchanged (indices 2 and 3 hold no parameters or buffers).
     """
     if len(spec.input_shape) != 3:
         raise ConfigError(f"small_cnn needs image input (C, H, W), got shape {spec.input_shape}")
@@ -26,8 +29,8 @@ def small_cnn(spec: ModelSpec, width: int = 64, hidden: int = 512, dropout: floa
         return nn.Sequential(
             nn.Conv2d(cin, cout, 3, padding=1, bias=False),
             nn.BatchNorm2d(cout),
+            nn.MaxPool2d(2),  # before the ReLU: the same values (ReLU is monotone), the ReLU on a quarter of them
             nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
         )
 
     flat = 2 * width * (h // 4) * (w // 4)
