@@ -222,12 +222,15 @@ def test_end_to_end_stage_trains_every_layer_after_the_probe(source_model: Trans
 
 def test_body_batches_never_exceed_the_labelled_set(source_model: TransferModel,
                                                     digits_fewshot: tuple[Tensors, Tensors]) -> None:
-    """A batch larger than the labelled set would only repeat texts (and cut the steps an epoch has)."""
-    from transferkit.strategies.contrastive import MIN_STEPS_PER_EPOCH
+    """A batch larger than the labelled set would only repeat texts (and cut the steps an epoch has). An epoch
+    has at least 8 steps and at least 4 passes: 8 steps of the whole set (a batch of it), or 4 passes of 32s."""
+    from transferkit.strategies.contrastive import MIN_PASSES, MIN_STEPS_PER_EPOCH
 
     n = len(digits_fewshot[0][0])
-    for bs, want in ((256, n), (32, 32)):
+    assert n == 100
+    for bs, want, passes in ((256, n, MIN_STEPS_PER_EPOCH), (32, 32, MIN_PASSES)):
         ctx = _ctx(source_model, digits_fewshot, val=False, batch_size=bs)
         ctx.info["contrastive"] = {}
         phase = make_strategy("contrastive")._body_phase(ctx)
-        assert phase.batch_size == want and len(phase.train[0]) // want >= MIN_STEPS_PER_EPOCH
+        assert phase.batch_size == want and len(phase.train[0]) == passes * n
+        assert len(phase.train[0]) // want >= MIN_STEPS_PER_EPOCH

@@ -89,7 +89,8 @@ RECIPES: dict[tuple[str, str], Recipe] = {
     ("minilm", "contrastive"): Recipe(
         {"lr": 2e-5, "head_lr_scale": 500.0, **_TEXT, "precision": BF16_IF_FAST},
         "docs/FEWSHOT.md, benchmarks/fewshot.py: body at 2e-5 (SetFit's rate), head probe at 1e-2, 5 epochs of at "
-        "least 8 steps, beside SetFit on the same labelled vader-movies snippets; loss chosen on validation texts; "
+        "least 8 steps and 4 passes (the passes chosen on movies 64/class validation texts), beside SetFit on the "
+        "same labelled vader-movies snippets; loss chosen on validation texts; "
         "bf16 autocast when the run's device computes bf16 natively (a CPU with native bf16: fewer CPU seconds than "
         "fp32 at the same validation accuracy, the select rows with and without bf16; a GPU that supports it), "
         "else fp32"),
