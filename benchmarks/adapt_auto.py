@@ -274,8 +274,10 @@ def _setup(doc: dict[str, Any]) -> list[str]:
             "training; else fewer for every candidate from the start); each rung pauses the candidates at an epoch of "
             "their one learning-rate schedule and the better half by the validator resumes from its checkpoints; "
             "before each rung the plan left is re-estimated from the survivors' measured seconds and the time left, "
-            "and the last rung ends where that allows, so the finalists have exactly a full run's training when the "
-            "default epochs fit. No epoch starts unless its expected seconds fit before the deadline."]
+            "and the last rung ends where that allows (when that is well before the schedule's end, the validator's "
+            "best finishes its schedule alone), so the finalists have exactly a full run's training when the default "
+            "epochs fit; time left after the last rung trains the pick again with a longer schedule, from its first "
+            "step, when that fits. No epoch starts unless its expected seconds fit before the deadline."]
 
 
 def render(doc: dict[str, Any]) -> str:
@@ -298,6 +300,8 @@ def render(doc: dict[str, Any]) -> str:
 
 def _rung_text(r: dict[str, Any]) -> str:
     """One rung of an auto run: candidates × epochs reached (the probe: the plan's epochs it sized)."""
+    if r["rung"] == "longer":
+        return f"the pick again ×{r['epochs']}" + (" (deadline: not used)" if "scores" not in r else "")
     if r["rung"] == "probe":
         n, e = len(r["seconds_per_epoch"]), r["probe_epochs"]
         return f"probe {n}×{e} (plan: {r['epochs']} of {r['full_epochs']} epochs)"

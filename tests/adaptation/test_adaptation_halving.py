@@ -14,22 +14,23 @@ from typing import Any, cast
 import pytest
 import torch
 
-from transferkit.adaptation import halving
+from transferkit.adaptation import budget_plan, halving
 from transferkit.adaptation.api import adapt
 from transferkit.adaptation.base import AdaptContext, Method, run_method
-from transferkit.adaptation.data import AdaptData
-from transferkit.adaptation.halving import (
+from transferkit.adaptation.budget_plan import (
+    LATER,
     SAFETY,
-    Paused,
-    Pausing,
     Tracked,
     fit_epochs,
     plan_cost,
     replan,
     rung_epochs,
+    seconds,
     survivors,
     truncated,
 )
+from transferkit.adaptation.data import AdaptData
+from transferkit.adaptation.halving import Paused, Pausing
 from transferkit.adaptation.methods import make_method
 from transferkit.adaptation.spec import AdaptSpec, parse_budget
 from transferkit.adaptation.stages import AdaptPlan, CandidateRun, Prepared
@@ -90,10 +91,10 @@ def test_the_position_not_the_epochs_trained_says_where_a_candidate_is() -> None
 def test_a_phase_not_reached_yet_costs_later_times_the_measured_one() -> None:
     """Self-training measured in its base phase (the first half of its plan): its second half is dearer."""
     t = Tracked(position=10, epochs=10, per_epoch=2.0, measured=0.5)
-    assert halving.seconds(t, 10, 40, 40) == pytest.approx(10 * 2.0 + 20 * 2.0 * halving.LATER)
-    assert halving.seconds(t, 25, 30, 40) == pytest.approx(5 * 2.0 * halving.LATER)
-    assert halving.seconds(Tracked(position=3, per_epoch=2.0), 3, 8, 40) == pytest.approx(10.0)  # one phase
-    assert halving.seconds(Tracked(per_epoch=2.0, done=True), 0, 8, 8) == 0.0
+    assert seconds(t, 10, 40, 40) == pytest.approx(10 * 2.0 + 20 * 2.0 * LATER)
+    assert seconds(t, 25, 30, 40) == pytest.approx(5 * 2.0 * LATER)
+    assert seconds(Tracked(position=3, per_epoch=2.0), 3, 8, 40) == pytest.approx(10.0)  # one phase
+    assert seconds(Tracked(per_epoch=2.0, done=True), 0, 8, 8) == 0.0
 
 
 def test_fit_epochs_shrinks_the_schedule_to_the_budget() -> None:
@@ -177,7 +178,7 @@ def _simulate(monkeypatch: pytest.MonkeyPatch, costs: list[float], quality: list
             t.position, t.done, t.per_epoch = end, True, 0.0
         while not t.done and t.position < target:
             c = costs[i] * (late if t.position >= end / 2 else 1.0) * (slow if t.position >= 1 else 1.0)
-            if deadline is not None and clock.now + (t.per_epoch or 0.0) * halving.SAFETY > deadline:
+            if deadline is not None and clock.now + (t.per_epoch or 0.0) * SAFETY > deadline:
                 t.timed_out = True
                 break
             clock.now += c
@@ -186,8 +187,18 @@ def _simulate(monkeypatch: pytest.MonkeyPatch, costs: list[float], quality: list
         rec = {"label": str(i), "validators": {"im": quality[i] * (1 - 0.5 ** t.position)}}
         t.run = CandidateRun(rec, cast(TransferModel, None))
 
+    def retrain(plan: Any, prep: Any, i: int, run: Any, wrapper: Pausing) -> CandidateRun:
+        for _ in range(prep.cfg.epochs):
+            if clock.now + wrapper.per_epoch * SAFETY > wrapper.deadline:  # type: ignore[operator]
+                raise Paused(cast(AdaptContext, None))
+            clock.now += costs[i] * slow
+        rec = {"label": str(i), "validators": {"im": quality[i] * (1 - 0.5 ** prep.cfg.epochs)}}
+        return CandidateRun(rec, cast(TransferModel, None))
+
     monkeypatch.setattr(halving, "advance", advance)
-    plan = cast(AdaptPlan, SimpleNamespace(candidates=[SimpleNamespace(label=str(i)) for i in range(len(costs))],
+    monkeypatch.setattr(halving, "train_candidate", retrain)
+    cands = [SimpleNamespace(label=str(i), method=_Two()) for i in range(len(costs))]
+    plan = cast(AdaptPlan, SimpleNamespace(candidates=cands,
                                            spec=SimpleNamespace(validator="im")))
     prep = Prepared(cast(TransferModel, None), {}, cast(AdaptData, None), TrainConfig(epochs=full))
     deadline = budget
@@ -226,6 +237,20 @@ def test_a_machine_slower_after_the_probe_ends_with_the_best_s_whole_schedule(
     assert rest[-1]["epochs"] == 56 and picked == ["7"] and end <= deadline
 
 
+def test_time_left_after_the_last_rung_trains_the_pick_again_with_a_longer_schedule(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine got twice as fast after the probe: the schedule sized then (fewer than 56 epochs) leaves time,
+    and the pick runs again with a longer schedule from its first step, within the deadline."""
+    quality = [1.0, 1.1, 1.2, 1.0, 0.9, 2.0, 1.5, 2.1]
+    rungs, picked, end, deadline = _simulate(monkeypatch, FONT, quality, 56, 300.0, slow=0.5)
+    probe, *rest, longer = rungs
+    assert probe["epochs"] < 56 and rest[-1]["final_epochs"] == probe["epochs"] and "note" not in rest[-1]
+    assert longer["rung"] == "longer" and longer["epochs"] >= 1.25 * probe["epochs"] and picked[0] == "7"
+    assert end <= deadline
+    rungs, _, end, deadline = _simulate(monkeypatch, FONT, quality, 56, 300.0)  # as fast as measured: no time left
+    assert rungs[-1]["rung"] != "longer" and end <= deadline
+
+
 @pytest.mark.parametrize("late", [1.0, 1.6, 4.0])
 @pytest.mark.parametrize("seed", range(12))
 def test_the_plan_never_passes_the_deadline(monkeypatch: pytest.MonkeyPatch, seed: int, late: float) -> None:
@@ -240,7 +265,7 @@ def test_the_plan_never_passes_the_deadline(monkeypatch: pytest.MonkeyPatch, see
     rungs, picked, end, deadline = _simulate(monkeypatch, costs, quality, full, max(budget, 1.2 * sum(costs)), late)
     # past the deadline by one epoch dearer than the last one measured at most (the reserve covers it)
     assert end <= deadline + (0.0 if late == 1 else max(costs) * late) and picked
-    last = rungs[-1]
+    last = rungs[-2] if rungs[-1]["rung"] == "longer" else rungs[-1]
     note = last.get("note", "")
     assert "skipped" in last or "as it stands" in note or "alone" in note or all(
         p >= last["epochs"] for p in last["positions"].values())
@@ -305,9 +330,7 @@ def test_a_short_budget_shortens_every_schedule(source_run: Path, tmp_path: Path
 
 def test_when_nothing_more_fits_the_pick_is_the_validator_s_best_as_it_stands(
         source_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from transferkit.adaptation import halving
-
-    monkeypatch.setattr(halving, "plan_cost", lambda *a, **kw: float("inf"))  # after the probe, nothing fits
+    monkeypatch.setattr(budget_plan, "plan_cost", lambda *a, **kw: float("inf"))  # after the probe, nothing fits
     res = adapt(source_run, "mnist5k", "digits8", method="auto", budget="10m", target_labels_for_eval="digits8",
                 options={"candidates": "coral,mmd", "trade_offs": "1"}, epochs=3, batch_size=64, precision="fp32",
                 progress="off", max_source=300, max_target=200)

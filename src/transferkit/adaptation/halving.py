@@ -16,6 +16,11 @@ of the candidates still training (not the dearest:
 that assumption left a third of the budget unused, docs/ADAPT_AUTO.md). A learning-rate schedule sized for ``E``
 cannot be lengthened once it has started without becoming another schedule, so ``E`` is never raised later:
 the schedule is sized to the most the finalists can expect, and the re-plans below decide how far into it they get.
+Time the plan leaves over (the machine got faster after the probe) goes to a *new* schedule: when the finalists
+complete theirs with time left for at least :data:`LONGER` times ``E`` epochs of the pick (its seconds measured),
+the pick trains again from the source model with the longest schedule that fits (at most the run's epochs) and
+that run replaces its ``E``-epoch one if it completes (``rungs``: ``longer``); the pick is then the validator's
+best of it and the runner-up.
 
 Re-planning (before every rung): from the seconds per epoch the *survivors* actually took (their latest rung: the
 machine's load now, self-training's second phase once reached) and the wall time actually left, the final
@@ -43,11 +48,24 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from transferkit.adaptation.base import AdaptContext, Method, validation_data
+from transferkit.adaptation.budget_plan import (
+    LONGER,
+    PROBE_EPOCHS,
+    SAFETY,
+    TAIL,
+    Tracked,
+    fit_epochs,
+    plan_cost,
+    replan,
+    rung_epochs,
+    survivors,
+    truncated,
+)
 from transferkit.adaptation.spec import parse_budget
 from transferkit.adaptation.stages import AdaptPlan, CandidateRun, Prepared, score_candidate, train_candidate
 from transferkit.adaptation.validators import score
@@ -60,42 +78,6 @@ from transferkit.runs import RunDir
 #: a fixed part, a share of the budget, and a share of what the run spent before the rungs (loading the data and
 #: the scores before adaptation, which take as long as the scores after it on a machine as busy).
 RESERVE_S, RESERVE_FRACTION, AFTER_SHARE = 10.0, 0.05, 0.5
-#: Expected seconds are the measured ones times this. With :data:`LATER`, a rung's seconds over those expected
-#: before it were 0.68-1.0 in the runs of 2026-12-02 16:30-16:50 (load 6-10), but 1.31 where the load rose from 7
-#: to 10 between the probe and the first rung: no margin covers that; the per-epoch deadline check keeps the budget.
-SAFETY = 1.05
-#: An epoch of a phase not reached yet (a later phase of the plan) is expected to cost this times the phase
-#: measured: self-training's second phase (a teacher's labels, consistency on re-styled copies) took 1.8x its
-#: first phase's seconds per epoch (20.7 / 11.5 s mnist5k->digits8, 3.60 / 2.04 s fontdigits->digits8, seed 0).
-LATER = 1.8
-PROBE_EPOCHS = 1
-#: When the re-plan ends the finalists before ``(1 - TAIL)`` of their schedule (a cosine's last tenth runs below
-#: 3% of the peak rate), the validator's current best finishes its whole schedule alone instead, if that fits: a
-#: machine that got slower after the probe (fontdigits->digits8 at load 10: 1.6 s per epoch in the probe, 2.6-4 s
-#: after) then still ends with an annealed model rather than two stopped mid-schedule.
-TAIL = 0.1
-
-
-def rung_epochs(final_epochs: int, n_candidates: int) -> list[int]:
-    """The epochs each rung trains to: halving ``n_candidates`` down to one, the last rung at ``final_epochs``."""
-    rungs = max(1, math.ceil(math.log2(max(1, n_candidates)))) + 1 if n_candidates > 1 else 1
-    return sorted({max(1, math.ceil(final_epochs / 2 ** (rungs - 1 - k))) for k in range(rungs)})
-
-
-def survivors(n: int, rungs: int) -> list[int]:
-    """Candidates alive in each of ``rungs`` rungs: halved (rounded up) each time, the last two finalists both
-    trained to the end (a method that gains late, e.g. self-training after its base phase, is not cut at a rung
-    that catches it mid-plan: fontdigits->digits8, docs/ADAPT_AUTO.md)."""
-    out = [max(1, math.ceil(n / 2**k)) for k in range(rungs)]
-    return [*out[:-1], min(2, n)] if rungs > 1 else [n]
-
-
-def truncated(stops: list[int], alive: list[int], final: int) -> tuple[list[int], list[int]]:
-    """The rungs ``stops`` (``alive`` candidates each) ending at position ``final``: the stops before it, then
-    ``final`` with as many candidates as the rung it replaces."""
-    kept = [s for s in stops if s < final] + [final]
-    return kept, alive[: len(kept)]
-
 
 class Paused(Exception):
     """Raised where a :class:`Pausing` method reaches its stop; holds the context (model as trained so far)."""
@@ -148,25 +130,6 @@ class Pausing(Method):
         self.inner.finish(ctx)
 
 
-@dataclass
-class Tracked:
-    """What halving knows of a candidate: its latest run, its ``position`` in its plan (the epoch a rung paused
-    it at: what rungs compare with their stops), the ``epochs`` it actually trained (fewer when a phase stopped
-    early), seconds per epoch (``None`` before the probe; the latest rung's), fixed seconds per call, whether its
-    plan is complete and whether the deadline paused it before its stop."""
-
-    run: CandidateRun | None = None
-    position: int = 0
-    epochs: int = 0
-    per_epoch: float | None = None
-    measured: float = 1.0  #: share of the plan through the end of the phase ``per_epoch`` was measured in
-    overhead: float = 0.0
-    done: bool = False
-    timed_out: bool = False
-    history: list[float] = field(default_factory=list)
-    ctx: AdaptContext | None = None  #: a paused candidate's context (to score it fully if the run stops there)
-
-
 def advance(plan: AdaptPlan, prep: Prepared, i: int, run: RunDir, stop: int | None, t: Tracked,
             deadline: float | None = None) -> None:
     """Train candidate ``i`` on to position ``stop`` of its plan (``None``: to its end; earlier when the deadline
@@ -204,60 +167,6 @@ def paused_run(plan: AdaptPlan, prep: Prepared, i: int, ctx: AdaptContext, secon
     return CandidateRun(rec, ctx.model, list(ctx.results))
 
 
-def seconds(t: Tracked, start: int, stop: int, end: int) -> float:
-    """Expected seconds for ``t`` to train from position ``start`` to ``stop`` of a plan of ``end`` epochs: its
-    measured seconds per epoch through the phase they were measured in, :data:`LATER` times that beyond it."""
-    if t.done or stop <= start:
-        return 0.0
-    edge = min(stop, max(start, round(t.measured * end)))
-    return ((edge - start) + (stop - edge) * LATER) * (t.per_epoch or 0.0)
-
-
-def plan_cost(ts: list[Tracked], alive: list[int], stops: list[int], counts: list[int], end: int | None = None
-              ) -> float:
-    """Expected seconds to train the rungs ``stops`` (``counts`` candidates each) of a plan of ``end`` epochs
-    (default: the last stop) from where the ``alive`` candidates are: the first rung trains each of them at its own
-    measured seconds (:func:`seconds`); a later rung's survivors are not known yet, so each costs the mean of what
-    the candidates still training would. Times :data:`SAFETY`."""
-    live = [i for i in alive if not ts[i].done]
-    if not live or not stops:
-        return 0.0
-    end = stops[-1] if end is None else end
-    total = sum(seconds(ts[i], ts[i].position, stops[0], end) + ts[i].overhead * (stops[0] > ts[i].position)
-                for i in live)
-    over = sum(ts[i].overhead for i in live) / len(live)
-    share = len(live) / len(alive)  # a finished candidate (e.g. adabn) may survive at no cost
-    for prev, stop, n in zip(stops, stops[1:], counts[1:], strict=False):
-        mean = sum(seconds(ts[i], prev, stop, end) for i in live) / len(live)
-        total += min(n, len(alive)) * share * (mean + over)
-    return total * SAFETY
-
-
-def fit_epochs(ts: list[Tracked], full: int, left: float) -> int:
-    """The schedule's epochs: the most (at most ``full``) whose halving plan of every candidate is expected to fit
-    ``left`` seconds (at least the probe's)."""
-    alive = list(range(len(ts)))
-    best = PROBE_EPOCHS
-    for e in range(PROBE_EPOCHS, full + 1):
-        stops = rung_epochs(e, len(ts))
-        if plan_cost(ts, alive, stops, survivors(len(ts), len(stops))) <= left:
-            best = e
-    return best
-
-
-def replan(ts: list[Tracked], alive: list[int], stops: list[int], counts: list[int], left: float) -> int | None:
-    """The furthest final position (at most ``stops[-1]``, the schedule's end) whose rungs from here, as
-    :func:`truncated` cuts them, are expected to fit ``left`` seconds; ``None`` when not one more epoch does."""
-    live = [ts[i].position for i in alive if not ts[i].done]
-    if not live:
-        return stops[-1]
-    best = None
-    for p in range(min(live) + 1, stops[-1] + 1):
-        if plan_cost(ts, alive, *truncated(stops, counts, p), stops[-1]) <= left:
-            best = p
-    return best
-
-
 def halve(plan: AdaptPlan, prep: Prepared, run: RunDir | None, started: float | None = None
           ) -> tuple[list[CandidateRun], list[dict[str, Any]]]:
     """Successive halving within ``plan.spec.budget`` counted from ``started`` (a ``perf_counter`` time; default
@@ -284,8 +193,7 @@ def _show(plan: AdaptPlan, prep: Prepared, k: int | str, i: int, t: Tracked) -> 
 
 
 def _score(plan: AdaptPlan, t: Tracked) -> float:
-    assert t.run is not None
-    return float(t.run.record["validators"][plan.spec.validator])
+    return float(t.run.record["validators"][plan.spec.validator])  # type: ignore[union-attr]
 
 
 def _halve(plan: AdaptPlan, prep: Prepared, run: RunDir, deadline: float, start: float
@@ -315,7 +223,9 @@ def _halve(plan: AdaptPlan, prep: Prepared, run: RunDir, deadline: float, start:
     if notes:
         sizing["note"] = "; ".join(notes)
     pp = replace(prep, cfg=replace(prep.cfg, epochs=epochs))
-    return _rungs(plan, pp, run, ts, deadline, start, [{"rung": "probe", **sizing}])
+    runs, rungs = _rungs(plan, pp, run, ts, deadline, start, [{"rung": "probe", **sizing}])
+    done = rungs[-1].get("final_epochs") == epochs and "note" not in rungs[-1]  # the finalists completed it
+    return _longer(plan, prep, runs, ts, deadline, rungs, epochs) if done and epochs < full else (runs, rungs)
 
 
 def _rungs(plan: AdaptPlan, prep: Prepared, run: RunDir, ts: list[Tracked], deadline: float, start: float,
@@ -332,7 +242,7 @@ def _rungs(plan: AdaptPlan, prep: Prepared, run: RunDir, ts: list[Tracked], dead
         if k > 0 and final < total * (1 - TAIL):  # the finalists would stop well before their schedule's end
             best = max(alive, key=lambda i: _score(plan, ts[i]))
             if plan_cost(ts, [best], [total], [1], total) <= left:
-                return _alone(plan, prep, run, ts, best, deadline, rungs, k, final)
+                return _alone(plan, prep, run, ts, alive, deadline, rungs, k, final)
         plan_stops, plan_counts = truncated(stops[k:], counts[k:], final)
         stop, last = plan_stops[0], len(plan_stops) == 1
         expected = plan_cost(ts, alive, [stop], [len(alive)], total)
@@ -362,6 +272,36 @@ def _rungs(plan: AdaptPlan, prep: Prepared, run: RunDir, ts: list[Tracked], dead
     raise AssertionError("the last rung returns")  # pragma: no cover
 
 
+def _longer(plan: AdaptPlan, prep: Prepared, runs: list[CandidateRun], ts: list[Tracked], deadline: float,
+            rungs: list[dict[str, Any]], epochs: int) -> tuple[list[CandidateRun], list[dict[str, Any]]]:
+    """Time left after the finalists completed their ``epochs``-epoch schedule: the validator's pick trains again
+    from the source model with the longest schedule (at most ``prep``'s epochs, the run's own, and at least
+    :data:`LONGER` times ``epochs``) its measured seconds fit, a new schedule from its first step, and replaces its
+    run if that completes (the pick is then the validator's best of it and the runner-up)."""
+    v, labels = plan.spec.validator, [c.label for c in plan.candidates]
+    pick = max(runs, key=lambda r: r.record["validators"][v])
+    i, left = labels.index(pick.record["label"]), deadline - time.perf_counter()
+    t = ts[i]
+    fits = [e for e in range(math.ceil(epochs * LONGER), prep.cfg.epochs + 1)
+            if (e * (t.per_epoch or 0.0) + t.overhead) * SAFETY <= left]
+    if not fits or not t.per_epoch:
+        return runs, rungs
+    t0, wrapper = time.perf_counter(), Pausing(plan.candidates[i].method, 1 << 30, deadline, t.per_epoch)
+    try:
+        new = train_candidate(plan, replace(prep, cfg=replace(prep.cfg, epochs=fits[-1])), i, None, wrapper)
+    except Paused:
+        rungs.append({"rung": "longer", "epochs": fits[-1], "seconds": time.perf_counter() - t0,
+                      "note": f"the deadline came first: its {epochs}-epoch run kept"})
+        return runs, rungs
+    print(f"[auto longer] {labels[i]}: epoch {fits[-1]}/{fits[-1]} {v} {new.record['validators'][v]:.4f}",
+          file=sys.stderr, flush=True)
+    rungs.append({"rung": "longer", "epochs": fits[-1], "seconds": time.perf_counter() - t0,
+                  "scores": {labels[i]: new.record["validators"][v]}, "kept": [labels[i]],
+                  "note": f"time left: the pick trained again with a {fits[-1]}-epoch schedule, in place of its "
+                          f"{epochs}-epoch run"})
+    return [new if r is pick else r for r in runs], rungs
+
+
 def _final(plan: AdaptPlan, prep: Prepared, i: int, t: Tracked) -> CandidateRun:
     """``t``'s run scored as a finished candidate's (every validator, accuracy on labelled eval data)."""
     assert t.run is not None
@@ -370,19 +310,25 @@ def _final(plan: AdaptPlan, prep: Prepared, i: int, t: Tracked) -> CandidateRun:
     return score_candidate(plan, prep, i, t.ctx, t.run.record["train_seconds"], t.ctx.results)
 
 
-def _alone(plan: AdaptPlan, prep: Prepared, run: RunDir, ts: list[Tracked], best: int, deadline: float,
+def _alone(plan: AdaptPlan, prep: Prepared, run: RunDir, ts: list[Tracked], alive: list[int], deadline: float,
            rungs: list[dict[str, Any]], k: int, final: int) -> tuple[list[CandidateRun], list[dict[str, Any]]]:
-    """The validator's current best trains to the end of its schedule alone (the rest would stop at ``final``)."""
-    t0, total, t = time.perf_counter(), prep.cfg.epochs, ts[best]
-    advance(plan, prep, best, run, None, t, deadline)
-    _show(plan, prep, f"{k} (alone)", best, t)
-    label = plan.candidates[best].label
-    rungs.append({"rung": k, "epochs": total if t.done else t.position, "final_epochs": total,
-                  "seconds": time.perf_counter() - t0, "scores": {label: _score(plan, t)}, "kept": [label],
+    """The validator's current best trains to the end of its schedule first (the finalists' plan would stop both
+    at ``final``); then the runner-up too if the time left is expected to fit it (the estimate erred high)."""
+    t0, total, labels = time.perf_counter(), prep.cfg.epochs, [c.label for c in plan.candidates]
+    order = sorted(alive, key=lambda i: -_score(plan, ts[i]))[:2]
+    for n, i in enumerate(order):
+        if n and not (ts[order[0]].done and plan_cost(ts, [i], [total], [1], total) <= deadline - time.perf_counter()):
+            order = order[:1]
+            break
+        advance(plan, prep, i, run, None, ts[i], deadline)
+        _show(plan, prep, f"{k} (alone)" if n == 0 else f"{k} (runner-up)", i, ts[i])
+    rungs.append({"rung": k, "epochs": total, "final_epochs": total, "seconds": time.perf_counter() - t0,
+                  "scores": {labels[i]: _score(plan, ts[i]) for i in order}, "kept": [labels[order[0]]],
+                  "positions": {labels[i]: total if ts[i].done else ts[i].position for i in order},
                   "note": f"the finalists' plan would stop at {final} of the schedule's {total} epochs: the "
-                          "validator's best finished its schedule alone" + (
-                              "" if t.done else " (the deadline came first: as it stands)")})
-    return [_final(plan, prep, best, t)], rungs
+                          "validator's best finished its schedule alone" + ", then the runner-up" * (len(order) > 1)
+                          + " (the deadline came first: as it stands)" * (not ts[order[0]].done)})
+    return [_final(plan, prep, i, ts[i]) for i in order], rungs
 
 
 def _cut_short(plan: AdaptPlan, prep: Prepared, ts: list[Tracked], alive: list[int], rungs: list[dict[str, Any]],
