@@ -40,6 +40,7 @@ from transferkit.pipeline import SPLIT
 from transferkit.prediction import FISHER_CACHE, clean_inputs, predict_to_csv
 from transferkit.runs import load_run
 from transferkit.testtime import EataOptions, adapt_stream, make_adapter, norm_inventory
+from transferkit.testtime_speed import keep_freed_memory
 
 METHODS = ["none", "bn", "tent", "eata"]
 TIMED = [*METHODS, "eata-first"]  # eata-first: the run's first eata call, which estimates (and caches) the Fisher
@@ -113,11 +114,12 @@ def throughput(ctx: Context, run: Path, n: int) -> dict[str, Any]:
             call(m)
             times[m].append(time.perf_counter() - t0)
     rate = {m: n / statistics.median(t) for m, t in times.items()}
+    kept = keep_freed_memory()  # already set by the first --adapt call: reports whether it is in place
     best = {m: n / min(t) for m, t in times.items()}  # fastest repeat: least inflated by other processes' load
     return {"samples_per_second": rate, "seconds": times, "repeats": repeats, "n": n,
             "ratio_to_plain": {m: rate[m] / rate["none"] for m in TIMED},
             "samples_per_second_best": best, "ratio_to_plain_best": {m: best[m] / best["none"] for m in TIMED},
-            "load_average_1min": loads}
+            "load_average_1min": loads, "glibc_keeps_freed_memory": kept}
 
 
 def backbones() -> list[dict[str, Any]]:
@@ -229,13 +231,19 @@ def render(doc: dict[str, Any]) -> str:
              "placement stay the same): its row is a call that finds it; the first call on a run estimates it "
              "(timed with the file removed before each call).",
              "The methods are the papers' (every batch adapts every normalisation layer's affine parameters, "
-             "one optimiser step per batch); the speed work changed only how a step runs: gradients reaching "
-             "channels-last activations are made channels-last (a flatten sent back contiguous ones, and mixed "
-             "layouts took slow pooling / ReLU / BatchNorm backward kernels), and eata's Fisher is cached. What "
-             "is left is the backward itself (in one manual torch.profiler run: about as long as the forward, "
-             "mostly the second "
-             "convolution's input gradient and the memory-bound pooling / ReLU / BatchNorm backward of the "
-             "full-resolution first block), which plain predict does not run.",
+             "one optimiser step per batch); the speed work changed only how a step runs, never a value "
+             "(tests/test_testtime_speed.py): gradients reaching channels-last activations are made channels-last "
+             "(a flatten sent back contiguous ones, and mixed layouts took slow pooling / ReLU / BatchNorm backward "
+             "kernels); under bf16 autocast the frozen convolution / linear weights are cast once per stream, not "
+             "in every batch; the memory a batch frees stays with the process for the next batch instead of being "
+             "faulted in again (glibc `mallopt`, set by the first `--adapt` call: "
+             f"{'in place' if sp.get('glibc_keeps_freed_memory') else 'not available'} here, so after the "
+             "warm-up round for every timed command, plain ones too); eata's Fisher is cached. small_cnn itself "
+             "max-pools before its ReLU (the same values, the ReLU on a quarter of them: plain predict gains too). "
+             "What is left is the backward itself (in one manual torch.profiler run: mostly the second "
+             "convolution's input gradient and memory-bound work on the full-resolution first block: the max-pool "
+             "backward's zero fill and scatter, and the train-mode BatchNorm and max-pool-with-indices forward), "
+             "which plain predict does not run.",
              f"Checks (>= 5 points gain and <= 1 point clean drop for the better of tent/eata): "
              f"{'all passed' if not failed else '; '.join(failed)}. {target_line(sp)}", "",
              "## Accuracy by corruption and severity (%)", "", *table(["segment", *METHODS], cells), "",
