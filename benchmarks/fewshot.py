@@ -77,12 +77,13 @@ VARIANTS: dict[str, dict[str, str]] = {
     # the recipe's training settings (a TrainConfig field in a variant overrides the recipe's)
     "pairs, lr 2e-5, prompt head, bf16": {"loss": "pairs", "head": "prompts", "precision": "bf16"},
     # 64/class (issue 19's 64-label criteria): training that grows with the labels, an end-to-end stage, the rate
-    "pairs, lr 2e-5, prompt head, bf16, end-to-end 2 epochs": {"loss": "pairs", "head": "prompts", "precision": "bf16",
-                                                               "finetune_epochs": "2"},
-    "pairs, lr 2e-5, prompt head, bf16, batch 32": {"loss": "pairs", "head": "prompts", "precision": "bf16",
-                                                    "batch_size": "32"},
-    "pairs, lr 5e-5, prompt head, bf16": {"loss": "pairs", "head": "prompts", "precision": "bf16",
-                                          "body_lr_scale": "2.5"},
+    # (the passes each ran with, named: MIN_PASSES came after them)
+    "pairs, lr 2e-5, prompt head, bf16, 1 pass, end-to-end 2 epochs": {
+        "loss": "pairs", "head": "prompts", "precision": "bf16", "passes": "1", "finetune_epochs": "2"},
+    "pairs, lr 2e-5, prompt head, bf16, batch 32, 2 passes": {"loss": "pairs", "head": "prompts", "precision": "bf16",
+                                                              "batch_size": "32", "passes": "2"},
+    "pairs, lr 5e-5, prompt head, bf16, 1 pass": {"loss": "pairs", "head": "prompts", "precision": "bf16",
+                                                  "body_lr_scale": "2.5", "passes": "1"},
     "pairs, lr 2e-5, prompt head, bf16, 4 passes": {"loss": "pairs", "head": "prompts", "precision": "bf16",
                                                     "passes": "4"},
     # the recipe before MIN_PASSES (8 steps an epoch: 1 pass at 64/class), named so that it stays that

@@ -242,7 +242,10 @@ def render(doc: dict[str, Any], tasks: dict[str, Any], pair: Any) -> str:
         "seed); no test text was read. The head rule (`head=auto`: label-name prompts when every class name is "
         "one token of the encoder's vocabulary, else class means) was checked on sms-spam's validation texts "
         "(prompt head vs mean head rows); bf16 autocast against fp32 on movies (the `bf16` row against the row "
-        "without it). CPU seconds of a row depend on the thread count it ran with (`--threads`; recorded per "
+        "without it); the body epoch's length at 64/class (at least 4 passes over the labelled texts: the `4 passes` "
+        "row against `1 pass`, what 8 steps an epoch gave at 64/class before; at 8/class both rules give 8 passes), "
+        "beside the other movies-64 rows (batch size, learning rate, an end-to-end stage). CPU seconds of a row "
+        "depend on the thread count it ran with (`--threads`; recorded per "
         "cell in docs/fewshot.json).",
         "",
         *_select_rows(doc),
