@@ -12,8 +12,8 @@ timed (the probe; the first epoch of its plan, trained under the default schedul
 known yet). ``E`` is then the most epochs (at most the run's own, the iteration budget's) whose plan is expected
 to fit the time left: each candidate's measured seconds per epoch for the rung that trains them all (a phase it
 has not reached yet, :data:`LATER` times those), and for the later rungs, whose survivors are not known, the mean
-of the candidates still training (not the dearest:
-that assumption left a third of the budget unused, docs/ADAPT_AUTO.md). A learning-rate schedule sized for ``E``
+of the candidates still training (not the dearest: that assumption left a third of the budget unused,
+docs/ADAPT_AUTO.md). A learning-rate schedule sized for ``E``
 cannot be lengthened once it has started without becoming another schedule, so ``E`` is never raised later:
 the schedule is sized to the most the finalists can expect, and the re-plans below decide how far into it they get.
 Time the plan leaves over (the machine got faster after the probe) goes to a *new* schedule: when the finalists
@@ -29,16 +29,16 @@ When ``p = E`` the finalists end exactly where a full run of their method at ``E
 epochs: the very training of ``adapt`` without a budget); when ``p`` is in the schedule's last tenth
 (:data:`TAIL`) they stop at epoch ``p``, where the cosine's learning rate is below 3% of its peak; when ``p`` is
 earlier (the machine got slower after the probe), the validator's current best finishes its schedule alone if
-that fits (not before the first rung: the probe ranks one-epoch-old candidates), else the finalists stop at
-``p``.
-``metrics.json`` ``rungs`` says which. When not even one more epoch fits, the pick is the validator's best as it
-stands.
+that fits (not before the first rung: the probe ranks one-epoch-old candidates; the runner-up follows if its rest
+then fits), else the finalists stop at ``p``. ``metrics.json`` ``rungs`` says which. When not even one more
+epoch fits, the pick is the validator's best as it stands.
 
 The guarantee: the budget counts from the ``adapt`` call (loading the data included); a reserve is kept for the
 scoring and writing after the rungs (:data:`RESERVE_S`, :data:`RESERVE_FRACTION`, :data:`AFTER_SHARE`), and every
 epoch starts only when its expected seconds fit before the deadline (else the candidate pauses there and the run
-ends with the validator's best), so a plan that guessed low cannot overrun. The interpreter's start before the
-call is outside it. A paused candidate is ranked by the selection validator alone.
+ends with the validator's best), so a plan that guessed low overruns by at most one epoch dearer than the one
+measured before it, inside the reserve. The interpreter's start before the call is outside it. A paused
+candidate is ranked by the selection validator alone.
 """
 
 from __future__ import annotations
