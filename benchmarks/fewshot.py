@@ -86,6 +86,8 @@ VARIANTS: dict[str, dict[str, str]] = {
                                                   "body_lr_scale": "2.5", "passes": "1"},
     "pairs, lr 2e-5, prompt head, bf16, 4 passes": {"loss": "pairs", "head": "prompts", "precision": "bf16",
                                                     "passes": "4"},
+    "pairs, lr 2e-5, prompt head, bf16, 8 passes": {"loss": "pairs", "head": "prompts", "precision": "bf16",
+                                                    "passes": "8"},
     # the recipe before MIN_PASSES (8 steps an epoch: 1 pass at 64/class), named so that it stays that
     "pairs, lr 2e-5, prompt head, bf16, 1 pass": {"loss": "pairs", "head": "prompts", "precision": "bf16",
                                                   "passes": "1"},

@@ -244,8 +244,8 @@ def render(doc: dict[str, Any], tasks: dict[str, Any], pair: Any) -> str:
         "(prompt head vs mean head rows); bf16 autocast against fp32 on movies (the `bf16` row against the row "
         "without it); the body epoch's length at 64/class (at least 4 passes over the labelled texts: the `4 passes` "
         "row against `1 pass`, what 8 steps an epoch gave at 64/class before; at 8/class both rules give 8 passes), "
-        "beside the other movies-64 rows (batch size, learning rate, an end-to-end stage). CPU seconds of a row "
-        "depend on the thread count it ran with (`--threads`; recorded per "
+        "beside the other movies-64 rows (8 passes, batch size, learning rate, an end-to-end stage). CPU seconds of a "
+        "row depend on the thread count it ran with (`--threads`; recorded per "
         "cell in docs/fewshot.json).",
         "",
         *_select_rows(doc),
