@@ -105,6 +105,7 @@ def throughput(ctx: Context, run: Path, n: int) -> dict[str, Any]:
         predict_to_csv(run, ctx.work / "stream_x.npz", ctx.work / f"pred-{m}.csv",
                        adapt=None if m == "none" else m.removesuffix("-first"), overwrite=True)
 
+    kept = keep_freed_memory()  # as `transferkit predict --adapt` sets it for its process (cli_tools.py)
     for m in TIMED:  # untimed warm-up round, every method alike: first-call costs (lazy imports, oneDNN
         call(m)      # primitives for the backward's shapes) are not per-prediction costs
     for _ in range(repeats):
@@ -114,7 +115,6 @@ def throughput(ctx: Context, run: Path, n: int) -> dict[str, Any]:
             call(m)
             times[m].append(time.perf_counter() - t0)
     rate = {m: n / statistics.median(t) for m, t in times.items()}
-    kept = keep_freed_memory()  # already set by the first --adapt call: reports whether it is in place
     best = {m: n / min(t) for m, t in times.items()}  # fastest repeat: least inflated by other processes' load
     return {"samples_per_second": rate, "seconds": times, "repeats": repeats, "n": n,
             "ratio_to_plain": {m: rate[m] / rate["none"] for m in TIMED},
@@ -236,9 +236,10 @@ def render(doc: dict[str, Any]) -> str:
              "(a flatten sent back contiguous ones, and mixed layouts took slow pooling / ReLU / BatchNorm backward "
              "kernels); under bf16 autocast the frozen convolution / linear weights are cast once per stream, not "
              "in every batch; the memory a batch frees stays with the process for the next batch instead of being "
-             "faulted in again (glibc `mallopt`, set by the first `--adapt` call: "
-             f"{'in place' if sp.get('glibc_keeps_freed_memory') else 'not available'} here, so after the "
-             "warm-up round for every timed command, plain ones too); eata's Fisher is cached. small_cnn itself "
+             "faulted in again (glibc `mallopt`, which `transferkit predict --adapt` sets for its own process; the "
+             f"benchmark sets it before its timed rounds, so for every timed command, plain ones too: "
+             f"{'in place' if sp.get('glibc_keeps_freed_memory') else 'not available'} here); "
+             "eata's Fisher is cached. small_cnn itself "
              "max-pools before its ReLU (the same values, the ReLU on a quarter of them: plain predict gains too). "
              "What is left is the backward itself (in one manual torch.profiler run: mostly the second "
              "convolution's input gradient and memory-bound work on the full-resolution first block: the max-pool "

@@ -86,6 +86,10 @@ def run(args: argparse.Namespace) -> int | None:
         if args.out is not None:
             check_output_file(args.out, args.overwrite, lambda head: head.startswith(b"input,class"),
                               "transferkit predict")
+        if args.adapt is not None:  # this process is short-lived: keep each batch's freed memory for the next
+            from transferkit.testtime_speed import keep_freed_memory  # (a library caller decides for its own)
+
+            keep_freed_memory()
         print(predict_to_csv(args.run, args.inputs, args.out, args.top_k, skip_bad_files=args.skip_bad_files,
                              label_column=args.label_column, text_column=args.text_column, adapt=args.adapt,
                              batch_size=args.batch_size, labels_if_any=args.labels_if_any,

@@ -229,9 +229,7 @@ def _adapt(adapt: str, loaded: LoadedRun, x: torch.Tensor, place: Placement, bat
            summary: dict[str, Any]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """The stream through ``adapt``; EATA's Fisher from the run's cache, else estimated (and cached)."""
     from transferkit.testtime import EataAdapter, adapt_stream, make_adapter
-    from transferkit.testtime_speed import keep_freed_memory
 
-    keep_freed_memory()  # each batch's freed activations and gradients are reused, not faulted in again
     adapter = make_adapter(adapt, loaded.model, place, len(loaded.spec.class_names), options)
     fisher_x, key, store = None, "", False
     if isinstance(adapter, EataAdapter):
