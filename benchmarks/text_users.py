@@ -10,8 +10,9 @@ recipe that reaches the benchmark's rates by another split of ``lr`` and ``head_
 tests/test_text_users.py parses each command with the CLI's own parser and checks the round trip.
 
 ``contrastive`` and SetFit come from benchmarks/fewshot.py (docs/fewshot.json, cells ``movies-64|*``): the same
-seeded split and 500-text test draws, but neither side gets a validation draw (the CLI's ``--shots 64`` adds one
-for early stopping; contrastive's recipe trains a fixed schedule either way).
+seeded split and 500-text test draws, but neither side gets a validation draw, so contrastive trains its recipe's
+whole schedule there; the CLI's ``--shots 64`` adds a validation draw, on which the recipe's body and probe phases
+early-stop (the recipe's patience) and keep their best epoch, so the command does not train exactly the cells.
 """
 
 from __future__ import annotations
