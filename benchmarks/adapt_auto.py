@@ -302,7 +302,10 @@ def render(doc: dict[str, Any]) -> str:
 def _rung_text(r: dict[str, Any]) -> str:
     """One rung of an auto run: candidates × epochs reached (the probe: the plan's epochs it sized)."""
     if r["rung"] == "longer":
-        return f"the pick again ×{r['epochs']}" + (" (deadline: not used)" if "scores" not in r else "")
+        note = r.get("note", "")
+        return f"the pick again ×{r['epochs']}" + (" (failed: not used)" if note.startswith("failed") else
+                                                    " (deadline: not used)" if "scores" not in r else
+                                                    " (lower score: not used)" if "run kept" in note else "")
     if r["rung"] == "probe":
         n, e = len(r["seconds_per_epoch"]), r["probe_epochs"]
         return f"probe {n}×{e} (plan: {r['epochs']} of {r['full_epochs']} epochs)"

@@ -161,11 +161,13 @@ class _Clock:
 
 
 def _simulate(monkeypatch: pytest.MonkeyPatch, costs: list[float], quality: list[float], full: int, budget: float,
-              late: float = 1.0, slow: float = 1.0) -> tuple[list[dict[str, Any]], list[str], float, float]:
+              late: float = 1.0, slow: float = 1.0, longer: float | Exception | None = None,
+              ) -> tuple[list[dict[str, Any]], list[str], float, float]:
     """halving's plan on a fake clock: candidate ``i`` costs ``costs[i]`` s per epoch (0: finished by the probe,
     as adabn), ``late`` times that in the second half of its schedule, ``slow`` times after the probe; its
     validator score rises with its position towards ``quality[i]``. Returns the rungs, the labels returned, the
-    clock at the end and the deadline."""
+    clock at the end and the deadline. ``longer``: the validator score of a retrained (longer) run, or the error
+    it raises."""
     clock = _Clock()
     monkeypatch.setattr(halving.time, "perf_counter", clock)
     monkeypatch.setattr(halving, "_show", lambda *a: None)
@@ -192,7 +194,10 @@ def _simulate(monkeypatch: pytest.MonkeyPatch, costs: list[float], quality: list
             if clock.now + wrapper.per_epoch * SAFETY > wrapper.deadline:  # type: ignore[operator]
                 raise Paused(cast(AdaptContext, None))
             clock.now += costs[i] * slow
-        rec = {"label": str(i), "validators": {"im": quality[i] * (1 - 0.5 ** prep.cfg.epochs)}}
+        if isinstance(longer, Exception):
+            raise longer
+        score = quality[i] * (1 - 0.5 ** prep.cfg.epochs) if longer is None else longer
+        rec = {"label": str(i), "validators": {"im": score}}
         return CandidateRun(rec, cast(TransferModel, None))
 
     monkeypatch.setattr(halving, "advance", advance)
@@ -249,6 +254,18 @@ def test_time_left_after_the_last_rung_trains_the_pick_again_with_a_longer_sched
     assert end <= deadline
     rungs, _, end, deadline = _simulate(monkeypatch, FONT, quality, 56, 300.0)  # as fast as measured: no time left
     assert rungs[-1]["rung"] != "longer" and end <= deadline
+
+
+@pytest.mark.parametrize("outcome", [0.01, RuntimeError("diverged")])
+def test_a_longer_run_that_scores_lower_or_fails_leaves_the_finished_runs(
+        monkeypatch: pytest.MonkeyPatch, outcome: float | Exception) -> None:
+    """The retrained pick scores lower by the validator than its shorter run (or fails): the shorter run stays
+    among the finalists, so the validator still picks the best of everything that finished."""
+    quality = [1.0, 1.1, 1.2, 1.0, 0.9, 2.0, 1.5, 2.1]
+    rungs, picked, end, deadline = _simulate(monkeypatch, FONT, quality, 56, 300.0, slow=0.5, longer=outcome)
+    longer = rungs[-1]
+    assert longer["rung"] == "longer" and picked[0] == "7" and end <= deadline
+    assert ("run kept" in longer["note"]) and ("failed" in longer["note"]) == isinstance(outcome, Exception)
 
 
 @pytest.mark.parametrize("late", [1.0, 1.6, 4.0])

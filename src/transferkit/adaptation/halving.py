@@ -276,8 +276,9 @@ def _longer(plan: AdaptPlan, prep: Prepared, runs: list[CandidateRun], ts: list[
             rungs: list[dict[str, Any]], epochs: int) -> tuple[list[CandidateRun], list[dict[str, Any]]]:
     """Time left after the finalists completed their ``epochs``-epoch schedule: the validator's pick trains again
     from the source model with the longest schedule (at most ``prep``'s epochs, the run's own, and at least
-    :data:`LONGER` times ``epochs``) its measured seconds fit, a new schedule from its first step, and replaces its
-    run if that completes (the pick is then the validator's best of it and the runner-up)."""
+    :data:`LONGER` times ``epochs``) its measured seconds fit, a new schedule from its first step. If that completes,
+    the validator keeps the better of the pick's two runs, and then picks among the finalists as always; if it
+    stops at the deadline or fails, the finished runs stand."""
     v, labels = plan.spec.validator, [c.label for c in plan.candidates]
     pick = max(runs, key=lambda r: r.record["validators"][v])
     i, left = labels.index(pick.record["label"]), deadline - time.perf_counter()
@@ -293,13 +294,22 @@ def _longer(plan: AdaptPlan, prep: Prepared, runs: list[CandidateRun], ts: list[
         rungs.append({"rung": "longer", "epochs": fits[-1], "seconds": time.perf_counter() - t0,
                       "note": f"the deadline came first: its {epochs}-epoch run kept"})
         return runs, rungs
-    print(f"[auto longer] {labels[i]}: epoch {fits[-1]}/{fits[-1]} {v} {new.record['validators'][v]:.4f}",
+    except Exception as exc:  # an optional run (e.g. diverged past its retries): the finished finalists stand
+        print(f"[auto longer] {labels[i]}: failed ({exc}); its {epochs}-epoch run kept", file=sys.stderr, flush=True)
+        rungs.append({"rung": "longer", "epochs": fits[-1], "seconds": time.perf_counter() - t0,
+                      "note": f"failed ({type(exc).__name__}): its {epochs}-epoch run kept"})
+        return runs, rungs
+    score, before = new.record["validators"][v], pick.record["validators"][v]
+    print(f"[auto longer] {labels[i]}: epoch {fits[-1]}/{fits[-1]} {v} {score:.4f} (was {before:.4f})",
           file=sys.stderr, flush=True)
+    better = score > before  # the validator keeps the better of the pick's two runs; it then picks among finalists
     rungs.append({"rung": "longer", "epochs": fits[-1], "seconds": time.perf_counter() - t0,
-                  "scores": {labels[i]: new.record["validators"][v]}, "kept": [labels[i]],
-                  "note": f"time left: the pick trained again with a {fits[-1]}-epoch schedule, in place of its "
-                          f"{epochs}-epoch run"})
-    return [new if r is pick else r for r in runs], rungs
+                  "scores": {labels[i]: score}, "kept": [labels[i]],
+                  "note": (f"time left: the pick trained again with a {fits[-1]}-epoch schedule, kept in place of "
+                           f"its {epochs}-epoch run (higher {v})" if better else
+                           f"time left: the pick trained again with a {fits[-1]}-epoch schedule; its {epochs}-epoch "
+                           f"run kept (higher {v})")})
+    return ([new if r is pick else r for r in runs] if better else runs), rungs
 
 
 def _final(plan: AdaptPlan, prep: Prepared, i: int, t: Tracked) -> CandidateRun:
