@@ -68,10 +68,12 @@ from text_rows import (
     RECIPES,
     SPAM,
     TEMPLATE_CANDIDATES,
+    TRAIN_FIXED,
     UDA_DOMAINS,
     UDA_SEEDS,
     ZS_ENSEMBLE,
     ZS_TEMPLATES,
+    head_lr_scale,
 )
 
 from transferkit.data import ArrayDataset, Splits, kshot, load_dataset, split
@@ -139,8 +141,8 @@ class Bench:
         train, val, tests = self.task(domain, seed)
         options, overrides = RECIPES[strategy]
         base = strategy.split("@")[0]  # "full@5e-5": the strategy full with another learning rate
-        tc = TrainConfig(**{"epochs": self.cfg["epochs"], "patience": self.cfg["patience"], "batch_size": 16,
-                            "precision": "fp32", "progress": "off", "seed": seed, **overrides})
+        tc = TrainConfig(**{"epochs": self.cfg["epochs"], "patience": self.cfg["patience"], **TRAIN_FIXED,
+                            "progress": "off", "seed": seed, **overrides})
         model = copy.deepcopy(self.source)
         torch.manual_seed(seed)  # the new head's initialisation must not depend on the cells run before
         model.reset_head(train.class_names)
@@ -153,11 +155,10 @@ class Bench:
         def t(d: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor]:
             return torch.from_numpy(d.x), torch.from_numpy(d.require_labels())
 
-        probed = "lp_ft" in (base, options.get("base"))  # the probe phase's rate: 100 x lr (3e-3)
         pools, dropped = self.pools(strategy, domain, seed, tests) if base == "self_train" else ([], 0)
         x_unl, groups = pool_inputs([torch.from_numpy(p_.x) for p_ in pools]) if pools else (None, None)
         ctx = TransferContext(model, {}, t(train), t(val), tc, fresh, cache=self.cache,
-                              head_lr_scale=100.0 if probed else 10.0, unlabelled=x_unl, unlabelled_groups=groups)
+                              head_lr_scale=head_lr_scale(strategy), unlabelled=x_unl, unlabelled_groups=groups)
         t0 = time.perf_counter()
         strat = make_strategy(base, options)
         run_strategy(strat, ctx)

@@ -52,7 +52,8 @@ RECIPES: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     "self_train@acc": ({"base": "lp_ft", "base_options": "ft_lr_scale=1", "keep": "0.25", "teacher": "sgd",
                         "teacher_weight": "accuracy", "templates": ",".join(ZS_ENSEMBLE)}, {"lr": 3e-5}),
     # unsupervised domain adaptation: the self_train row with the unlabelled pool widened to the tweets this seed
-    # does not test on (about 2,900, labels dropped; none repeating a test text), pseudo-labelled in the same share as the movie snippets
+    # does not test on (about 2,900, labels dropped; none repeating a test text), pseudo-labelled in the same share as
+    # the movie snippets
     # (`--unlabelled rest+vader-tweets`); fixed, with UDA_SEEDS, before any of its cells ran
     "self_train@uda": ({"base": "lp_ft", "base_options": "ft_lr_scale=1", "keep": "0.25",
                         "templates": ",".join(ZS_ENSEMBLE)}, {"lr": 3e-5}),
@@ -62,6 +63,18 @@ RECIPES: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     "self_train@uda-amazon": ({"base": "lp_ft", "base_options": "ft_lr_scale=1", "keep": "0.25",
                                "templates": ",".join(ZS_ENSEMBLE)}, {"lr": 3e-5}),
 }
+#: what text.py trains every row with besides its RECIPES entry (TrainConfig fields; the epochs and the patience
+#: come from its settings): shared with text_users.py, whose commands must reproduce them
+TRAIN_FIXED: dict[str, Any] = {"batch_size": 16, "precision": "fp32"}
+
+
+def head_lr_scale(row: str) -> float:
+    """The head's (and the probe's) rate relative to ``lr`` that text.py trains ``row`` with: 100x when it (or its
+    self_train student) is LP-FT, whose probe phase runs at 100 x lr (3e-3), else 10x."""
+    options, _ = RECIPES[row]
+    return 100.0 if "lp_ft" in (row.split("@")[0], options.get("base")) else 10.0
+
+
 #: target 1 with unlabelled tweets (unsupervised domain adaptation: labels from movies only, no test text read):
 #: the row and its six seeds were fixed before any of them ran; no other variant of it is tried on them. Its pools
 #: first held 11-19 tweets per seed whose tokens repeat a test tweet (the data has repeats); those are now left out

@@ -20,8 +20,9 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from text_rows import RECIPES, ZS_ENSEMBLE
+from text_rows import RECIPES, TRAIN_FIXED, ZS_ENSEMBLE, head_lr_scale
 
+from transferkit.engine.config import TrainConfig
 from transferkit.strategies import make_strategy
 from transferkit.strategies.recipes import resolve_settings
 
@@ -44,11 +45,9 @@ def _body_scale(strategy: str, options: dict[str, Any]) -> float:
 def bench_settings(row: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """What text.py trains ``row`` with: the fixed fields, the body's and the head's learning rates, options."""
     options, overrides = RECIPES[row]
-    base = row.split("@")[0]
-    probed = "lp_ft" in (base, options.get("base"))
-    lr = float(overrides.get("lr", 1e-3))
-    return {"epochs": cfg["epochs"], "patience": cfg["patience"], "batch_size": 16, "precision": "fp32",
-            "body_lr": lr * _body_scale(base, options), "head_lr": lr * (100.0 if probed else 10.0),
+    lr = float(overrides.get("lr", TrainConfig.lr))
+    return {"epochs": cfg["epochs"], "patience": cfg["patience"], **TRAIN_FIXED,
+            "body_lr": lr * _body_scale(row.split("@")[0], options), "head_lr": lr * head_lr_scale(row),
             "options": dict(options)}
 
 
