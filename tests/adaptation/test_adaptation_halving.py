@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -162,12 +163,12 @@ class _Clock:
 
 def _simulate(monkeypatch: pytest.MonkeyPatch, costs: list[float], quality: list[float], full: int, budget: float,
               late: float = 1.0, slow: float = 1.0, longer: float | Exception | None = None,
-              ) -> tuple[list[dict[str, Any]], list[str], float, float]:
+              faster: tuple[float, float] = (math.inf, 1.0)) -> tuple[list[dict[str, Any]], list[str], float, float]:
     """halving's plan on a fake clock: candidate ``i`` costs ``costs[i]`` s per epoch (0: finished by the probe,
     as adabn), ``late`` times that in the second half of its schedule, ``slow`` times after the probe; its
     validator score rises with its position towards ``quality[i]``. Returns the rungs, the labels returned, the
     clock at the end and the deadline. ``longer``: the validator score of a retrained (longer) run, or the error
-    it raises."""
+    it raises. ``faster``: from clock time ``faster[0]`` on, every epoch costs ``faster[1]`` times as much."""
     clock = _Clock()
     monkeypatch.setattr(halving.time, "perf_counter", clock)
     monkeypatch.setattr(halving, "_show", lambda *a: None)
@@ -180,11 +181,13 @@ def _simulate(monkeypatch: pytest.MonkeyPatch, costs: list[float], quality: list
             t.position, t.done, t.per_epoch = end, True, 0.0
         while not t.done and t.position < target:
             c = costs[i] * (late if t.position >= end / 2 else 1.0) * (slow if t.position >= 1 else 1.0)
+            c *= faster[1] if clock.now >= faster[0] else 1.0
             if deadline is not None and clock.now + (t.per_epoch or 0.0) * SAFETY > deadline:
                 t.timed_out = True
                 break
             clock.now += c
             t.position, t.epochs, t.per_epoch = t.position + 1, t.epochs + 1, c
+            t.probe = c if t.probe is None else t.probe
         t.done = t.done or t.position >= end
         rec = {"label": str(i), "validators": {"im": quality[i] * (1 - 0.5 ** t.position)}}
         t.run = CandidateRun(rec, cast(TransferModel, None))
@@ -240,6 +243,19 @@ def test_a_machine_slower_after_the_probe_ends_with_the_best_s_whole_schedule(
     probe, *rest = rungs
     assert probe["epochs"] == 56 and "finished its schedule alone" in rest[-1]["note"]
     assert rest[-1]["epochs"] == 56 and picked == ["7"] and end <= deadline
+
+
+def test_the_runner_up_follows_the_best_alone_at_the_pace_the_best_ran(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The load doubles after the probe, then drops (to 0.45 of that) just after the first rung, as in
+    fontdigits->digits8 seed 1: the best finishes alone, and the runner-up, last timed at the busy moment, is
+    costed at the pace the best ran alone, so it finishes its schedule too, within the deadline; a machine that
+    stays slow leaves it out."""
+    quality = [1.0, 1.1, 1.2, 1.0, 0.9, 2.0, 1.5, 2.1]
+    rungs, picked, end, deadline = _simulate(monkeypatch, FONT, quality, 56, 440.0, slow=1.8, faster=(200.0, 0.45))
+    assert "alone, then the runner-up" in rungs[-1]["note"] and picked == ["7", "5"] and end <= deadline
+    assert rungs[-1]["positions"] == {"7": 56, "5": 56}
+    rungs, picked, end, deadline = _simulate(monkeypatch, FONT, quality, 56, 440.0, slow=1.8)
+    assert "runner-up" not in rungs[-1]["note"] and picked == ["7"] and end <= deadline
 
 
 def test_time_left_after_the_last_rung_trains_the_pick_again_with_a_longer_schedule(

@@ -30,8 +30,8 @@ epochs: the very training of ``adapt`` without a budget); when ``p`` is in the s
 (:data:`TAIL`) they stop at epoch ``p``, where the cosine's learning rate is below 3% of its peak; when ``p`` is
 earlier (the machine got slower after the probe), the validator's current best finishes its schedule alone if
 that fits (not before the first rung: the probe ranks one-epoch-old candidates; the runner-up follows if its rest
-then fits), else the finalists stop at ``p``. ``metrics.json`` ``rungs`` says which. When not even one more
-epoch fits, the pick is the validator's best as it stands.
+then fits, costed at the pace the best ran alone), else the finalists stop at ``p``. ``metrics.json`` ``rungs``
+says which. When not even one more epoch fits, the pick is the validator's best as it stands.
 
 The guarantee: the budget counts from the ``adapt`` call (loading the data included); a reserve is kept for the
 scoring and writing after the rungs (:data:`RESERVE_S`, :data:`RESERVE_FRACTION`, :data:`AFTER_SHARE`), and every
@@ -149,6 +149,7 @@ def advance(plan: AdaptPlan, prep: Prepared, i: int, run: RunDir, stop: int | No
         end = wrapper.paused_at if wrapper.paused_at is not None else time.perf_counter()
         per = (end - wrapper.starts[0]) / n
         t.per_epoch = per  # the latest measure: the machine's load now, the phase it is in
+        t.probe = per if t.probe is None else t.probe
         t.measured = 1.0 if t.done else wrapper.total / max(1, prep.cfg.epochs)  # later phases: not yielded yet
         t.overhead = max(0.0, wall - per * n) if t.overhead == 0.0 else t.overhead
         t.epochs += n
@@ -323,21 +324,37 @@ def _final(plan: AdaptPlan, prep: Prepared, i: int, t: Tracked) -> CandidateRun:
 def _alone(plan: AdaptPlan, prep: Prepared, run: RunDir, ts: list[Tracked], alive: list[int], deadline: float,
            rungs: list[dict[str, Any]], k: int, final: int) -> tuple[list[CandidateRun], list[dict[str, Any]]]:
     """The validator's current best trains to the end of its schedule first (the finalists' plan would stop both
-    at ``final``); then the runner-up too if the time left is expected to fit it (the estimate erred high)."""
+    at ``final``); then the runner-up too if the time left is expected to fit it. The runner-up's seconds were
+    measured at another load, so both are costed from their probe's seconds (measured within seconds of each
+    other), the runner-up's times the pace of the best's run alone (its seconds taken over those costed): the
+    machine's load now, not when the runner-up last trained (fontdigits->digits8 seed 1, docs/ADAPT_AUTO.md:
+    the best ran alone at 0.56x its latest seconds per epoch, and the runner-up, costed at its own latest, was
+    left out though it would have fitted)."""
     t0, total, labels = time.perf_counter(), prep.cfg.epochs, [c.label for c in plan.candidates]
     order = sorted(alive, key=lambda i: -_score(plan, ts[i]))[:2]
+    pace = 1.0
     for n, i in enumerate(order):
-        if n and not (ts[order[0]].done and plan_cost(ts, [i], [total], [1], total) <= deadline - time.perf_counter()):
+        at_probe = replace(ts[i], per_epoch=ts[i].probe if ts[i].probe is not None else ts[i].per_epoch)
+        expected = plan_cost([at_probe], [0], [total], [1], total)
+        if n and not (ts[order[0]].done and expected * pace <= deadline - time.perf_counter()):
             order = order[:1]
             break
+        t1 = time.perf_counter()
         advance(plan, prep, i, run, None, ts[i], deadline)
+        if not n and expected > 0:
+            pace = (time.perf_counter() - t1) * SAFETY / expected
         _show(plan, prep, f"{k} (alone)" if n == 0 else f"{k} (runner-up)", i, ts[i])
-    rungs.append({"rung": k, "epochs": total, "final_epochs": total, "seconds": time.perf_counter() - t0,
-                  "scores": {labels[i]: _score(plan, ts[i]) for i in order}, "kept": [labels[order[0]]],
-                  "positions": {labels[i]: total if ts[i].done else ts[i].position for i in order},
-                  "note": f"the finalists' plan would stop at {final} of the schedule's {total} epochs: the "
-                          "validator's best finished its schedule alone" + ", then the runner-up" * (len(order) > 1)
-                          + " (the deadline came first: as it stands)" * (not ts[order[0]].done)})
+    rec: dict[str, Any] = {"rung": k, "epochs": total, "final_epochs": total, "seconds": time.perf_counter() - t0,
+                           "scores": {labels[i]: _score(plan, ts[i]) for i in order}, "kept": [labels[order[0]]],
+                           "positions": {labels[i]: total if ts[i].done else ts[i].position for i in order},
+                           "note": f"the finalists' plan would stop at {final} of the schedule's {total} epochs: the "
+                                   "validator's best finished its schedule alone"
+                                   + ", then the runner-up" * (len(order) > 1)
+                                   + " (the deadline came first: as it stands)" * (not ts[order[0]].done)}
+    if len(order) > 1 and not ts[order[1]].done:  # stopped mid-schedule by the deadline: not a finalist
+        rec["note"] += " (the deadline came before its end: left out)"
+        order = order[:1]
+    rungs.append(rec)
     return [_final(plan, prep, i, ts[i]) for i in order], rungs
 
 
