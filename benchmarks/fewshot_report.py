@@ -18,9 +18,10 @@ def _seeds(cells: dict[str, Any], task: str, method: str) -> dict[int, dict[str,
     return out
 
 
-def paired(cells: dict[str, Any], task: str, test: str, metric: str = "accuracy") -> dict[str, Any] | None:
-    """contrastive - SetFit on the seeds both ran: mean, standard error, n; and each side's mean and CPU seconds."""
-    a, b = _seeds(cells, task, "contrastive"), _seeds(cells, task, "setfit")
+def paired(cells: dict[str, Any], task: str, test: str, metric: str = "accuracy", ours: str = "contrastive"
+           ) -> dict[str, Any] | None:
+    """``ours`` - SetFit on the seeds both ran: mean, standard error, n; and each side's mean and CPU seconds."""
+    a, b = _seeds(cells, task, ours), _seeds(cells, task, "setfit")
     both = sorted(set(a) & set(b))
     if not both:
         return None
@@ -51,13 +52,18 @@ def _f(x: float, pts: bool = False) -> str:
     return f"{100 * x:+.1f}" if pts else f"{x:.3f}"
 
 
-def _user_rows(doc: dict[str, Any], tasks: dict[str, Any], pair: Any) -> list[str]:
+def _user_rows(doc: dict[str, Any], tasks: dict[str, Any], pair: Any, ours: str = "contrastive") -> list[str]:
+    """A row per (task, test set): ``ours``'s command and scores beside SetFit's, paired by seed; ``contrastive``
+    also where SetFit has not run yet. ``self_train`` reads the training split's other texts (``--unlabelled``)."""
     cells = doc.get("cells", {})
-    rows = ["| task | command | accuracy | CPU s (training) | SetFit accuracy | SetFit CPU s | contrastive - SetFit "
-            "(points, ± SE) | seeds |", "|---|---|---|---|---|---|---|---|"]
+    unl = " --unlabelled rest" if ours == "self_train" else ""
+    rows = ["| task | command | accuracy | CPU s (training) | SetFit accuracy | SetFit CPU s | "
+            f"{ours} - SetFit (points, ± SE) | seeds |", "|---|---|---|---|---|---|---|---|"]
     for task, (data, k, cross) in tasks.items():
         for test, metric in [(data, "accuracy"), *[(c, "balanced_accuracy") for c in cross]]:
-            p = pair(cells, task, test, metric)
+            p = pair(cells, task, test, metric, ours=ours)
+            if p is None and ours != "contrastive":
+                continue
             if p is None:
                 p = alone(cells, task, test, metric)
                 if p is None:
@@ -66,7 +72,7 @@ def _user_rows(doc: dict[str, Any], tasks: dict[str, Any], pair: Any) -> list[st
             diff = "not run" if p["diff"] != p["diff"] else f"{_f(p['diff'], True)} ± {100 * p['se']:.1f}"
             what = f"{k}/class, {test}" + (f" ({metric.replace('_', ' ')}; majority rate {p['majority']:.3f})"
                                            if test != data else "")
-            cmd = (f"`transferkit transfer --source minilm --data {data} --shots {k} --strategy contrastive`"
+            cmd = (f"`transferkit transfer --source minilm --data {data} --shots {k} --strategy {ours}{unl}`"
                    if test == data else "same run, scored on " + test)
             rows.append(f"| {what} | {cmd} | {_f(p['ours'])} | {p['ours_cpu']:.0f} | {_f(p['theirs'])} | "
                         f"{'not run' if p['theirs_cpu'] != p['theirs_cpu'] else round(p['theirs_cpu'])} | "
@@ -103,6 +109,22 @@ def _criteria_rows(doc: dict[str, Any], pair: Any) -> list[str]:
     rows.append("| movies-64: contrastive >= 0.80 with labels only | "
                 + ("not run | - | - |" if p is None else f"{p['ours']:.3f} | {len(p['seeds'])} | "
                    f"{'yes' if p['ours'] >= 0.80 else 'no'} |"))
+    return rows
+
+
+def _unlabelled_rows(doc: dict[str, Any], tasks: dict[str, Any]) -> list[str]:
+    """``self_train`` (the labelled draw plus the training split's other texts, unlabelled) - SetFit, paired."""
+    cells = doc.get("cells", {})
+    rows = _user_rows(doc, tasks, paired, ours="self_train")
+    if len(rows) == 2:
+        return ["Not run yet (`python benchmarks/fewshot.py --tasks movies-64 --methods self_train`)."]
+    unl = [v["info"]["self_train"] for key, v in cells.items() if key.split("|")[1] == "self_train"
+           and "self_train" in v.get("info", {})]
+    if unl:
+        rows += ["", f"Unlabelled texts read per run: {statistics.mean(u['n_unlabelled'] for u in unl):.0f} on average "
+                 f"(the training split's texts the draw left out; labels dropped), of which "
+                 f"{statistics.mean(u['n_pseudo'] for u in unl):.0f} kept as pseudo-labelled; the teacher calibrated "
+                 f"on: {', '.join(sorted({str(u.get('calibrated_on', 'validation')) for u in unl}))}."]
     return rows
 
 
@@ -230,6 +252,18 @@ def render(doc: dict[str, Any], tasks: dict[str, Any], pair: Any) -> str:
         "",
         "The image rows (EfficientNet-Lite0) and the `suggest-labels` criteria are measured by their own scripts "
         "(`benchmarks/fewshot_image.py`, `benchmarks/suggest.py`) and reported in their generated docs.",
+        "",
+        "## With unlabelled texts: `self_train` beside SetFit",
+        "",
+        "Not the labels-only comparison above: `self_train` trains on the same labelled texts and also reads the "
+        "training split's other texts without their labels (`--unlabelled rest`): a teacher (a logistic "
+        "regression on the frozen features mixed with the label-name zero-shot classifier, calibrated out-of-fold "
+        "on the labelled texts, as there is no validation set) pseudo-labels them, the most confident quarter "
+        "(equal per class) joins the labelled texts, and `lp_ft` (the minilm recipe) trains on both "
+        "(transferkit/strategies/semi.py). SetFit reads no unlabelled text here. Same seeds, splits, test draws "
+        "and thread count as above; its own cells (`--methods self_train`).",
+        "",
+        *_unlabelled_rows(doc, tasks),
         "",
         "## Cells not run yet",
         "",

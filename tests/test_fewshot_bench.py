@@ -135,3 +135,37 @@ def test_ceiling_section_compares_every_label_with_the_target(acc: float, verdic
     assert f"| full fine-tune, 2 epochs, all labels | 5540 | {acc:.3f} ± n/a | {acc:.3f} | 0 | 300 |" in md
     assert f"Every layer trained on every training label (full fine-tune, 2 epochs, 1 seeds) reaches {acc:.3f}: " \
            f"{verdict.replace('below the 0.80', 'below the 0.80 asked')}" in md
+
+
+def test_self_train_rows_are_paired_with_setfit_apart_from_the_labels_only_table() -> None:
+    st = {"self_train": {"n_unlabelled": 5400, "n_pseudo": 1350, "calibrated_on": "out-of-fold labelled"}}
+    cells = {f"movies-64|{m}|{s}": {**_cell(a + 0.01 * s, cpu, t), **({"info": st} if m == "self_train" else {})}
+             for s in range(3) for m, a, cpu, t in (("contrastive", 0.75, 90, 0.74), ("setfit", 0.75, 600, 0.70),
+                                                    ("self_train", 0.78, 200, 0.76))}
+    md = report.render({"cells": cells}, fewshot.TASKS, report.paired)
+    unl = md.split("## With unlabelled texts")[1].split("## Cells not run yet")[0]
+    assert ("| 64/class, vader-movies | `transferkit transfer --source minilm --data vader-movies --shots 64 "
+            "--strategy self_train --unlabelled rest` | 0.790 | 200 | 0.760 | 600 | +3.0 ± 0.0 | 0,1,2 |") in unl
+    assert "+6.0 ± 0.0" in unl and "read per run: 5400" in unl and "out-of-fold labelled" in unl
+    labels_only = md.split("## With unlabelled texts")[0]
+    assert "self_train" not in labels_only.split("## What a user runs")[1].split("## Issue 19's criteria")[0]
+
+
+def test_self_train_cell_reads_the_rest_of_the_training_split_without_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transferkit.data import ArrayDataset, kshot, split
+
+    rng = np.random.default_rng(0)
+    n = 400
+    ds = ArrayDataset(x=np.array([f"text {i}" for i in range(n)], dtype=object), y=rng.integers(0, 2, n),
+                      class_names=["negative", "positive"], name="vader-movies", modality="text")
+    bench = fewshot.Bench.__new__(fewshot.Bench)
+    bench.test_n, bench.threads, bench.raw = 50, 1, {"vader-movies": ds, "vader-tweets": ds}
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(bench, "transfer", lambda strategy, train, tests, seed, options, unlabelled=None:
+                        seen.update(strategy=strategy, train=train, unlabelled=unlabelled, options=options) or {})
+    bench.self_train("movies-64", 3)
+    pool = split(ds, seed=3, val=0.15, test=0.3).train
+    drawn = kshot(pool, 64, seed=3)
+    assert seen["strategy"] == "self_train" and seen["options"] == {} and seen["unlabelled"].y is None
+    assert np.array_equal(seen["train"].x, drawn.x)
+    assert sorted(seen["unlabelled"].x) == sorted(set(pool.x) - set(drawn.x))

@@ -262,3 +262,38 @@ def test_summary_lines_say_what_the_teacher_did() -> None:
     auto = {"choice": "self_train", "reason": "search", "signals": {"shots_per_class": 8, "chance": 0.5}}
     assert make_strategy("auto").summary_lines({"auto": auto, "self_train": st}) == [
         "auto: chose self_train (search); signals: shots_per_class=8, chance=0.5", line]
+
+
+def test_lbfgs_probe_out_of_fold_logits_come_from_probes_fitted_without_each_row(digits_ds: ArrayDataset) -> None:
+    """Each row's out-of-fold logits come from the probe (same C) fitted on the other folds: equal to a by-hand
+    refit on the folds, and not the in-sample logits (which fit the row they score)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = digits_ds.x.reshape(len(digits_ds), -1)[:150].astype(np.float64)
+    y = digits_ds.require_labels()[:150]
+    out, c = lbfgs_probe(x, y, {"self": x}, seed=4, out_of_fold="oof")
+    folds = StratifiedKFold(5, shuffle=True, random_state=4)
+    for fit_idx, held in folds.split(x, y):
+        ref = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x[fit_idx], y[fit_idx])
+        np.testing.assert_allclose(out["oof"][held], ref.decision_function(x[held]), atol=1e-6)
+    assert (out["oof"].argmax(1) == y).mean() < (out["self"].argmax(1) == y).mean()
+
+
+def test_self_train_without_a_validation_split_calibrates_out_of_fold(source_model: TransferModel,
+                                                                       digits_ds: ArrayDataset) -> None:
+    ctx, truth = _ctx(source_model, digits_ds, 300)
+    ctx.val = None
+    strategy = make_strategy("self_train", {"base": "linear_probe", "keep": "0.5"})
+    run_strategy(strategy, ctx)
+    info = ctx.info["self_train"]
+    kept, labels = strategy.pseudo  # type: ignore[attr-defined]
+    assert info["calibrated_on"] == "out-of-fold labelled" and info["n_pseudo"] == len(kept)
+    assert float((labels == truth[kept]).mean()) > 0.6
+    assert "out-of-fold labelled accuracy" in strategy.summary_lines(ctx.info)[0]
+    ctx2, _ = _ctx(source_model, digits_ds, 50)
+    ctx2.val = None
+    with pytest.raises(ConfigError, match="teacher=sgd and rounds > 1 need a labelled validation split"):
+        run_strategy(make_strategy("self_train", {"rounds": "2"}), ctx2)

@@ -11,7 +11,10 @@ student of Noisy Student, Xie et al., CVPR 2020) lets them count:
    probe phase, early-stopped on validation, instead). On a text encoder it is mixed with the
    zero-shot classifier of the prompted label names (both temperature-scaled on the validation
    split, the mixing weight picked there too: output-space WiSE-FT, Wortsman et al., CVPR 2022),
-   so the teacher starts from the encoder's own prior as well as from the few labels. The weight
+   so the teacher starts from the encoder's own prior as well as from the few labels. Without a validation
+   split (a run on exactly the labelled examples), the temperatures and the weight are fitted on the
+   probe's out-of-fold outputs on the labelled examples instead (stratified folds, each example scored by
+   the probe fitted on the others; ``teacher=lbfgs``, one round). The weight
    is the one of least validation negative log-likelihood (``teacher_weight=nll``): the teacher's
    job is to rank examples by confidence, so its probabilities matter, and on a 128-example
    validation draw accuracy moves in coarse steps;
@@ -154,13 +157,16 @@ def pool_inputs(xs: list[torch.Tensor]) -> tuple[torch.Tensor, np.ndarray | None
 
 
 def lbfgs_probe(x: np.ndarray, y: np.ndarray, score: dict[str, np.ndarray], seed: int = 0,
-                cs: tuple[float, ...] = tuple(10.0 ** np.arange(-2, 3.5, 0.5))) -> tuple[dict[str, np.ndarray], float]:
+                cs: tuple[float, ...] = tuple(10.0 ** np.arange(-2, 3.5, 0.5)), out_of_fold: str | None = None
+                ) -> tuple[dict[str, np.ndarray], float]:
     """Multinomial logistic regression on standardised features, fitted to convergence by L-BFGS, its
     inverse L2 strength ``C`` picked from ``cs`` by stratified cross-validated log-loss on ``(x, y)``
     (the linear-evaluation protocol: Kornblith et al., CVPR 2019; Radford et al., ICML 2021). Returns
-    its logits ``[N, K]`` (softmax = its probabilities) for each array of ``score`` and the chosen ``C``."""
+    its logits ``[N, K]`` (softmax = its probabilities) for each array of ``score`` and the chosen ``C``.
+    ``out_of_fold``: the key under which the logits of ``x`` itself are returned instead, each row from the
+    probe (same ``C``) fitted on the other folds (as a held-out split would see them)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -179,7 +185,15 @@ def lbfgs_probe(x: np.ndarray, y: np.ndarray, score: dict[str, np.ndarray], seed
         d = fitted.decision_function(v)
         return np.stack([-d / 2, d / 2], 1) if d.ndim == 1 else d  # two classes: one margin, softmax-equivalent
 
-    return {k: logits(v) for k, v in score.items()}, c
+    out = {k: logits(v) for k, v in score.items()}
+    if out_of_fold is not None:
+        if folds < 2:
+            raise ConfigError("self_train: without a validation split every class needs at least 2 labelled "
+                              "examples (the teacher is calibrated on out-of-fold predictions)")
+        d = cross_val_predict(probe(c), x, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+                              method="decision_function")
+        out[out_of_fold] = np.stack([-d / 2, d / 2], 1) if d.ndim == 1 else d
+    return out, c
 
 
 class SelfTrain(Strategy):
@@ -206,8 +220,9 @@ class SelfTrain(Strategy):
         if ctx.unlabelled is None or len(ctx.unlabelled) == 0:
             raise ConfigError("self_train needs unlabelled inputs: pass --unlabelled rest (the examples --shots left "
                               "unlabelled) or --unlabelled DATA")
-        if ctx.val is None:
-            raise ConfigError("self_train needs a labelled validation split to calibrate its teacher")
+        if ctx.val is None and (self.options.teacher == "sgd" or self.options.rounds > 1):
+            raise ConfigError("self_train: teacher=sgd and rounds > 1 need a labelled validation split (the default "
+                              "teacher, lbfgs with one round, calibrates on out-of-fold predictions instead)")
         start = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
         if self.options.rounds > 1:  # the zero-shot part of later teachers reads the pretrained encoder
             self._pretrained = copy.deepcopy(ctx.model).eval()
@@ -249,21 +264,26 @@ class SelfTrain(Strategy):
         from transferkit.zeroshot import class_embeddings, fit_temperature, log_softmax_np, output_ensemble
 
         o, model = self.options, ctx.model
-        assert ctx.val is not None and ctx.unlabelled is not None
+        assert ctx.unlabelled is not None
         place = ctx.placement()
+        # the teacher is calibrated (temperatures, the zero-shot weight) on the validation split; without one,
+        # on the labelled examples' out-of-fold probe outputs (each predicted by a probe fitted without it)
+        cal_x, cal_y = ctx.val if ctx.val is not None else ctx.train
         if student:  # its outputs first; the pretrained encoder's features (cached) for the zero-shot part
+            assert ctx.val is not None  # rounds > 1 need one (checked in phases)
             probe = {"val": predict_logits(model, ctx.val[0], place).numpy(),
                      "unl": predict_logits(model, ctx.unlabelled, place, desc="pseudo-labelling").numpy()}
             assert self._pretrained is not None
             model = self._pretrained
-        feats = {"val": ctx.cache.features(model, ctx.val[0], place).float(),
+        feats = {"val": ctx.cache.features(model, cal_x, place).float(),
                  "unl": ctx.cache.features(model, ctx.unlabelled, place, desc="pseudo-labelling").float()}
-        y_val = ctx.val[1].numpy()
-        info: dict[str, object] = {"teacher": "student" if student else "probe", "probe": o.teacher}
+        y_val = cal_y.numpy()
+        info: dict[str, object] = {"teacher": "student" if student else "probe", "probe": o.teacher,
+                                   "calibrated_on": "validation" if ctx.val is not None else "out-of-fold labelled"}
         if not student and o.teacher == "lbfgs":
             train = ctx.cache.features(model, ctx.train[0], place).float().numpy()
             probe, info["probe_c"] = lbfgs_probe(train, ctx.train[1].numpy(), {k: f.numpy() for k, f in feats.items()},
-                                                 seed=ctx.cfg.seed)
+                                                 seed=ctx.cfg.seed, out_of_fold="val" if ctx.val is None else None)
         elif not student:
             with torch.no_grad():
                 probe = {k: model.head(f.to(next(model.head.parameters()).device)).float().cpu().numpy()
@@ -304,7 +324,8 @@ class SelfTrain(Strategy):
             return []
         mix = f", zero-shot weight {1 - st['alpha']:.1f}" if "alpha" in st else ""
         per_source = f", per source {st['pseudo_per_source']}" if "pseudo_per_source" in st else ""
-        return [f"self_train: teacher {st['teacher']}{mix} (validation accuracy "
+        on = "validation" if st.get("calibrated_on", "validation") == "validation" else "out-of-fold labelled"
+        return [f"self_train: teacher {st['teacher']}{mix} ({on} accuracy "
                 f"{100 * st.get('teacher_val_acc', st['probe_val_acc']):.1f}%) pseudo-labelled {st['n_pseudo']} of "
                 f"{st['n_unlabelled']} unlabelled examples (per class {st['pseudo_per_class']}{per_source}); "
                 f"{st['base']} trained on them and the {st['n_labelled']} labelled"]
