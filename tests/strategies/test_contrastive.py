@@ -205,11 +205,28 @@ def test_saturated_validation_score_stops_the_body_phase(source_model: TransferM
     assert body.best_epoch == 0 and body.epochs_run == 3
 
 
-def test_saturated_loss_ties_only_at_the_maximum() -> None:
-    from transferkit.strategies.contrastive import saturated_loss
+def test_a_saturated_score_ties_whatever_the_loss_and_other_ties_break_by_loss() -> None:
+    """The engine's comparison (engine/epoch.py ``validate``): below ``saturates_at`` a tie with a lower loss is
+    an improvement; at it, no tie is, and the history keeps the real loss."""
+    from types import SimpleNamespace
 
-    assert saturated_loss(1.0, 0.3) == saturated_loss(1.0, 0.1) == 0.0
-    assert saturated_loss(0.99, 0.3) == 0.3
+    from transferkit.engine.epoch import validate
+
+    def run(scores: list[tuple[float, float]], saturates_at: float | None) -> tuple[int, list[float]]:
+        it = iter(scores)
+        module = torch.nn.Linear(1, 1)
+        phase = SimpleNamespace(val_score=lambda: next(it), module=module, saturates_at=saturates_at)
+        st = SimpleNamespace(phase=phase, loop={"best_acc": -1.0, "best_loss": float("inf"), "bad": 0}, best=None)
+        recs = []
+        for e in range(len(scores)):
+            recs.append({})
+            validate(st, e, recs[-1])  # type: ignore[arg-type]
+        return st.loop["best_epoch"], [r["val_loss"] for r in recs]
+
+    assert run([(0.9, 0.5), (0.9, 0.3), (0.9, 0.2)], 1.0)[0] == 2
+    best, losses = run([(1.0, 0.5), (1.0, 0.3), (1.0, 0.2)], 1.0)
+    assert best == 0 and losses == [0.5, 0.3, 0.2]
+    assert run([(1.0, 0.5), (1.0, 0.3)], None)[0] == 1
 
 
 def test_end_to_end_stage_trains_every_layer_after_the_probe(source_model: TransferModel,

@@ -181,7 +181,8 @@ def validate(st: FitState, epoch: int, rec: dict[str, float]) -> None:
     rec.update(val_acc=acc, val_loss=vloss)
     if phase.val_score is not None:
         rec["val_score"] = acc  # the progress line shows it as a score, not a percentage
-    if acc > loop["best_acc"] or (acc == loop["best_acc"] and vloss < loop["best_loss"]):
+    saturated = phase.saturates_at is not None and acc >= phase.saturates_at
+    if acc > loop["best_acc"] or (acc == loop["best_acc"] and vloss < loop["best_loss"] and not saturated):
         loop.update(best_acc=acc, best_loss=vloss, bad=0, best_epoch=epoch)
         st.best = {k: v.detach().clone() for k, v in module.state_dict().items()}
     else:

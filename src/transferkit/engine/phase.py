@@ -44,6 +44,10 @@ class Phase:
     unlabelled: torch.Tensor | None = None
     step_loss: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
     val_score: Callable[[], tuple[float, float]] | None = None
+    #: a validation score at which early stopping stops telling epochs apart: an epoch that ties the best score
+    #: there is no improvement, whatever its loss (a saturated score, e.g. accuracy 1.0, carries no more
+    #: information, and the loss alone would keep improving every epoch); None: ties are broken by the loss
+    saturates_at: float | None = None
     #: ``augment(x_batch, generator) -> x_batch``: applied to every training batch (never to validation
     #: inputs), drawing from the loop's generator, whose state the checkpoints keep (a resume draws the same)
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None

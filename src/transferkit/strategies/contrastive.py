@@ -186,6 +186,7 @@ class Contrastive(Strategy):
         phase.step_loss = step_loss
         phase.val = None
         phase.val_score = ValScore(ctx, o.scale) if ctx.val is not None else None
+        phase.saturates_at = MAX_SCORE  # at accuracy 1.0 a tie is no improvement (the module docstring)
         return phase
 
     def _init_head(self, ctx: TransferContext) -> str:
@@ -213,9 +214,9 @@ MAX_SCORE = 1.0
 
 class ValScore:
     """``(accuracy, cross-entropy)`` on the validation split of the nearest-class-mean classifier
-    ``s * cos(f(x), mean_c)`` whose means come from the current encoder's training features. At the maximum
-    accuracy the loss is reported as 0, so that once an epoch reaches it, later epochs tie (no improvement) and
-    early stopping ends the phase after ``patience`` epochs."""
+    ``s * cos(f(x), mean_c)`` whose means come from the current encoder's training features. The phase saturates
+    at :data:`MAX_SCORE` (``Phase.saturates_at``): once an epoch reaches it, later epochs tie whatever their loss
+    and early stopping ends the phase after ``patience`` epochs."""
 
     def __init__(self, ctx: TransferContext, scale: float) -> None:
         self.ctx, self.scale = ctx, scale
@@ -236,10 +237,4 @@ class ValScore:
         logits = self.scale * nn.functional.normalize(f_va.float(), dim=-1) @ means.T
         y = ctx.val[1].to(logits.device)
         acc = (logits.argmax(1) == y).float().mean().item()
-        return acc, saturated_loss(acc, nn.functional.cross_entropy(logits, y).item())
-
-
-def saturated_loss(acc: float, loss: float) -> float:
-    """The tie-breaking loss early stopping sees: ``loss``, or 0 at the maximum accuracy (where every later
-    epoch then ties the first one to reach it instead of improving by loss alone)."""
-    return 0.0 if acc >= MAX_SCORE else loss
+        return acc, nn.functional.cross_entropy(logits, y).item()
