@@ -56,7 +56,6 @@ def _user_rows(doc: dict[str, Any], tasks: dict[str, Any], pair: Any, ours: str 
     """A row per (task, test set): ``ours``'s command and scores beside SetFit's, paired by seed; ``contrastive``
     also where SetFit has not run yet. ``self_train`` reads the training split's other texts (``--unlabelled``)."""
     cells = doc.get("cells", {})
-    unl = " --unlabelled rest" if ours == "self_train" else ""
     rows = ["| task | command | accuracy | CPU s (training) | SetFit accuracy | SetFit CPU s | "
             f"{ours} - SetFit (points, ± SE) | seeds |", "|---|---|---|---|---|---|---|---|"]
     for task, (data, k, cross) in tasks.items():
@@ -72,8 +71,9 @@ def _user_rows(doc: dict[str, Any], tasks: dict[str, Any], pair: Any, ours: str 
             diff = "not run" if p["diff"] != p["diff"] else f"{_f(p['diff'], True)} ± {100 * p['se']:.1f}"
             what = f"{k}/class, {test}" + (f" ({metric.replace('_', ' ')}; majority rate {p['majority']:.3f})"
                                            if test != data else "")
-            cmd = (f"`transferkit transfer --source minilm --data {data} --shots {k} --strategy {ours}{unl}`"
-                   if test == data else "same run, scored on " + test)
+            cmd = ("same run, scored on " + test if test != data else
+                   f"`transferkit transfer --source minilm --data {data} --shots {k} --strategy contrastive`"
+                   if ours == "contrastive" else f"`{ours}`, no validation draw (the CLI always has one)")
             rows.append(f"| {what} | {cmd} | {_f(p['ours'])} | {p['ours_cpu']:.0f} | {_f(p['theirs'])} | "
                         f"{'not run' if p['theirs_cpu'] != p['theirs_cpu'] else round(p['theirs_cpu'])} | "
                         f"{diff} | "
@@ -112,19 +112,22 @@ def _criteria_rows(doc: dict[str, Any], pair: Any) -> list[str]:
     return rows
 
 
-def _unlabelled_rows(doc: dict[str, Any], tasks: dict[str, Any]) -> list[str]:
+def _unlabelled_rows(doc: dict[str, Any], tasks: dict[str, Any], pair: Any) -> list[str]:
     """``self_train`` (the labelled draw plus the training split's other texts, unlabelled) - SetFit, paired."""
     cells = doc.get("cells", {})
-    rows = _user_rows(doc, tasks, paired, ours="self_train")
-    if len(rows) == 2:
+    if not any(k.split("|")[1] == "self_train" for k in cells):
         return ["Not run yet (`python benchmarks/fewshot.py --tasks movies-64 --methods self_train`)."]
-    unl = [v["info"]["self_train"] for key, v in cells.items() if key.split("|")[1] == "self_train"
-           and "self_train" in v.get("info", {})]
-    if unl:
-        rows += ["", f"Unlabelled texts read per run: {statistics.mean(u['n_unlabelled'] for u in unl):.0f} on average "
-                 f"(the training split's texts the draw left out; labels dropped), of which "
-                 f"{statistics.mean(u['n_pseudo'] for u in unl):.0f} kept as pseudo-labelled; the teacher calibrated "
-                 f"on: {', '.join(sorted({str(u.get('calibrated_on', 'validation')) for u in unl}))}."]
+    rows = _user_rows(doc, tasks, pair, ours="self_train")
+    if len(rows) == 2:
+        return ["No SetFit cell on the seeds `self_train` ran: nothing to pair yet."]
+    for task in tasks:
+        p = pair(cells, task, tasks[task][0], ours="self_train")
+        unl = [] if p is None else [cells[f"{task}|self_train|{s}"].get("info", {}).get("self_train") for s in p["seeds"]]
+        if unl and all(unl):
+            rows += ["", f"{task}: unlabelled texts read per run {statistics.mean(u['n_unlabelled'] for u in unl):.0f} "
+                     f"on average (the training split's texts the draw left out; labels dropped), of which "
+                     f"{statistics.mean(u['n_pseudo'] for u in unl):.0f} kept as pseudo-labelled; the teacher "
+                     f"calibrated on: {', '.join(sorted({str(u.get('calibrated_on', 'validation')) for u in unl}))}."]
     return rows
 
 
@@ -253,18 +256,6 @@ def render(doc: dict[str, Any], tasks: dict[str, Any], pair: Any) -> str:
         "The image rows (EfficientNet-Lite0) and the `suggest-labels` criteria are measured by their own scripts "
         "(`benchmarks/fewshot_image.py`, `benchmarks/suggest.py`) and reported in their generated docs.",
         "",
-        "## With unlabelled texts: `self_train` beside SetFit",
-        "",
-        "Not the labels-only comparison above: `self_train` trains on the same labelled texts and also reads the "
-        "training split's other texts without their labels (`--unlabelled rest`): a teacher (a logistic "
-        "regression on the frozen features mixed with the label-name zero-shot classifier, calibrated out-of-fold "
-        "on the labelled texts, as there is no validation set) pseudo-labels them, the most confident quarter "
-        "(equal per class) joins the labelled texts, and `lp_ft` (the minilm recipe) trains on both "
-        "(transferkit/strategies/semi.py). SetFit reads no unlabelled text here. Same seeds, splits, test draws "
-        "and thread count as above; its own cells (`--methods self_train`).",
-        "",
-        *_unlabelled_rows(doc, tasks),
-        "",
         "## Cells not run yet",
         "",
         *(_missing(doc, tasks) or ["- none"]),
@@ -294,6 +285,18 @@ def render(doc: dict[str, Any], tasks: dict[str, Any], pair: Any) -> str:
         "epochs, bf16 autocast, no validation set) on every training label of the seed's split, same test texts.",
         "",
         *_ceiling_rows(doc),
+        "",
+        "## Appendix C: with unlabelled texts, `self_train` beside SetFit",
+        "",
+        "Not the labels-only comparison above: `self_train` trains on the same labelled texts and also reads the "
+        "training split's other texts without their labels (`--unlabelled rest`): a teacher (a logistic "
+        "regression on the frozen features mixed with the label-name zero-shot classifier, calibrated out-of-fold "
+        "on the labelled texts, as there is no validation set) pseudo-labels them, the most confident quarter "
+        "(equal per class) joins the labelled texts, and `lp_ft` (the minilm recipe) trains on both "
+        "(transferkit/strategies/semi.py). SetFit reads no unlabelled text here. Same seeds, splits, test draws "
+        "and thread count as above; its own cells (`--methods self_train`).",
+        "",
+        *_unlabelled_rows(doc, tasks, pair),
         "",
         "## Machine",
         "",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -163,12 +162,13 @@ class _Clock:
 
 def _simulate(monkeypatch: pytest.MonkeyPatch, costs: list[float], quality: list[float], full: int, budget: float,
               late: float = 1.0, slow: float = 1.0, longer: float | Exception | None = None,
-              faster: tuple[float, float] = (math.inf, 1.0)) -> tuple[list[dict[str, Any]], list[str], float, float]:
+              speeds: tuple[tuple[float, float], ...] = ()) -> tuple[list[dict[str, Any]], list[str], float, float]:
     """halving's plan on a fake clock: candidate ``i`` costs ``costs[i]`` s per epoch (0: finished by the probe,
     as adabn), ``late`` times that in the second half of its schedule, ``slow`` times after the probe; its
     validator score rises with its position towards ``quality[i]``. Returns the rungs, the labels returned, the
     clock at the end and the deadline. ``longer``: the validator score of a retrained (longer) run, or the error
-    it raises. ``faster``: from clock time ``faster[0]`` on, every epoch costs ``faster[1]`` times as much."""
+    it raises. ``speeds``: ``(time, factor)`` in time order: from clock ``time`` on, every epoch costs ``factor``
+    times as much (the last one reached applies)."""
     clock = _Clock()
     monkeypatch.setattr(halving.time, "perf_counter", clock)
     monkeypatch.setattr(halving, "_show", lambda *a: None)
@@ -181,7 +181,7 @@ def _simulate(monkeypatch: pytest.MonkeyPatch, costs: list[float], quality: list
             t.position, t.done, t.per_epoch = end, True, 0.0
         while not t.done and t.position < target:
             c = costs[i] * (late if t.position >= end / 2 else 1.0) * (slow if t.position >= 1 else 1.0)
-            c *= faster[1] if clock.now >= faster[0] else 1.0
+            c *= next((f for at, f in reversed(speeds) if clock.now >= at), 1.0)
             if deadline is not None and clock.now + (t.per_epoch or 0.0) * SAFETY > deadline:
                 t.timed_out = True
                 break
@@ -251,11 +251,16 @@ def test_the_runner_up_follows_the_best_alone_at_the_pace_the_best_ran(monkeypat
     costed at the pace the best ran alone, so it finishes its schedule too, within the deadline; a machine that
     stays slow leaves it out."""
     quality = [1.0, 1.1, 1.2, 1.0, 0.9, 2.0, 1.5, 2.1]
-    rungs, picked, end, deadline = _simulate(monkeypatch, FONT, quality, 56, 440.0, slow=1.8, faster=(200.0, 0.45))
+    rungs, picked, end, deadline = _simulate(monkeypatch, FONT, quality, 56, 440.0, slow=1.8, speeds=((200.0, 0.45),))
     assert "alone, then the runner-up" in rungs[-1]["note"] and picked == ["7", "5"] and end <= deadline
     assert rungs[-1]["positions"] == {"7": 56, "5": 56}
     rungs, picked, end, deadline = _simulate(monkeypatch, FONT, quality, 56, 440.0, slow=1.8)
     assert "runner-up" not in rungs[-1]["note"] and picked == ["7"] and end <= deadline
+    # the load comes back while the runner-up trains: the deadline stops it mid-schedule, and it is left out
+    rungs, picked, end, deadline = _simulate(monkeypatch, FONT, quality, 56, 440.0, slow=1.8,
+                                             speeds=((200.0, 0.45), (300.0, 4.0)))
+    assert "then the runner-up (the deadline came before its end: left out)" in rungs[-1]["note"]
+    assert picked == ["7"] and rungs[-1]["positions"]["5"] < 56
 
 
 def test_time_left_after_the_last_rung_trains_the_pick_again_with_a_longer_schedule(

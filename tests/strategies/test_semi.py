@@ -275,7 +275,7 @@ def test_lbfgs_probe_out_of_fold_logits_come_from_probes_fitted_without_each_row
     x = digits_ds.x.reshape(len(digits_ds), -1)[:150].astype(np.float64)
     y = digits_ds.require_labels()[:150]
     out, c = lbfgs_probe(x, y, {"self": x}, seed=4, out_of_fold="oof")
-    folds = StratifiedKFold(5, shuffle=True, random_state=4)
+    folds = StratifiedKFold(5, shuffle=True, random_state=5)  # a second shuffle: not the folds that picked C
     for fit_idx, held in folds.split(x, y):
         ref = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x[fit_idx], y[fit_idx])
         np.testing.assert_allclose(out["oof"][held], ref.decision_function(x[held]), atol=1e-6)
@@ -297,3 +297,8 @@ def test_self_train_without_a_validation_split_calibrates_out_of_fold(source_mod
     ctx2.val = None
     with pytest.raises(ConfigError, match="teacher=sgd and rounds > 1 need a labelled validation split"):
         run_strategy(make_strategy("self_train", {"rounds": "2"}), ctx2)
+    x, y = ctx2.train
+    ctx2.train = (x[y != 3][:-1], y[y != 3][:-1])
+    ctx2.train = (torch.cat([ctx2.train[0], x[y == 3][:1]]), torch.cat([ctx2.train[1], y[y == 3][:1]]))
+    with pytest.raises(ConfigError, match=r"at least 2 labelled examples of every class .*\[5, 5, 5, 1, "):
+        run_strategy(make_strategy("self_train"), ctx2)

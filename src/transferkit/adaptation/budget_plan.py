@@ -61,6 +61,7 @@ class Tracked:
     epochs: int = 0
     per_epoch: float | None = None
     probe: float | None = None  #: seconds per epoch in the probe (every candidate timed within seconds)
+    probe_measured: float = 1.0  #: ``measured`` when ``probe`` was: the phase the probe's seconds belong to
     measured: float = 1.0  #: share of the plan through the end of the phase ``per_epoch`` was measured in
     overhead: float = 0.0
     done: bool = False

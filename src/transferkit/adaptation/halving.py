@@ -149,8 +149,9 @@ def advance(plan: AdaptPlan, prep: Prepared, i: int, run: RunDir, stop: int | No
         end = wrapper.paused_at if wrapper.paused_at is not None else time.perf_counter()
         per = (end - wrapper.starts[0]) / n
         t.per_epoch = per  # the latest measure: the machine's load now, the phase it is in
-        t.probe = per if t.probe is None else t.probe
         t.measured = 1.0 if t.done else wrapper.total / max(1, prep.cfg.epochs)  # later phases: not yielded yet
+        if t.probe is None:
+            t.probe, t.probe_measured = per, t.measured
         t.overhead = max(0.0, wall - per * n) if t.overhead == 0.0 else t.overhead
         t.epochs += n
     elif t.per_epoch is None:
@@ -334,15 +335,17 @@ def _alone(plan: AdaptPlan, prep: Prepared, run: RunDir, ts: list[Tracked], aliv
     order = sorted(alive, key=lambda i: -_score(plan, ts[i]))[:2]
     pace = 1.0
     for n, i in enumerate(order):
-        at_probe = replace(ts[i], per_epoch=ts[i].probe if ts[i].probe is not None else ts[i].per_epoch)
-        expected = plan_cost([at_probe], [0], [total], [1], total)
-        if n and not (ts[order[0]].done and expected * pace <= deadline - time.perf_counter()):
+        t = ts[i]
+        at_probe = replace(t, per_epoch=t.probe, measured=t.probe_measured) if t.probe is not None else t
+        expected = plan_cost([at_probe], [0], [total], [1], total) / SAFETY
+        if n and not (ts[order[0]].done and expected * pace * SAFETY <= deadline - time.perf_counter()):
             order = order[:1]
             break
-        t1 = time.perf_counter()
-        advance(plan, prep, i, run, None, ts[i], deadline)
-        if not n and expected > 0:
-            pace = (time.perf_counter() - t1) * SAFETY / expected
+        t1, start, trained = time.perf_counter(), t.position, t.epochs
+        advance(plan, prep, i, run, None, t, deadline)
+        trained = t.epochs - trained
+        if not n and expected > 0 and trained > 0:  # seconds per epoch trained over those costed per position
+            pace = ((time.perf_counter() - t1) / trained) / (expected / max(1, total - start))
         _show(plan, prep, f"{k} (alone)" if n == 0 else f"{k} (runner-up)", i, ts[i])
     rec: dict[str, Any] = {"rung": k, "epochs": total, "final_epochs": total, "seconds": time.perf_counter() - t0,
                            "scores": {labels[i]: _score(plan, ts[i]) for i in order}, "kept": [labels[order[0]]],

@@ -23,7 +23,8 @@ student of Noisy Student, Xie et al., CVPR 2020) lets them count:
    ECCV 2018, so a teacher's bias toward one class is not amplified);
 3. **student**: the ``base`` strategy (LP-FT by default) trains on the labelled and the kept
    pseudo-labelled examples together, with early stopping and every other setting on the
-   labelled validation split only (pseudo-labels never reach validation). With ``rounds=N`` the
+   labelled validation split only when there is one (pseudo-labels never reach validation; without
+   one, the base strategy's fixed schedule). With ``rounds=N`` the
    finished student (mixed with the zero-shot part on text, as the probe was) is the next teacher and
    a fresh student starts from the pretrained weights (Noisy Student's iteration; on MiniLM /
    vader-movies two rounds were no better than one, docs/TEXT.md row ``self_train@r2``).
@@ -84,7 +85,8 @@ class SelfTrainOptions:
                  "log-loss on the labelled examples) | sgd (the library's probe phase, early-stopped on validation)")
     teacher_weight: float | Literal["nll", "accuracy"] = opt(
         "nll", "weight of the probe against the zero-shot part: nll | accuracy (the best on the validation split by "
-               "that measure) | a number in [0, 1] (1 = probe only)")
+               "that measure, or on the probe's out-of-fold outputs without one) | a number in [0, 1] (1 = probe "
+               "only)")
 
     def __post_init__(self) -> None:
         if not 0 < self.keep <= 1:
@@ -164,7 +166,8 @@ def lbfgs_probe(x: np.ndarray, y: np.ndarray, score: dict[str, np.ndarray], seed
     (the linear-evaluation protocol: Kornblith et al., CVPR 2019; Radford et al., ICML 2021). Returns
     its logits ``[N, K]`` (softmax = its probabilities) for each array of ``score`` and the chosen ``C``.
     ``out_of_fold``: the key under which the logits of ``x`` itself are returned instead, each row from the
-    probe (same ``C``) fitted on the other folds (as a held-out split would see them)."""
+    probe (same ``C``) fitted on the other folds of a second shuffle (not the folds that picked ``C``); ``C``
+    itself was picked on ``x``, so they are slightly more confident than a held-out split's would be."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_val_score
     from sklearn.pipeline import make_pipeline
@@ -188,9 +191,8 @@ def lbfgs_probe(x: np.ndarray, y: np.ndarray, score: dict[str, np.ndarray], seed
     out = {k: logits(v) for k, v in score.items()}
     if out_of_fold is not None:
         if folds < 2:
-            raise ConfigError("self_train: without a validation split every class needs at least 2 labelled "
-                              "examples (the teacher is calibrated on out-of-fold predictions)")
-        d = cross_val_predict(probe(c), x, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+            raise ConfigError(f"out-of-fold logits need at least 2 examples of every class, got {np.bincount(y)}")
+        d = cross_val_predict(probe(c), x, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed + 1),
                               method="decision_function")
         out[out_of_fold] = np.stack([-d / 2, d / 2], 1) if d.ndim == 1 else d
     return out, c
@@ -223,6 +225,11 @@ class SelfTrain(Strategy):
         if ctx.val is None and (self.options.teacher == "sgd" or self.options.rounds > 1):
             raise ConfigError("self_train: teacher=sgd and rounds > 1 need a labelled validation split (the default "
                               "teacher, lbfgs with one round, calibrates on out-of-fold predictions instead)")
+        counts = np.bincount(ctx.train[1].numpy(), minlength=ctx.model.num_classes)
+        if ctx.val is None and counts.min() < 2:
+            raise ConfigError(f"self_train without a validation split needs at least 2 labelled examples of every "
+                              f"class (its teacher is calibrated on out-of-fold predictions); per class: "
+                              f"{counts.tolist()}")
         start = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
         if self.options.rounds > 1:  # the zero-shot part of later teachers reads the pretrained encoder
             self._pretrained = copy.deepcopy(ctx.model).eval()
