@@ -281,6 +281,37 @@ def _setup(doc: dict[str, Any]) -> list[str]:
             "step, when that fits. No epoch starts unless its expected seconds fit before the deadline."]
 
 
+def _method(label: str) -> str:
+    """``self_training(base=mcc, ...)`` or ``self_training:base=mcc`` -> ``self_training``."""
+    return label.split("(")[0].split(":")[0]
+
+
+def _differ(doc: dict[str, Any]) -> list[str]:
+    """The cells where (a) and (b) chose different methods: the validator's scores of both picks on each side
+    (how far apart the validator saw them) and their held-out accuracies."""
+    v, out, gaps = doc["validator"], [], []
+    for pair in doc["pairs"]:
+        for s in doc["seeds"]:
+            a, f = doc["cells"].get(f"auto|{pair}|{s}|{doc['budget']}"), full_choice(doc, pair, s)
+            if a is None or f is None or _method(a["chosen"]) == _method(f["label_free"]["label"]):
+                continue
+            last = next((r for r in reversed(a["rungs"]) if "scores" in r and r["rung"] != "longer"), {})
+            pa = {_method(k): x for k, x in last.get("scores", {}).items()}
+            pb = {_method(r["label"]): r for r in f["rows"]}
+            ma, mb = _method(a["chosen"]), _method(f["label_free"]["label"])
+            qb = {m: r["validators"][v] for m, r in pb.items()}
+            gaps += [abs(q[ma] - q[mb]) for q in (pa, qb) if ma in q and mb in q]
+            out.append([pair, str(s), f"`{ma}` {_pct(a['acc'])}", f"`{mb}` {_pct(f['label_free']['acc'])}",
+                        *(" vs ".join(f"{q[m]:.3f}" if m in q else "—" for m in (ma, mb)) for q in (pa, qb))])
+    if not out:
+        return []
+    return ["## Where (a) and (b) chose differently", "",
+            f"The `{v}` scores of the two picks, (a)'s at its last rung and (b)'s after the full runs: at most "
+            f"{max(gaps, default=float('nan')):.3f} apart on either side, where the two picks' held-out accuracies differ as shown.", "",
+            *table(["pair", "seed", "(a) chose", "(b) chose", f"(a) {v}: its pick vs (b)'s",
+                    f"(b) {v}: (a)'s pick vs its own"], out), ""]
+
+
 def render(doc: dict[str, Any]) -> str:
     rows = pair_rows(doc)
     head = ["pair", "seeds (a) / (b)", f"(a) auto --budget {doc['budget']}: wall s (max)", "(a) accuracy",
@@ -293,7 +324,7 @@ def render(doc: dict[str, Any]) -> str:
                             "—" if r["max_wall"] is None else f"{r['max_wall']:.0f}",
                             *([_pct(r["auto"]), _pct(r["full"]), f"{100 * r['gap']:+.1f}", _pct(r["oracle"])]
                               if "auto" in r else ["—"] * 4), _verdict(doc, r)] for r in rows]), "",
-             *_auto_table(doc), *_full_table(doc), *_self_training_note(doc),
+             *_differ(doc), *_auto_table(doc), *_full_table(doc), *_self_training_note(doc),
              (f"Load averages (1, 5, 15 min) at the end: {', '.join(f'{x:.1f}' for x in doc['load_average_end'])}; "
               "2 cores shared with other jobs. The budget is wall-clock: under load, auto trains fewer rungs."), ""]
     return "\n".join(lines)

@@ -77,3 +77,15 @@ def test_the_page_states_the_verdicts_and_the_self_training_comparison() -> None
 def test_the_committed_page_is_its_json_rendered() -> None:
     doc = json.loads((ROOT / "docs" / "adapt_auto.json").read_text())
     assert (ROOT / "docs" / "ADAPT_AUTO.md").read_text() == bench.render(doc)
+
+
+def test_the_page_shows_where_auto_and_the_full_runs_chose_differently() -> None:
+    doc = _doc({"a->b": (200.0, 0.80), "c->d": (200.0, 0.90)})
+    doc["cells"]["auto|a->b|0|5m"].update(chosen="mcc(trade_off=1.0)", rungs=[
+        {"rung": 3, "epochs": 56, "scores": {"mcc(trade_off=1.0)": 2.263, "self_training(base=mcc)": 2.257}}])
+    md = bench.render(doc)
+    assert "## Where (a) and (b) chose differently" in md and "at most 1.000 apart" in md
+    assert "| a->b | 0 | `mcc` 80.0 | `self_training` 90.0 | 2.263 vs 2.257 | 1.000 vs 2.000 |" in md
+    assert "| c->d |" not in md.split("## Where")[1].split("## (a)")[0]  # the same choice on both sides
+    del doc["cells"]["auto|a->b|0|5m"]
+    assert "## Where" not in bench.render({**doc, "cells": {k: v for k, v in doc["cells"].items() if "c->d" in k}})
