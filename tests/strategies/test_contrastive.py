@@ -58,6 +58,20 @@ def test_pair_loss_is_zero_for_the_ideal_geometry_and_balances_the_pair_kinds() 
     assert pair_loss(z, lone).item() == pytest.approx(((z @ z.T)[upper] ** 2).mean().item())
 
 
+def test_hard_pair_loss_takes_each_anchor_s_hardest_positive_and_negative() -> None:
+    from transferkit.strategies.contrastive import hard_pair_loss
+
+    e = torch.eye(3)
+    y = torch.tensor([0, 0, 1, 2])
+    assert hard_pair_loss(torch.stack([e[0], e[0], e[1], e[2]]), y).item() == pytest.approx(0.0)
+    c = 0.6
+    z = torch.stack([e[0], c * e[0] + 0.8 * e[1], e[1], e[2]])  # anchors 0, 1 (the only ones with a positive)
+    # anchor 0: positive cos 0.6, hardest negative cos 0 (items 2, 3); anchor 1: positive 0.6, negative cos 0.8
+    expected = ((0.6 - 1) ** 2 + 0.0 + (0.6 - 1) ** 2 + 0.8**2) / 2
+    assert hard_pair_loss(z, y).item() == pytest.approx(expected)
+    assert hard_pair_loss(z, torch.tensor([0, 1, 2, 3])).item() == 0.0  # no anchor has a positive
+
+
 def test_class_means_keep_an_absent_class_as_zero() -> None:
     f = torch.tensor([[3.0, 0.0], [0.0, 2.0]])
     m = class_means(f, torch.tensor([0, 1]), 3)

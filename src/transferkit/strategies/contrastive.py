@@ -68,10 +68,11 @@ TEMPLATES = ("{}", "this is {}", "it is {}", "something {}")
 
 @dataclass
 class ContrastiveOptions:
-    loss: Literal["pairs", "supcon"] = opt(
+    loss: Literal["pairs", "supcon", "hard"] = opt(
         "pairs", "body objective: pairs (every in-batch pair, target cosine 1 same label / 0 otherwise, squared "
                  "error: SetFit's; measured better, docs/FEWSHOT.md) | supcon (in-batch supervised contrastive, "
-                 "Khosla et al. 2020)")
+                 "Khosla et al. 2020) | hard (each anchor's least similar positive and most similar negative; "
+                 "below pairs on the movies-64 validation texts, docs/FEWSHOT.md)")
     temperature: float = opt(0.1, "supcon temperature t")
     body_lr_scale: float = opt(1.0, "encoder learning rate in the body phase relative to --lr")
     passes: int = opt(0, f"shuffled passes over the labelled set per body epoch; 0 = at least {MIN_PASSES} and "
@@ -134,6 +135,22 @@ def pair_loss(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.stack(parts).mean() if parts else z.sum() * 0.0
 
 
+def hard_pair_loss(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Batch-hard pairs (Hermans et al., 2017, with SetFit's cosine targets): for each anchor, its least similar
+    positive (target cosine 1) and its most similar negative (target 0), squared error, averaged over the anchors
+    that have both."""
+    b = len(z)
+    eye = torch.eye(b, dtype=torch.bool, device=z.device)
+    sim = z @ z.T
+    pos, neg = (y[:, None] == y[None, :]) & ~eye, y[:, None] != y[None, :]
+    ok = pos.any(1) & neg.any(1)
+    if not ok.any():
+        return z.sum() * 0.0
+    hard_pos = sim.masked_fill(~pos, float("inf")).min(1).values[ok]
+    hard_neg = sim.masked_fill(~neg, float("-inf")).max(1).values[ok]
+    return ((hard_pos - 1) ** 2 + hard_neg**2).mean()
+
+
 def class_means(feats: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Normalised class means of normalised features (a class absent from ``y``: a zero row). ``[K, D]``."""
     f = nn.functional.normalize(feats.float(), dim=-1)
@@ -176,7 +193,8 @@ class Contrastive(Strategy):
         phase = finetune_phase(ctx, [(n, o.body_lr_scale) for n in body], name="contrastive")
         phase.train = (torch.cat([x] * passes), torch.cat([y] * passes))
         phase.batch_size = bs  # never more than the labelled set: a larger batch would only repeat texts
-        loss_fn = (lambda z, t: supcon_loss(z, t, o.temperature)) if o.loss == "supcon" else pair_loss
+        loss_fn = ((lambda z, t: supcon_loss(z, t, o.temperature)) if o.loss == "supcon"
+                   else hard_pair_loss if o.loss == "hard" else pair_loss)
 
         def step_loss(module: nn.Module, xb: torch.Tensor, yb: torch.Tensor, xu: torch.Tensor | None) -> torch.Tensor:
             assert isinstance(module, TransferModel)
