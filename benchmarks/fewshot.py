@@ -300,11 +300,13 @@ def finetune_ceiling(bench: Bench, store: Path, seeds: list[int]) -> dict[str, A
     return cells
 
 
-def ceiling(bench: Bench, store: Path, seeds: list[int]) -> dict[str, Any]:
+def ceiling(bench: Bench, store: Path, seeds: list[int], encoder: Path | None = None) -> dict[str, Any]:
     """What the frozen encoder reaches with every training label of vader-movies: a logistic regression on
     frozen all-MiniLM-L6-v2 features (mean-pooled, normalised; fp32) of the whole training split of each seed's
     split, its C picked on the validation split, scored on the same 500-text test draw as the cells; beside it
-    the same probe on the 64/class draw of movies-64. The labels-only 64/class criterion's reference point."""
+    the same probe on the 64/class draw of movies-64. The labels-only 64/class criterion's reference point.
+    ``encoder``: a local Hugging Face sentence-encoder folder instead (transferkit's ``hf`` backbone, as
+    ``--source FOLDER`` loads it); its rows are named ``<row> @ <folder name>``."""
     from sklearn.linear_model import LogisticRegression
 
     from transferkit.engine.features import extract_features
@@ -312,17 +314,20 @@ def ceiling(bench: Bench, store: Path, seeds: list[int]) -> dict[str, Any]:
 
     cells = load(store)
     ds = bench.data("vader-movies")
-    feats_file = store.with_name("ceiling_features.npy")
+    at = "" if encoder is None else f" @ {encoder.name}"
+    feats_file = store.with_name(f"ceiling_features{at.replace(' @ ', '-')}.npy")
     if feats_file.exists():
         feats = np.load(feats_file)
     else:  # every text once (a frozen encoder: the split only picks rows)
+        model = bench.source if encoder is None else from_pretrained("hf", {"path": str(encoder)})
         torch.set_num_threads(bench.threads)
-        x = torch.from_numpy(tokenize_for(bench.source.spec, ds.x))
-        feats = extract_features(bench.source, x, resolve_placement(bench.source, "fp32", "off")).float().numpy()
+        x = torch.from_numpy(tokenize_for(model.spec, ds.x))
+        feats = extract_features(model, x, resolve_placement(model, "fp32", "off")).float().numpy()
+        feats_file.parent.mkdir(parents=True, exist_ok=True)
         np.save(feats_file, feats)
     rows = dataclasses.replace(ds, x=np.arange(len(ds)))  # split and draw row numbers, not texts
     for seed in seeds:
-        for name, k in (("all labels", None), ("64/class", 64)):
+        for name, k in ((f"all labels{at}", None), (f"64/class{at}", 64)):
             ck = key("ceiling", name, seed)
             if ck in cells:
                 continue
@@ -372,6 +377,8 @@ def main() -> int:
     ap.add_argument("--ceiling-parts", default="probe",
                     help="with --ceiling: ','-separated parts: probe (frozen features + logistic regression), "
                          "finetune (every layer on every label; minutes of CPU per seed)")
+    ap.add_argument("--encoder", type=Path, default=None,
+                    help="with --ceiling (probe): a local Hugging Face sentence-encoder folder instead of MiniLM")
     ap.add_argument("--render-only", action="store_true")
     ap.add_argument("--tasks", default="movies-8")
     ap.add_argument("--seeds", default="0,1,2,3,4")
@@ -402,7 +409,7 @@ def main() -> int:
                     raise SystemExit(f"--ceiling-parts: unknown part {part!r} (parts: probe, finetune)")
             store = args.work / "ceiling.json"
             if "probe" in parts:
-                ceiling(bench, store, seeds)
+                ceiling(bench, store, seeds, args.encoder)
             if "finetune" in parts:
                 finetune_ceiling(bench, store, seeds)
             # another --work folder's ceiling cells (the doc's) are kept: only this folder's are added or replaced
