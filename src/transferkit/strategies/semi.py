@@ -184,17 +184,15 @@ def lbfgs_probe(x: np.ndarray, y: np.ndarray, score: dict[str, np.ndarray], seed
         c = float(cs[int(np.argmin(loss))])
     fitted = probe(c).fit(x, y)
 
-    def logits(v: np.ndarray) -> np.ndarray:  # finite where predict_log_proba gives log(0) = -inf
-        d = fitted.decision_function(v)
+    def logits(d: np.ndarray) -> np.ndarray:  # finite where predict_log_proba gives log(0) = -inf
         return np.stack([-d / 2, d / 2], 1) if d.ndim == 1 else d  # two classes: one margin, softmax-equivalent
 
-    out = {k: logits(v) for k, v in score.items()}
+    out = {k: logits(fitted.decision_function(v)) for k, v in score.items()}
     if out_of_fold is not None:
         if folds < 2:
             raise ConfigError(f"out-of-fold logits need at least 2 examples of every class, got {np.bincount(y)}")
-        d = cross_val_predict(probe(c), x, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed + 1),
-                              method="decision_function")
-        out[out_of_fold] = np.stack([-d / 2, d / 2], 1) if d.ndim == 1 else d
+        out[out_of_fold] = logits(cross_val_predict(probe(c), x, y, method="decision_function",
+                                                    cv=StratifiedKFold(folds, shuffle=True, random_state=seed + 1)))
     return out, c
 
 
@@ -331,8 +329,7 @@ class SelfTrain(Strategy):
             return []
         mix = f", zero-shot weight {1 - st['alpha']:.1f}" if "alpha" in st else ""
         per_source = f", per source {st['pseudo_per_source']}" if "pseudo_per_source" in st else ""
-        on = "validation" if st.get("calibrated_on", "validation") == "validation" else "out-of-fold labelled"
-        return [f"self_train: teacher {st['teacher']}{mix} ({on} accuracy "
+        return [f"self_train: teacher {st['teacher']}{mix} ({st.get('calibrated_on', 'validation')} accuracy "
                 f"{100 * st.get('teacher_val_acc', st['probe_val_acc']):.1f}%) pseudo-labelled {st['n_pseudo']} of "
                 f"{st['n_unlabelled']} unlabelled examples (per class {st['pseudo_per_class']}{per_source}); "
                 f"{st['base']} trained on them and the {st['n_labelled']} labelled"]
