@@ -171,9 +171,9 @@ class RunDir:
         self.adopt("model.safetensors", "model.json")
         save_tensors(self.path / "model.safetensors", tensors, metadata={"format": "pt"})
         write_json(self.path / "model.json", model.spec.to_json())
-        if model.spec.name == "hf":  # its config and tokenizer: the run reloads without the original folder
-            from transferkit.models.hf import BUNDLE, write_bundle
+        from transferkit.models.hf import BUNDLE, is_folder_model, write_bundle
 
+        if is_folder_model(model):  # its config and tokenizer: the run reloads without the original folder
             self.adopt(BUNDLE)
             write_bundle(model.spec, self.path / BUNDLE)
 

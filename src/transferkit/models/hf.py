@@ -36,13 +36,15 @@ from torch import nn
 
 from transferkit.errors import ConfigError, DataError
 from transferkit.models.base import ModelSpec, TransferModel
+from transferkit.models.packaged import RECORD
 from transferkit.models.text import TOKENIZER_FILES, TextTransferModel, mean_pool, tokenizer
 
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
-#: the folder in a run directory with its hf model's config and tokenizer (no weights: the run has its own)
+#: the folder in a run directory with its hf model's config and tokenizer (no weights: the run has its own), and
+#: the record of where the folder's weights came from when transferkit assembled it (``mpnet``)
 BUNDLE = "hf_source"
 BUNDLE_FILES = ("config.json", "preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json",
-                "added_tokens.json", "merges.txt", *TOKENIZER_FILES)
+                "added_tokens.json", "merges.txt", *TOKENIZER_FILES, RECORD)
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -50,6 +52,12 @@ def is_hf_folder(path: str | Path) -> bool:
     """Whether ``path`` looks like a Hugging Face checkpoint folder (a ``config.json``, no ``run.json``)."""
     p = Path(path)
     return p.is_dir() and (p / "config.json").is_file() and not (p / "run.json").exists()
+
+
+def is_folder_model(model: TransferModel) -> bool:
+    """Whether ``model`` was loaded from a Hugging Face folder (``hf``, or a backbone built on it such as
+    ``mpnet``): its run keeps a copy of the folder's config and tokenizer (:func:`write_bundle`)."""
+    return isinstance(model, (HFTextModel, HFImageModel))
 
 
 def write_bundle(spec: ModelSpec, directory: Path) -> None:
@@ -65,9 +73,9 @@ def write_bundle(spec: ModelSpec, directory: Path) -> None:
 
 def use_bundle(spec: ModelSpec, run_path: Path) -> ModelSpec:
     """``spec`` reading the run's own copy of its config and tokenizer when the folder it names is gone or
-    now holds other files (re-saved since); unchanged otherwise, and for other models."""
+    now holds other files (re-saved since); unchanged otherwise, and for models not loaded from a folder."""
     bundle = run_path / BUNDLE
-    if spec.name != "hf" or not bundle.is_dir():
+    if "path" not in spec.kwargs or not bundle.is_dir():
         return spec
     src = Path(str(spec.kwargs.get("path", "")))
     copies = [f for f in bundle.iterdir() if f.is_file()]
