@@ -10,7 +10,8 @@ row. The fine-tune row fine-tunes the source model on the *labelled* target with
 ``transferkit.transfer(strategy="full")`` (scored on its test split). Pairs run one child
 process each, sequentially.
 
-Per cell the page sets the label-free choice (highest validator score: what ``auto`` returns) beside the
+Per cell the page sets the label-free choice (highest validator score: ``auto``'s pick when no lead is within
+resampling noise, which this page does not resample) beside the
 oracle choice (the candidate with the best held-out target accuracy: selected on target test labels, as
 published results are) and the gap between them, for every validator recorded, with their agreement.
 

@@ -89,3 +89,19 @@ def test_the_page_shows_where_auto_and_the_full_runs_chose_differently() -> None
     assert "| c->d |" not in md.split("## Where")[1].split("## (a)")[0]  # the same choice on both sides
     del doc["cells"]["auto|a->b|0|5m"]
     assert "## Where" not in bench.render({**doc, "cells": {k: v for k, v in doc["cells"].items() if "c->d" in k}})
+
+
+def test_full_choice_applies_auto_s_noise_rule() -> None:
+    doc = _doc({})
+    doc["candidates"] = [CANDS[2], CANDS[0], CANDS[1]]  # self_training first in the order, mcc second
+    doc["cells"]["full|a->b|0|mcc"]["validators"]["im"] = 2.5  # the validator's best, later in the order
+    assert bench.unresampled(doc["cells"], "a->b", 0, doc["candidates"]) == [0, 1]  # best and those before it
+    base = [2.0 + 0.01 * ((7 * k) % 13) for k in range(200)]
+    doc["cells"]["full|a->b|0|" + CANDS[2]]["resampled"] = base
+    doc["cells"]["full|a->b|0|mcc"]["resampled"] = [x + (0.001 if k % 2 else -0.001) for k, x in enumerate(base)]
+    f = bench.full_choice(doc, "a->b", 0)
+    assert f["validator_best"]["candidate"] == "mcc" and f["label_free"]["candidate"] == CANDS[2]  # half the draws
+    assert bench._choice_text(f) == "self_training (`mcc` leads within noise)"
+    doc["cells"]["full|a->b|0|mcc"]["resampled"] = [x + 0.001 for x in base]  # above in every resample: a lead
+    assert bench.full_choice(doc, "a->b", 0)["label_free"]["candidate"] == "mcc"
+    assert bench.unresampled(doc["cells"], "a->b", 0, doc["candidates"]) == []

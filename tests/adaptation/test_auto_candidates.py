@@ -24,7 +24,7 @@ def test_the_recipe_is_typed_against_self_training_s_options() -> None:
     assert (o.base, o.mcc, o.base_fraction, o.consistency, o.domain_bn, o.ema, o.class_balance, o.trade_off) == (
         "mcc", 1.0, 0.5, True, True, 0.99, 1.0, 1.0)
     labels = [label for label, _, _ in method_candidates("auto", {})]
-    assert len(labels) == len(set(labels)) == 8 and labels[-1].startswith("self_training(base=mcc, mcc=1, ")
+    assert len(labels) == len(set(labels)) == 8 and labels[0].startswith("self_training(base=mcc, mcc=1, ")
 
 
 def test_source_free_auto_keeps_to_the_methods_that_read_no_source() -> None:

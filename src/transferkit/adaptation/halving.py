@@ -172,8 +172,8 @@ def paused_run(plan: AdaptPlan, prep: Prepared, i: int, ctx: AdaptContext, secon
 def halve(plan: AdaptPlan, prep: Prepared, run: RunDir | None, started: float | None = None
           ) -> tuple[list[CandidateRun], list[dict[str, Any]]]:
     """Successive halving within ``plan.spec.budget`` counted from ``started`` (a ``perf_counter`` time; default
-    now): the runs of the last rung trained (the pick is the validator's best of them) and every rung's record
-    (epochs, candidates with scores, seconds expected and taken, kept)."""
+    now): the runs of the last rung trained (the pick among them: :func:`~transferkit.adaptation.stages.choose`)
+    and every rung's record (epochs, candidates with scores, seconds expected and taken, kept)."""
     assert plan.spec.budget is not None
     budget = parse_budget(plan.spec.budget)
     now = time.perf_counter()
@@ -268,7 +268,7 @@ def _rungs(plan: AdaptPlan, prep: Prepared, run: RunDir, ts: list[Tracked], dead
             rungs.append(rec)
             return [_final(plan, prep, order[0], ts[order[0]])], rungs
         rungs.append(rec)
-        if last:  # the pick is the validator's best; the runner-up is scored fully beside it
+        if last:  # the validator's best and the runner-up, scored fully: `choose` picks between them
             return [_final(plan, prep, i, ts[i]) for i in order[:2]], rungs
         alive = keep
     raise AssertionError("the last rung returns")  # pragma: no cover

@@ -35,7 +35,15 @@ from transferkit.adaptation.spec import (
     AdaptSpec,
     restyle_default,
 )
-from transferkit.adaptation.validators import VALIDATORS, agreement, score_all
+from transferkit.adaptation.validators import (
+    LEAD_CONFIDENCE,
+    RESAMPLES,
+    VALIDATORS,
+    agreement,
+    pick_within_noise,
+    resampled,
+    score_all,
+)
 from transferkit.data import ReadOptions
 from transferkit.engine.config import TrainConfig
 from transferkit.engine.loop import PhaseResult, epochs_for_steps
@@ -78,11 +86,15 @@ class Prepared:
 
 @dataclass
 class CandidateRun:
-    """One trained candidate: its ``metrics.json`` record, the adapted model and its phases."""
+    """One trained candidate: its ``metrics.json`` record, the adapted model and its phases. ``resampled``: the
+    selection validator on the bootstrap resamples of the target validation inputs (see
+    :func:`~transferkit.adaptation.validators.resampled`), which :func:`choose` compares; ``None`` when not
+    scored so (a paused candidate, or ``dev``)."""
 
     record: dict[str, Any]
     model: TransferModel
     phases: list[PhaseResult] = field(default_factory=list)
+    resampled: np.ndarray | None = None
 
 
 def _train_settings(spec: AdaptSpec) -> tuple[TrainConfig, dict[str, str]]:
@@ -199,22 +211,49 @@ def score_candidate(plan: AdaptPlan, prep: Prepared, index: int, ctx: AdaptConte
         rec["target_accuracy"] = accuracy(model, d.eval)["accuracy"]
     if d.eval_all is not None:
         rec["target_accuracy_all"] = accuracy(model, d.eval_all)["accuracy"]
-    return CandidateRun(rec, model, list(results or []))
+    return CandidateRun(rec, model, list(results or []), resampled(plan.spec.validator, vd, seed=plan.spec.seed))
 
 
-def choose(runs: list[CandidateRun], validator: str) -> CandidateRun:
-    """The candidate the label-free ``validator`` scores highest (the first on a tie)."""
-    return runs[max(range(len(runs)), key=lambda i: runs[i].record["validators"][validator])]
+def choose(runs: list[CandidateRun], validator: str, order: list[str]) -> tuple[CandidateRun, dict[str, Any]]:
+    """The label-free choice among ``runs`` and how it was made (``metrics.json`` ``choice``).
+
+    The ``validator``'s best, unless its lead over a candidate earlier in ``order`` (the plan's candidate labels:
+    auto's defaults are ordered by their measured accuracy, :data:`~transferkit.adaptation.spec.AUTO_CANDIDATES`)
+    is within resampling noise: it scores above that candidate in fewer than
+    :data:`~transferkit.adaptation.validators.LEAD_CONFIDENCE` of the paired resamples of the target validation
+    inputs (:func:`~transferkit.adaptation.validators.pick_within_noise`). Then the earliest such candidate is the
+    choice (docs/ADAPT_AUTO.md: ``mcc`` over ``self_training`` by 0.006 of ``im`` had cost 10 points). Without
+    resampled scores (``dev``), the validator's best (the first on a tie)."""
+    rank = {label: k for k, label in enumerate(order)}
+    labels = [r.record["label"] for r in runs]
+    i, b, tied = pick_within_noise([r.record["validators"][validator] for r in runs], [r.resampled for r in runs],
+                                   [rank.get(label, len(order)) for label in labels])
+    info: dict[str, Any] = {"validator": validator, "validator_best": labels[b],
+                            "within_noise": [labels[j] for j in tied], "resamples": RESAMPLES,
+                            "confidence": LEAD_CONFIDENCE}
+    rb = runs[b].resampled
+    if rb is not None:
+        info["lead_share"] = {labels[j]: float(np.mean(rb > r.resampled))
+                              for j, r in enumerate(runs) if j != b and r.resampled is not None}
+    if i != b:
+        info["note"] = (f"{validator}'s best, {labels[b]}, scores above {labels[i]} in only "
+                        f"{100 * info['lead_share'][labels[i]]:.0f}% of {RESAMPLES} resamples of the target "
+                        f"validation inputs (< {100 * LEAD_CONFIDENCE:.0f}%): within noise, the candidate earlier "
+                        "in the order of measured accuracy is chosen")
+    return runs[i], info
 
 
 def assess(plan: AdaptPlan, prep: Prepared, before: dict[str, Any], runs: list[CandidateRun]) -> dict[str, Any]:
     """``metrics.json``: the label-free choice among ``runs``, its scores against ``before``, every candidate's
     record, and (with labelled evaluation data and several candidates) how each validator's choice compares
     with the label oracle's."""
-    spec, d, best = plan.spec, prep.data, choose(runs, plan.spec.validator)
+    spec, d = plan.spec, prep.data
+    best, choice = choose(runs, plan.spec.validator, [c.label for c in plan.candidates])
     m: dict[str, Any] = {"method": spec.method, "validator": spec.validator, "seed": spec.seed,
                          **{k: v for k, v in before.items() if k != "notes"}}
     m.update(chosen=best.record["label"], validators=best.record["validators"], candidates=[r.record for r in runs])
+    if len(runs) > 1:
+        m["choice"] = choice
     if d.eval is not None:
         m["target"] = evaluate_model(best.model, d.eval, best.model.num_classes)
         if len(runs) > 1:
@@ -230,6 +269,8 @@ def assess(plan: AdaptPlan, prep: Prepared, before: dict[str, Any], runs: list[C
              n_target_train=len(d.target_train), n_target_val=len(d.target_val),
              phases=[phase_summary(r) for r in best.phases], notes=list(before["notes"]))
     if len(runs) > 1:
+        if "note" in choice:
+            m["notes"].append(choice["note"])
         m["agreement"] = agreement([r.record["validators"] for r in runs])
         note = disagreement_note(m["agreement"], [r.record["label"] for r in runs], spec.target_data)
         if note:

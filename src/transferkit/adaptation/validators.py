@@ -133,6 +133,51 @@ def score_all(data: ValidationData, names: list[str] | None = None) -> dict[str,
     return out
 
 
+#: Bootstrap resamples of the target validation inputs behind :func:`resampled`, and the share of them in which
+#: one candidate must score above another for its lead to count (:func:`leads`): a one-sided 95% paired test,
+#: fixed before it was measured on any choice.
+RESAMPLES = 200
+LEAD_CONFIDENCE = 0.95
+
+
+def resampled(name: str, data: ValidationData, draws: int = RESAMPLES, seed: int = 0) -> np.ndarray | None:
+    """The validator ``name`` on ``draws`` bootstrap resamples of the target rows of ``data`` (``[draws]``).
+
+    The rows drawn depend only on the number of target rows and ``seed``, so two models scored on the same
+    target inputs are scored on the same resamples: their scores *pair*, and :func:`leads` compares them
+    resample by resample (the spread of a single validator's score is mostly the inputs', shared by both).
+    ``None`` for a validator that reads labelled source data (``dev``): only target rows are resampled.
+    """
+    if name == "dev":
+        return None
+    fn = VALIDATORS.get(name)
+    n = len(data.target_logits)
+    rows = np.random.default_rng(seed).integers(0, n, size=(draws, n))
+    return np.array([fn(ValidationData(data.target_logits[r], data.target_features[r])) for r in rows])
+
+
+def leads(a: np.ndarray, b: np.ndarray, confidence: float = LEAD_CONFIDENCE) -> bool:
+    """Whether the paired resampled scores ``a`` lead ``b`` beyond resampling noise: ``a > b`` in at least
+    ``confidence`` of the resamples (see :func:`resampled`)."""
+    return float(np.mean(a > b)) >= confidence
+
+
+def pick_within_noise(scores: list[float], resamples: list[np.ndarray | None], order: list[int],
+                      confidence: float = LEAD_CONFIDENCE) -> tuple[int, int, list[int]]:
+    """The label-free pick among candidates with validator ``scores``, their paired ``resamples`` (or ``None``)
+    and their places in an ``order`` of preference: ``(pick, best, tied)`` as indices.
+
+    ``best`` is the highest score (the first on a tie). ``tied``: the candidates placed before ``best`` in
+    ``order`` that it does not :func:`lead` beyond resampling noise (both resampled). ``pick`` is the earliest of
+    ``tied`` in ``order``, else ``best``: a difference the validation inputs cannot tell apart is settled by the
+    order (a measured prior), not by noise."""
+    best = max(range(len(scores)), key=lambda i: scores[i])
+    rb = resamples[best]
+    tied = [i for i, r in enumerate(resamples) if order[i] < order[best] and r is not None and rb is not None
+            and not leads(rb, r, confidence)]
+    return min([best, *tied], key=lambda i: order[i]), best, tied
+
+
 #: Validators disagree when one ranks another's pick in its worse half (normalised rank > 0.5, see
 #: :func:`agreement`).
 DISAGREEMENT_THRESHOLD = 0.5
