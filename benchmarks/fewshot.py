@@ -26,6 +26,13 @@ above, no extra label; the page reports it apart from the labels-only comparison
 
     python benchmarks/fewshot.py --tasks movies-64 --methods self_train --seeds 0,1,2,3,4
 
+``--methods STRATEGY@SOURCE`` adds the labels-only row of another registered text source, as
+``transferkit transfer --source SOURCE --data ... --shots k [--strategy STRATEGY]`` trains it (the backbone's recipe
+for the strategy, where there is one): same labelled draw, same test draws, no validation set. E.g. the opt-in
+``mpnet`` (all-mpnet-base-v2; ``make text-large``) with the CLI's default strategy and with the linear probe:
+
+    python benchmarks/fewshot.py --tasks movies-64 --methods lp_ft@mpnet,linear_probe@mpnet --seeds 0,1,2,3,4
+
 Quick mode fails (exit 1) when ``contrastive`` scores below SetFit on the quick cell. Without setfit installed
 it says so and compares with the SetFit cell recorded for the same split in docs/fewshot.json (a recorded
 reference, not a re-run; exit 2 when there is none).
@@ -57,7 +64,7 @@ from fewshot_report import paired, render
 
 from transferkit.data import ArrayDataset, kshot, kshot_rest, load_dataset, split
 from transferkit.engine.config import TrainConfig
-from transferkit.models import from_pretrained
+from transferkit.models import MODELS, TransferModel, from_pretrained
 from transferkit.models.text import model_path, tokenize_for
 from transferkit.strategies import TransferContext, make_strategy, run_strategy
 from transferkit.zeroshot import report
@@ -109,19 +116,38 @@ VARIANTS: dict[str, dict[str, str]] = {
         "loss": "pairs", "head": "prompts", "precision": "bf16", "batch_size": "32", "finetune_epochs": "2"},
     "pairs, lr 2e-5, prompt head, bf16, batch 32, prompt prior 0.01": {
         "loss": "pairs", "head": "prompts", "precision": "bf16", "batch_size": "32", "prior": "0.01"},
+    # another source and strategy ("source", "strategy"; every recipe setting given, so none comes from a recipe):
+    # the (mpnet, lp_ft) recipe, what `--source mpnet` with the CLI's default strategy trains with
+    "mpnet lp_ft, probe 3e-3, body 3e-5, batch 16, 5 epochs, bf16": {
+        "source": "mpnet", "strategy": "lp_ft", "lr": "6e-5", "head_lr_scale": "50", "batch_size": "16",
+        "epochs": "5", "patience": "2", "precision": "bf16"},
+    "mpnet lp_ft, probe 3e-3, body 1.5e-5, batch 16, 5 epochs, bf16": {
+        "source": "mpnet", "strategy": "lp_ft", "lr": "3e-5", "head_lr_scale": "100", "batch_size": "16",
+        "epochs": "5", "patience": "2", "precision": "bf16"},
+    "mpnet linear_probe, probe 3e-3": {"source": "mpnet", "strategy": "linear_probe", "lr": "6e-5",
+                                       "head_lr_scale": "50"},
 }
 SETFIT = {"num_iterations": 20, "batch_size": 16}
 #: TrainConfig fields a variant may set (strings, as on the command line; the recipe fills the others)
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"seed", "progress"}
+#: the source of the rows that do not name one (``STRATEGY@SOURCE`` methods and variants with ``source`` do)
+DEFAULT_SOURCE = "minilm"
 
 
 class Bench:
     def __init__(self, test_n: int, threads: int) -> None:
         self.test_n, self.threads = test_n, threads
-        self.source = from_pretrained("minilm")
+        self.source = from_pretrained(DEFAULT_SOURCE)
         #: tokens kept per text on both sides (transferkit's minilm default; SetFit's model folder says 256)
         self.max_length = int(self.source.spec.input_shape[-1])
         self.raw: dict[str, ArrayDataset] = {}
+        self.sources: dict[str, TransferModel] = {DEFAULT_SOURCE: self.source}
+
+    def model(self, name: str) -> TransferModel:
+        """The registered pretrained backbone ``name``, loaded once."""
+        if name not in self.sources:
+            self.sources[name] = from_pretrained(name)
+        return self.sources[name]
 
     def data(self, name: str) -> ArrayDataset:
         if name not in self.raw:
@@ -150,6 +176,15 @@ class Bench:
         train, tests = self.task(task, seed, selecting, cross)
         return self.transfer("contrastive", train, tests, seed, options)
 
+    def variant(self, task: str, seed: int, options: dict[str, str], selecting: bool = False,
+                cross: bool = True) -> dict[str, Any]:
+        """A :data:`VARIANTS` entry or a ``STRATEGY@SOURCE`` row: ``options`` may name the ``strategy`` (default
+        contrastive) and the ``source`` (default :data:`DEFAULT_SOURCE`); the rest as :meth:`transfer` takes them."""
+        rest = {k: v for k, v in options.items() if k not in ("strategy", "source")}
+        train, tests = self.task(task, seed, selecting, cross)
+        return self.transfer(options.get("strategy", "contrastive"), train, tests, seed, rest,
+                             source=options.get("source", DEFAULT_SOURCE))
+
     def self_train(self, task: str, seed: int, cross: bool = True) -> dict[str, Any]:
         """``self_train`` with its defaults (the minilm ``lp_ft`` recipe for its student) on the same labelled draw
         and no validation split, reading the training split's other texts unlabelled (``--unlabelled rest``)."""
@@ -159,12 +194,13 @@ class Bench:
         return self.transfer("self_train", train, tests, seed, {}, unlabelled=rest)
 
     def transfer(self, strategy: str, train: ArrayDataset, tests: dict[str, ArrayDataset], seed: int,
-                 options: dict[str, str], unlabelled: ArrayDataset | None = None) -> dict[str, Any]:
-        """``strategy`` (with the minilm recipe, as the CLI runs it) trained on ``train`` alone (no validation
-        set), scored on ``tests``; ``options``: TrainConfig fields (over the recipe's) and strategy options;
-        ``unlabelled``: inputs it may read without their labels (``ctx.unlabelled``)."""
+                 options: dict[str, str], unlabelled: ArrayDataset | None = None,
+                 source: str = DEFAULT_SOURCE) -> dict[str, Any]:
+        """``strategy`` (with ``source``'s recipe, as the CLI runs it) trained on ``train`` alone (no validation
+        set), scored on ``tests``; ``options``: TrainConfig fields and ``head_lr_scale`` (over the recipe's) and
+        strategy options; ``unlabelled``: inputs it may read without their labels (``ctx.unlabelled``)."""
         torch.set_num_threads(self.threads)
-        model = copy.deepcopy(self.source)
+        model = copy.deepcopy(self.model(source))
         torch.manual_seed(seed)
         model.reset_head(train.class_names)
 
@@ -173,19 +209,31 @@ class Bench:
 
         settings = {k: type(TrainConfig.default(k))(v) for k, v in options.items() if k in TRAIN_FIELDS}
         cfg = TrainConfig(seed=seed, progress="off", **settings)
+        scale = {"head_lr_scale": float(options["head_lr_scale"])} if "head_lr_scale" in options else {}
         ctx = TransferContext(model, {}, (tok(train), torch.from_numpy(train.require_labels())), None, cfg,
-                              lambda: model, user_set=frozenset({"seed", "progress", *settings}),
-                              unlabelled=None if unlabelled is None else tok(unlabelled))
+                              lambda: model, user_set=frozenset({"seed", "progress", *settings, *scale}),
+                              unlabelled=None if unlabelled is None else tok(unlabelled), **scale)
+        strategy_options = {k: v for k, v in options.items() if k not in settings and k not in scale}
         c0, w0 = time.process_time(), time.perf_counter()
-        run_strategy(make_strategy(strategy, {k: v for k, v in options.items() if k not in settings}), ctx)
+        run_strategy(make_strategy(strategy, strategy_options), ctx)
         c1, w1 = time.process_time(), time.perf_counter()
         from transferkit.engine.precision import predict_logits, resolve_placement
 
         place = resolve_placement(ctx.model, "fp32", "off")
         preds = {d: predict_logits(ctx.model, tok(ds), place).argmax(1).numpy() for d, ds in tests.items()}
         return {**scores(tests, preds), "train_cpu_seconds": c1 - c0, "train_wall_seconds": w1 - w0,
-                "max_length": self.max_length, "options": options,
+                "max_length": int(model.spec.input_shape[-1]), "options": options, "source": source,
                 "info": json.loads(json.dumps(ctx.info, default=str))}
+
+    def encoder(self, name: str) -> dict[str, Any]:
+        """What the cells of source ``name`` ran on: its folder's name and its encoder's parameters (all, and
+        without the token embeddings, whose cost per token does not grow with their number)."""
+        model = self.model(name)
+        groups = dict(model.layer_groups())
+        body = sum(p.numel() for n, g in groups.items() if n != "head" for p in g.parameters())
+        emb = sum(p.numel() for n, g in groups.items() if n.startswith("embeddings") for p in g.parameters())
+        return {"encoder": MODELS.list(name)[0].summary.split()[0], "params": body,
+                "params_without_embeddings": body - emb}
 
     def setfit(self, task: str, seed: int, python: str, cross: bool = True) -> dict[str, Any]:
         train, tests = self.task(task, seed, cross=cross)
@@ -248,8 +296,10 @@ def run_cells(bench: Bench, store: Path, tasks: list[str], seeds: list[int], pyt
                     log(f"{k}: skipped (setfit is not installed)")
                     continue
                 log(f"{k}: running")
+                strategy, _, source = method.partition("@")
                 res = (bench.setfit(task, seed, python) if method == "setfit" and python
                        else bench.self_train(task, seed) if method == "self_train"
+                       else bench.variant(task, seed, {"strategy": strategy, "source": source}) if source
                        else bench.contrastive(task, seed, CONTRASTIVE))
                 res["load_average"] = os.getloadavg()
                 cells = {**load(store), k: res}  # read again: another process may share the store
@@ -268,7 +318,7 @@ def select(bench: Bench, store: Path, seeds: list[int], variants: str | None, ta
         for seed in seeds:
             k = key(f"{task}:val", name, seed)
             if k not in cells:
-                cell = bench.contrastive(task, seed, options, selecting=True)
+                cell = bench.variant(task, seed, options, selecting=True)
                 cells = {**load(store), k: {**cell, "threads": bench.threads, "load_average": os.getloadavg()}}
                 save(store, cells)  # read again: another process may share the store
                 log(f"{k}: val {cells[k]['val']['accuracy']:.3f} cpu {cells[k]['train_cpu_seconds']:.0f}s")
@@ -420,8 +470,11 @@ def main() -> int:
             for t in args.tasks.split(","):
                 if t not in TASKS:
                     raise SystemExit(f"--tasks: unknown task {t!r} (tasks: {', '.join(TASKS)})")
-            run_cells(bench, args.work / "results.json", args.tasks.split(","), seeds, python, args.methods.split(","))
+            methods = args.methods.split(",")
+            run_cells(bench, args.work / "results.json", args.tasks.split(","), seeds, python, methods)
             update = {"cells": load(args.work / "results.json")}
+            sources = {DEFAULT_SOURCE, *(m.partition("@")[2] for m in methods if "@" in m)}
+            update["encoders"] = {**load(doc_json).get("encoders", {}), **{n: bench.encoder(n) for n in sources}}
         doc = load(doc_json)  # read again now: another process of this script may have written it meanwhile
         doc.update(update)
         doc.setdefault("machine", {}).update(machine_info())

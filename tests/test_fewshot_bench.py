@@ -175,3 +175,55 @@ def test_self_train_cell_reads_the_rest_of_the_training_split_without_labels(mon
     assert seen["strategy"] == "self_train" and seen["options"] == {} and seen["unlabelled"].y is None
     assert np.array_equal(seen["train"].x, drawn.x)
     assert sorted(seen["unlabelled"].x) == sorted(set(pool.x) - set(drawn.x))
+
+
+def test_another_sources_rows_show_the_users_command_and_the_labels_only_target() -> None:
+    cells = {f"movies-64|{m}|{s}": _cell(a + 0.01 * s, cpu, 0.7) for s in range(5)
+             for m, a, cpu in (("contrastive", 0.74, 90), ("setfit", 0.74, 600), ("lp_ft@mpnet", 0.83, 450),
+                               ("linear_probe@mpnet", 0.82, 60))}
+    del cells["movies-64|linear_probe@mpnet|4"]
+    cells["movies-64|lp_ft@mpnet|0"]["info"] = {"recipe": {"settings": {"lr": 6e-5, "precision": "bf16"}}}
+    encoders = {"minilm": {"encoder": "all-MiniLM-L6-v2", "params": 22_000_000,
+                           "params_without_embeddings": 10_000_000},
+                "mpnet": {"encoder": "all-mpnet-base-v2", "params": 110_000_000,
+                          "params_without_embeddings": 80_000_000}}
+    md = report.render({"cells": cells, "encoders": encoders}, fewshot.TASKS, report.paired)
+    user = md.split("## What a user runs")[1].split("## Issue 19's criteria")[0]
+    assert ("| 64/class, vader-movies, all-mpnet-base-v2 | `transferkit transfer --source mpnet --data vader-movies "
+            "--shots 64` | 0.850 | 450 | 0.760 | 600 | +9.0 ± 0.0 | 0,1,2,3,4 |") in user
+    assert ("`transferkit transfer --source mpnet --data vader-movies --shots 64 --strategy linear_probe` | 0.835 | "
+            "60 | 0.755 | 600 | +8.0 ± 0.0 | 0,1,2,3 |") in user
+    assert "`lp_ft` on `mpnet` (all-mpnet-base-v2): the (mpnet, lp_ft) recipe: lr 6e-05, precision bf16" in user
+    crit = md.split("## Issue 19's criteria")[1].split("## Cells not run yet")[0]
+    assert ("| movies-64: >= 0.80 with labels only, `--source mpnet` (all-mpnet-base-v2, a larger encoder), `lp_ft` "
+            "(the CLI's default strategy) | 0.850 ± 0.007 | 5 | yes |") in crit
+    assert "`linear_probe` | 0.835 ± 0.006 | 4 | yes (< 5 seeds) |" in crit
+    assert "| movies-64: contrastive >= 0.80 with labels only | 0.760 | 5 | no |" in crit
+    assert ("450 CPU seconds of training per run (5.0 x contrastive's 90 on MiniLM, 0.75 x SetFit's 600); "
+            "all-mpnet-base-v2 has 110M parameters, 5.0 x all-MiniLM-L6-v2's 22M (8.0 x without the token "
+            "embeddings") in crit
+    assert "- movies-64 linear_probe@mpnet: seeds 4 not run" in md
+
+
+def test_a_variant_names_its_source_and_strategy_and_sets_the_head_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every recipe setting a variant gives (``head_lr_scale`` too) is the user's, so no recipe replaces it."""
+    from transferkit.data import ArrayDataset
+    from transferkit.models import from_pretrained
+
+    ds = ArrayDataset(x=np.array(["good", "great", "bad", "awful"], dtype=object), y=np.array([1, 1, 0, 0]),
+                      class_names=["negative", "positive"], name="t", modality="text")
+    bench = fewshot.Bench.__new__(fewshot.Bench)
+    bench.threads, bench.sources = 1, {"other": from_pretrained("minilm")}
+    seen: dict[str, Any] = {}
+
+    def fake_run(strategy: Any, ctx: Any) -> None:
+        seen.update(strategy=strategy.name, options=dict(vars(strategy.options)) if strategy.options else {}, ctx=ctx)
+
+    monkeypatch.setattr(fewshot, "run_strategy", fake_run)
+    res = bench.transfer("lp_ft", ds, {"t": ds}, 0, {"lr": "3e-5", "head_lr_scale": "100", "epochs": "5"},
+                         source="other")
+    ctx = seen["ctx"]
+    assert seen["strategy"] == "lp_ft" and "head_lr_scale" not in seen["options"]
+    assert ctx.head_lr_scale == 100.0 and ctx.cfg.lr == 3e-5 and ctx.cfg.epochs == 5
+    assert {"head_lr_scale", "lr", "epochs"} <= ctx.user_set
+    assert res["source"] == "other" and res["t"]["n"] == 4
