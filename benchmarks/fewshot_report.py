@@ -230,6 +230,20 @@ def _select_rows(doc: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _source_select_lines(doc: dict[str, Any]) -> list[str]:
+    """What the rows of another source (variants named ``<source> <strategy>, ...``) chose, when there are any."""
+    from transferkit.models import MODELS
+
+    names = {k.split("|")[1] for k in doc.get("select", {})}
+    sources = sorted({n.split()[0] for n in names if n.split()[0] in MODELS})
+    if not sources:
+        return []
+    return ["", "Rows that start with a source name (" + ", ".join(f"`{s}`" for s in sources) + ") chose that "
+            "source's recipe for the strategy they name, the same way (validation texts only, every setting given): "
+            "the learning rates of `lp_ft` (its probe, then every layer) at the minilm recipe's batch size and epochs, "
+            "beside the frozen encoder's linear probe (the library's defaults) as the floor a recipe must clear."]
+
+
 def _ceiling_rows(doc: dict[str, Any]) -> list[str]:
     by: dict[str, dict[int, Any]] = {}
     for k, v in doc.get("ceiling", {}).items():
@@ -366,6 +380,7 @@ def render(doc: dict[str, Any], tasks: dict[str, Any], pair: Any) -> str:
         "beside the other movies-64 rows (8 passes, batch size, learning rate, an end-to-end stage). CPU seconds of a "
         "row depend on the thread count it ran with (`--threads`; recorded per "
         "cell in docs/fewshot.json).",
+        *_source_select_lines(doc),
         "",
         *_select_rows(doc),
         "",
