@@ -376,6 +376,16 @@ def _rung_text(r: dict[str, Any]) -> str:
     return f"stopped: {r['skipped']}"
 
 
+def _auto_choice(a: dict[str, Any]) -> str:
+    """(a)'s choice, and the validator's best where the noise rule chose another (with its lead's share)."""
+    ch = a.get("choice") or {}
+    best = ch.get("validator_best", a["chosen"])
+    if best == a["chosen"]:
+        return a["chosen"]
+    return (f"{a['chosen']} (`{_method(best)}` leads in {100 * ch['lead_share'][a['chosen']]:.0f}% of the resamples: "
+            "within noise)")
+
+
 def _auto_table(doc: dict[str, Any]) -> list[str]:
     out = []
     for pair in doc["pairs"]:
@@ -385,7 +395,7 @@ def _auto_table(doc: dict[str, Any]) -> list[str]:
                 continue
             rungs = " → ".join(_rung_text(r) for r in a["rungs"])
             out.append([pair, str(s), f"{a['wall_seconds']:.0f}", f"{a['load_average_start'][0]:.1f} / "
-                        f"{a['load_average_end'][0]:.1f}", str(a["threads"]), a["chosen"], _pct(a["acc"]), rungs])
+                        f"{a['load_average_end'][0]:.1f}", str(a["threads"]), _auto_choice(a), _pct(a["acc"]), rungs])
     if not out:
         return []
     return ["## (a) `auto` runs", "", *table(["pair", "seed", "wall s", "load (1 min) start / end", "threads",

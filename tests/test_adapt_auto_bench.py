@@ -105,3 +105,12 @@ def test_full_choice_applies_auto_s_noise_rule() -> None:
     doc["cells"]["full|a->b|0|mcc"]["resampled"] = [x + 0.001 for x in base]  # above in every resample: a lead
     assert bench.full_choice(doc, "a->b", 0)["label_free"]["candidate"] == "mcc"
     assert bench.unresampled(doc["cells"], "a->b", 0, doc["candidates"]) == []
+
+
+def test_the_auto_table_says_where_the_noise_rule_overrode_the_validator() -> None:
+    doc = _doc({"a->b": (200.0, 0.90)})
+    doc["cells"]["auto|a->b|0|5m"]["choice"] = {"validator_best": "mcc(trade_off=1.0)",
+                                                "lead_share": {"self_training": 0.64}}
+    assert "| self_training (`mcc` leads in 64% of the resamples: within noise) | 90.0 |" in bench.render(doc)
+    doc["cells"]["auto|a->b|0|5m"]["choice"] = {"validator_best": "self_training", "lead_share": {"mcc": 1.0}}
+    assert "| self_training | 90.0 |" in bench.render(doc)
