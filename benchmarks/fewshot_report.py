@@ -251,10 +251,12 @@ def _source_select_lines(doc: dict[str, Any]) -> list[str]:
     sources = sorted({n.split()[0] for n in names if n.split()[0] in MODELS})
     if not sources:
         return []
+    floor = any(n.split()[0] in sources and " linear_probe" in n for n in names)
     return ["", "Rows that start with a source name (" + ", ".join(f"`{s}`" for s in sources) + ") chose that "
             "source's recipe for the strategy they name, the same way (validation texts only, every setting given): "
-            "the learning rates of `lp_ft` (its probe, then every layer) at the minilm recipe's batch size and epochs, "
-            "beside the frozen encoder's linear probe (the library's defaults) as the floor a recipe must clear."]
+            "the learning rates of `lp_ft` (its probe, then every layer) at the minilm recipe's batch size and epochs"
+            + (", beside the frozen encoder's linear probe (the library's defaults) as the floor a recipe must clear."
+               if floor else ".")]
 
 
 def _ceiling_rows(doc: dict[str, Any]) -> list[str]:

@@ -94,6 +94,13 @@ RECIPES: dict[tuple[str, str], Recipe] = {
         "bf16 autocast when the run's device computes bf16 natively (a CPU with native bf16: fewer CPU seconds than "
         "fp32 at the same validation accuracy, the select rows with and without bf16; a GPU that supports it), "
         "else fp32"),
+    ("mpnet", "lp_ft"): Recipe(
+        {"lr": 6e-5, "head_lr_scale": 50.0, **_TEXT, "precision": BF16_IF_FAST},
+        "docs/FEWSHOT.md, Appendix A, rows 'mpnet lp_ft' (probe at 3e-3, then every layer at 3e-5 = 6e-5 x "
+        "ft_lr_scale 0.5, batch 16, 5 epochs: above every layer at 1.5e-5 on each of 3 seeds' movies 64/class "
+        "validation texts, no test text read), and its row in the user table (5 seeds, what `--source mpnet` "
+        "trains without --strategy); bf16 autocast when the run's device computes bf16 natively (the rows ran "
+        "so on such a CPU), else fp32"),
     ("minilm", "full"): Recipe(
         {"lr": 3e-5, **_TEXT},
         "docs/TEXT.md, row full (3e-5, the BERT fine-tuning rate), 64 labelled vader-movies snippets per class"),
