@@ -368,6 +368,9 @@ def render(doc: dict[str, Any], tasks: dict[str, Any], pair: Any) -> str:
         "(benchmarks/text.py's seeded split and draw); the difference is paired by seed, with its standard error. "
         "The command is what a user types; the CLI's `--shots k` also draws k texts per class from the validation "
         "split for early stopping, which the benchmark gives neither side (both see exactly the k labelled texts).",
+        *(["", "Rows that name another encoder keep the SetFit columns of their task (SetFit ran on "
+           "all-MiniLM-L6-v2 only): their difference to SetFit is the larger encoder's as much as the strategy's."]
+          if other_sources(doc.get("cells", {})) else []),
         "",
         *_recipe_lines(doc),
         "",
