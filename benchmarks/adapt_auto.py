@@ -295,7 +295,10 @@ def _setup(doc: dict[str, Any]) -> list[str]:
             "the validator's best, unless it scores above a candidate earlier in the candidates' order (listed above: "
             "their mean held-out accuracy over docs/uda.json's cells) in fewer than 95% of 200 paired bootstrap "
             "resamples of the target validation inputs; then the earliest such candidate. A lead the validation "
-            "inputs cannot tell from noise is settled by the measured order.", "",
+            "inputs cannot tell from noise is settled by the measured order. In (a) the rule picks between the last "
+            "rung's two finalists; the rungs before it keep the better half by the raw score. The order was measured "
+            "on docs/uda.json, whose cells include these pairs and seeds 0-2 (with its own source recipe): on these "
+            "cells the rule is not an out-of-sample test.", "",
             "How `auto --budget` spends it (src/transferkit/adaptation/halving.py): each candidate trains one epoch, "
             "timed; from those seconds the schedule is sized once (the default epochs when successive halving is "
             "expected to fit, the survivors of later rungs costed at the mean seconds of the candidates still "
@@ -443,7 +446,7 @@ def _self_training_note(doc: dict[str, Any]) -> list[str]:
             (f"(b)'s label-free choice with it among the candidates vs without it, over {len(cells)} cells: "
              f"{100 * statistics.fmean(diffs):+.1f} points on average (per cell: "
              + ", ".join(f"{p} seed {s} {100 * d:+.1f}" for (p, s, _, _), d in zip(cells, diffs, strict=True))
-             + f"); the validator picks it in {picked} of {len(cells)} cells."), "", *_uda_note(doc)]
+             + f"); the label-free choice is it in {picked} of {len(cells)} cells."), "", *_uda_note(doc)]
 
 
 def _uda_note(doc: dict[str, Any]) -> list[str]:

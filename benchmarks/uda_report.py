@@ -187,7 +187,7 @@ def _weakest_classes(cells: dict[str, Any], pairs: list[str], k: int = 3) -> lis
 
 
 def choices(cell: dict[str, Any], validator: str = "im", key: str = "acc") -> dict[str, Any]:
-    """The label-free choice (highest ``validator`` score: what ``auto`` returns) and the oracle choice (highest
+    """The label-free choice (highest ``validator`` score: ``auto``'s pick unless the lead is within noise) and the oracle choice (highest
     accuracy ``key``, i.e. selected on the target test labels, as published results are) among the cell's
     ``auto`` candidates (``extra`` rows are not candidates); their accuracies, the ``gap`` (oracle minus
     label-free, a fraction, >= 0) and the oracle's ``lead`` over the next candidate (how hard the choice was)."""
@@ -320,8 +320,9 @@ def _gap_intro(db: dict[str, Any]) -> list[str]:
     n = len(validator_names(db["cells"]))
     return ["## Label-free choice vs oracle choice, every cell", "",
             (f"Candidates: the `auto` rows of each cell (each method at the checkpoint `{v}` chose for it). "
-             f"**Label-free choice**: the candidate with the highest `{v}` score, what `transferkit adapt --method "
-             "auto` returns; no target label is read. **Oracle choice**: the candidate with the highest held-out "
+             f"**Label-free choice**: the candidate with the highest `{v}` score (what `transferkit adapt --method "
+             "auto` returns unless that lead is within resampling noise, which this page, recorded before that rule, "
+             "did not resample: docs/ADAPT_AUTO.md); no target label is read. **Oracle choice**: the candidate with the highest held-out "
              "target accuracy, i.e. selected on the target test labels, as published domain-adaptation results are "
              f"(TLlib's maintainers: most methods \"directly adopt the test set for validation\", [issue 141]"
              f"({TEST_SELECTION_SOURCE})). **Gap** = oracle minus label-free accuracy, points, on the held-out 30% "

@@ -90,3 +90,29 @@ def test_choose_records_the_rule_and_notes_an_override() -> None:
 def test_exact_ties_without_resamples_keep_the_first_run(order: list[str]) -> None:
     runs = [CandidateRun({"label": k, "validators": {"dev": -1.0}}, None) for k in ("a", "b")]  # type: ignore[arg-type]
     assert choose(runs, "dev", order)[0] is runs[0]
+
+
+def test_a_diverged_candidate_is_never_the_choice() -> None:
+    r = np.linspace(1.0, 2.0, 200)
+    nan = np.full(200, np.nan)
+    # the NaN one comes first in the order and scores NaN: it neither ranks best nor counts as tied
+    assert pick_within_noise([float("nan"), 1.5, 1.6], [nan, r - 0.5, r], [0, 1, 2]) == (2, 2, [])
+    assert pick_within_noise([1.5, float("inf"), 1.6], [r, r, r], [0, 1, 2])[1] == 2  # inf ranks last too
+    assert leads(r, nan)  # a score that is not a number is led by any number
+
+
+def test_snd_is_not_resampled() -> None:  # a row's duplicate would be its nearest neighbour
+    assert resampled("snd", _data(_confident(50, 3, 0, 2.0))) is None
+
+
+def test_selection_and_the_cli_line_speak_of_the_chosen_candidate() -> None:
+    from transferkit.adaptation.cli import candidate_lines
+    from transferkit.adaptation.stages import selection_report
+
+    cands = [{"label": "st", "validators": {"im": 2.25}, "target_accuracy": 0.92},
+             {"label": "mcc", "validators": {"im": 2.26}, "target_accuracy": 0.83}]
+    sel = selection_report(cands, "st")
+    assert sel["validators"]["im"]["choice"] == "mcc" and not sel["validators"]["im"]["matches"]  # im's argmax
+    assert sel["chosen"] == {"choice": "st", "matches": True, "regret": 0.0}
+    line = candidate_lines({"candidates": cands, "chosen": "st", "selection": sel}, "im")[-1]
+    assert line == "chose st by im (matches the label oracle st)"

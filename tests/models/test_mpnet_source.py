@@ -254,3 +254,12 @@ def test_the_real_parts_assemble_to_the_official_weights_and_load_as_the_hf_fold
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert torch.allclose(a.norm(dim=1), torch.ones(2))
     assert float(a[0] @ a[1]) < 0.9  # two unrelated sentences are not the same point
+
+
+def test_a_damaged_cached_folder_is_replaced_by_a_fresh_assembly(fake: SplitZipWeights, tiny_folder: Path) -> None:
+    folder = weights_folder(fake)
+    (folder / "model.safetensors").write_bytes(b"truncated")  # damaged since it was assembled
+    assert not packaged.is_assembled(fake, folder)
+    assert weights_folder(fake) == folder and packaged.is_assembled(fake, folder)
+    assert (folder / "model.safetensors").read_bytes() == (tiny_folder / "model.safetensors").read_bytes()
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # the damaged copy is gone, no temp left

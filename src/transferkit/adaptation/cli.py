@@ -67,7 +67,7 @@ def candidate_lines(m: dict[str, Any], validator: str) -> list[str]:
         lines.append(f"  {c['label']}: {validator} {c['validators'][validator]:.4f}{acc}")
     line = f"chose {m['chosen']} by {validator}"
     if "selection" in m:
-        sel = m["selection"]["validators"][validator]
+        sel = m["selection"].get("chosen") or m["selection"]["validators"][validator]
         line += f" ({'matches' if sel['matches'] else 'differs from'} the label oracle {m['selection']['oracle']})"
     return [*lines, line]
 

@@ -29,9 +29,10 @@ SELF_TRAINING_RECIPE = ("self_training:base=mcc:mcc=1:base_fraction=0.5:consiste
                         ":class_balance=1")
 #: ``auto``'s candidates when the user names none: the seven single methods and UDA.md's recipe (the label-free
 #: choice on every reference pair in docs/adapt_auto.json's full runs; benchmarks/adapt_auto.py), in the order of
-#: their mean held-out accuracy over docs/uda.json's cells (its pairs and seeds; tests/test_adapt_choice.py checks
-#: it against the file). The order is the prior the label-free choice falls back on when the validator cannot tell
-#: two candidates apart (:func:`~transferkit.adaptation.stages.choose`), and the order the budget's probe runs in.
+#: their mean held-out accuracy over docs/uda.json's cells (its pairs and seeds;
+#: tests/adaptation/test_adapt_choice.py checks it against the file). The order is the prior the label-free choice
+#: falls back on when the validator cannot tell two candidates apart (:func:`~transferkit.adaptation.stages.choose`),
+#: and the order the budget's probe runs in.
 AUTO_CANDIDATES = (SELF_TRAINING_RECIPE, "mcc", "cdan", "mmd", "coral", "dann", "source_only", "adabn")
 #: Optimizer steps per method unless ``iterations`` or ``epochs`` is given: docs/UDA.md's budget
 #: (benchmarks/uda.py ``DEFAULT_ITERATIONS``), so the default does not shrink with a small source set.
@@ -65,7 +66,8 @@ class AutoOptions:
     ``trade_off`` option it does not fix runs once per weight in ``trade_offs``.
     """
 
-    candidates: tuple[str, ...] = opt(AUTO_CANDIDATES, "methods to try (name or name:key=value:key=value)")
+    candidates: tuple[str, ...] = opt(AUTO_CANDIDATES, "methods to try (name or name:key=value:key=value), in order "
+                                      "of preference: a validator lead within noise goes to the earlier one")
     trade_offs: tuple[float, ...] = opt((1.0,), "trade-off weights tried for methods that have one")
 
     def __post_init__(self) -> None:

@@ -222,8 +222,9 @@ def choose(runs: list[CandidateRun], validator: str, order: list[str]) -> tuple[
     is within resampling noise: it scores above that candidate in fewer than
     :data:`~transferkit.adaptation.validators.LEAD_CONFIDENCE` of the paired resamples of the target validation
     inputs (:func:`~transferkit.adaptation.validators.pick_within_noise`). Then the earliest such candidate is the
-    choice (docs/ADAPT_AUTO.md: ``mcc`` over ``self_training`` by 0.006 of ``im`` had cost 10 points). Without
-    resampled scores (``dev``), the validator's best (the first on a tie)."""
+    choice (docs/ADAPT_AUTO.md, fontdigits->digits8 seed 2: ``mcc`` over ``self_training`` by a lead within noise
+    had cost points). Without resampled scores (``dev``, ``snd``), the validator's best (the first on a tie); a
+    non-finite score ranks last."""
     rank = {label: k for k, label in enumerate(order)}
     labels = [r.record["label"] for r in runs]
     i, b, tied = pick_within_noise([r.record["validators"][validator] for r in runs], [r.resampled for r in runs],
@@ -239,7 +240,7 @@ def choose(runs: list[CandidateRun], validator: str, order: list[str]) -> tuple[
         info["note"] = (f"{validator}'s best, {labels[b]}, scores above {labels[i]} in only "
                         f"{100 * info['lead_share'][labels[i]]:.0f}% of {RESAMPLES} resamples of the target "
                         f"validation inputs (< {100 * LEAD_CONFIDENCE:.0f}%): within noise, the candidate earlier "
-                        "in the order of measured accuracy is chosen")
+                        "in the candidates' order is chosen (auto's defaults: their measured accuracy)")
     return runs[i], info
 
 
@@ -257,7 +258,7 @@ def assess(plan: AdaptPlan, prep: Prepared, before: dict[str, Any], runs: list[C
     if d.eval is not None:
         m["target"] = evaluate_model(best.model, d.eval, best.model.num_classes)
         if len(runs) > 1:
-            m["selection"] = selection_report([r.record for r in runs])
+            m["selection"] = selection_report([r.record for r in runs], best.record["label"])
     if d.eval_all is not None:
         m["target_all"] = accuracy(best.model, d.eval_all)
     if d.source_test is not None:
@@ -300,12 +301,16 @@ def finish(run: RunDir | None, prep: Prepared, runs: list[CandidateRun], metrics
     return RunResult(best.model, metrics, run.path if run else None, history, list(metrics.get("notes", [])))
 
 
-def selection_report(cands: list[dict[str, Any]]) -> dict[str, Any]:
-    """For each validator: its choice among ``cands``, the label-oracle's choice, whether they match and the
-    accuracy given up (regret). ``match_rate`` is the fraction of validators matching."""
+def selection_report(cands: list[dict[str, Any]], chosen: str | None = None) -> dict[str, Any]:
+    """For each validator: its choice among ``cands`` (its highest score), the label-oracle's choice, whether they
+    match and the accuracy given up (regret). ``match_rate`` is the fraction of validators matching. ``chosen``
+    (the run's label-free choice, :func:`choose`): the same for it under ``"chosen"``."""
     accs = [c["target_accuracy"] for c in cands]
     oracle = int(np.argmax(accs))
     out: dict[str, Any] = {"oracle": cands[oracle]["label"], "oracle_accuracy": accs[oracle], "validators": {}}
+    if chosen is not None:
+        acc = next(c["target_accuracy"] for c in cands if c["label"] == chosen)
+        out["chosen"] = {"choice": chosen, "matches": acc == accs[oracle], "regret": accs[oracle] - acc}
     for name in cands[0]["validators"]:
         pick = int(np.argmax([c["validators"][name] for c in cands]))
         out["validators"][name] = {"choice": cands[pick]["label"], "matches": accs[pick] == accs[oracle],

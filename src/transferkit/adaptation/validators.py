@@ -6,6 +6,7 @@ function of a :class:`ValidationData` (NumPy arrays); :func:`score` looks one up
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -138,6 +139,9 @@ def score_all(data: ValidationData, names: list[str] | None = None) -> dict[str,
 #: fixed before it was measured on any choice.
 RESAMPLES = 200
 LEAD_CONFIDENCE = 0.95
+#: validators that are functions of the target rows taken one by one (a mean over rows, or of the mean
+#: prediction / the prediction matrix): a bootstrap resample of the rows is a sample of the same statistic
+RESAMPLABLE = ("entropy", "im", "bnm")
 
 
 def resampled(name: str, data: ValidationData, draws: int = RESAMPLES, seed: int = 0) -> np.ndarray | None:
@@ -146,9 +150,10 @@ def resampled(name: str, data: ValidationData, draws: int = RESAMPLES, seed: int
     The rows drawn depend only on the number of target rows and ``seed``, so two models scored on the same
     target inputs are scored on the same resamples: their scores *pair*, and :func:`leads` compares them
     resample by resample (the spread of a single validator's score is mostly the inputs', shared by both).
-    ``None`` for a validator that reads labelled source data (``dev``): only target rows are resampled.
+    ``None`` for a validator that reads labelled source data (``dev``: only target rows are resampled) and for
+    ``snd``, whose neighbourhoods a resample's duplicated rows distort (a row's copy is its nearest neighbour).
     """
-    if name == "dev":
+    if name not in RESAMPLABLE:
         return None
     fn = VALIDATORS.get(name)
     n = len(data.target_logits)
@@ -157,9 +162,9 @@ def resampled(name: str, data: ValidationData, draws: int = RESAMPLES, seed: int
 
 
 def leads(a: np.ndarray, b: np.ndarray, confidence: float = LEAD_CONFIDENCE) -> bool:
-    """Whether the paired resampled scores ``a`` lead ``b`` beyond resampling noise: ``a > b`` in at least
-    ``confidence`` of the resamples (see :func:`resampled`)."""
-    return float(np.mean(a > b)) >= confidence
+    """Whether the paired resampled scores ``a`` lead ``b`` beyond resampling noise: ``a > b`` (or ``b`` not a
+    number) in at least ``confidence`` of the resamples (see :func:`resampled`)."""
+    return float(np.mean((a > b) | np.isnan(b))) >= confidence
 
 
 def pick_within_noise(scores: list[float], resamples: list[np.ndarray | None], order: list[int],
@@ -167,14 +172,15 @@ def pick_within_noise(scores: list[float], resamples: list[np.ndarray | None], o
     """The label-free pick among candidates with validator ``scores``, their paired ``resamples`` (or ``None``)
     and their places in an ``order`` of preference: ``(pick, best, tied)`` as indices.
 
-    ``best`` is the highest score (the first on a tie). ``tied``: the candidates placed before ``best`` in
-    ``order`` that it does not :func:`lead` beyond resampling noise (both resampled). ``pick`` is the earliest of
-    ``tied`` in ``order``, else ``best``: a difference the validation inputs cannot tell apart is settled by the
-    order (a measured prior), not by noise."""
-    best = max(range(len(scores)), key=lambda i: scores[i])
+    ``best`` is the highest score (the first on a tie; a non-finite score ranks last). ``tied``: the
+    candidates placed before ``best`` in ``order`` that it does not :func:`lead` beyond resampling noise (both
+    resampled, both finite). ``pick`` is the earliest of ``tied`` in ``order``, else ``best``: a difference the
+    validation inputs cannot tell apart is settled by the order (a measured prior), not by noise."""
+    ranked = [s if math.isfinite(s) else -math.inf for s in scores]  # a diverged candidate ranks last
+    best = max(range(len(scores)), key=lambda i: ranked[i])
     rb = resamples[best]
     tied = [i for i, r in enumerate(resamples) if order[i] < order[best] and r is not None and rb is not None
-            and not leads(rb, r, confidence)]
+            and math.isfinite(ranked[i]) and bool(np.isfinite(r).all()) and not leads(rb, r, confidence)]
     return min([best, *tied], key=lambda i: order[i]), best, tied
 
 

