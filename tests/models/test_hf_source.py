@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,17 +38,9 @@ def tweets_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory, make_tiny_bert: Callable[[Path], Path]) -> Path:
     """A randomly initialised 2-layer BertModel saved as safetensors, with MiniLM's tokenizer copied beside it."""
-    from transformers import BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny_bert") / "model"
-    torch.manual_seed(0)
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                         max_position_embeddings=128)).save_pretrained(folder, safe_serialization=True)
-    for name in TOKENIZER_FILES:
-        shutil.copy(model_path() / name, folder / name)
-    return folder
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert") / "model")
 
 
 def _texts() -> list[str]:

@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from transferkit.data import load_dataset
 from transferkit.errors import ConfigError
 from transferkit.models import from_pretrained
 from transferkit.models.packaged import RECORD, SplitZipWeights, assemble, locate_parts, weights_folder
-from transferkit.models.text import model_path, tokenize
+from transferkit.models.text import tokenize
 from transferkit.runs import load_run
 
 NAME = "tiny-encoder"
@@ -41,17 +42,9 @@ def _sha(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised 2-layer BertModel saved as safetensors, MiniLM's tokenizer beside it."""
-    from transformers import BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny") / NAME
-    torch.manual_seed(0)
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                         max_position_embeddings=128)).save_pretrained(folder, safe_serialization=True)
-    for name in TOKENIZER_FILES:
-        shutil.copy(model_path() / name, folder / name)
-    return folder
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory, make_tiny_bert: Callable[[Path], Path]) -> Path:
+    """A randomly initialised 2-layer BertModel saved as safetensors, with MiniLM's tokenizer copied beside it."""
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny") / NAME)
 
 
 def _install_parts(folder: Path, site: Path, prefix: str, chunks: int = 3) -> tuple[str, ...]:
