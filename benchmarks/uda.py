@@ -202,7 +202,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick and args.out == str(ROOT / "docs"):
         out = runs / "quick"  # a smoke run never overwrites the published docs/UDA.md
     out.mkdir(parents=True, exist_ok=True)
-    runs.mkdir(parents=True, exist_ok=True)
     name = "uda-quick" if args.quick else "uda"
     jpath = out / f"{name}.json"
 
@@ -214,8 +213,14 @@ def main(argv: list[str] | None = None) -> None:
     command = "OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/uda.py " + shlex.join(
         a for a in argv if not a.startswith(("--pairs=", "--only-seed=", "--out=", "--runs=")) and a != "--in-process")
 
+    def publish() -> None:
+        (out / ("UDA.md" if not args.quick else "UDA-quick.md")).write_text(render(db))
+        if not args.quick:
+            write_readme(db, Path(args.readme))
+
     def save() -> None:
         # merge under a lock: two invocations (e.g. the main and the reverse pairs) may share one JSON
+        runs.mkdir(parents=True, exist_ok=True)
         with open(runs / f"{name}.json.lock", "w") as lock:  # under runs/, not next to the docs
             fcntl.flock(lock, fcntl.LOCK_EX)
             cur = load()
@@ -223,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
                 db[k] = {**cur.get(k, {}), **db.get(k, {})}
             db["commands"] = list(dict.fromkeys([*cur.get("commands", []), *db.get("commands", [])]))
             jpath.write_text(json.dumps(db, indent=1))
-        (out / ("UDA.md" if not args.quick else "UDA-quick.md")).write_text(render(db))
+        publish()
         if not args.quick:
             write_readme(db, Path(args.readme))
 
@@ -233,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
         if not db.get("compute"):  # records older than the "compute" key: the sources' size, from their preparation
             srcs = sorted({c["pair"].split("->")[0] for c in db["cells"].values()})
             db["compute"] = {s: source_compute(s, db["settings"]["model_kwargs"]) for s in srcs}
-        save()
+            jpath.write_text(json.dumps(db, indent=1))
+        publish()  # reads and writes no work folder (runs/): only the docs
         return
     if not args.in_process:
         # one child process per (seed, pair), sequentially and seed-major: bounded memory, a crash loses one

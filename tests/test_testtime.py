@@ -101,6 +101,38 @@ def test_only_normalisation_affine_parameters_change(source_model: TransferModel
     assert [p.requires_grad for p in source_model.parameters()] == grads
 
 
+def test_frozen_norms_keeps_the_first_layers_affine_and_still_adapts_their_statistics(
+        source_model: TransferModel, stream: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x = stream[0][:128]
+    bns = [m for m in source_model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == 2  # small_cnn
+    changed = {}
+    for frozen in (None, 0, 1):
+        model = _fresh(source_model)
+        before = [(b.weight.detach().clone(), b.bias.detach().clone()) for b in model.modules()
+                  if isinstance(b, nn.BatchNorm2d)]
+        adapter = make_adapter("tent", model, CPU, 10, TentOptions(lr=1e-2, frozen_norms=frozen))
+        assert adapter.frozen_norms == (1 if frozen is None else frozen)
+        adapt_stream(adapter, x, 64)
+        after = [(b.weight, b.bias) for b in model.modules() if isinstance(b, nn.BatchNorm2d)]
+        changed[frozen] = [not (torch.equal(w0, w1) and torch.equal(b0, b1))
+                           for (w0, b0), (w1, b1) in zip(before, after, strict=True)]
+    assert changed[0] == [True, True] and changed[1] == changed[None] == [False, True]
+    # the frozen first layer still normalises with the batch's statistics: a tent batch predicts as a bn batch
+    bn_logits, _ = adapt_stream(make_adapter("bn", _fresh(source_model), CPU, 10), x[:64], 64)
+    tent_logits, _ = adapt_stream(make_adapter("tent", _fresh(source_model), CPU, 10), x[:64], 64)
+    assert torch.allclose(bn_logits, tent_logits, atol=1e-5)
+    # every affine layer frozen: nothing to train, one line naming the option; one layer: the default trains it
+    with pytest.raises(ConfigError, match=r"^--adapt eata --adapt-frozen-norms 2: model small_cnn has 2 "
+                                          r"normalisation layer\(s\) with affine parameters, so none is left"):
+        make_adapter("eata", _fresh(source_model), CPU, 10, EataOptions(frozen_norms=2))
+    with pytest.raises(ConfigError, match=r"--adapt-frozen-norms -1: must be >= 0"):
+        TentOptions(frozen_norms=-1)
+    one = TransferModel(OrderedDict(fc=nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.LayerNorm(16))), 16,
+                        ModelSpec("tiny", (1, 28, 28), [str(i) for i in range(10)]))
+    assert make_adapter("tent", one, CPU, 10).frozen_norms == 0
+
+
 def test_collapse_resets_to_the_source_weights(source_model: TransferModel,
                                                stream: tuple[torch.Tensor, torch.Tensor]) -> None:
     before = {k: v.clone() for k, v in source_model.state_dict().items()}
@@ -182,3 +214,14 @@ def test_predict_adapt_streams_in_order_and_logs_each_batch(source_run: Path, st
                  "--out", str(tmp_path / "q.csv")]) == 2
     assert "q.batches.json: exists and was not written by transferkit predict" in capsys.readouterr().err
     assert (tmp_path / "q.batches.json").read_text() == "mine"
+    # --adapt-frozen-norms: recorded as resolved; only for the methods that train
+    assert main(["predict", str(source_run), str(tmp_path / "unlabelled.npz"), "--adapt", "tent",
+                 "--adapt-frozen-norms", "0", "--out", str(tmp_path / "r.csv")]) == 0
+    assert json.loads((tmp_path / "r.batches.json").read_text())["summary"]["options"]["frozen_norms"] == 0
+    assert main(["predict", str(source_run), str(tmp_path / "unlabelled.npz"), "--adapt", "tent",
+                 "--out", str(tmp_path / "s.csv")]) == 0
+    assert json.loads((tmp_path / "s.batches.json").read_text())["summary"]["options"]["frozen_norms"] == 1
+    for flags in (["--adapt", "bn"], []):
+        assert main(["predict", str(source_run), str(tmp_path / "unlabelled.npz"), *flags,
+                     "--adapt-frozen-norms", "1"]) == 2
+        assert "--adapt-frozen-norms 1: applies to --adapt tent or eata, not " in capsys.readouterr().err

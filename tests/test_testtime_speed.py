@@ -24,7 +24,7 @@ from transferkit.io import load_tensors, save_tensors
 from transferkit.models import TransferModel
 from transferkit.prediction import FISHER_CACHE, clean_inputs, predict_stream
 from transferkit.runs import load_run
-from transferkit.testtime import EataAdapter, adapt_stream, affine_parameters, make_adapter
+from transferkit.testtime import EataAdapter, EataOptions, adapt_stream, affine_parameters, make_adapter
 from transferkit.testtime_speed import keep_freed_memory
 
 FP32 = Placement(torch.device("cpu"), False, False)
@@ -110,6 +110,8 @@ def test_eata_fisher_cache_is_redone_when_the_run_or_the_batch_changes(source_ru
     save_tensors(run / "model.safetensors", weights, metadata={"format": "pt"})
     assert "from " not in predict_stream(run, tmp_path / "s.npz", "eata", batch_size=32).summary["fisher_data"]
     assert "from " in predict_stream(run, tmp_path / "s.npz", "eata", batch_size=32).summary["fisher_data"]
+    frozen0 = predict_stream(run, tmp_path / "s.npz", "eata", batch_size=32, options=EataOptions(frozen_norms=0))
+    assert "from " not in frozen0.summary["fisher_data"]  # other parameters: their own Fisher
     (run / FISHER_CACHE).write_bytes(b"torn")  # a damaged cache file is estimated again, never an error
     assert "from " not in predict_stream(run, tmp_path / "s.npz", "eata", batch_size=32).summary["fisher_data"]
 

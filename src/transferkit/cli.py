@@ -166,6 +166,10 @@ def add_predict_parser(sub: Any) -> None:
                     "layers online while predicting, batch by batch in the order given (docs/TTA.md); per-batch log "
                     "beside --out as OUT.batches.csv/.json")
     pr.add_argument("--batch-size", type=int, default=128, help="inputs per batch (per adaptation step with --adapt)")
+    pr.add_argument("--adapt-frozen-norms", type=int, default=None, metavar="N", help="--adapt tent/eata: the first "
+                    "N normalisation layers keep their source affine parameters (BatchNorm still uses each batch's "
+                    "statistics); default 1, which skips the backward through the first, largest activations; 0: "
+                    "every layer trains, as in the papers (docs/TTA.md measures both)")
     pr.add_argument("--labels-if-any", action="store_true", help="score accuracy (per batch and overall) when the "
                     "inputs carry labels: class sub-folders, an .npz with 'y', a label column")
 

@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int | None:
         if args.out is not None:
             check_output_file(args.out, args.overwrite, lambda head: head.startswith(b"input,class"),
                               "transferkit predict")
+        options = _tta_options(args.adapt, args.adapt_frozen_norms)
         if args.adapt is not None:  # this process is short-lived: keep each batch's freed memory for the next
             from transferkit.testtime_speed import keep_freed_memory  # (a library caller decides for its own)
 
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int | None:
         print(predict_to_csv(args.run, args.inputs, args.out, args.top_k, skip_bad_files=args.skip_bad_files,
                              label_column=args.label_column, text_column=args.text_column, adapt=args.adapt,
                              batch_size=args.batch_size, labels_if_any=args.labels_if_any,
-                             overwrite=args.overwrite), end="")
+                             overwrite=args.overwrite, options=options), end="")
     elif args.command == "export":
         from transferkit.export import export_onnx, result_line
 
@@ -107,6 +108,21 @@ def run(args: argparse.Namespace) -> int | None:
         run_demo(args.out, shots=[int(s) for s in args.shots.split(",")], pattern=args.strategies,
                  seeds=[int(s) for s in args.seeds.split(",")], overwrite=args.overwrite)
     return 0
+
+
+def _tta_options(adapt: str | None, frozen_norms: int | None) -> Any:
+    """``predict``'s options for the ``--adapt`` method (None: its defaults); ``--adapt-frozen-norms`` only
+    applies to the methods that train affine parameters."""
+    if frozen_norms is None:
+        return None
+    from transferkit.errors import ConfigError
+    from transferkit.testtime import TTA_METHODS, TentOptions
+
+    cls = TTA_METHODS.get(adapt).options_type if adapt is not None else None
+    if cls is None or not issubclass(cls, TentOptions):
+        raise ConfigError(f"--adapt-frozen-norms {frozen_norms}: applies to --adapt tent or eata, not "
+                          f"{'--adapt ' + adapt if adapt else 'plain predict'}")
+    return cls(frozen_norms=frozen_norms)
 
 
 def _rank(args: argparse.Namespace) -> None:

@@ -233,7 +233,7 @@ def _adapt(adapt: str, loaded: LoadedRun, x: torch.Tensor, place: Placement, bat
     adapter = make_adapter(adapt, loaded.model, place, len(loaded.spec.class_names), options)
     fisher_x, key, store = None, "", False
     if isinstance(adapter, EataAdapter):
-        key = _fisher_key(loaded, adapter.options.fisher_samples, batch_size, place)
+        key = _fisher_key(loaded, [adapter.options.fisher_samples, adapter.frozen_norms], batch_size, place)
         cached = _cached_fisher(loaded.path / FISHER_CACHE, key, adapter)
         if cached is not None:
             summary["fisher_data"] = f"{cached} (from {FISHER_CACHE} in the run folder)"
@@ -246,16 +246,19 @@ def _adapt(adapt: str, loaded: LoadedRun, x: torch.Tensor, place: Placement, bat
     if store and isinstance(adapter, EataAdapter) and adapter.fisher is not None:
         _store_fisher(loaded, key, summary["fisher_data"], adapter.fisher)
     summary["options"] = asdict(adapter.options)
+    if "frozen_norms" in summary["options"]:  # as resolved for this model (None: the default rule)
+        summary["options"]["frozen_norms"] = adapter.frozen_norms
     return logits, [{**asdict(r), "reset": int(r.reset)} for r in steps]
 
 
-def _fisher_key(loaded: LoadedRun, samples: int, batch_size: int, place: Placement) -> str:
+def _fisher_key(loaded: LoadedRun, options: list[int], batch_size: int, place: Placement) -> str:
     """What EATA's Fisher depends on: the run's weights (file size, inode, mtime, ctime: as git's index tells a
-    rewritten file; hashing the bytes took ~10 ms a call) and config, its options, batch size and placement."""
+    rewritten file; hashing the bytes took ~10 ms a call) and config, the options it depends on (Fisher samples,
+    frozen normalisation layers), batch size and placement."""
     st = (loaded.path / "model.safetensors").stat()
     h = hashlib.sha256(json.dumps([st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]).encode())
     h.update((loaded.path / "config.json").read_bytes())
-    h.update(json.dumps([samples, batch_size, place.describe(), torch.__version__, 2]).encode())
+    h.update(json.dumps([options, batch_size, place.describe(), torch.__version__, 3]).encode())
     return h.hexdigest()
 
 
@@ -343,13 +346,14 @@ def _row(name: str, classes: list[str], probs: list[float]) -> dict[str, Any]:
 def predict_to_csv(run: str | Path, inputs: str | Path, out: str | Path | None = None, top_k: int = 1, *,
                    label_column: str | None = None, text_column: str | None = None,
                    skip_bad_files: bool = False, adapt: str | None = None, batch_size: int = 128,
-                   labels_if_any: bool = False, overwrite: bool = False) -> str:
+                   labels_if_any: bool = False, overwrite: bool = False, options: Any = None) -> str:
     """Predictions as CSV text (see :func:`topk_columns`); also written to ``out`` if given.
 
     With ``adapt`` (a test-time method) or ``labels_if_any``, the stream runs through
     :func:`predict_stream`: a summary line is logged, and with ``out`` the per-batch log is written
     beside it as ``OUT_STEM.batches.csv`` and ``OUT_STEM.batches.json`` (summary + rows); an existing
-    one that predict did not write is refused unless ``overwrite``."""
+    one that predict did not write is refused unless ``overwrite``. ``options``: the ``adapt`` method's
+    options (:mod:`transferkit.testtime`; default: its defaults)."""
     streamed = adapt is not None or labels_if_any
     if streamed and out is not None:
         from transferkit.io import check_output_file
@@ -359,7 +363,8 @@ def predict_to_csv(run: str | Path, inputs: str | Path, out: str | Path | None =
         check_output_file(json_log, overwrite, lambda head: head.startswith(b'{\n  "summary"'), "transferkit predict")
     if streamed:
         res = predict_stream(run, inputs, adapt, top_k=top_k, batch_size=batch_size, labels_if_any=labels_if_any,
-                             label_column=label_column, text_column=text_column, skip_bad_files=skip_bad_files)
+                             options=options, label_column=label_column, text_column=text_column,
+                             skip_bad_files=skip_bad_files)
         rows = res.rows
         log.info(summary_line(res.summary))
     else:
