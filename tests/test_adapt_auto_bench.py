@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 bench = pytest.importorskip("adapt_auto")
+report = pytest.importorskip("adapt_auto_report")
 
 CANDS = ["mcc", "dann", "self_training:base=mcc"]
 MACHINE = {"cpu_model": "cpu", "usable_cpus": 2, "torch": "2", "torch_threads": 1, "load_average_start": [1.0]}
@@ -45,26 +46,26 @@ def _doc(auto: dict[str, tuple[float, float]]) -> dict[str, Any]:
 
 def test_held_needs_the_budget_and_one_point_of_the_label_free_full_choice() -> None:
     doc = _doc({"a->b": (290.0, 0.895), "c->d": (310.0, 0.93)})
-    rows = {r["pair"]: r for r in bench.pair_rows(doc)}
+    rows = {r["pair"]: r for r in report.pair_rows(doc)}
     assert rows["a->b"]["held"] and rows["a->b"]["full"] == 0.90 and rows["a->b"]["oracle"] == 0.95
     assert rows["a->b"]["gap"] == pytest.approx(-0.005)
     assert rows["c->d"]["held"] is False and not rows["c->d"]["in_budget"]  # accurate, but over the budget
     (fail,) = bench.checks(doc)
     assert fail.startswith("c->d: auto took 310 s, over the budget 5m")
     doc = _doc({"a->b": (200.0, 0.885)})  # 1.5 points below (b)'s label-free choice
-    rows = {r["pair"]: r for r in bench.pair_rows(doc)}
+    rows = {r["pair"]: r for r in report.pair_rows(doc)}
     assert rows["a->b"]["held"] is False and rows["c->d"]["held"] is None
     assert bench.checks(doc) == ["a->b: auto 88.5 vs full label-free 90.0 (-1.5 pt, must be >= -1)"]
 
 
 def test_full_choice_picks_by_the_validator_and_the_oracle_by_labels() -> None:
     doc = _doc({})
-    f = bench.full_choice(doc, "a->b", 0)
+    f = report.full_choice(doc, "a->b", 0)
     assert f["label_free"]["candidate"] == CANDS[2] and f["oracle"]["candidate"] == "dann"
-    without = bench.full_choice(doc, "a->b", 0, CANDS[:2])
+    without = report.full_choice(doc, "a->b", 0, CANDS[:2])
     assert without["label_free"]["candidate"] == "dann"
     del doc["cells"]["full|a->b|0|mcc"]
-    assert bench.full_choice(doc, "a->b", 0) is None  # (b) needs every candidate
+    assert report.full_choice(doc, "a->b", 0) is None  # (b) needs every candidate
 
 
 def test_the_page_states_the_verdicts_and_the_self_training_comparison() -> None:
@@ -99,11 +100,11 @@ def test_full_choice_applies_auto_s_noise_rule() -> None:
     base = [2.0 + 0.01 * ((7 * k) % 13) for k in range(200)]
     doc["cells"]["full|a->b|0|" + CANDS[2]]["resampled"] = base
     doc["cells"]["full|a->b|0|mcc"]["resampled"] = [x + (0.001 if k % 2 else -0.001) for k, x in enumerate(base)]
-    f = bench.full_choice(doc, "a->b", 0)
+    f = report.full_choice(doc, "a->b", 0)
     assert f["validator_best"]["candidate"] == "mcc" and f["label_free"]["candidate"] == CANDS[2]  # half the draws
-    assert bench._choice_text(f) == "self_training (`mcc` leads within noise)"
+    assert report.choice_text(f) == "self_training (`mcc` leads within noise)"
     doc["cells"]["full|a->b|0|mcc"]["resampled"] = [x + 0.001 for x in base]  # above in every resample: a lead
-    assert bench.full_choice(doc, "a->b", 0)["label_free"]["candidate"] == "mcc"
+    assert report.full_choice(doc, "a->b", 0)["label_free"]["candidate"] == "mcc"
     assert bench.unresampled(doc["cells"], "a->b", 0, doc["candidates"]) == []
 
 
