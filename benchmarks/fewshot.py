@@ -283,6 +283,23 @@ def save(path: Path, obj: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def check_methods(methods: list[str]) -> None:
+    """Every ``--methods`` name is ``setfit``, ``self_train``, ``contrastive`` or ``STRATEGY@SOURCE`` with a
+    registered strategy and source: a typo stops here, in one line, before any model loads or cell runs."""
+    from transferkit.strategies import STRATEGIES
+
+    for m in methods:
+        strategy, at, source = m.partition("@")
+        if not at and m in ("setfit", "self_train", "contrastive"):
+            continue
+        if not at:
+            raise SystemExit(f"--methods: unknown method {m!r} (setfit, self_train, contrastive or STRATEGY@SOURCE)")
+        if strategy not in STRATEGIES:
+            raise SystemExit(f"--methods {m}: unknown strategy {strategy!r} (strategies: {', '.join(STRATEGIES)})")
+        if source not in MODELS:
+            raise SystemExit(f"--methods {m}: unknown source {source!r} (sources: {', '.join(MODELS)})")
+
+
 def run_cells(bench: Bench, store: Path, tasks: list[str], seeds: list[int], python: str | None,
               methods: list[str]) -> dict[str, Any]:
     cells = load(store)
@@ -445,6 +462,11 @@ def main() -> int:
     if args.quick:
         return quick(args, python)
     doc_json = ROOT / "docs" / "fewshot.json"
+    if not args.render_only and not args.select and not args.ceiling:
+        check_methods(args.methods.split(","))
+        for t in args.tasks.split(","):
+            if t not in TASKS:
+                raise SystemExit(f"--tasks: unknown task {t!r} (tasks: {', '.join(TASKS)})")
     if not args.render_only:
         bench = Bench(500 if not args.select else 300, args.threads)
         seeds = [int(s) for s in args.seeds.split(",")]
@@ -467,9 +489,6 @@ def main() -> int:
         else:
             for other in args.merge:
                 save(args.work / "results.json", {**load(other / "results.json"), **load(args.work / "results.json")})
-            for t in args.tasks.split(","):
-                if t not in TASKS:
-                    raise SystemExit(f"--tasks: unknown task {t!r} (tasks: {', '.join(TASKS)})")
             methods = args.methods.split(",")
             run_cells(bench, args.work / "results.json", args.tasks.split(","), seeds, python, methods)
             update = {"cells": load(args.work / "results.json")}

@@ -234,3 +234,14 @@ def test_a_variant_names_its_source_and_strategy_and_sets_the_head_rate(monkeypa
     assert ctx.head_lr_scale == 100.0 and ctx.cfg.lr == 3e-5 and ctx.cfg.epochs == 5
     assert {"head_lr_scale", "lr", "epochs"} <= ctx.user_set
     assert res["source"] == "other" and res["t"]["n"] == 4
+
+
+@pytest.mark.parametrize(("methods", "message"), [
+    ("contrastive,stefit", "--methods: unknown method 'stefit'"),
+    ("lp_ft@mpent", "--methods lp_ft@mpent: unknown source 'mpent'"),
+    ("lpft@mpnet", "--methods lpft@mpnet: unknown strategy 'lpft'"),
+])
+def test_methods_are_checked_before_anything_loads(methods: str, message: str) -> None:
+    with pytest.raises(SystemExit, match=message):
+        fewshot.check_methods(methods.split(","))
+    fewshot.check_methods(["contrastive", "setfit", "self_train", "lp_ft@mpnet", "linear_probe@minilm"])
