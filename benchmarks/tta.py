@@ -16,12 +16,15 @@ the stream (the adapted weights, frozen, normalising with test-batch statistics 
 plain and with --adapt, interleaved, ``--repeats`` times each (median) after one untimed warm-up call
 each; eata once more with the run's cached Fisher estimate removed before each call (a run's first eata
 call). Checks (exit 1): the better of tent / eata gains >= 5 points averaged over the stream and loses <= 1
-point of clean accuracy.
+point of clean accuracy. tent and eata run with their defaults (the first normalisation layer's affine
+parameters frozen) and, as ``tent-all`` / ``eata-all``, with ``--adapt-frozen-norms 0`` (every layer: the
+papers' setting), timed on their own copy of the run (runs/tta/src-all) so each finds its own cached Fisher.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -108,12 +111,16 @@ def throughput(ctx: Context, run: Path, n: int) -> dict[str, Any]:
     times: dict[str, list[float]] = {m: [] for m in TIMED}
     loads = []
 
+    every = ctx.work / "src-all"  # the -all rows' own copy of the run: a run folder caches one Fisher estimate,
+    shutil.rmtree(every, ignore_errors=True)  # so eata-all beside eata in one folder would estimate it every call
+    shutil.copytree(run, every)
+
     def call(m: str) -> None:
         if m == "eata-first":
             (run / FISHER_CACHE).unlink(missing_ok=True)
         adapt, opts = adapt_args(m)
-        predict_to_csv(run, ctx.work / "stream_x.npz", ctx.work / f"pred-{m}.csv", adapt=adapt, options=opts,
-                       overwrite=True)
+        predict_to_csv(every if m.endswith("-all") else run, ctx.work / "stream_x.npz", ctx.work / f"pred-{m}.csv",
+                       adapt=adapt, options=opts, overwrite=True)
 
     kept = keep_freed_memory()  # as `transferkit predict --adapt` sets it for its process (cli_tools.py)
     for m in TIMED:  # untimed warm-up round, every method alike: first-call costs (lazy imports, oneDNN
@@ -165,7 +172,7 @@ def measure(ctx: Context) -> dict[str, Any]:
         return f"stream {100 * r['average']:.2f}%, clean {100 * r['clean_after']:.2f}%"
 
     def cell(m: str) -> dict[str, Any]:  # keyed by the stream's size (a changed stream is measured again) and,
-        frozen = adapt_args(m)[1] is None and m in ("tent", "eata")  # for tent / eata, the frozen layers
+        frozen = m in ("tent", "eata")  # for tent / eata, the frozen layers
         return store.cell(f"{m}|n={len(s['x'])}{'|frozen_norms=default' if frozen else ''}",
                           lambda: run_method(run, m, s), show)
 
@@ -246,9 +253,10 @@ def render(doc: dict[str, Any]) -> str:
              f"{min(sp['load_average_1min']):.1f}-{max(sp['load_average_1min']):.1f} during them; the fastest-repeats "
              "ratio divides each command's fastest repeat (least slowed by the shared machine's other work). "
              f"`--adapt eata` keeps its Fisher estimate (on {FISHER_SAMPLES} inputs of the run's validation split) in "
-             f"the run folder (`{FISHER_CACHE}`, reused while the run's weights and config, the batch size and the "
-             "placement stay the same): its row is a call that finds it; the first call on a run estimates it "
-             "(timed with the file removed before each call).",
+             f"the run folder (`{FISHER_CACHE}`, reused while the run's weights and config, the Fisher sample count, "
+             "`--adapt-frozen-norms`, the batch size and the placement stay the same): its rows are calls that find "
+             "it (the `--adapt-frozen-norms 0` rows run on their own copy of the run, so each setting finds its "
+             "own); the first call on a run estimates it (timed with the file removed before each call).",
              "tent and eata take one optimiser step per batch, as in the papers, on the affine parameters of "
              "every normalisation layer but the first (`--adapt-frozen-norms 1`, the default): the first layer's "
              "BatchNorm still normalises with each batch's statistics (as `bn` does), and the backward stops before "
@@ -270,7 +278,9 @@ def render(doc: dict[str, Any]) -> str:
              "With every layer trained, what is left is the backward itself (in one manual torch.profiler run: "
              "mostly the second convolution's input gradient and memory-bound work on the full-resolution first "
              "block: the max-pool backward's zero fill and scatter, and the train-mode BatchNorm), which plain "
-             "predict does not run; the default's frozen first layer removes exactly that part.",
+             "predict does not run; the default's frozen first layer removes the second convolution's input "
+             "gradient and the first block's backward (its train-mode BatchNorm forward stays: it still normalises "
+             "with the batch's statistics).",
              f"Checks (>= 5 points gain and <= 1 point clean drop for the better of tent/eata): "
              f"{'all passed' if not failed else '; '.join(failed)}. {target_line(sp)}", "",
              "## Accuracy by corruption and severity (%)", "", *table(["segment", *METHODS], cells), "",

@@ -229,8 +229,6 @@ def main(argv: list[str] | None = None) -> None:
             db["commands"] = list(dict.fromkeys([*cur.get("commands", []), *db.get("commands", [])]))
             jpath.write_text(json.dumps(db, indent=1))
         publish()
-        if not args.quick:
-            write_readme(db, Path(args.readme))
 
     if args.render_only:
         if not db["cells"] or "settings" not in db:
@@ -238,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         if not db.get("compute"):  # records older than the "compute" key: the sources' size, from their preparation
             srcs = sorted({c["pair"].split("->")[0] for c in db["cells"].values()})
             db["compute"] = {s: source_compute(s, db["settings"]["model_kwargs"]) for s in srcs}
-            jpath.write_text(json.dumps(db, indent=1))
+            jpath.write_text(json.dumps(db, indent=1))  # no lock: only records this old lack a measured run
         publish()  # reads and writes no work folder (runs/): only the docs
         return
     if not args.in_process:

@@ -50,12 +50,12 @@ def test_held_needs_the_budget_and_one_point_of_the_label_free_full_choice() -> 
     assert rows["a->b"]["held"] and rows["a->b"]["full"] == 0.90 and rows["a->b"]["oracle"] == 0.95
     assert rows["a->b"]["gap"] == pytest.approx(-0.005)
     assert rows["c->d"]["held"] is False and not rows["c->d"]["in_budget"]  # accurate, but over the budget
-    (fail,) = bench.checks(doc)
+    (fail,) = report.checks(doc)
     assert fail.startswith("c->d: auto took 310 s, over the budget 5m")
     doc = _doc({"a->b": (200.0, 0.885)})  # 1.5 points below (b)'s label-free choice
     rows = {r["pair"]: r for r in report.pair_rows(doc)}
     assert rows["a->b"]["held"] is False and rows["c->d"]["held"] is None
-    assert bench.checks(doc) == ["a->b: auto 88.5 vs full label-free 90.0 (-1.5 pt, must be >= -1)"]
+    assert report.checks(doc) == ["a->b: auto 88.5 vs full label-free 90.0 (-1.5 pt, must be >= -1)"]
 
 
 def test_full_choice_picks_by_the_validator_and_the_oracle_by_labels() -> None:
@@ -69,7 +69,7 @@ def test_full_choice_picks_by_the_validator_and_the_oracle_by_labels() -> None:
 
 
 def test_the_page_states_the_verdicts_and_the_self_training_comparison() -> None:
-    page = bench.render(_doc({"a->b": (290.0, 0.895), "c->d": (310.0, 0.93)}))
+    page = report.render(_doc({"a->b": (290.0, 0.895), "c->d": (310.0, 0.93)}))
     assert "| a->b | 1 / 1 | 290 | 89.5 | 90.0 | -0.5 | 95.0 | held |" in page
     assert "| c->d | 1 / 1 | 310 | 93.0 | 90.0 | +3.0 | 95.0 | NOT HELD |" in page
     assert "with it among the candidates vs without it, over 2 cells: -5.0 points" in page
@@ -77,19 +77,19 @@ def test_the_page_states_the_verdicts_and_the_self_training_comparison() -> None
 
 def test_the_committed_page_is_its_json_rendered() -> None:
     doc = json.loads((ROOT / "docs" / "adapt_auto.json").read_text())
-    assert (ROOT / "docs" / "ADAPT_AUTO.md").read_text() == bench.render(doc)
+    assert (ROOT / "docs" / "ADAPT_AUTO.md").read_text() == report.render(doc)
 
 
 def test_the_page_shows_where_auto_and_the_full_runs_chose_differently() -> None:
     doc = _doc({"a->b": (200.0, 0.80), "c->d": (200.0, 0.90)})
     doc["cells"]["auto|a->b|0|5m"].update(chosen="mcc(trade_off=1.0)", rungs=[
         {"rung": 3, "epochs": 56, "scores": {"mcc(trade_off=1.0)": 2.263, "self_training(base=mcc)": 2.257}}])
-    md = bench.render(doc)
+    md = report.render(doc)
     assert "## Where (a) and (b) chose differently" in md and "at most 1.000 apart" in md
     assert "| a->b | 0 | `mcc` 80.0 | `self_training` 90.0 | 2.263 vs 2.257 | 1.000 vs 2.000 |" in md
     assert "| c->d |" not in md.split("## Where")[1].split("## (a)")[0]  # the same choice on both sides
     del doc["cells"]["auto|a->b|0|5m"]
-    assert "## Where" not in bench.render({**doc, "cells": {k: v for k, v in doc["cells"].items() if "c->d" in k}})
+    assert "## Where" not in report.render({**doc, "cells": {k: v for k, v in doc["cells"].items() if "c->d" in k}})
 
 
 def test_full_choice_applies_auto_s_noise_rule() -> None:
@@ -112,6 +112,6 @@ def test_the_auto_table_says_where_the_noise_rule_overrode_the_validator() -> No
     doc = _doc({"a->b": (200.0, 0.90)})
     doc["cells"]["auto|a->b|0|5m"]["choice"] = {"validator_best": "mcc(trade_off=1.0)",
                                                 "lead_share": {"self_training": 0.64}}
-    assert "| self_training (`mcc` leads in 64% of the resamples: within noise) | 90.0 |" in bench.render(doc)
+    assert "| self_training (`mcc` leads in 64% of the resamples: within noise) | 90.0 |" in report.render(doc)
     doc["cells"]["auto|a->b|0|5m"]["choice"] = {"validator_best": "self_training", "lead_share": {"mcc": 1.0}}
-    assert "| self_training | 90.0 |" in bench.render(doc)
+    assert "| self_training | 90.0 |" in report.render(doc)

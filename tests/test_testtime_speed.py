@@ -22,7 +22,7 @@ from transferkit.data.corruptions import corrupt
 from transferkit.engine.precision import Placement, resolve_placement
 from transferkit.io import load_tensors, save_tensors
 from transferkit.models import TransferModel
-from transferkit.prediction import FISHER_CACHE, clean_inputs, predict_stream
+from transferkit.prediction import FISHER_CACHE, clean_inputs, fisher_key, predict_stream
 from transferkit.runs import load_run
 from transferkit.testtime import EataAdapter, EataOptions, adapt_stream, affine_parameters, make_adapter
 from transferkit.testtime_speed import keep_freed_memory
@@ -38,9 +38,11 @@ def noisy(mnist_ds: ArrayDataset) -> torch.Tensor:
     return torch.from_numpy(corrupt(te.x[:256], "noise", 4, seed=0))
 
 
+@pytest.mark.parametrize("frozen_norms", [None, 0])  # the default, and every layer trained (the papers')
 def test_channels_last_gradients_arrive_channels_last_and_change_no_value(source_model: TransferModel,
                                                                           noisy: torch.Tensor,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          frozen_norms: int | None) -> None:
     """The flatten before the linear layers sends back a contiguous gradient; under channels-last
     the adapter turns it channels-last before the pooling / ReLU / BatchNorm / conv backward."""
 
@@ -52,7 +54,7 @@ def test_channels_last_gradients_arrive_channels_last_and_change_no_value(source
                 out.register_hook(lambda g: seen.append(g.is_contiguous(memory_format=torch.channels_last)))
 
         model = copy.deepcopy(source_model)
-        adapter = make_adapter("tent", model, place, 10)
+        adapter = make_adapter("tent", model, place, 10, testtime.TentOptions(frozen_norms=frozen_norms))
         with adapter.active():
             handles = [m.register_forward_hook(watch) for m in model.modules() if not any(m.children())]
             logits = torch.cat([adapter.step(noisy[i : i + 64])[0] for i in range(0, len(noisy), 64)])
@@ -112,6 +114,9 @@ def test_eata_fisher_cache_is_redone_when_the_run_or_the_batch_changes(source_ru
     assert "from " in predict_stream(run, tmp_path / "s.npz", "eata", batch_size=32).summary["fisher_data"]
     frozen0 = predict_stream(run, tmp_path / "s.npz", "eata", batch_size=32, options=EataOptions(frozen_norms=0))
     assert "from " not in frozen0.summary["fisher_data"]  # other parameters: their own Fisher
+    # the key itself tells the settings apart (on a model whose layers share one width, shapes would not)
+    loaded, place = load_run(run), Placement(torch.device("cpu"), False, False)
+    assert fisher_key(loaded, [500, 0], 32, place) != fisher_key(loaded, [500, 1], 32, place)
     (run / FISHER_CACHE).write_bytes(b"torn")  # a damaged cache file is estimated again, never an error
     assert "from " not in predict_stream(run, tmp_path / "s.npz", "eata", batch_size=32).summary["fisher_data"]
 
@@ -136,8 +141,8 @@ def test_small_cnn_pool_before_relu_computes_what_relu_before_pool_did(source_ru
         assert torch.equal(old.eval()(noisy), new.eval()(noisy))
     got = {}
     for name, model in (("old", copy.deepcopy(old)), ("new", copy.deepcopy(new))):
-        adapter = make_adapter("tent", model, FP32, 10, testtime.TentOptions(lr=1e-2))
-        logits, _ = adapt_stream(adapter, noisy, 64)
+        adapter = make_adapter("tent", model, FP32, 10, testtime.TentOptions(lr=1e-2, frozen_norms=0))
+        logits, _ = adapt_stream(adapter, noisy, 64)  # every layer trained: the backward through both blocks
         got[name] = (logits, [p.detach().clone() for p in adapter.params])
     assert torch.allclose(got["old"][0], got["new"][0], atol=1e-5)
     assert not torch.equal(got["new"][1][0], new.groups["conv1"][1].weight)  # tent moved it
@@ -146,7 +151,9 @@ def test_small_cnn_pool_before_relu_computes_what_relu_before_pool_did(source_ru
     # a run folder whose weights were saved from the old order loads, strictly, and predicts the same
     run = tmp_path / "run"
     shutil.copytree(source_run, run)
-    trained = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v for k, v in old.state_dict().items()}
+    gen, params = torch.Generator().manual_seed(0), dict(old.named_parameters())  # buffers kept: a perturbed
+    trained = {k: v + 0.01 * torch.randn(v.shape, generator=gen) if k in params else v  # running_var could go < 0
+               for k, v in old.state_dict().items()}
     old.load_state_dict(trained)
     save_tensors(run / "model.safetensors", {k: v.contiguous() for k, v in old.state_dict().items()},
                  metadata={"format": "pt"})
@@ -166,7 +173,9 @@ def test_frozen_weights_held_in_bf16_change_no_value_and_are_put_back(source_mod
     def run(method: str, cast: bool) -> tuple[torch.Tensor, list[float], dict[str, torch.Tensor]]:
         model = copy.deepcopy(source_model)
         seen: list[torch.dtype] = []
-        adapter = make_adapter(method, model, BF16_CL, 10)
+        name, _, every = method.partition("-")  # tent-all: --adapt-frozen-norms 0
+        cls = testtime.TTA_METHODS.get(name).options_type
+        adapter = make_adapter(name, model, BF16_CL, 10, cls(frozen_norms=0) if every else cls())
         with adapter.active():
             seen = [model.groups["fc"][2].weight.dtype, model.groups["conv1"][1].weight.dtype]
             logits, recs = [], []
@@ -177,7 +186,7 @@ def test_frozen_weights_held_in_bf16_change_no_value_and_are_put_back(source_mod
         assert seen == ([torch.bfloat16, torch.float32] if cast else [torch.float32, torch.float32])
         return torch.cat(logits), recs, model.state_dict()
 
-    for method in ("bn", "tent", "eata"):
+    for method in ("bn", "tent", "eata", "tent-all", "eata-all"):
         logits, ent, state = run(method, True)
         with monkeypatch.context() as m:
             m.setattr(testtime, "frozen_weights_in_bf16", lambda *args: contextlib.nullcontext())

@@ -167,9 +167,10 @@ def add_predict_parser(sub: Any) -> None:
                     "beside --out as OUT.batches.csv/.json")
     pr.add_argument("--batch-size", type=int, default=128, help="inputs per batch (per adaptation step with --adapt)")
     pr.add_argument("--adapt-frozen-norms", type=int, default=None, metavar="N", help="--adapt tent/eata: the first "
-                    "N normalisation layers keep their source affine parameters (BatchNorm still uses each batch's "
-                    "statistics); default 1, which skips the backward through the first, largest activations; 0: "
-                    "every layer trains, as in the papers (docs/TTA.md measures both)")
+                    "N normalisation layers with affine parameters (module order) keep their source values (a "
+                    "BatchNorm among them still uses each batch's statistics); default 1 (0 on a model with only one "
+                    "such layer): the backward skips the first layer, on a CNN its largest activations; 0: every "
+                    "layer trains, as in the papers (docs/TTA.md measures both)")
     pr.add_argument("--labels-if-any", action="store_true", help="score accuracy (per batch and overall) when the "
                     "inputs carry labels: class sub-folders, an .npz with 'y', a label column")
 

@@ -233,7 +233,7 @@ def _adapt(adapt: str, loaded: LoadedRun, x: torch.Tensor, place: Placement, bat
     adapter = make_adapter(adapt, loaded.model, place, len(loaded.spec.class_names), options)
     fisher_x, key, store = None, "", False
     if isinstance(adapter, EataAdapter):
-        key = _fisher_key(loaded, [adapter.options.fisher_samples, adapter.frozen_norms], batch_size, place)
+        key = fisher_key(loaded, [adapter.options.fisher_samples, adapter.frozen_norms], batch_size, place)
         cached = _cached_fisher(loaded.path / FISHER_CACHE, key, adapter)
         if cached is not None:
             summary["fisher_data"] = f"{cached} (from {FISHER_CACHE} in the run folder)"
@@ -251,7 +251,7 @@ def _adapt(adapt: str, loaded: LoadedRun, x: torch.Tensor, place: Placement, bat
     return logits, [{**asdict(r), "reset": int(r.reset)} for r in steps]
 
 
-def _fisher_key(loaded: LoadedRun, options: list[int], batch_size: int, place: Placement) -> str:
+def fisher_key(loaded: LoadedRun, options: list[int], batch_size: int, place: Placement) -> str:
     """What EATA's Fisher depends on: the run's weights (file size, inode, mtime, ctime: as git's index tells a
     rewritten file; hashing the bytes took ~10 ms a call) and config, the options it depends on (Fisher samples,
     frozen normalisation layers), batch size and placement."""

@@ -181,7 +181,7 @@ class Adapter:
         if self.trains and not self.params:
             raise ConfigError(f"--adapt {self.name} --adapt-frozen-norms {frozen}: model "
                               f"{getattr(getattr(model, 'spec', None), 'name', type(model).__name__)} has "
-                              f"{len(_affine_layers(model)) or 'no'} normalisation layer(s) with affine "
+                              f"{len(_affine_layers(model))} normalisation layer(s) with affine "
                               "parameters, so none is left to train; give a smaller --adapt-frozen-norms")
         self.batches = 0
 

@@ -2,7 +2,7 @@
 
 - :func:`grad_like_output`: under a channels-last placement, the gradient reaching a channels-last
   activation is made channels-last. A flatten before a linear layer sends back a contiguous gradient,
-  and every backward kernel between it and the first normalisation layer (max-pool, ReLU, BatchNorm,
+  and every backward kernel between it and the first trained normalisation layer (max-pool, ReLU, BatchNorm,
   convolution) then takes its slow mixed-layout path.
 - :func:`frozen_weights_in_bf16`: under bf16 autocast, the frozen convolution / linear weights are
   cast to bf16 once for the whole stream instead of by autocast in every batch's forward (the cast
