@@ -33,6 +33,10 @@ for the strategy, where there is one): same labelled draw, same test draws, no v
 
     python benchmarks/fewshot.py --tasks movies-64 --methods lp_ft@mpnet,linear_probe@mpnet --seeds 0,1,2,3,4
 
+``--methods setfit@SOURCE`` runs SetFit (its defaults) on that source's sentence-transformers folder, same draws
+and threads: the same-encoder reference of the ``STRATEGY@SOURCE`` rows (FEWSHOT.md Appendix D). On mpnet it
+costs about 8x SetFit on MiniLM (320 steps of about 8 s on 2 cores at 64/class).
+
 Quick mode fails (exit 1) when ``contrastive`` scores below SetFit on the quick cell. Without setfit installed
 it says so and compares with the SetFit cell recorded for the same split in docs/fewshot.json (a recorded
 reference, not a re-run; exit 2 when there is none).
@@ -235,11 +239,15 @@ class Bench:
         return {"encoder": MODELS.list(name)[0].summary.split()[0], "params": body,
                 "params_without_embeddings": body - emb}
 
-    def setfit(self, task: str, seed: int, python: str, cross: bool = True) -> dict[str, Any]:
+    def setfit(self, task: str, seed: int, python: str, cross: bool = True,
+               source: str = DEFAULT_SOURCE) -> dict[str, Any]:
+        """SetFit (its defaults, :data:`SETFIT`) on the same labelled draw and test draws as transferkit's cells,
+        on ``source``'s sentence-transformers folder (``setfit@mpnet``: all-mpnet-base-v2; default MiniLM)."""
         train, tests = self.task(task, seed, cross=cross)
-        job = {"model": str(model_path()), "train_texts": [str(t) for t in train.x],
+        folder = model_path() if source == DEFAULT_SOURCE else Path(self.model(source).spec.kwargs["path"])
+        job = {"model": str(folder), "train_texts": [str(t) for t in train.x],
                "train_labels": [int(v) for v in train.require_labels()], "seed": seed, "threads": self.threads,
-               "max_length": self.max_length,
+               "max_length": int(self.model(source).spec.input_shape[-1]),
                "tests": {d: [str(t) for t in ds.x] for d, ds in tests.items()}, **SETFIT}
         with tempfile.TemporaryDirectory(prefix="fewshot-setfit-") as tmp:
             src, dst = Path(tmp) / "in.json", Path(tmp) / "out.json"
@@ -283,6 +291,11 @@ def save(path: Path, obj: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def strategy_of(method: str) -> str:
+    """``lp_ft@mpnet`` -> ``lp_ft``; ``setfit`` -> ``setfit``."""
+    return method.partition("@")[0]
+
+
 def check_methods(methods: list[str]) -> None:
     """Every ``--methods`` name is ``setfit``, ``self_train``, ``contrastive`` or ``STRATEGY@SOURCE`` with a
     registered strategy and source: a typo stops here, in one line, before any model loads or cell runs."""
@@ -293,8 +306,9 @@ def check_methods(methods: list[str]) -> None:
         if not at and m in ("setfit", "self_train", "contrastive"):
             continue
         if not at:
-            raise SystemExit(f"--methods: unknown method {m!r} (setfit, self_train, contrastive or STRATEGY@SOURCE)")
-        if strategy not in STRATEGIES:
+            raise SystemExit(f"--methods: unknown method {m!r} (setfit, self_train, contrastive, STRATEGY@SOURCE "
+                             "or setfit@SOURCE)")
+        if strategy not in STRATEGIES and strategy != "setfit":  # setfit@SOURCE: SetFit on that source's folder
             raise SystemExit(f"--methods {m}: unknown strategy {strategy!r} (strategies: {', '.join(STRATEGIES)})")
         if source not in MODELS:
             raise SystemExit(f"--methods {m}: unknown source {source!r} (sources: {', '.join(MODELS)})")
@@ -309,12 +323,13 @@ def run_cells(bench: Bench, store: Path, tasks: list[str], seeds: list[int], pyt
                 k = key(task, method, seed)
                 if k in cells:
                     continue
-                if method == "setfit" and python is None:
+                if strategy_of(method) == "setfit" and python is None:
                     log(f"{k}: skipped (setfit is not installed)")
                     continue
                 log(f"{k}: running")
                 strategy, _, source = method.partition("@")
-                res = (bench.setfit(task, seed, python) if method == "setfit" and python
+                res = (bench.setfit(task, seed, python, source=source or DEFAULT_SOURCE) if strategy == "setfit"
+                       and python
                        else bench.self_train(task, seed) if method == "self_train"
                        else bench.variant(task, seed, {"strategy": strategy, "source": source}) if source
                        else bench.contrastive(task, seed, CONTRASTIVE))

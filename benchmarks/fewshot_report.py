@@ -26,10 +26,11 @@ def _seeds(cells: dict[str, Any], task: str, method: str) -> dict[int, dict[str,
     return out
 
 
-def paired(cells: dict[str, Any], task: str, test: str, metric: str = "accuracy", ours: str = "contrastive"
-           ) -> dict[str, Any] | None:
-    """``ours`` - SetFit on the seeds both ran: mean, standard error, n; and each side's mean and CPU seconds."""
-    a, b = _seeds(cells, task, ours), _seeds(cells, task, "setfit")
+def paired(cells: dict[str, Any], task: str, test: str, metric: str = "accuracy", ours: str = "contrastive",
+           theirs: str = "setfit") -> dict[str, Any] | None:
+    """``ours`` - ``theirs`` (SetFit; ``setfit@mpnet``: SetFit on mpnet's folder) on the seeds both ran: mean,
+    standard error, n; and each side's mean and CPU seconds."""
+    a, b = _seeds(cells, task, ours), _seeds(cells, task, theirs)
     both = sorted(set(a) & set(b))
     if not both:
         return None
@@ -59,9 +60,10 @@ def alone(cells: dict[str, Any], task: str, test: str, metric: str = "accuracy",
 
 
 def other_sources(cells: dict[str, Any], task: str | None = None) -> list[str]:
-    """The ``STRATEGY@SOURCE`` methods with cells (of ``task``, when given): rows of another text source."""
+    """The ``STRATEGY@SOURCE`` methods with cells (of ``task``, when given): rows of another text source
+    (``setfit@SOURCE``, SetFit on that source, is their reference, not one of them)."""
     keys = [k.split("|") for k in cells]
-    found = {m for t, m, _ in keys if "@" in m and (task is None or t == task)}
+    found = {m for t, m, _ in keys if "@" in m and not m.startswith("setfit@") and (task is None or t == task)}
     return sorted(found, key=lambda m: (m.partition("@")[2], m.partition("@")[0] != CLI_STRATEGY, m))
 
 
@@ -224,6 +226,39 @@ def _unlabelled_rows(doc: dict[str, Any], tasks: dict[str, Any], pair: Any) -> l
     return rows
 
 
+def _same_encoder_rows(doc: dict[str, Any], tasks: dict[str, Any]) -> list[list[str]]:
+    """Each ``STRATEGY@SOURCE`` row beside SetFit on the same source (``setfit@SOURCE`` cells), paired by seed."""
+    cells, out = doc.get("cells", {}), []
+    for task, (data, k, others) in tasks.items():
+        for method in other_sources(cells, task):
+            theirs = f"setfit@{method.partition('@')[2]}"
+            for test, metric in [(data, "accuracy"), *[(c, "balanced_accuracy") for c in others]]:
+                p = paired(cells, task, test, metric, ours=method, theirs=theirs)
+                if p is None:
+                    continue
+                se = "n/a (1 seed)" if len(p["seeds"]) < 2 else f"{100 * p['se']:.1f}"
+                what = "" if metric == "accuracy" else " (balanced accuracy)"
+                out.append([f"{k}/class, {test}{what}", encoder_name(doc, method.partition("@")[2]),
+                            source_command(method, data, k) if test == data else "same run",
+                            f"{p['ours']:.3f}", f"{p['ours_cpu']:.0f}", f"{p['theirs']:.3f}", f"{p['theirs_cpu']:.0f}",
+                            f"{100 * p['diff']:+.1f} ± {se}", ",".join(map(str, p["seeds"]))])
+    return out
+
+
+def _same_encoder_section(doc: dict[str, Any], tasks: dict[str, Any]) -> list[str]:
+    rows = _same_encoder_rows(doc, tasks)
+    if not rows:
+        return []
+    head = ["task, scored on", "encoder", "command", "accuracy", "CPU s", "SetFit on the same encoder", "SetFit CPU s",
+            "difference (points, ± SE)", "seeds"]
+    return ["## Appendix D: the larger encoder's rows beside SetFit on that encoder", "",
+            "SetFit 1.2.0 with its defaults on the same sentence-transformers folder the row's `--source` loads "
+            "(`--methods setfit@SOURCE`), same labelled draw, test draws and thread count; accuracy on the "
+            "task's own test texts, balanced accuracy on its cross-domain test set (vader-tweets, the same run). "
+            "A difference over fewer than 5 seeds is not the criterion's paired comparison.", "",
+            "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows), ""]
+
+
 def tasks_data(task: str) -> str:
     return {"movies": "vader-movies", "spam": "sms-spam", "news": "20newsgroups-top"}[task.split("-")[0]]
 
@@ -368,8 +403,10 @@ def render(doc: dict[str, Any], tasks: dict[str, Any], pair: Any) -> str:
         "(benchmarks/text.py's seeded split and draw); the difference is paired by seed, with its standard error. "
         "The command is what a user types; the CLI's `--shots k` also draws k texts per class from the validation "
         "split for early stopping, which the benchmark gives neither side (both see exactly the k labelled texts).",
-        *(["", "Rows that name another encoder keep the SetFit columns of their task (SetFit ran on "
-           "all-MiniLM-L6-v2 only): their difference to SetFit is the larger encoder's as much as the strategy's."]
+        *(["", "Rows that name another encoder keep the SetFit columns of their task (SetFit on all-MiniLM-L6-v2): "
+           "their difference to SetFit is the larger encoder's as much as the strategy's"
+           + ("; Appendix D pairs them with SetFit on their own encoder, on the seeds where it ran."
+              if _same_encoder_rows(doc, tasks) else ".")]
           if other_sources(doc.get("cells", {})) else []),
         "",
         *_recipe_lines(doc),
@@ -432,6 +469,7 @@ def render(doc: dict[str, Any], tasks: dict[str, Any], pair: Any) -> str:
         "",
         *_unlabelled_rows(doc, tasks, pair),
         "",
+        *_same_encoder_section(doc, tasks),
         "## Machine",
         "",
         f"{m.get('cpu_model', '?')}, {m.get('usable_cpus', '?')} usable CPUs (shared), torch {m.get('torch', '?')}; "

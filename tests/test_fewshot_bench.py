@@ -245,3 +245,22 @@ def test_methods_are_checked_before_anything_loads(methods: str, message: str) -
     with pytest.raises(SystemExit, match=message):
         fewshot.check_methods(methods.split(","))
     fewshot.check_methods(["contrastive", "setfit", "self_train", "lp_ft@mpnet", "linear_probe@minilm"])
+
+
+def test_a_larger_encoders_rows_pair_with_setfit_on_that_encoder_in_appendix_d() -> None:
+    cells = {f"movies-64|{m}|{s}": _cell(a + 0.01 * s, cpu, t) for s in range(3)
+             for m, a, cpu, t in (("contrastive", 0.74, 90, 0.7), ("setfit", 0.74, 600, 0.7),
+                                  ("lp_ft@mpnet", 0.86, 130, 0.8))}
+    encoders = {"mpnet": {"encoder": "all-mpnet-base-v2"}}
+    md = report.render({"cells": cells, "encoders": encoders}, fewshot.TASKS, report.paired)
+    assert "## Appendix D" not in md and "SetFit on their own encoder" not in md  # no setfit@mpnet cell yet
+    cells["movies-64|setfit@mpnet|0"] = _cell(0.85, 4900, 0.75)
+    cells["movies-64|setfit@mpnet|1"] = _cell(0.87, 5100, 0.77)
+    assert report.other_sources(cells) == ["lp_ft@mpnet"]  # SetFit on mpnet is the reference, not a row
+    md = report.render({"cells": cells, "encoders": encoders}, fewshot.TASKS, report.paired)
+    d = md.split("## Appendix D")[1].split("## Machine")[0]
+    assert ("| 64/class, vader-movies | all-mpnet-base-v2 | `transferkit transfer --source mpnet --data vader-movies "
+            "--shots 64` | 0.865 | 130 | 0.860 | 5000 | +0.5 ± 0.5 | 0,1 |") in d
+    assert "| 64/class, vader-tweets (balanced accuracy) | all-mpnet-base-v2 | same run | 0.800 | 130 | 0.760 |" in d
+    assert "Appendix D pairs them with SetFit on their own encoder" in md
+    fewshot.check_methods(["setfit@mpnet"])
