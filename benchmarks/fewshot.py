@@ -34,8 +34,8 @@ for the strategy, where there is one): same labelled draw, same test draws, no v
     python benchmarks/fewshot.py --tasks movies-64 --methods lp_ft@mpnet,linear_probe@mpnet --seeds 0,1,2,3,4
 
 ``--methods setfit@SOURCE`` runs SetFit (its defaults) on that source's sentence-transformers folder, same draws
-and threads: the same-encoder reference of the ``STRATEGY@SOURCE`` rows (FEWSHOT.md Appendix D). On mpnet it
-costs about 8x SetFit on MiniLM (320 steps of about 8 s on 2 cores at 64/class).
+and threads: the same-encoder reference of the ``STRATEGY@SOURCE`` rows (FEWSHOT.md Appendix D; its CPU
+column says what a seed costs: on mpnet, tens of minutes on 2 cores at 64/class).
 
 Quick mode fails (exit 1) when ``contrastive`` scores below SetFit on the quick cell. Without setfit installed
 it says so and compares with the SetFit cell recorded for the same split in docs/fewshot.json (a recorded
@@ -308,6 +308,8 @@ def check_methods(methods: list[str]) -> None:
         if not at:
             raise SystemExit(f"--methods: unknown method {m!r} (setfit, self_train, contrastive, STRATEGY@SOURCE "
                              "or setfit@SOURCE)")
+        if strategy == "setfit" and source == DEFAULT_SOURCE:
+            raise SystemExit(f"--methods {m}: SetFit on {DEFAULT_SOURCE} is the method 'setfit'")
         if strategy not in STRATEGIES and strategy != "setfit":  # setfit@SOURCE: SetFit on that source's folder
             raise SystemExit(f"--methods {m}: unknown strategy {strategy!r} (strategies: {', '.join(STRATEGIES)})")
         if source not in MODELS:
@@ -502,8 +504,11 @@ def main() -> int:
             # another --work folder's ceiling cells (the doc's) are kept: only this folder's are added or replaced
             update = {"ceiling": {**load(doc_json).get("ceiling", {}), **load(store)}}
         else:
-            for other in args.merge:
-                save(args.work / "results.json", {**load(other / "results.json"), **load(args.work / "results.json")})
+            # the doc's cells count as run (a fresh --work folder adds to them, never replaces them), then any
+            # --merge folder's, then this folder's own
+            save(args.work / "results.json", {**load(doc_json).get("cells", {}),
+                                              **{k: v for o in args.merge for k, v in load(o / "results.json").items()},
+                                              **load(args.work / "results.json")})
             methods = args.methods.split(",")
             run_cells(bench, args.work / "results.json", args.tasks.split(","), seeds, python, methods)
             update = {"cells": load(args.work / "results.json")}

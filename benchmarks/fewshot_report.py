@@ -249,7 +249,8 @@ def _same_encoder_section(doc: dict[str, Any], tasks: dict[str, Any]) -> list[st
     rows = _same_encoder_rows(doc, tasks)
     if not rows:
         return []
-    head = ["task, scored on", "encoder", "command", "accuracy", "CPU s", "SetFit on the same encoder", "SetFit CPU s",
+    head = ["task, scored on", "encoder", "command", "accuracy (the paired seeds)", "CPU s",
+            "SetFit on the same encoder", "SetFit CPU s",
             "difference (points, ± SE)", "seeds"]
     return ["## Appendix D: the larger encoder's rows beside SetFit on that encoder", "",
             "SetFit 1.2.0 with its defaults on the same sentence-transformers folder the row's `--source` loads "

@@ -264,3 +264,5 @@ def test_a_larger_encoders_rows_pair_with_setfit_on_that_encoder_in_appendix_d()
     assert "| 64/class, vader-tweets (balanced accuracy) | all-mpnet-base-v2 | same run | 0.800 | 130 | 0.760 |" in d
     assert "Appendix D pairs them with SetFit on their own encoder" in md
     fewshot.check_methods(["setfit@mpnet"])
+    with pytest.raises(SystemExit, match="--methods setfit@minilm: SetFit on minilm is the method 'setfit'"):
+        fewshot.check_methods(["setfit@minilm"])
